@@ -1,0 +1,27 @@
+//! Compiles `proto/` with the protoc shipped in the `protoc-bin-vendored` crate, so a fresh
+//! machine builds with plain `cargo build` and no system protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let includes = protoc_bin_vendored::include_path()?;
+    // SAFETY of intent: build scripts run single-threaded; prost-build reads PROTOC from the env.
+    unsafe { std::env::set_var("PROTOC", protoc) };
+
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let protos = [
+        "proto/yrd/exchange/v1/common.proto",
+        "proto/yrd/exchange/v1/project.proto",
+        "proto/yrd/exchange/v1/allocation.proto",
+        "proto/yrd/exchange/v1/directory.proto",
+    ];
+    tonic_prost_build::configure()
+        // Deterministic encoding of maps, so request fingerprints (idempotency) are stable.
+        .btree_map(".")
+        .file_descriptor_set_path(out_dir.join("yrd_descriptor.bin"))
+        .compile_protos(
+            &protos,
+            &["proto", includes.to_str().ok_or("non-utf8 include path")?],
+        )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Conversions between wire messages (`pb`) and domain records. Type-level problems (an enum
+//! number that does not exist, a malformed timestamp) are collected as field violations here;
+//! the `records` module adds the semantic ones.
+
+use prost_types::Timestamp;
+
+use super::pb;
+use crate::records::{
+    self, Allocation, AllocationStatus, BenefitShare, ChecklistItem, ChecklistStatus, Contact,
+    FactorKind, Industry, Investor, Pollutant, Project, ResourceName, Stage, Violations,
+};
+use crate::store::RecordKind;
+
+pub fn timestamp(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// Microseconds since the epoch, or a violation for a timestamp outside 0001..9999.
+pub fn micros(ts: &Timestamp, field: &str, v: &mut Violations) -> i64 {
+    const MIN: i64 = -62_135_596_800;
+    const MAX: i64 = 253_402_300_799;
+    if !(MIN..=MAX).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos) {
+        v.add(field, "is not a valid timestamp");
+        return 0;
+    }
+    ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000
+}
+
+/// Reads a wire enum number, reporting numbers the contract does not define.
+fn known<E: TryFrom<i32>>(value: i32, field: &str, v: &mut Violations) -> Option<E> {
+    match E::try_from(value) {
+        Ok(e) => Some(e),
+        Err(_) => {
+            v.add(field, format!("{value} is not a known value"));
+            None
+        }
+    }
+}
+
+pub fn stage_from(value: i32, field: &str, v: &mut Violations) -> Stage {
+    use pb::Stage as S;
+    match known::<S>(value, field, v) {
+        None | Some(S::Unspecified) => Stage::Unspecified,
+        Some(S::Lead) => Stage::Lead,
+        Some(S::Negotiating) => Stage::Negotiating,
+        Some(S::Signed) => Stage::Signed,
+        Some(S::Started) => Stage::Started,
+        Some(S::InStorage) => Stage::InStorage,
+        Some(S::Completed) => Stage::Completed,
+        Some(S::Producing) => Stage::Producing,
+        Some(S::Cancelled) => Stage::Cancelled,
+        Some(S::Referred) => Stage::Referred,
+    }
+}
+
+fn stage_to(s: Stage) -> pb::Stage {
+    use pb::Stage as S;
+    match s {
+        Stage::Unspecified => S::Unspecified,
+        Stage::Lead => S::Lead,
+        Stage::Negotiating => S::Negotiating,
+        Stage::Signed => S::Signed,
+        Stage::Started => S::Started,
+        Stage::InStorage => S::InStorage,
+        Stage::Completed => S::Completed,
+        Stage::Producing => S::Producing,
+        Stage::Cancelled => S::Cancelled,
+        Stage::Referred => S::Referred,
+    }
+}
+
+pub fn industry_from(value: i32, field: &str, v: &mut Violations) -> Industry {
+    use pb::Industry as I;
+    match known::<I>(value, field, v) {
+        None | Some(I::Unspecified) => Industry::Unspecified,
+        Some(I::NewEnergyVehicles) => Industry::NewEnergyVehicles,
+        Some(I::CncMachineTools) => Industry::CncMachineTools,
+        Some(I::Other) => Industry::Other,
+    }
+}
+
+fn industry_to(i: Industry) -> pb::Industry {
+    use pb::Industry as I;
+    match i {
+        Industry::Unspecified => I::Unspecified,
+        Industry::NewEnergyVehicles => I::NewEnergyVehicles,
+        Industry::CncMachineTools => I::CncMachineTools,
+        Industry::Other => I::Other,
+    }
+}
+
+fn checklist_status_from(value: i32, field: &str, v: &mut Violations) -> ChecklistStatus {
+    use pb::ChecklistStatus as C;
+    match known::<C>(value, field, v) {
+        None | Some(C::Unspecified) => ChecklistStatus::Unspecified,
+        Some(C::Pending) => ChecklistStatus::Pending,
+        Some(C::InProgress) => ChecklistStatus::InProgress,
+        Some(C::Approved) => ChecklistStatus::Approved,
+        Some(C::Rejected) => ChecklistStatus::Rejected,
+        Some(C::NotRequired) => ChecklistStatus::NotRequired,
+    }
+}
+
+fn checklist_status_to(s: ChecklistStatus) -> pb::ChecklistStatus {
+    use pb::ChecklistStatus as C;
+    match s {
+        ChecklistStatus::Unspecified => C::Unspecified,
+        ChecklistStatus::Pending => C::Pending,
+        ChecklistStatus::InProgress => C::InProgress,
+        ChecklistStatus::Approved => C::Approved,
+        ChecklistStatus::Rejected => C::Rejected,
+        ChecklistStatus::NotRequired => C::NotRequired,
+    }
+}
+
+pub fn factor_kind_from(value: i32, field: &str, v: &mut Violations) -> FactorKind {
+    use pb::FactorKind as F;
+    match known::<F>(value, field, v) {
+        None | Some(F::Unspecified) => FactorKind::Unspecified,
+        Some(F::LandQuota) => FactorKind::LandQuota,
+        Some(F::EnergyQuota) => FactorKind::EnergyQuota,
+        Some(F::EmissionQuota) => FactorKind::EmissionQuota,
+        Some(F::Water) => FactorKind::Water,
+        Some(F::PowerCapacity) => FactorKind::PowerCapacity,
+        Some(F::Funding) => FactorKind::Funding,
+    }
+}
+
+fn factor_kind_to(k: FactorKind) -> pb::FactorKind {
+    use pb::FactorKind as F;
+    match k {
+        FactorKind::Unspecified => F::Unspecified,
+        FactorKind::LandQuota => F::LandQuota,
+        FactorKind::EnergyQuota => F::EnergyQuota,
+        FactorKind::EmissionQuota => F::EmissionQuota,
+        FactorKind::Water => F::Water,
+        FactorKind::PowerCapacity => F::PowerCapacity,
+        FactorKind::Funding => F::Funding,
+    }
+}
+
+fn pollutant_from(value: i32, field: &str, v: &mut Violations) -> Pollutant {
+    use pb::Pollutant as P;
+    match known::<P>(value, field, v) {
+        None | Some(P::Unspecified) => Pollutant::Unspecified,
+        Some(P::So2) => Pollutant::So2,
+        Some(P::Nox) => Pollutant::Nox,
+        Some(P::Cod) => Pollutant::Cod,
+        Some(P::AmmoniaNitrogen) => Pollutant::AmmoniaNitrogen,
+        Some(P::Vocs) => Pollutant::Vocs,
+        Some(P::ParticulateMatter) => Pollutant::ParticulateMatter,
+    }
+}
+
+fn pollutant_to(p: Pollutant) -> pb::Pollutant {
+    use pb::Pollutant as P;
+    match p {
+        Pollutant::Unspecified => P::Unspecified,
+        Pollutant::So2 => P::So2,
+        Pollutant::Nox => P::Nox,
+        Pollutant::Cod => P::Cod,
+        Pollutant::AmmoniaNitrogen => P::AmmoniaNitrogen,
+        Pollutant::Vocs => P::Vocs,
+        Pollutant::ParticulateMatter => P::ParticulateMatter,
+    }
+}
+
+pub fn status_from(value: i32, field: &str, v: &mut Violations) -> AllocationStatus {
+    use pb::AllocationStatus as A;
+    match known::<A>(value, field, v) {
+        None | Some(A::Unspecified) => AllocationStatus::Unspecified,
+        Some(A::Proposed) => AllocationStatus::Proposed,
+        Some(A::Agreed) => AllocationStatus::Agreed,
+        Some(A::Rejected) => AllocationStatus::Rejected,
+        Some(A::Withdrawn) => AllocationStatus::Withdrawn,
+        Some(A::Expired) => AllocationStatus::Expired,
+    }
+}
+
+fn status_to(s: AllocationStatus) -> pb::AllocationStatus {
+    use pb::AllocationStatus as A;
+    match s {
+        AllocationStatus::Unspecified => A::Unspecified,
+        AllocationStatus::Proposed => A::Proposed,
+        AllocationStatus::Agreed => A::Agreed,
+        AllocationStatus::Rejected => A::Rejected,
+        AllocationStatus::Withdrawn => A::Withdrawn,
+        AllocationStatus::Expired => A::Expired,
+    }
+}
+
+/// A project as sent by a client; output-only fields are ignored.
+pub fn project_from(p: pb::Project, v: &mut Violations) -> Project {
+    let investor = p.investor.unwrap_or_default();
+    let contact = p.contact.unwrap_or_default();
+    Project {
+        id: uuid::Uuid::nil(),
+        owner: String::new(),
+        display_name: p.display_name,
+        investor: Investor {
+            name: investor.name,
+            credit_code: investor.credit_code,
+        },
+        industry: industry_from(p.industry, "project.industry", v),
+        industry_code: p.industry_code,
+        total_investment_yuan: p.total_investment_yuan,
+        land_area_mu: p.land_area_mu,
+        platform: p.platform,
+        stage: stage_from(p.stage, "project.stage", v),
+        contact: Contact {
+            name: contact.name,
+            phone: contact.phone,
+        },
+        service_officer: p.service_officer,
+        checklist: p
+            .checklist
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| ChecklistItem {
+                item: c.item,
+                department: c.department,
+                status: checklist_status_from(
+                    c.status,
+                    &format!("project.checklist[{i}].status"),
+                    v,
+                ),
+                due_date: c.due_date,
+            })
+            .collect(),
+        labels: p.labels,
+        referred_from: None,
+        revision: 0,
+        create_time: 0,
+        update_time: 0,
+    }
+}
+
+pub fn project_to(p: Project) -> pb::Project {
+    let name = ResourceName::new(&p.owner, RecordKind::Project, p.id);
+    pb::Project {
+        etag: records::etag(&name, p.revision),
+        name: name.to_string(),
+        owner: p.owner,
+        display_name: p.display_name,
+        investor: Some(pb::Investor {
+            name: p.investor.name,
+            credit_code: p.investor.credit_code,
+        }),
+        industry: industry_to(p.industry) as i32,
+        industry_code: p.industry_code,
+        total_investment_yuan: p.total_investment_yuan,
+        land_area_mu: p.land_area_mu,
+        platform: p.platform,
+        stage: stage_to(p.stage) as i32,
+        contact: Some(pb::Contact {
+            name: p.contact.name,
+            phone: p.contact.phone,
+        }),
+        service_officer: p.service_officer,
+        checklist: p
+            .checklist
+            .into_iter()
+            .map(|c| pb::ChecklistItem {
+                item: c.item,
+                department: c.department,
+                status: checklist_status_to(c.status) as i32,
+                due_date: c.due_date,
+            })
+            .collect(),
+        labels: p.labels,
+        referred_from: p.referred_from.unwrap_or_default(),
+        create_time: Some(timestamp(p.create_time)),
+        update_time: Some(timestamp(p.update_time)),
+    }
+}
+
+/// An allocation as proposed by a client; output-only fields are ignored.
+pub fn allocation_from(a: pb::Allocation, v: &mut Violations) -> Allocation {
+    Allocation {
+        id: uuid::Uuid::nil(),
+        owner: String::new(),
+        kind: factor_kind_from(a.kind, "allocation.kind", v),
+        quantity: a.quantity,
+        pollutant: pollutant_from(a.pollutant, "allocation.pollutant", v),
+        from_party: a.from_party,
+        to_party: a.to_party,
+        project: (!a.project.is_empty()).then_some(a.project),
+        benefit_shares: a
+            .benefit_shares
+            .into_iter()
+            .map(|s| BenefitShare {
+                party: s.party,
+                basis_points: s.basis_points,
+            })
+            .collect(),
+        required_parties: a.required_parties,
+        valid_until: a
+            .valid_until
+            .map(|t| micros(&t, "allocation.valid_until", v))
+            .unwrap_or(0),
+        round: 0,
+        description: a.description,
+        revision: 0,
+        create_time: 0,
+        update_time: 0,
+    }
+}
+
+pub fn allocation_to(a: Allocation, status: AllocationStatus) -> pb::Allocation {
+    let name = ResourceName::new(&a.owner, RecordKind::Allocation, a.id);
+    pb::Allocation {
+        etag: records::etag(&name, a.revision),
+        name: name.to_string(),
+        owner: a.owner,
+        kind: factor_kind_to(a.kind) as i32,
+        quantity: a.quantity,
+        unit: a.kind.unit().to_string(),
+        pollutant: pollutant_to(a.pollutant) as i32,
+        from_party: a.from_party,
+        to_party: a.to_party,
+        project: a.project.unwrap_or_default(),
+        benefit_shares: a
+            .benefit_shares
+            .into_iter()
+            .map(|s| pb::BenefitShare {
+                party: s.party,
+                basis_points: s.basis_points,
+            })
+            .collect(),
+        required_parties: a.required_parties,
+        valid_until: Some(timestamp(a.valid_until)),
+        round: a.round,
+        status: status_to(status) as i32,
+        description: a.description,
+        create_time: Some(timestamp(a.create_time)),
+        update_time: Some(timestamp(a.update_time)),
+    }
+}

@@ -1,0 +1,141 @@
+//! The one place domain errors become gRPC statuses. Each `match` is exhaustive without a
+//! wildcard arm, so a new error variant cannot silently become INTERNAL. Internal causes are
+//! logged here; clients get a code, a safe message, `google.rpc.ErrorInfo`, and
+//! `google.rpc.BadRequest` for invalid input.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::identity::AuthzError;
+use crate::records::{RecordError, Violations};
+use crate::store::StoreError;
+
+/// `google.rpc.ErrorInfo.domain` of every error this gateway returns.
+pub const ERROR_DOMAIN: &str = "yrd-gateway";
+
+fn with_info(code: Code, message: String, reason: &str, metadata: &[(&str, &str)]) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+/// INVALID_ARGUMENT carrying one field violation per bad field.
+pub fn bad_request(v: &Violations) -> Status {
+    let mut details =
+        ErrorDetails::with_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+    for fv in v.iter() {
+        details.add_bad_request_violation(fv.field.clone(), fv.description.clone());
+    }
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid request: {v}"),
+        details,
+    )
+}
+
+pub fn record_status(err: RecordError) -> Status {
+    match err {
+        RecordError::Invalid(v) => bad_request(&v),
+        RecordError::NotFound { ref name } => with_info(
+            Code::NotFound,
+            err.to_string(),
+            "NOT_FOUND",
+            &[("name", name)],
+        ),
+        RecordError::NotOwner {
+            ref name,
+            ref owner,
+        } => with_info(
+            Code::PermissionDenied,
+            err.to_string(),
+            "NOT_OWNER",
+            &[("name", name), ("owner", owner)],
+        ),
+        RecordError::StaleEtag { ref name } => with_info(
+            Code::FailedPrecondition,
+            err.to_string(),
+            "STALE_ETAG",
+            &[("name", name)],
+        ),
+        RecordError::RequestIdReused { request_id } => request_id_reused(&request_id),
+        RecordError::Store(e) => store_status(e),
+    }
+}
+
+fn request_id_reused(request_id: &str) -> Status {
+    let mut details = ErrorDetails::with_error_info(
+        "REQUEST_ID_REUSED",
+        ERROR_DOMAIN,
+        HashMap::from([("request_id".to_string(), request_id.to_string())]),
+    );
+    details.add_bad_request_violation(
+        "request_id",
+        "was already used for a different request; use a new UUID for a new request",
+    );
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("request id `{request_id}` was already used for a different request"),
+        details,
+    )
+}
+
+pub fn store_status(err: StoreError) -> Status {
+    match err {
+        StoreError::Unavailable(ref cause) => {
+            tracing::error!(cause = %cause, "store unavailable");
+            with_info(
+                Code::Unavailable,
+                "the gateway's store is unavailable; nothing was written, retry later".into(),
+                "STORE_UNAVAILABLE",
+                &[],
+            )
+        }
+        StoreError::Corrupt(ref cause) => {
+            tracing::error!(cause = %cause, "stored data unreadable");
+            with_info(
+                Code::Internal,
+                "stored data could not be read".into(),
+                "STORE_CORRUPT",
+                &[],
+            )
+        }
+        StoreError::Conflict { .. } => with_info(
+            Code::Aborted,
+            "the record changed concurrently; read it again and retry".into(),
+            "CONFLICT",
+            &[],
+        ),
+        StoreError::NotFound => {
+            with_info(Code::NotFound, "record not found".into(), "NOT_FOUND", &[])
+        }
+        StoreError::AlreadyExists => with_info(
+            Code::AlreadyExists,
+            "record already exists".into(),
+            "ALREADY_EXISTS",
+            &[],
+        ),
+        StoreError::RequestIdReused(request_id) => request_id_reused(&request_id),
+    }
+}
+
+pub fn authz_status(err: &AuthzError) -> Status {
+    match err {
+        AuthzError::NoIdentity(_) => {
+            with_info(Code::Unauthenticated, err.to_string(), "NO_IDENTITY", &[])
+        }
+        AuthzError::Denied { .. } => with_info(
+            Code::PermissionDenied,
+            err.to_string(),
+            "PERMISSION_DENIED",
+            &[],
+        ),
+    }
+}

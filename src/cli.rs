@@ -1,0 +1,113 @@
+//! The command line: `serve`, `dev`, `certs init` and the demo `client`. `main` parses, sets up
+//! logging and signals, and calls in here.
+
+mod client;
+mod dev;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+pub use client::{ClientArgs, run as run_client};
+pub use dev::{DevArgs, run as run_dev};
+
+use crate::config::{Federation, PartyInfo, RawParty};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "yrd-gateway",
+    version,
+    about = "Cross-provincial data-sharing gateway of the YRD (Huzhou) Industrial Cooperation Zone"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one party's gateway from a TOML config file.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run the whole four-party federation on loopback with a development PKI.
+    Dev(DevArgs),
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Call a gateway as a party system, with a client certificate.
+    Client(Box<ClientArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create (or complete) a development PKI: CA, one gateway and one demo client certificate
+    /// per party. Existing files are kept.
+    Init {
+        /// Folder to write into.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long, default_value = crate::config::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Party ids; default: the shipped four-party federation.
+        #[arg(long, value_delimiter = ',')]
+        parties: Vec<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederationFile {
+    parties: Vec<RawParty>,
+}
+
+/// The shipped default federation (`src/cli/federation.toml`).
+pub fn default_federation() -> Federation {
+    let file: FederationFile = toml::from_str(include_str!("cli/federation.toml"))
+        .expect("the shipped federation file parses");
+    Federation::new(
+        file.parties
+            .into_iter()
+            .map(|p| PartyInfo {
+                id: p.id,
+                display_name: p.display_name,
+                province: p.province,
+                division_code: p.division_code,
+            })
+            .collect(),
+    )
+    .expect("the shipped federation file is valid")
+}
+
+/// `certs init`.
+pub fn certs_init(
+    dir: &std::path::Path,
+    trust_domain: &str,
+    parties: &[String],
+) -> anyhow::Result<()> {
+    let parties: Vec<String> = if parties.is_empty() {
+        default_federation()
+            .parties()
+            .iter()
+            .map(|p| p.id.clone())
+            .collect()
+    } else {
+        for p in parties {
+            crate::config::check_party_id(p).map_err(anyhow::Error::msg)?;
+        }
+        parties.to_vec()
+    };
+    let report = crate::identity::pki::init_dev_pki(dir, trust_domain, &parties)?;
+    for p in &report.created {
+        println!("created {}", p.display())
+    }
+    for p in &report.kept {
+        println!("kept    {}", p.display())
+    }
+    println!("private keys (*.key) are readable by their owner only; never commit them");
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `yrd-gateway dev`: the four-party federation on loopback in one process, with a development
+//! PKI and one SQLite store per party under a data folder. The config files it runs from are
+//! written there too, so `yrd-gateway serve --config` can run any one of them the same way.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, DEFAULT_TRUST_DOMAIN};
+use crate::gateway::Gateway;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Folder for certificates, configs and stores (created if missing; reused on restart).
+    #[arg(long, default_value = "data/dev")]
+    pub data_dir: PathBuf,
+    /// gRPC port of the first party; the others follow in party order.
+    #[arg(long, default_value_t = 50051)]
+    pub grpc_port_base: u16,
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Writes the config of one party of the dev federation and returns its path.
+fn write_config(data: &Path, party: &str, port: u16) -> anyhow::Result<PathBuf> {
+    let mut text = format!(
+        "# Written by `yrd-gateway dev`; rewritten on every start.\n\
+         party = {party_q}\n\
+         trust_domain = {td}\n\n\
+         [listen]\ngrpc = \"127.0.0.1:{port}\"\n\n\
+         [tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{party}/gateway.crt\"\nkey = \"certs/{party}/gateway.key\"\n\n\
+         [store]\nbackend = \"sqlite\"\npath = \"{party}/store.db\"\n\n\
+         [log]\nformat = \"text\"\n",
+        party_q = toml_string(party),
+        td = toml_string(DEFAULT_TRUST_DOMAIN),
+    );
+    for p in super::default_federation().parties() {
+        text.push_str(&format!(
+            "\n[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n",
+            toml_string(&p.id),
+            toml_string(&p.display_name),
+            toml_string(&p.province),
+            toml_string(&p.division_code)
+        ));
+    }
+    let path = data.join(format!("{party}.toml"));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs the dev federation until `shutdown` resolves.
+pub async fn run(
+    args: DevArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let data = &args.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let federation = super::default_federation();
+    let ids: Vec<String> = federation.parties().iter().map(|p| p.id.clone()).collect();
+    crate::identity::pki::init_dev_pki(&data.join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
+
+    let mut gateways = Vec::new();
+    for (i, party) in ids.iter().enumerate() {
+        let port = args
+            .grpc_port_base
+            .checked_add(i as u16)
+            .context("--grpc-port-base too high")?;
+        let path = write_config(data, party, port)?;
+        let config = Config::load(&path, &HashMap::new())?;
+        let listener = TcpListener::bind(config.listen_grpc)
+            .await
+            .with_context(|| format!("binding {} for {party}", config.listen_grpc))?;
+        let gateway = Gateway::open(config)?;
+        gateways.push((party.clone(), listener, gateway));
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = std::sync::Arc::new(stop_tx);
+    let mut tasks = tokio::task::JoinSet::new();
+    println!("yrd-gateway dev: four-party federation on loopback (Ctrl-C stops it)");
+    for (party, listener, gateway) in gateways {
+        println!(
+            "  {party:<10} grpc 127.0.0.1:{}   certs {}/certs/{party}/",
+            listener.local_addr()?.port(),
+            data.display()
+        );
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let result = gateway
+                .serve(listener, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            (party, result)
+        });
+    }
+    println!(
+        "try:  yrd-gateway client --data-dir {} --party zone whoami",
+        data.display()
+    );
+
+    let on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = on_signal.send(true);
+    });
+    let mut failed = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (party, result) = joined.context("gateway task panicked")?;
+        if let Err(e) = result {
+            tracing::error!(party = %party, error = %e, "gateway failed");
+            failed.get_or_insert(anyhow::anyhow!("{party}: {e}"));
+            // One party down means the federation is not what the operator asked for: stop all.
+            let _ = stop_tx.send(true);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}

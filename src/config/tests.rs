@@ -1,0 +1,104 @@
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+party = "zone"
+[listen]
+grpc = "127.0.0.1:50051"
+[tls]
+ca = "certs/ca.crt"
+cert = "certs/zone/gateway.crt"
+key = "/abs/gateway.key"
+[store]
+backend = "sqlite"
+path = "zone.db"
+[[parties]]
+id = "zone"
+display_name = "Zone"
+province = "Zhejiang"
+[[parties]]
+id = "guangde"
+display_name = "Guangde"
+province = "Anhui"
+division_code = "341822"
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new("/etc/yrd/gateway.toml"), &HashMap::new())
+}
+
+fn key_of(err: ConfigError) -> String {
+    match err {
+        ConfigError::Invalid { key, .. } => key,
+        other => panic!("expected an invalid key, got {other}"),
+    }
+}
+
+#[test]
+fn good_config_resolves_relative_paths_against_the_file() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.party, "zone");
+    assert_eq!(c.trust_domain, DEFAULT_TRUST_DOMAIN);
+    assert_eq!(c.tls.ca, Path::new("/etc/yrd/certs/ca.crt"));
+    assert_eq!(c.tls.key, Path::new("/abs/gateway.key"));
+    assert_eq!(c.federation.order_of("guangde"), Some(1));
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_name() {
+    let err = load(&GOOD.replace("[store]", "[store]\ncolour = \"blue\"")).unwrap_err();
+    assert!(err.to_string().contains("colour"), "{err}");
+    let err = load(&format!("mystery = 1\n{GOOD}")).unwrap_err();
+    assert!(err.to_string().contains("mystery"), "{err}");
+}
+
+#[test]
+fn each_bad_value_names_its_key() {
+    assert_eq!(
+        key_of(load(&GOOD.replace("party = \"zone\"", "party = \"anji\"")).unwrap_err()),
+        "party"
+    );
+    assert_eq!(
+        key_of(load(&GOOD.replace("127.0.0.1:50051", "nowhere")).unwrap_err()),
+        "listen.grpc"
+    );
+    assert_eq!(
+        key_of(load(&GOOD.replace("\"sqlite\"", "\"oracle\"")).unwrap_err()),
+        "store.backend"
+    );
+    assert_eq!(
+        key_of(load(&GOOD.replace("341822", "3418")).unwrap_err()),
+        "parties[1].division_code"
+    );
+    assert_eq!(
+        key_of(load(&GOOD.replace("id = \"guangde\"", "id = \"zone\"")).unwrap_err()),
+        "parties[1].id"
+    );
+    assert_eq!(
+        key_of(load(&format!("{GOOD}\n[log]\nformat = \"xml\"\n")).unwrap_err()),
+        "log.format"
+    );
+    assert_eq!(
+        key_of(
+            load(&format!(
+                "{GOOD}\n[access]\nread_only_systems = [\"Bad Name\"]\n"
+            ))
+            .unwrap_err()
+        ),
+        "access.read_only_systems[0]"
+    );
+}
+
+#[test]
+fn environment_overrides_come_from_the_map_passed_in() {
+    let env = HashMap::from([
+        ("YRD_LOG_FORMAT".to_string(), "json".to_string()),
+        ("YRD_LISTEN_GRPC".to_string(), "0.0.0.0:6000".to_string()),
+    ]);
+    let c = Config::from_toml(GOOD, Path::new("gateway.toml"), &env).unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.listen_grpc.port(), 6000);
+}

@@ -1,0 +1,186 @@
+//! Durable storage behind one trait, so the SQLite (embedded default) and, later, PostgreSQL
+//! backends give the same guarantees:
+//!
+//! - a write is durable before it is acknowledged;
+//! - a record write and its entry in the owner's change log commit in one transaction, with a
+//!   gapless per-owner sequence number;
+//! - a write carries an idempotency key; a retry with the same key returns the first result;
+//! - an update names the revision it expects and fails with [`StoreError::Conflict`] otherwise.
+//!
+//! The store knows records only as kind, owner, id, revision, a few index columns used by list
+//! filters, and an opaque JSON body owned by the `records` module.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Kinds of record, as stored and as named in sharing policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Project,
+    Allocation,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Project => "project",
+            RecordKind::Allocation => "allocation",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "project" => Some(RecordKind::Project),
+            "allocation" => Some(RecordKind::Allocation),
+            _ => None,
+        }
+    }
+}
+
+/// Columns list filters use; which ones are set depends on the kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFields {
+    /// Project stage.
+    pub stage: Option<String>,
+    /// Project industry.
+    pub industry: Option<String>,
+    /// Allocation factor kind.
+    pub factor_kind: Option<String>,
+    /// Allocation status as of its last write (time-dependent expiry is applied at query time).
+    pub status: Option<String>,
+    /// Allocation valid-until, microseconds since the epoch.
+    pub expires_at: Option<i64>,
+}
+
+/// One record version as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub kind: RecordKind,
+    pub owner: String,
+    pub id: Uuid,
+    /// 1 on create, +1 on every accepted update.
+    pub revision: i64,
+    pub index: IndexFields,
+    /// The record itself, serialized by the `records` module.
+    pub body: String,
+}
+
+/// The client-chosen request id scoped to the party that sent it, plus a fingerprint of the
+/// request so that reusing an id for a different request is caught.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub party: String,
+    pub request_id: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// A record write.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub record: StoredRecord,
+    /// `None` to create; `Some(r)` to update a record currently at revision `r`.
+    pub expected_revision: Option<i64>,
+    pub key: Idempotency,
+    /// Time of the write (microseconds since the epoch), recorded in the change log.
+    pub time: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// Written now, as change `seq` of the owner's change log.
+    Applied { record: StoredRecord, seq: u64 },
+    /// The same request was already applied; this is its first result.
+    Replayed(StoredRecord),
+}
+
+impl WriteOutcome {
+    pub fn into_record(self) -> StoredRecord {
+        match self {
+            WriteOutcome::Applied { record, .. } | WriteOutcome::Replayed(record) => record,
+        }
+    }
+}
+
+/// One entry of an owner's change log: the record as it was after change `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub owner: String,
+    pub seq: u64,
+    pub time: i64,
+    pub record: StoredRecord,
+}
+
+/// What to list: one kind, optional filters, keyset pagination on the (time-ordered) id.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub kind: RecordKind,
+    pub owner: Option<String>,
+    pub stage: Option<String>,
+    pub industry: Option<String>,
+    pub factor_kind: Option<String>,
+    /// Status filter; "EXPIRED" and "PROPOSED" are resolved against `now`.
+    pub status: Option<String>,
+    pub now: i64,
+    /// Only records with an id greater than this.
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The idempotency key was used before for a different request.
+    #[error("request id `{0}` was already used for a different request")]
+    RequestIdReused(String),
+    /// The record is not at the expected revision.
+    #[error("record is at revision {current}, not the expected one")]
+    Conflict { current: i64 },
+    #[error("record not found")]
+    NotFound,
+    #[error("record already exists")]
+    AlreadyExists,
+    /// The database cannot be reached or failed to commit; nothing was written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read back.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Storage for one gateway. Implementations must be safe to share across tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<StoredRecord>, StoreError>;
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError>;
+
+    /// The first result of an already-applied request, `None` if the key is new, or
+    /// [`StoreError::RequestIdReused`] when the key was used for a different request.
+    async fn replay(&self, key: &Idempotency) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Applies a create or update, its change-log entry and its idempotency key atomically and
+    /// durably.
+    async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError>;
+
+    /// Up to `limit` entries of `owner`'s change log with sequence numbers above `after`.
+    async fn changes(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// The last sequence number of `owner`'s change log (0 when empty).
+    async fn last_seq(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

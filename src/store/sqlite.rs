@@ -1,0 +1,416 @@
+//! The embedded SQLite backend: one writer connection (SQLite allows one writer at a time
+//! anyway), a small pool of reader connections, WAL journal and `synchronous = FULL`, so a
+//! commit is on disk before the call that made it returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::{
+    Change, Idempotency, IndexFields, ListQuery, RecordKind, Store, StoreError, StoredRecord,
+    Write, WriteOutcome,
+};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE records (
+    kind        TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    revision    INTEGER NOT NULL,
+    stage       TEXT,
+    industry    TEXT,
+    factor_kind TEXT,
+    status      TEXT,
+    expires_at  INTEGER,
+    body        TEXT    NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE INDEX records_by_owner ON records (kind, owner, id);
+
+CREATE TABLE changes (
+    owner  TEXT    NOT NULL,
+    seq    INTEGER NOT NULL,
+    time   INTEGER NOT NULL,
+    record TEXT    NOT NULL,
+    PRIMARY KEY (owner, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE requests (
+    party       TEXT    NOT NULL,
+    request_id  TEXT    NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    response    TEXT    NOT NULL,
+    time        INTEGER NOT NULL,
+    PRIMARY KEY (party, request_id)
+) WITHOUT ROWID;
+"#];
+
+/// Reader connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)
+            .map_err(|e| unavailable(format!("cannot open {}: {e}", path.display())))?;
+        configure(&conn).map_err(unavailable)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open(&path).map_err(unavailable)?;
+                    c.busy_timeout(std::time::Duration::from_secs(5))
+                        .map_err(unavailable)?;
+                    c.pragma_update(None, "query_only", "ON")
+                        .map_err(unavailable)?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool.
+    async fn with_writer<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        .map_err(unavailable)? as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "database schema version {version} is newer than this gateway knows ({}); upgrade the gateway",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute_batch(sql).map_err(unavailable)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+const RECORD_COLUMNS: &str =
+    "kind, id, owner, revision, stage, industry, factor_kind, status, expires_at, body";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
+    let kind: String = row.get(0)?;
+    let id: String = row.get(1)?;
+    let parsed = (|| {
+        Ok(StoredRecord {
+            kind: RecordKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown record kind `{kind}`")))?,
+            id: Uuid::parse_str(&id)
+                .map_err(|e| StoreError::Corrupt(format!("bad id `{id}`: {e}")))?,
+            owner: row.get(2).map_err(unavailable)?,
+            revision: row.get(3).map_err(unavailable)?,
+            index: IndexFields {
+                stage: row.get(4).map_err(unavailable)?,
+                industry: row.get(5).map_err(unavailable)?,
+                factor_kind: row.get(6).map_err(unavailable)?,
+                status: row.get(7).map_err(unavailable)?,
+                expires_at: row.get(8).map_err(unavailable)?,
+            },
+            body: row.get(9).map_err(unavailable)?,
+        })
+    })();
+    Ok(parsed)
+}
+
+fn get_record(
+    conn: &Connection,
+    kind: RecordKind,
+    id: Uuid,
+) -> Result<Option<StoredRecord>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND id = ?2"),
+        params![kind.as_str(), id.to_string()],
+        row_to_record,
+    )
+    .optional()
+    .map_err(unavailable)?
+    .transpose()
+}
+
+fn lookup_request(
+    conn: &Connection,
+    key: &Idempotency,
+) -> Result<Option<StoredRecord>, StoreError> {
+    let found: Option<(Vec<u8>, String)> = conn
+        .query_row(
+            "SELECT fingerprint, response FROM requests WHERE party = ?1 AND request_id = ?2",
+            params![key.party, key.request_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    match found {
+        None => Ok(None),
+        Some((fingerprint, _)) if fingerprint != key.fingerprint => {
+            Err(StoreError::RequestIdReused(key.request_id.clone()))
+        }
+        Some((_, response)) => serde_json::from_str(&response)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}"))),
+    }
+}
+
+fn apply_write(conn: &mut Connection, w: Write) -> Result<WriteOutcome, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    if let Some(first) = lookup_request(&tx, &w.key)? {
+        return Ok(WriteOutcome::Replayed(first));
+    }
+    let rec = &w.record;
+    let current = get_record(&tx, rec.kind, rec.id)?;
+    match (w.expected_revision, current) {
+        (None, Some(_)) => return Err(StoreError::AlreadyExists),
+        (Some(_), None) => return Err(StoreError::NotFound),
+        (Some(expected), Some(cur)) if cur.revision != expected => {
+            return Err(StoreError::Conflict {
+                current: cur.revision,
+            });
+        }
+        _ => {}
+    }
+    tx.execute(
+        &format!(
+            "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
+        params![
+            rec.kind.as_str(),
+            rec.id.to_string(),
+            rec.owner,
+            rec.revision,
+            rec.index.stage,
+            rec.index.industry,
+            rec.index.factor_kind,
+            rec.index.status,
+            rec.index.expires_at,
+            rec.body,
+        ],
+    )
+    .map_err(unavailable)?;
+    let seq: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM changes WHERE owner = ?1",
+            params![rec.owner],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO changes (owner, seq, time, record) VALUES (?1, ?2, ?3, ?4)",
+        params![rec.owner, seq, w.time, encoded],
+    )
+    .map_err(unavailable)?;
+    tx.execute(
+        "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time],
+    )
+    .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(WriteOutcome::Applied {
+        record: w.record,
+        seq: seq as u64,
+    })
+}
+
+fn list_records(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.kind.as_str().to_string().into()];
+    let mut eq = |column: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(v.clone().into());
+        }
+    };
+    eq("owner", &q.owner);
+    eq("stage", &q.stage);
+    eq("industry", &q.industry);
+    eq("factor_kind", &q.factor_kind);
+    match q.status.as_deref() {
+        None => {}
+        Some("EXPIRED") => {
+            sql.push_str(" AND status = 'PROPOSED' AND expires_at < ?");
+            args.push(q.now.into());
+        }
+        Some("PROPOSED") => {
+            sql.push_str(" AND status = 'PROPOSED' AND expires_at >= ?");
+            args.push(q.now.into());
+        }
+        Some(other) => {
+            sql.push_str(" AND status = ?");
+            args.push(other.to_string().into());
+        }
+    }
+    if let Some(after) = q.after {
+        sql.push_str(" AND id > ?");
+        args.push(after.to_string().into());
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    args.push((q.limit as i64).into());
+    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), row_to_record)
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(unavailable)??);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| Ok(get_record(c, kind, id)?.filter(|r| r.owner == owner)))
+            .await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read(move |c| list_records(c, &query)).await
+    }
+
+    async fn replay(&self, key: &Idempotency) -> Result<Option<StoredRecord>, StoreError> {
+        let key = key.clone();
+        self.read(move |c| lookup_request(c, &key)).await
+    }
+
+    async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
+        self.with_writer(move |c| apply_write(c, write)).await
+    }
+
+    async fn changes(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, time, record FROM changes WHERE owner = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![owner, after as i64, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, time, record) = row.map_err(unavailable)?;
+                let record: StoredRecord = serde_json::from_str(&record)
+                    .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
+                out.push(Change {
+                    owner: owner.clone(),
+                    seq: seq as u64,
+                    time,
+                    record,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_seq(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE owner = ?1",
+                params![owner],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|s| s as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|_| ())
+            .map_err(unavailable)
+        })
+        .await
+    }
+}
