@@ -69,8 +69,11 @@ impl Gateway {
         });
         let limit = self.config.max_message_bytes;
         let records = self.records;
-        let local = listener.local_addr().ok();
-        tracing::info!(party = %self.config.party, addr = ?local, "gateway serving");
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(party = %self.config.party, addr = %addr, "gateway serving");
         tonic::transport::Server::builder()
             .layer(AuthzLayer::new(policy))
             .add_service(

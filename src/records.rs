@@ -37,9 +37,15 @@ impl Violations {
         Self::default()
     }
 
+    /// Records a bad field. A field keeps its first violation only: the type-level problem
+    /// (e.g. an unknown enum number) is more precise than what follows from it ("required").
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        let field = field.into();
+        if self.0.iter().any(|v| v.field == field) {
+            return;
+        }
         self.0.push(FieldViolation {
-            field: field.into(),
+            field,
             description: description.into(),
         });
     }

@@ -1,0 +1,350 @@
+//! The shared harness: a development PKI in a temp dir, and N real gateways with real mutual
+//! TLS and real SQLite files, either in this process on port 0 or as child processes of the
+//! built binary (for kill -9 tests).
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use yrd_gateway::api::pb;
+use yrd_gateway::config::Config;
+use yrd_gateway::gateway::Gateway;
+use yrd_gateway::identity::pki::{Authority, Issued, LeafSpec};
+use yrd_gateway::identity::tls;
+
+pub const PARTIES: [&str; 4] = ["zone", "changxing", "anji", "guangde"];
+pub const TRUST_DOMAIN: &str = "yrd-huzhou";
+
+/// A made-up unified social credit code with a correct GB 32100-2015 check character.
+pub const CREDIT_CODE: &str = "91330522MA2B3C4D57";
+
+/// A development PKI in a temporary folder.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: Authority,
+}
+
+impl Pki {
+    pub fn new(root: &Path) -> Pki {
+        let dir = root.join("certs");
+        let parties: Vec<String> = PARTIES.iter().map(|s| s.to_string()).collect();
+        yrd_gateway::identity::pki::init_dev_pki(&dir, TRUST_DOMAIN, &parties).expect("dev pki");
+        let ca = Authority::from_pem(
+            &std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+            &std::fs::read_to_string(dir.join("ca.key")).unwrap(),
+        )
+        .unwrap();
+        Pki { dir, ca }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// Client config presenting `<party>/<stem>.crt` (stem: "client" or "gateway").
+    pub fn client_config(&self, party: &str, stem: &str) -> Arc<ClientConfig> {
+        let d = self.dir.join(party);
+        tls::client_config(
+            &self.ca_path(),
+            &d.join(format!("{stem}.crt")),
+            &d.join(format!("{stem}.key")),
+        )
+        .unwrap()
+    }
+
+    /// Writes an issued certificate and key under the PKI folder and returns a client config
+    /// presenting them.
+    pub fn client_config_for(&self, name: &str, issued: &Issued) -> Arc<ClientConfig> {
+        let crt = self.dir.join(format!("{name}.crt"));
+        let key = self.dir.join(format!("{name}.key"));
+        std::fs::write(&crt, &issued.cert_pem).unwrap();
+        std::fs::write(&key, &issued.key_pem).unwrap();
+        tls::client_config(&self.ca_path(), &crt, &key).unwrap()
+    }
+
+    /// Issues a client certificate for `party`/`system` from the federation CA.
+    pub fn issue_client(&self, party: &str, system: &str) -> Issued {
+        self.ca
+            .issue(&LeafSpec::client(TRUST_DOMAIN, party, system))
+            .unwrap()
+    }
+}
+
+/// Options for the gateways a test starts.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Extra TOML appended to every gateway's config.
+    pub extra_toml: String,
+}
+
+/// Writes the config file of one party; `listen` is the gRPC address it names.
+pub fn write_config(root: &Path, party: &str, listen: &str, options: &Options) -> PathBuf {
+    let mut text = format!(
+        "party = \"{party}\"\n\
+         [listen]\ngrpc = \"{listen}\"\n\
+         [tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{party}/gateway.crt\"\nkey = \"certs/{party}/gateway.key\"\n\
+         [store]\nbackend = \"sqlite\"\npath = \"{party}/store.db\"\n"
+    );
+    text.push_str(&options.extra_toml);
+    for p in PARTIES {
+        text.push_str(&format!(
+            "\n[[parties]]\nid = \"{p}\"\ndisplay_name = \"{p}\"\nprovince = \"{}\"\n",
+            if p == "guangde" { "Anhui" } else { "Zhejiang" }
+        ));
+    }
+    let path = root.join(format!("{party}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A gateway running inside the test process.
+pub struct InProcess {
+    pub party: String,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Stops accepting, lets in-flight calls finish, and waits for the server to end.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// N parties' gateways in this process, each on its own loopback port.
+pub struct TestFederation {
+    pub root: TempDir,
+    pub pki: Pki,
+    pub gateways: HashMap<String, InProcess>,
+}
+
+impl TestFederation {
+    pub async fn start(parties: &[&str]) -> TestFederation {
+        Self::start_with(parties, Options::default()).await
+    }
+
+    pub async fn start_with(parties: &[&str], options: Options) -> TestFederation {
+        let root = tempfile::tempdir().unwrap();
+        let pki = Pki::new(root.path());
+        let mut gateways = HashMap::new();
+        for party in parties {
+            let path = write_config(root.path(), party, "127.0.0.1:0", &options);
+            let config = Config::load(&path, &HashMap::new()).unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let gateway = Gateway::open(config).unwrap();
+            let (tx, rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                gateway
+                    .serve(listener, async {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+            gateways.insert(
+                party.to_string(),
+                InProcess {
+                    party: party.to_string(),
+                    addr,
+                    stop: Some(tx),
+                    task: Some(task),
+                },
+            );
+        }
+        TestFederation {
+            root,
+            pki,
+            gateways,
+        }
+    }
+
+    pub fn addr(&self, party: &str) -> SocketAddr {
+        self.gateways[party].addr
+    }
+
+    /// A channel to `gateway` presenting `config`'s client identity.
+    pub fn channel_with(&self, gateway: &str, config: Arc<ClientConfig>) -> Channel {
+        tls::channel(&self.addr(gateway).to_string(), "localhost", config).unwrap()
+    }
+
+    /// A channel to `gateway` as `party`'s demo client system.
+    pub fn client(&self, gateway: &str, party: &str) -> Channel {
+        self.channel_with(gateway, self.pki.client_config(party, "client"))
+    }
+
+    pub fn projects(
+        &self,
+        gateway: &str,
+        party: &str,
+    ) -> pb::project_service_client::ProjectServiceClient<Channel> {
+        pb::project_service_client::ProjectServiceClient::new(self.client(gateway, party))
+    }
+
+    pub fn factors(
+        &self,
+        gateway: &str,
+        party: &str,
+    ) -> pb::factor_service_client::FactorServiceClient<Channel> {
+        pb::factor_service_client::FactorServiceClient::new(self.client(gateway, party))
+    }
+
+    pub fn directory(
+        &self,
+        gateway: &str,
+        party: &str,
+    ) -> pb::directory_service_client::DirectoryServiceClient<Channel> {
+        pb::directory_service_client::DirectoryServiceClient::new(self.client(gateway, party))
+    }
+}
+
+/// A gateway run as a child process of the built binary, for crash tests.
+pub struct ChildGateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildGateway {
+    /// Starts `yrd-gateway serve --config` and waits until it logs its bound address.
+    pub fn spawn(config: &Path) -> ChildGateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("YRD_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn yrd-gateway");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if v["message"] == "gateway serving" {
+                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                            sent = true;
+                        }
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("gateway did not report its address within 30 s");
+        ChildGateway {
+            child,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ChildGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A complete, valid project as a client would send it.
+pub fn sample_project(display_name: &str) -> pb::Project {
+    pb::Project {
+        display_name: display_name.to_string(),
+        investor: Some(pb::Investor {
+            name: "浙江某某新能源汽车零部件有限公司".into(),
+            credit_code: CREDIT_CODE.into(),
+        }),
+        industry: pb::Industry::NewEnergyVehicles as i32,
+        industry_code: "C3612".into(),
+        total_investment_yuan: 1_500_000_000,
+        land_area_mu: "120.5".into(),
+        platform: "南华山".into(),
+        contact: Some(pb::Contact {
+            name: "张三".into(),
+            phone: "+86 138-0000-0000".into(),
+        }),
+        service_officer: "李四".into(),
+        checklist: vec![pb::ChecklistItem {
+            item: "environmental impact assessment".into(),
+            department: "湖州市生态环境局".into(),
+            status: 0,
+            due_date: "2027-03-31".into(),
+        }],
+        labels: [("batch".to_string(), "2026-q4".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+pub fn create_request(project: pb::Project) -> pb::CreateProjectRequest {
+    pb::CreateProjectRequest {
+        project: Some(project),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+/// Every project visible at a gateway, walking all pages.
+pub async fn all_projects(
+    client: &mut pb::project_service_client::ProjectServiceClient<Channel>,
+) -> Vec<pb::Project> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_projects(pb::ListProjectsRequest {
+                page_size: 500,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        out.extend(page.projects);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return out;
+        }
+    }
+}
+
+/// The field paths of a status's google.rpc.BadRequest.
+pub fn bad_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// The reason of a status's google.rpc.ErrorInfo.
+pub fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the gateway core over real mutual TLS and real SQLite files.
+//! One test binary (modules below) so the suite links once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod dev_command;
+mod durability;
+mod identity;
+mod records;
