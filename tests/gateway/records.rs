@@ -8,6 +8,9 @@ use yrd_gateway::api::pb;
 
 use crate::common::*;
 
+/// A way to spoil a valid message.
+type Spoil<M> = Box<dyn Fn(&mut M)>;
+
 fn update(project: pb::Project, paths: &[&str]) -> pb::UpdateProjectRequest {
     pb::UpdateProjectRequest {
         project: Some(project),
@@ -22,7 +25,7 @@ fn update(project: pb::Project, paths: &[&str]) -> pb::UpdateProjectRequest {
 async fn every_bad_field_is_named_and_nothing_is_written() {
     let fed = TestFederation::start(&["zone"]).await;
     let mut client = fed.projects("zone", "zone");
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::Project)>, &str)> = vec![
+    let cases: Vec<(&str, Spoil<pb::Project>, &str)> = vec![
         (
             "bad credit code check character",
             Box::new(|p| p.investor.as_mut().unwrap().credit_code = "91330522MA2B3C4D58".into()),
@@ -436,7 +439,7 @@ async fn allocations_are_validated_and_listed() {
         vec!["zone".to_string(), "guangde".to_string()]
     );
 
-    let bad: Vec<(Box<dyn Fn(&mut pb::Allocation)>, &str)> = vec![
+    let bad: Vec<(Spoil<pb::Allocation>, &str)> = vec![
         (
             Box::new(|a| a.benefit_shares[0].basis_points = 5000),
             "allocation.benefit_shares",
