@@ -83,3 +83,39 @@ async fn acknowledged_writes_survive_kill_9() {
         stored.len()
     );
 }
+
+#[test]
+fn serve_refuses_a_bad_config_before_binding() {
+    let root = tempfile::tempdir().unwrap();
+    let _pki = Pki::new(root.path());
+    // A port we hold: if serve got as far as binding it would fail differently.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let options = Options {
+        extra_toml: "[limits]\nmax_message_bytes = 12\n".into(),
+    };
+    let config = write_config(root.path(), "zone", &addr, &options);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("limits.max_message_bytes"), "{stderr}");
+
+    // A TLS file that does not exist is named too, also with exit code 64.
+    let config = write_config(root.path(), "zone", &addr, &Options::default());
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("gateway.key", "missing.key");
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.key"), "{stderr}");
+}
