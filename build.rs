@@ -4,7 +4,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     let includes = protoc_bin_vendored::include_path()?;
-    // SAFETY of intent: build scripts run single-threaded; prost-build reads PROTOC from the env.
+    // Build scripts run single-threaded; prost-build reads PROTOC from the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
 
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yrd/exchange/v1/project.proto",
         "proto/yrd/exchange/v1/allocation.proto",
         "proto/yrd/exchange/v1/directory.proto",
+        "proto/yrd/exchange/v1/federation.proto",
+        "proto/yrd/exchange/v1/watch.proto",
     ];
     tonic_prost_build::configure()
         // Deterministic encoding of maps, so request fingerprints (idempotency) are stable.

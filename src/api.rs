@@ -7,9 +7,14 @@
 pub mod authz;
 mod convert;
 pub mod error;
+mod federation;
 mod handlers;
+mod watch;
 
+pub use convert::timestamp;
+pub use federation::FederationApi;
 pub use handlers::{DirectoryApi, FactorApi, ProjectApi};
+pub use watch::WatchApi;
 
 /// Generated protobuf and gRPC code for `yrd.exchange.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::store::RecordKind;
+
 /// The trust domain of the SPIFFE ids when the config names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "yrd-huzhou";
 
@@ -56,6 +58,33 @@ pub struct RawConfig {
     /// The federation's members, in party order.
     #[serde(default)]
     pub parties: Vec<RawParty>,
+    /// Peer gateways to pull changes from.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    /// What this party shares with each peer.
+    #[serde(default)]
+    pub share: Vec<RawShare>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub party: String,
+    /// host:port of the peer's gRPC listener.
+    pub address: String,
+    /// Name the peer's certificate must carry; default: the host part of `address`.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShare {
+    pub peer: String,
+    /// Record kinds the peer receives: "project", "allocation".
+    pub kinds: Vec<String>,
+    /// Field paths removed before a record leaves, e.g. "project.contact.phone".
+    #[serde(default)]
+    pub withhold: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,7 +153,43 @@ pub struct Config {
     /// Client systems of this party limited to reads.
     pub read_only_systems: BTreeSet<String>,
     pub max_message_bytes: usize,
+    /// Peers whose change logs this gateway pulls.
+    pub peers: Vec<PeerConfig>,
+    /// This party's sharing policy, one entry per peer that receives anything.
+    pub share: Vec<ShareRule>,
 }
+
+/// A peer gateway to pull from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub party: String,
+    pub address: String,
+    pub server_name: String,
+}
+
+/// What one peer receives of this party's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRule {
+    pub peer: String,
+    pub kinds: BTreeSet<RecordKind>,
+    pub withhold: BTreeSet<String>,
+}
+
+/// Field paths a sharing policy may withhold, by record kind. Identity fields (name, owner,
+/// id) and what a negotiation needs cannot be withheld.
+pub const WITHHOLDABLE_FIELDS: &[&str] = &[
+    "project.contact",
+    "project.contact.name",
+    "project.contact.phone",
+    "project.service_officer",
+    "project.investor.credit_code",
+    "project.total_investment_yuan",
+    "project.land_area_mu",
+    "project.platform",
+    "project.checklist",
+    "project.labels",
+    "allocation.description",
+];
 
 /// File paths of the gateway's TLS material (resolved against the config file's folder).
 #[derive(Debug, Clone)]
@@ -388,6 +453,91 @@ impl RawConfig {
             ));
         }
 
+        let mut peers: Vec<PeerConfig> = Vec::new();
+        for (i, p) in self.peers.into_iter().enumerate() {
+            let key = |k: &str| format!("peers[{i}].{k}");
+            if !federation.contains(&p.party) {
+                return Err(ConfigError::invalid(
+                    key("party"),
+                    format!("`{}` is not one of the [[parties]]", p.party),
+                ));
+            }
+            if p.party == self.party {
+                return Err(ConfigError::invalid(
+                    key("party"),
+                    "a gateway does not pull from itself",
+                ));
+            }
+            if peers.iter().any(|q| q.party == p.party) {
+                return Err(ConfigError::invalid(
+                    key("party"),
+                    format!("`{}` is listed twice", p.party),
+                ));
+            }
+            let host = match p.address.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        key("address"),
+                        format!("`{}` is not host:port", p.address),
+                    ));
+                }
+            };
+            peers.push(PeerConfig {
+                party: p.party,
+                address: p.address,
+                server_name: p.server_name.unwrap_or(host),
+            });
+        }
+
+        let mut share: Vec<ShareRule> = Vec::new();
+        for (i, r) in self.share.into_iter().enumerate() {
+            let key = |k: &str| format!("share[{i}].{k}");
+            if !federation.contains(&r.peer) || r.peer == self.party {
+                return Err(ConfigError::invalid(
+                    key("peer"),
+                    format!("`{}` is not another member of the [[parties]]", r.peer),
+                ));
+            }
+            if share.iter().any(|s| s.peer == r.peer) {
+                return Err(ConfigError::invalid(
+                    key("peer"),
+                    format!("`{}` is listed twice", r.peer),
+                ));
+            }
+            let mut kinds = BTreeSet::new();
+            for (j, k) in r.kinds.iter().enumerate() {
+                let kind = RecordKind::parse(k).ok_or_else(|| {
+                    ConfigError::invalid(
+                        format!("share[{i}].kinds[{j}]"),
+                        format!("`{k}` is not a record kind; use \"project\" or \"allocation\""),
+                    )
+                })?;
+                kinds.insert(kind);
+            }
+            let mut withhold = BTreeSet::new();
+            for (j, f) in r.withhold.into_iter().enumerate() {
+                if !WITHHOLDABLE_FIELDS.contains(&f.as_str()) {
+                    return Err(ConfigError::invalid(
+                        format!("share[{i}].withhold[{j}]"),
+                        format!(
+                            "`{f}` cannot be withheld; possible: {}",
+                            WITHHOLDABLE_FIELDS.join(", ")
+                        ),
+                    ));
+                }
+                withhold.insert(f);
+            }
+            share.push(ShareRule {
+                peer: r.peer,
+                kinds,
+                withhold,
+            });
+        }
+
         Ok(Config {
             party: self.party,
             trust_domain,
@@ -402,9 +552,111 @@ impl RawConfig {
             log: LogConfig { format, level },
             read_only_systems,
             max_message_bytes,
+            peers,
+            share,
         })
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+/// A config file to write, for `yrd-gateway dev`, tests and deployment templates. Renders the
+/// same TOML an operator would write by hand.
+#[derive(Debug, Clone)]
+pub struct ConfigTemplate {
+    pub party: String,
+    pub trust_domain: String,
+    pub listen_grpc: String,
+    /// Folder holding `ca.crt` and `<party>/gateway.{crt,key}`, relative to the config file.
+    pub certs_dir: String,
+    pub store_path: String,
+    pub log_format: LogFormat,
+    pub federation: Federation,
+    /// (party, host:port) of each peer to pull from.
+    pub peers: Vec<(String, String)>,
+    pub share: Vec<ShareRule>,
+}
+
+/// The shipped default sharing policy of `party`: every other member receives projects and
+/// allocations; contact phone numbers do not cross a provincial border.
+pub fn default_share_rules(federation: &Federation, party: &str) -> Vec<ShareRule> {
+    let province = federation
+        .get(party)
+        .map(|p| p.province.as_str())
+        .unwrap_or_default();
+    federation
+        .parties()
+        .iter()
+        .filter(|p| p.id != party)
+        .map(|p| ShareRule {
+            peer: p.id.clone(),
+            kinds: [RecordKind::Project, RecordKind::Allocation].into(),
+            withhold: if p.province == province {
+                BTreeSet::new()
+            } else {
+                ["project.contact.phone".to_string()].into()
+            },
+        })
+        .collect()
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn toml_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items.into_iter().map(toml_str).collect();
+    format!("[{}]", items.join(", "))
+}
+
+impl ConfigTemplate {
+    pub fn render(&self) -> String {
+        let party = &self.party;
+        let certs = &self.certs_dir;
+        let mut t = format!(
+            "party = {}\ntrust_domain = {}\n\n[listen]\ngrpc = {}\n\n\
+             [tls]\nca = {}\ncert = {}\nkey = {}\n\n\
+             [store]\nbackend = \"sqlite\"\npath = {}\n\n[log]\nformat = {}\n",
+            toml_str(party),
+            toml_str(&self.trust_domain),
+            toml_str(&self.listen_grpc),
+            toml_str(&format!("{certs}/ca.crt")),
+            toml_str(&format!("{certs}/{party}/gateway.crt")),
+            toml_str(&format!("{certs}/{party}/gateway.key")),
+            toml_str(&self.store_path),
+            toml_str(match self.log_format {
+                LogFormat::Json => "json",
+                LogFormat::Text => "text",
+            }),
+        );
+        t.push_str("\n# The federation, in party order: the same list at every party.\n");
+        for p in self.federation.parties() {
+            t.push_str(&format!(
+                "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n\n",
+                toml_str(&p.id),
+                toml_str(&p.display_name),
+                toml_str(&p.province),
+                toml_str(&p.division_code)
+            ));
+        }
+        t.push_str("# Peer gateways whose change logs this gateway pulls.\n");
+        for (peer, address) in &self.peers {
+            t.push_str(&format!(
+                "[[peers]]\nparty = {}\naddress = {}\n\n",
+                toml_str(peer),
+                toml_str(address)
+            ));
+        }
+        t.push_str("# What each peer receives of this party's records.\n");
+        for rule in &self.share {
+            t.push_str(&format!(
+                "[[share]]\npeer = {}\nkinds = {}\nwithhold = {}\n\n",
+                toml_str(&rule.peer),
+                toml_list(rule.kinds.iter().map(|k| k.as_str())),
+                toml_list(rule.withhold.iter().map(String::as_str)),
+            ));
+        }
+        t
+    }
+}

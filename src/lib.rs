@@ -9,6 +9,8 @@
 //! - [`records`]: projects and factor allocations, their validation, and [`records::Records`],
 //!   which applies ownership, idempotency and etag rules to every read and write.
 //! - [`store`]: one storage trait; [`store::sqlite`] is the embedded backend.
+//! - [`exchange`]: replication between gateways — sharing policy, signatures, the owner's
+//!   outbound stream and the receiver's inbound pullers.
 //! - [`api`]: the gRPC surface — generated types, handlers, the authorization layer and the
 //!   single error-to-status mapping.
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
@@ -27,6 +29,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod exchange;
 pub mod gateway;
 pub mod identity;
 pub mod records;

@@ -17,7 +17,9 @@ use uuid::Uuid;
 
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
 pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, Project, Stage};
-pub use service::{AllocationFilter, Page, ProjectFilter, Records, WriteMeta};
+pub use service::{
+    AllocationFilter, AnyRecord, Page, ProjectFilter, Records, WriteMeta, decode_record,
+};
 
 use crate::store::{RecordKind, StoreError};
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Kinds of record, as stored and as named in sharing policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordKind {
     Project,
@@ -114,6 +114,47 @@ pub struct Change {
     pub record: StoredRecord,
 }
 
+/// A change as it appears in this gateway's feed: own changes and applied replicas, in the
+/// order they were committed here. `position` is what Watch resume tokens encode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub position: u64,
+    pub change: Change,
+}
+
+/// What a receiver keeps of each change it applied: the exact bytes it received and the
+/// owner's signature over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub envelope: Vec<u8>,
+    /// TLS SignatureScheme code point.
+    pub scheme: u16,
+    pub signature: Vec<u8>,
+    /// SHA-256 fingerprint (hex) of the signer's certificate, stored once in the store.
+    pub signer: String,
+}
+
+/// One verified change from a peer.
+#[derive(Debug, Clone)]
+pub struct ReplicaChange {
+    pub seq: u64,
+    pub time: i64,
+    /// `None` when the owner does not share this change's kind with us: only the cursor moves.
+    pub record: Option<StoredRecord>,
+    pub evidence: Evidence,
+}
+
+/// Consecutive verified changes of one owner, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct ReplicaBatch {
+    pub owner: String,
+    /// The signer certificate (fingerprint, DER) the evidence refers to.
+    pub signer: (String, Vec<u8>),
+    pub changes: Vec<ReplicaChange>,
+    /// When the batch was received (microseconds since the epoch).
+    pub received: i64,
+}
+
 /// What to list: one kind, optional filters, keyset pagination on the (time-ordered) id.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
@@ -142,6 +183,13 @@ pub enum StoreError {
     NotFound,
     #[error("record already exists")]
     AlreadyExists,
+    /// A replicated change does not follow the stored cursor.
+    #[error("change {got} of {owner} does not follow the applied cursor {cursor}")]
+    OutOfOrder {
+        owner: String,
+        cursor: u64,
+        got: u64,
+    },
     /// The database cannot be reached or failed to commit; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -180,6 +228,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last sequence number of `owner`'s change log (0 when empty).
     async fn last_seq(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Up to `limit` feed entries after position `after`.
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// The last change of `owner` applied here (0 when none).
+    async fn cursor(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Applies verified changes of one owner, their evidence and the new cursor in one durable
+    /// transaction. Changes at or below the cursor are skipped (already applied); a change
+    /// that does not follow the cursor fails the batch with [`StoreError::OutOfOrder`] and
+    /// nothing of it is applied. Returns the new cursor.
+    async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError>;
 
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::exchange::ExchangeError;
 use crate::identity::AuthzError;
 use crate::records::{RecordError, Violations};
 use crate::store::StoreError;
@@ -123,6 +124,16 @@ pub fn store_status(err: StoreError) -> Status {
             &[],
         ),
         StoreError::RequestIdReused(request_id) => request_id_reused(&request_id),
+        StoreError::OutOfOrder { ref owner, .. } => {
+            // Only replication applies replica batches; reaching a client means a bug.
+            tracing::error!(owner = %owner, cause = %err, "replica change out of order");
+            with_info(
+                Code::Internal,
+                "replication state inconsistent".into(),
+                "OUT_OF_ORDER",
+                &[],
+            )
+        }
     }
 }
 
@@ -137,5 +148,33 @@ pub fn authz_status(err: &AuthzError) -> Status {
             "PERMISSION_DENIED",
             &[],
         ),
+    }
+}
+
+pub fn exchange_status(err: ExchangeError) -> Status {
+    match err {
+        ExchangeError::Store(e) => store_status(e),
+        ExchangeError::Key(ref cause) => {
+            tracing::error!(cause = %cause, "cannot sign changes");
+            with_info(
+                Code::Internal,
+                "the gateway cannot sign changes".into(),
+                "SIGNING_FAILED",
+                &[],
+            )
+        }
+        ExchangeError::BadSigner(_)
+        | ExchangeError::BadSignature { .. }
+        | ExchangeError::Refused(_)
+        | ExchangeError::Transport(_) => {
+            // These arise on the receiving side only; an owner never sends them.
+            tracing::error!(cause = %err, "receiver-side exchange error reached the server");
+            with_info(
+                Code::Internal,
+                "exchange failed".into(),
+                "EXCHANGE_FAILED",
+                &[],
+            )
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::identity::{Caller, Role};
 use crate::records::{AllocationFilter, Page, ProjectFilter, Records, Violations, WriteMeta};
 
 /// The caller the authorization layer attached to the request.
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()
         .get::<Caller>()
         .cloned()

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, DEFAULT_TRUST_DOMAIN};
+use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat, default_share_rules};
 use crate::gateway::Gateway;
 
 #[derive(Debug, clap::Args)]
@@ -22,37 +22,6 @@ pub struct DevArgs {
     pub grpc_port_base: u16,
 }
 
-fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-/// Writes the config of one party of the dev federation and returns its path.
-fn write_config(data: &Path, party: &str, port: u16) -> anyhow::Result<PathBuf> {
-    let mut text = format!(
-        "# Written by `yrd-gateway dev`; rewritten on every start.\n\
-         party = {party_q}\n\
-         trust_domain = {td}\n\n\
-         [listen]\ngrpc = \"127.0.0.1:{port}\"\n\n\
-         [tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{party}/gateway.crt\"\nkey = \"certs/{party}/gateway.key\"\n\n\
-         [store]\nbackend = \"sqlite\"\npath = \"{party}/store.db\"\n\n\
-         [log]\nformat = \"text\"\n",
-        party_q = toml_string(party),
-        td = toml_string(DEFAULT_TRUST_DOMAIN),
-    );
-    for p in super::default_federation().parties() {
-        text.push_str(&format!(
-            "\n[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n",
-            toml_string(&p.id),
-            toml_string(&p.display_name),
-            toml_string(&p.province),
-            toml_string(&p.division_code)
-        ));
-    }
-    let path = data.join(format!("{party}.toml"));
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
 /// Runs the dev federation until `shutdown` resolves.
 pub async fn run(
     args: DevArgs,
@@ -63,14 +32,40 @@ pub async fn run(
     let federation = super::default_federation();
     let ids: Vec<String> = federation.parties().iter().map(|p| p.id.clone()).collect();
     crate::identity::pki::init_dev_pki(&data.join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
-
-    let mut gateways = Vec::new();
-    for (i, party) in ids.iter().enumerate() {
+    let address = |i: usize| -> anyhow::Result<String> {
         let port = args
             .grpc_port_base
             .checked_add(i as u16)
             .context("--grpc-port-base too high")?;
-        let path = write_config(data, party, port)?;
+        Ok(format!("127.0.0.1:{port}"))
+    };
+
+    let mut gateways = Vec::new();
+    for (i, party) in ids.iter().enumerate() {
+        let mut peers = Vec::new();
+        for (j, peer) in ids.iter().enumerate() {
+            if j != i {
+                peers.push((peer.clone(), address(j)?));
+            }
+        }
+        let text = ConfigTemplate {
+            party: party.clone(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+            listen_grpc: address(i)?,
+            certs_dir: "certs".into(),
+            store_path: format!("{party}/store.db"),
+            log_format: LogFormat::Text,
+            federation: federation.clone(),
+            peers,
+            share: default_share_rules(&federation, party),
+        }
+        .render();
+        let path = data.join(format!("{party}.toml"));
+        std::fs::write(
+            &path,
+            format!("# Written by `yrd-gateway dev`; rewritten on every start.\n{text}"),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
         let config = Config::load(&path, &HashMap::new())?;
         let listener = TcpListener::bind(config.listen_grpc)
             .await
@@ -85,8 +80,9 @@ pub async fn run(
     println!("yrd-gateway dev: four-party federation on loopback (Ctrl-C stops it)");
     for (party, listener, gateway) in gateways {
         println!(
-            "  {party:<10} grpc 127.0.0.1:{}   certs {}/certs/{party}/",
-            listener.local_addr()?.port(),
+            "  {party:<10} grpc {}   certs {}/certs/{party}/   config {}/{party}.toml",
+            listener.local_addr()?,
+            data.display(),
             data.display()
         );
         let mut stop = stop_rx.clone();

@@ -102,3 +102,34 @@ fn environment_overrides_come_from_the_map_passed_in() {
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.listen_grpc.port(), 6000);
 }
+
+#[test]
+fn peers_and_sharing_rules_are_checked() {
+    let with = |extra: &str| load(&format!("{GOOD}\n{extra}"));
+    let c = with(
+        "[[peers]]\nparty = \"guangde\"\naddress = \"guangde:50051\"\n\
+         [[share]]\npeer = \"guangde\"\nkinds = [\"project\"]\nwithhold = [\"project.contact.phone\"]\n",
+    )
+    .unwrap();
+    assert_eq!(c.peers[0].server_name, "guangde");
+    assert_eq!(c.share[0].kinds, [crate::store::RecordKind::Project].into());
+    assert_eq!(
+        key_of(with("[[peers]]\nparty = \"zone\"\naddress = \"x:1\"\n").unwrap_err()),
+        "peers[0].party"
+    );
+    assert_eq!(
+        key_of(with("[[peers]]\nparty = \"guangde\"\naddress = \"guangde\"\n").unwrap_err()),
+        "peers[0].address"
+    );
+    assert_eq!(
+        key_of(with("[[share]]\npeer = \"guangde\"\nkinds = [\"audit\"]\n").unwrap_err()),
+        "share[0].kinds[0]"
+    );
+    assert_eq!(
+        key_of(
+            with("[[share]]\npeer = \"guangde\"\nkinds = [\"project\"]\nwithhold = [\"project.name\"]\n")
+                .unwrap_err()
+        ),
+        "share[0].withhold[0]"
+    );
+}

@@ -42,7 +42,8 @@ pub enum TlsError {
     Setup(String),
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto provider every TLS and signature operation of the gateway uses (ring).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -72,7 +73,8 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+/// Reads a CA bundle into a root store.
+pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|e| TlsError::Load {

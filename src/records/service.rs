@@ -65,6 +65,9 @@ pub struct Records {
     party: String,
     federation: Federation,
     clock: Clock,
+    /// Bumped after every commit to the feed (own write or applied replica), so live streams
+    /// (peers pulling, Watch) wake up instead of polling.
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Records {
@@ -74,7 +77,50 @@ impl Records {
             party,
             federation,
             clock: Arc::new(now_micros),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// A receiver that sees a new value after every commit to the feed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Tells live streams that the feed grew.
+    pub fn notify_changed(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Rebuilds a stored record from a replicated record body, checking that the body is a
+    /// well-formed record of `kind` and really is the one the envelope names.
+    pub fn replica(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        id: Uuid,
+        revision: i64,
+        body: &str,
+    ) -> Result<StoredRecord, String> {
+        let (stored, (o, i, r)) = match kind {
+            RecordKind::Project => {
+                let p: Project =
+                    serde_json::from_str(body).map_err(|e| format!("project body: {e}"))?;
+                let key = (p.owner.clone(), p.id, p.revision);
+                (project_stored(&p).map_err(|e| e.to_string())?, key)
+            }
+            RecordKind::Allocation => {
+                let a: Allocation =
+                    serde_json::from_str(body).map_err(|e| format!("allocation body: {e}"))?;
+                let key = (a.owner.clone(), a.id, a.revision);
+                (allocation_stored(&a).map_err(|e| e.to_string())?, key)
+            }
+        };
+        if o != owner || i != id || r != revision {
+            return Err(format!(
+                "body is {o}/{i} revision {r}, envelope says {owner}/{id} revision {revision}"
+            ));
+        }
+        Ok(stored)
     }
 
     /// Replaces the clock (tests).
@@ -355,6 +401,9 @@ impl Records {
                 }
                 other => RecordError::Store(other),
             })?;
+        if matches!(outcome, crate::store::WriteOutcome::Applied { .. }) {
+            self.notify_changed();
+        }
         decode(&outcome.into_record())
     }
 
@@ -413,6 +462,21 @@ fn stale_on_conflict(e: RecordError, name: &ResourceName) -> RecordError {
         },
         other => other,
     }
+}
+
+/// A stored record decoded into its domain type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnyRecord {
+    Project(Project),
+    Allocation(Allocation),
+}
+
+/// Decodes a stored record of any kind.
+pub fn decode_record(rec: &StoredRecord) -> Result<AnyRecord, RecordError> {
+    Ok(match rec.kind {
+        RecordKind::Project => AnyRecord::Project(decode(rec)?),
+        RecordKind::Allocation => AnyRecord::Allocation(decode(rec)?),
+    })
 }
 
 fn decode<T: DeserializeOwned>(rec: &StoredRecord) -> Result<T, RecordError> {

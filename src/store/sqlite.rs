@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::{
-    Change, Idempotency, IndexFields, ListQuery, RecordKind, Store, StoreError, StoredRecord,
-    Write, WriteOutcome,
+    Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordKind, ReplicaBatch, Store,
+    StoreError, StoredRecord, Write, WriteOutcome,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -31,12 +31,39 @@ CREATE TABLE records (
 ) WITHOUT ROWID;
 CREATE INDEX records_by_owner ON records (kind, owner, id);
 
-CREATE TABLE changes (
-    owner  TEXT    NOT NULL,
-    seq    INTEGER NOT NULL,
-    time   INTEGER NOT NULL,
-    record TEXT    NOT NULL,
+-- The feed: this party's own change log and every replicated change applied here, in commit
+-- order. (owner, seq) is the owner's gapless numbering; position orders the feed (Watch).
+CREATE TABLE log (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner    TEXT    NOT NULL,
+    seq      INTEGER NOT NULL,
+    time     INTEGER NOT NULL,
+    record   TEXT    NOT NULL,
+    UNIQUE (owner, seq)
+);
+
+-- Last change applied from each peer owner, committed with the change itself.
+CREATE TABLE cursors (
+    owner TEXT    PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    time  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- What each applied change looked like on the wire, with the owner's signature.
+CREATE TABLE evidence (
+    owner     TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    envelope  BLOB    NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BLOB    NOT NULL,
+    signer    TEXT    NOT NULL,
+    received  INTEGER NOT NULL,
     PRIMARY KEY (owner, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE signers (
+    fingerprint TEXT PRIMARY KEY,
+    certificate BLOB NOT NULL
 ) WITHOUT ROWID;
 
 CREATE TABLE requests (
@@ -240,11 +267,34 @@ fn apply_write(conn: &mut Connection, w: Write) -> Result<WriteOutcome, StoreErr
         }
         _ => {}
     }
+    upsert_record(&tx, rec)?;
+    let seq: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
+            params![rec.owner],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    append_log(&tx, &rec.owner, seq as u64, w.time, &encoded)?;
     tx.execute(
-        &format!(
-            "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ),
-        params![
+        "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time],
+    )
+    .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(WriteOutcome::Applied {
+        record: w.record,
+        seq: seq as u64,
+    })
+}
+
+fn upsert_record(conn: &Connection, rec: &StoredRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
             rec.kind.as_str(),
             rec.id.to_string(),
             rec.owner,
@@ -255,31 +305,104 @@ fn apply_write(conn: &mut Connection, w: Write) -> Result<WriteOutcome, StoreErr
             rec.index.status,
             rec.index.expires_at,
             rec.body,
-        ],
-    )
+        ])
+    })
     .map_err(unavailable)?;
-    let seq: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM changes WHERE owner = ?1",
-            params![rec.owner],
-            |r| r.get(0),
-        )
+    Ok(())
+}
+
+fn append_log(
+    conn: &Connection,
+    owner: &str,
+    seq: u64,
+    time: i64,
+    encoded: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO log (owner, seq, time, record) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.execute(params![owner, seq as i64, time, encoded]))
         .map_err(unavailable)?;
-    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(())
+}
+
+fn read_cursor(conn: &Connection, owner: &str) -> Result<u64, StoreError> {
+    conn.query_row(
+        "SELECT seq FROM cursors WHERE owner = ?1",
+        params![owner],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|s| s.unwrap_or(0) as u64)
+    .map_err(unavailable)
+}
+
+fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<u64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let mut cursor = read_cursor(&tx, &batch.owner)?;
     tx.execute(
-        "INSERT INTO changes (owner, seq, time, record) VALUES (?1, ?2, ?3, ?4)",
-        params![rec.owner, seq, w.time, encoded],
+        "INSERT OR IGNORE INTO signers (fingerprint, certificate) VALUES (?1, ?2)",
+        params![batch.signer.0, batch.signer.1],
     )
     .map_err(unavailable)?;
+    for change in batch.changes {
+        if change.seq <= cursor {
+            continue;
+        }
+        if change.seq != cursor + 1 {
+            return Err(StoreError::OutOfOrder {
+                owner: batch.owner,
+                cursor,
+                got: change.seq,
+            });
+        }
+        if let Some(rec) = &change.record {
+            let newer =
+                get_record(&tx, rec.kind, rec.id)?.is_none_or(|cur| cur.revision < rec.revision);
+            if newer {
+                upsert_record(&tx, rec)?;
+            }
+            let encoded =
+                serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            append_log(&tx, &batch.owner, change.seq, change.time, &encoded)?;
+        }
+        let e = &change.evidence;
+        tx.prepare_cached(
+            "INSERT INTO evidence (owner, seq, envelope, scheme, signature, signer, received) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                batch.owner,
+                change.seq as i64,
+                e.envelope,
+                e.scheme,
+                e.signature,
+                e.signer,
+                batch.received
+            ])
+        })
+        .map_err(unavailable)?;
+        cursor = change.seq;
+    }
     tx.execute(
-        "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time],
+        "INSERT INTO cursors (owner, seq, time) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (owner) DO UPDATE SET seq = excluded.seq, time = excluded.time",
+        params![batch.owner, cursor as i64, batch.received],
     )
     .map_err(unavailable)?;
     tx.commit().map_err(unavailable)?;
-    Ok(WriteOutcome::Applied {
-        record: w.record,
+    Ok(cursor)
+}
+
+fn decode_change(owner: String, seq: i64, time: i64, record: &str) -> Result<Change, StoreError> {
+    let record: StoredRecord = serde_json::from_str(record)
+        .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
+    Ok(Change {
+        owner,
         seq: seq as u64,
+        time,
+        record,
     })
 }
 
@@ -364,7 +487,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT seq, time, record FROM changes WHERE owner = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    "SELECT seq, time, record FROM log WHERE owner = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
                 )
                 .map_err(unavailable)?;
             let rows = stmt
@@ -375,14 +498,7 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (seq, time, record) = row.map_err(unavailable)?;
-                let record: StoredRecord = serde_json::from_str(&record)
-                    .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
-                out.push(Change {
-                    owner: owner.clone(),
-                    seq: seq as u64,
-                    time,
-                    record,
-                });
+                out.push(decode_change(owner.clone(), seq, time, &record)?);
             }
             Ok(out)
         })
@@ -393,7 +509,7 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         self.read(move |c| {
             c.query_row(
-                "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE owner = ?1",
+                "SELECT COALESCE(MAX(seq), 0) FROM log WHERE owner = ?1",
                 params![owner],
                 |r| r.get::<_, i64>(0),
             )
@@ -401,6 +517,46 @@ impl Store for SqliteStore {
             .map_err(unavailable)
         })
         .await
+    }
+
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT position, owner, seq, time, record FROM log WHERE position > ?1 ORDER BY position LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![after as i64, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (position, owner, seq, time, record) = row.map_err(unavailable)?;
+                out.push(FeedEntry {
+                    position: position as u64,
+                    change: decode_change(owner, seq, time, &record)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| read_cursor(c, &owner)).await
+    }
+
+    async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {
+        self.with_writer(move |c| apply_batch(c, batch)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

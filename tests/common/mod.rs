@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use yrd_gateway::api::pb;
-use yrd_gateway::config::Config;
+use yrd_gateway::config::{Config, ConfigTemplate, LogFormat, ShareRule, default_share_rules};
+use yrd_gateway::exchange::inbound::{PeerStatus, PeerStatuses};
 use yrd_gateway::gateway::Gateway;
 use yrd_gateway::identity::pki::{Authority, Issued, LeafSpec};
 use yrd_gateway::identity::tls;
@@ -87,25 +88,44 @@ impl Pki {
 pub struct Options {
     /// Extra TOML appended to every gateway's config.
     pub extra_toml: String,
+    /// Sharing rules replacing the shipped default, by owner.
+    pub share: HashMap<String, Vec<ShareRule>>,
+    /// Address a puller uses to reach an owner instead of the owner's own: (puller, owner).
+    pub routes: HashMap<(String, String), String>,
 }
 
-/// Writes the config file of one party; `listen` is the gRPC address it names.
-pub fn write_config(root: &Path, party: &str, listen: &str, options: &Options) -> PathBuf {
-    let mut text = format!(
-        "party = \"{party}\"\n\
-         [listen]\ngrpc = \"{listen}\"\n\
-         [tls]\nca = \"certs/ca.crt\"\ncert = \"certs/{party}/gateway.crt\"\nkey = \"certs/{party}/gateway.key\"\n\
-         [store]\nbackend = \"sqlite\"\npath = \"{party}/store.db\"\n"
-    );
-    text.push_str(&options.extra_toml);
-    for p in PARTIES {
-        text.push_str(&format!(
-            "\n[[parties]]\nid = \"{p}\"\ndisplay_name = \"{p}\"\nprovince = \"{}\"\n",
-            if p == "guangde" { "Anhui" } else { "Zhejiang" }
-        ));
+/// The shipped federation of the four parties, as the tests configure it.
+pub fn federation() -> yrd_gateway::config::Federation {
+    yrd_gateway::cli::default_federation()
+}
+
+/// Writes the config of one party and returns its path. `peers` are (party, address) pairs.
+pub fn write_config(
+    root: &Path,
+    party: &str,
+    listen: &str,
+    peers: &[(String, String)],
+    options: &Options,
+) -> PathBuf {
+    let fed = federation();
+    let text = ConfigTemplate {
+        party: party.to_string(),
+        trust_domain: TRUST_DOMAIN.into(),
+        listen_grpc: listen.to_string(),
+        certs_dir: "certs".into(),
+        store_path: format!("{party}/store.db"),
+        log_format: LogFormat::Text,
+        share: options
+            .share
+            .get(party)
+            .cloned()
+            .unwrap_or_else(|| default_share_rules(&fed, party)),
+        federation: fed,
+        peers: peers.to_vec(),
     }
+    .render();
     let path = root.join(format!("{party}.toml"));
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, format!("{text}\n{}", options.extra_toml)).unwrap();
     path
 }
 
@@ -113,11 +133,36 @@ pub fn write_config(root: &Path, party: &str, listen: &str, options: &Options) -
 pub struct InProcess {
     pub party: String,
     pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub peer_status: Option<PeerStatuses>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl InProcess {
+    async fn launch(party: &str, config: PathBuf, listener: TcpListener) -> InProcess {
+        let addr = listener.local_addr().unwrap();
+        let gateway = Gateway::open(Config::load(&config, &HashMap::new()).unwrap()).unwrap();
+        let peer_status = Some(gateway.peer_status());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gateway
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        InProcess {
+            party: party.to_string(),
+            addr,
+            config,
+            peer_status,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
     /// Stops accepting, lets in-flight calls finish, and waits for the server to end.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -127,9 +172,23 @@ impl InProcess {
             let _ = task.await;
         }
     }
+
+    /// Starts the gateway again from its config, on the same address.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        *self = InProcess::launch(&self.party.clone(), self.config.clone(), listener).await;
+    }
+
+    /// Replication state of the peers this gateway pulls from.
+    pub fn peer(&self, party: &str) -> PeerStatus {
+        let statuses = self.peer_status.as_ref().unwrap().lock().unwrap();
+        statuses.get(party).cloned().unwrap_or_default()
+    }
 }
 
-/// N parties' gateways in this process, each on its own loopback port.
+/// N parties' gateways in this process, each on its own loopback port, each pulling from all
+/// the others.
 pub struct TestFederation {
     pub root: TempDir,
     pub pki: Pki,
@@ -144,30 +203,33 @@ impl TestFederation {
     pub async fn start_with(parties: &[&str], options: Options) -> TestFederation {
         let root = tempfile::tempdir().unwrap();
         let pki = Pki::new(root.path());
+        let mut listeners = HashMap::new();
+        for party in parties {
+            listeners.insert(
+                party.to_string(),
+                TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            );
+        }
+        let addrs: HashMap<String, String> = listeners
+            .iter()
+            .map(|(p, l)| (p.clone(), l.local_addr().unwrap().to_string()))
+            .collect();
+        let addr_of = |p: &str| addrs[p].clone();
         let mut gateways = HashMap::new();
         for party in parties {
-            let path = write_config(root.path(), party, "127.0.0.1:0", &options);
-            let config = Config::load(&path, &HashMap::new()).unwrap();
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let gateway = Gateway::open(config).unwrap();
-            let (tx, rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(async move {
-                gateway
-                    .serve(listener, async {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
+            let peers: Vec<(String, String)> = parties
+                .iter()
+                .filter(|p| *p != party)
+                .map(|p| {
+                    let route = options.routes.get(&(party.to_string(), p.to_string()));
+                    (p.to_string(), route.cloned().unwrap_or_else(|| addr_of(p)))
+                })
+                .collect();
+            let config = write_config(root.path(), party, &addr_of(party), &peers, &options);
+            let listener = listeners.remove(*party).unwrap();
             gateways.insert(
                 party.to_string(),
-                InProcess {
-                    party: party.to_string(),
-                    addr,
-                    stop: Some(tx),
-                    task: Some(task),
-                },
+                InProcess::launch(party, config, listener).await,
             );
         }
         TestFederation {
@@ -179,6 +241,10 @@ impl TestFederation {
 
     pub fn addr(&self, party: &str) -> SocketAddr {
         self.gateways[party].addr
+    }
+
+    pub fn gateway(&mut self, party: &str) -> &mut InProcess {
+        self.gateways.get_mut(party).unwrap()
     }
 
     /// A channel to `gateway` presenting `config`'s client identity.
@@ -214,6 +280,51 @@ impl TestFederation {
     ) -> pb::directory_service_client::DirectoryServiceClient<Channel> {
         pb::directory_service_client::DirectoryServiceClient::new(self.client(gateway, party))
     }
+
+    pub fn watch(
+        &self,
+        gateway: &str,
+        party: &str,
+    ) -> pb::watch_service_client::WatchServiceClient<Channel> {
+        pb::watch_service_client::WatchServiceClient::new(self.client(gateway, party))
+    }
+
+    /// Stops every gateway (their temp folder stays until the federation is dropped).
+    pub async fn stop_all(&mut self) {
+        for g in self.gateways.values_mut() {
+            g.stop().await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`; panics with `what` otherwise.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads a project at a gateway, `None` if it is not (yet) there.
+pub async fn try_get(fed: &TestFederation, gateway: &str, name: &str) -> Option<pb::Project> {
+    fed.projects(gateway, gateway)
+        .get_project(pb::GetProjectRequest {
+            name: name.to_string(),
+        })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().project)
 }
 
 /// A gateway run as a child process of the built binary, for crash tests.

@@ -26,7 +26,7 @@ fn client(
 async fn acknowledged_writes_survive_kill_9() {
     let root = tempfile::tempdir().unwrap();
     let pki = Pki::new(root.path());
-    let config = write_config(root.path(), "zone", "127.0.0.1:0", &Options::default());
+    let config = write_config(root.path(), "zone", "127.0.0.1:0", &[], &Options::default());
     let gateway = ChildGateway::spawn(&config);
 
     // Four writers keep creating projects; each remembers what the gateway acknowledged.
@@ -93,8 +93,9 @@ fn serve_refuses_a_bad_config_before_binding() {
     let addr = held.local_addr().unwrap().to_string();
     let options = Options {
         extra_toml: "[limits]\nmax_message_bytes = 12\n".into(),
+        ..Options::default()
     };
-    let config = write_config(root.path(), "zone", &addr, &options);
+    let config = write_config(root.path(), "zone", &addr, &[], &options);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -105,7 +106,7 @@ fn serve_refuses_a_bad_config_before_binding() {
     assert!(stderr.contains("limits.max_message_bytes"), "{stderr}");
 
     // A TLS file that does not exist is named too, also with exit code 64.
-    let config = write_config(root.path(), "zone", &addr, &Options::default());
+    let config = write_config(root.path(), "zone", &addr, &[], &Options::default());
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("gateway.key", "missing.key");

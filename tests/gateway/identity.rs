@@ -245,6 +245,7 @@ async fn read_only_clients_read_but_do_not_write() {
         &["guangde"],
         Options {
             extra_toml: "[access]\nread_only_systems = [\"dashboard\"]\n".into(),
+            ..Options::default()
         },
     )
     .await;

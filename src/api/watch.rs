@@ -1,0 +1,113 @@
+//! `WatchService`: a resumable stream of every change visible to the caller's party — its own
+//! records and the replicas shared with it — in the order they were committed here.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{allocation_to, project_to, timestamp};
+use super::error::{bad_request, record_status, store_status};
+use super::pb;
+use crate::records::{AnyRecord, Records, Violations, decode_record};
+use crate::store::FeedEntry;
+
+/// Feed entries read per store query.
+const BATCH: usize = 256;
+/// Upper bound on how long a caught-up stream waits before looking at the store again.
+const POLL: Duration = Duration::from_secs(1);
+
+pub struct WatchApi {
+    records: Records,
+    stop: watch::Receiver<bool>,
+}
+
+impl WatchApi {
+    /// `stop` turning true ends every stream, so a graceful shutdown is not held up.
+    pub fn new(records: Records, stop: watch::Receiver<bool>) -> Self {
+        WatchApi { records, stop }
+    }
+}
+
+/// Resume tokens are the feed position, hex-encoded; opaque to clients.
+fn parse_token(token: &str) -> Result<u64, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    u64::from_str_radix(token.strip_prefix("w").unwrap_or("?"), 16).map_err(|_| {
+        let mut v = Violations::new();
+        v.add("resume_token", "is not a token this service issued");
+        bad_request(&v)
+    })
+}
+
+fn token(position: u64) -> String {
+    format!("w{position:016x}")
+}
+
+fn event(records: &Records, entry: &FeedEntry) -> Result<pb::WatchResponse, Status> {
+    let record = match decode_record(&entry.change.record).map_err(record_status)? {
+        AnyRecord::Project(p) => pb::watch_response::Record::Project(project_to(p)),
+        AnyRecord::Allocation(a) => {
+            let status = a.status(records.now());
+            pb::watch_response::Record::Allocation(allocation_to(a, status))
+        }
+    };
+    Ok(pb::WatchResponse {
+        resume_token: token(entry.position),
+        owner: entry.change.owner.clone(),
+        seq: entry.change.seq,
+        commit_time: Some(timestamp(entry.change.time)),
+        record: Some(record),
+    })
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::watch_service_server::WatchService for WatchApi {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let mut after = parse_token(&request.get_ref().resume_token)?;
+        let records = self.records.clone();
+        let mut stop = self.stop.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut changed = records.subscribe();
+            loop {
+                let entries = match records.store().feed(after, BATCH).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status(e))).await;
+                        return;
+                    }
+                };
+                if entries.is_empty() {
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                        _ = tx.closed() => return,
+                    }
+                    continue;
+                }
+                for entry in &entries {
+                    let item = event(&records, entry);
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                    after = entry.position;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,378 @@
+//! The receiver side: one long-lived `PullChanges` stream per configured peer. Each change is
+//! verified (signer certificate, signature, owner, recipient, order) before it is applied;
+//! changes are applied in order with the cursor in the same transaction; a refused change
+//! ends the stream and the next one starts from the last good cursor. Disconnections are
+//! retried with capped exponential backoff and jitter, forever, with no operator action.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use rustls::ClientConfig;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+
+use super::ExchangeError;
+use super::signing::{SignatureVerifier, VerifiedSigner};
+use crate::api::pb;
+use crate::api::pb::federation_service_client::FederationServiceClient;
+use crate::config::PeerConfig;
+use crate::records::{Records, now_micros};
+use crate::store::{Evidence, RecordKind, ReplicaBatch, ReplicaChange};
+
+/// First retry delay after a failure.
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Longest delay between retries.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Largest response accepted from a peer (a batch of changes).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Capped exponential backoff with "equal jitter": each delay is uniformly random between half
+/// and all of the current step, so reconnecting peers do not move in lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            step: base,
+        }
+    }
+
+    /// The next delay; the step doubles up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.cap);
+        let half = step / 2;
+        half + half.mul_f64(random_fraction())
+    }
+
+    /// After progress, start again from the base.
+    pub fn reset(&mut self) {
+        self.step = self.base;
+    }
+}
+
+fn random_fraction() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        return 0.5;
+    }
+    f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX)
+}
+
+/// What the operator sees of one peer (status page, metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// A stream to the peer is open.
+    pub connected: bool,
+    /// Last change of the peer applied here.
+    pub cursor: u64,
+    /// The peer's last committed change, as it last told us.
+    pub head_seq: u64,
+    /// Changes applied since start.
+    pub applied: u64,
+    /// Changes refused (bad signer, signature, owner, recipient or order) since start.
+    pub refused: u64,
+    /// When a change was last applied (microseconds since the epoch).
+    pub last_applied_at: Option<i64>,
+    /// The last failure, cleared by the next progress.
+    pub last_error: Option<String>,
+}
+
+/// Peer statuses by party, shared with the operations surface.
+pub type PeerStatuses = Arc<Mutex<BTreeMap<String, PeerStatus>>>;
+
+/// Everything a puller needs.
+#[derive(Clone)]
+pub struct Inbound {
+    records: Records,
+    verifier: Arc<SignatureVerifier>,
+    tls: Arc<ClientConfig>,
+    status: PeerStatuses,
+}
+
+impl Inbound {
+    pub fn new(records: Records, verifier: Arc<SignatureVerifier>, tls: Arc<ClientConfig>) -> Self {
+        Inbound {
+            records,
+            verifier,
+            tls,
+            status: PeerStatuses::default(),
+        }
+    }
+
+    pub fn status(&self) -> PeerStatuses {
+        self.status.clone()
+    }
+
+    /// Starts one follower task per peer; they stop when `stop` turns true.
+    pub fn spawn(&self, peers: &[PeerConfig], stop: watch::Receiver<bool>) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        for peer in peers {
+            self.update(&peer.party, |_| {});
+            tasks.spawn(self.clone().follow(peer.clone(), stop.clone()));
+        }
+        tasks
+    }
+
+    fn update(&self, party: &str, f: impl FnOnce(&mut PeerStatus)) {
+        let mut map = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(party.to_string()).or_default());
+    }
+
+    async fn follow(self, peer: PeerConfig, mut stop: watch::Receiver<bool>) {
+        let channel = match crate::identity::tls::channel(
+            &peer.address,
+            &peer.server_name,
+            self.tls.clone(),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(peer = %peer.party, error = %e, "cannot set up the peer connection; not following it");
+                self.update(&peer.party, |s| s.last_error = Some(e.to_string()));
+                return;
+            }
+        };
+        let mut client =
+            FederationServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
+        loop {
+            let mut progressed = false;
+            let result = tokio::select! {
+                r = self.session(&mut client, &peer.party, &mut progressed) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            self.update(&peer.party, |s| s.connected = false);
+            match result {
+                Ok(()) => {
+                    tracing::info!(peer = %peer.party, "peer closed the stream; reconnecting")
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::error!(peer = %peer.party, error = %e, "refused a change from peer; nothing of it applied");
+                    self.update(&peer.party, |s| {
+                        s.refused += 1;
+                        s.last_error = Some(e.to_string());
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %peer.party, address = %peer.address, error = %e, "peer stream failed; will retry");
+                    self.update(&peer.party, |s| s.last_error = Some(e.to_string()));
+                }
+            }
+            if progressed {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// One stream: from the stored cursor until the stream ends or a change is refused.
+    async fn session(
+        &self,
+        client: &mut FederationServiceClient<Channel>,
+        owner: &str,
+        progressed: &mut bool,
+    ) -> Result<(), ExchangeError> {
+        let store = self.records.store();
+        let mut cursor = store.cursor(owner).await?;
+        let transport =
+            |s: tonic::Status| ExchangeError::Transport(format!("{:?}: {}", s.code(), s.message()));
+        let mut stream = client
+            .pull_changes(pb::PullChangesRequest {
+                owner: owner.to_string(),
+                after_seq: cursor,
+            })
+            .await
+            .map_err(transport)?
+            .into_inner();
+        let mut signer: Option<VerifiedSigner> = None;
+        while let Some(msg) = stream.message().await.map_err(transport)? {
+            if !msg.signer_certificate.is_empty() {
+                signer = Some(self.verifier.check_signer(&msg.signer_certificate, owner)?);
+                self.update(owner, |s| s.connected = true);
+            }
+            let Some(signer) = signer.as_ref() else {
+                return Err(ExchangeError::Refused(
+                    "changes arrived before the signer certificate".into(),
+                ));
+            };
+            let mut batch = Vec::with_capacity(msg.changes.len());
+            let mut refusal = None;
+            for signed in &msg.changes {
+                match self.verify(signer, owner, cursor, signed) {
+                    Ok(change) => {
+                        cursor = change.seq;
+                        batch.push(change);
+                    }
+                    Err(e) => {
+                        refusal = Some(e);
+                        break;
+                    }
+                }
+            }
+            // Apply what verified before a refusal: the stream restarts after it.
+            if !batch.is_empty() {
+                let n = batch.len() as u64;
+                let applied = store
+                    .apply_replicas(ReplicaBatch {
+                        owner: owner.to_string(),
+                        signer: (signer.fingerprint.clone(), signer.der.clone()),
+                        changes: batch,
+                        received: now_micros(),
+                    })
+                    .await?;
+                self.records.notify_changed();
+                *progressed = true;
+                self.update(owner, |s| {
+                    s.cursor = applied;
+                    s.applied += n;
+                    s.last_applied_at = Some(now_micros());
+                    s.last_error = None;
+                });
+            }
+            if let Some(e) = refusal {
+                return Err(e);
+            }
+            self.update(owner, |s| {
+                s.head_seq = msg.head_seq;
+                s.cursor = cursor;
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies one signed change and turns it into what the store applies.
+    fn verify(
+        &self,
+        signer: &VerifiedSigner,
+        owner: &str,
+        cursor: u64,
+        signed: &pb::SignedChange,
+    ) -> Result<ReplicaChange, ExchangeError> {
+        let scheme = u16::try_from(signed.scheme).map_err(|_| {
+            ExchangeError::Refused(format!(
+                "signature scheme {} is not a TLS scheme",
+                signed.scheme
+            ))
+        })?;
+        let envelope = pb::ChangeEnvelope::decode(signed.envelope.as_slice()).map_err(|e| {
+            ExchangeError::Refused(format!("undecodable envelope after seq {cursor}: {e}"))
+        })?;
+        self.verifier.verify(
+            signer,
+            envelope.seq,
+            &signed.envelope,
+            scheme,
+            &signed.signature,
+        )?;
+        let refuse = |why: String| {
+            ExchangeError::Refused(format!("change {} of {owner}: {why}", envelope.seq))
+        };
+        if envelope.owner != owner {
+            return Err(refuse(format!("envelope names owner `{}`", envelope.owner)));
+        }
+        if envelope.recipient != self.records.party() {
+            return Err(refuse(format!(
+                "prepared for `{}`, not for us",
+                envelope.recipient
+            )));
+        }
+        if envelope.seq != cursor + 1 {
+            return Err(refuse(format!("expected change {}", cursor + 1)));
+        }
+        let time = envelope
+            .commit_time
+            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+            .unwrap_or(0);
+        let kind = match pb::RecordKind::try_from(envelope.kind) {
+            Ok(pb::RecordKind::Unspecified) => None,
+            Ok(pb::RecordKind::Project) => Some(RecordKind::Project),
+            Ok(pb::RecordKind::Allocation) => Some(RecordKind::Allocation),
+            Err(_) => return Err(refuse(format!("unknown record kind {}", envelope.kind))),
+        };
+        let record = match kind {
+            None => None,
+            Some(kind) => {
+                let id = uuid::Uuid::parse_str(&envelope.record_id).map_err(|_| {
+                    refuse(format!("record id `{}` is not a UUID", envelope.record_id))
+                })?;
+                let body = std::str::from_utf8(&envelope.record_json)
+                    .map_err(|_| refuse("record body is not UTF-8".into()))?;
+                Some(
+                    self.records
+                        .replica(kind, owner, id, envelope.revision, body)
+                        .map_err(refuse)?,
+                )
+            }
+        };
+        Ok(ReplicaChange {
+            seq: envelope.seq,
+            time,
+            record,
+            evidence: Evidence {
+                envelope: signed.envelope.clone(),
+                scheme,
+                signature: signed.signature.clone(),
+                signer: signer.fingerprint.clone(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let first = b.next_delay();
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        let mut last = first;
+        for _ in 0..20 {
+            last = b.next_delay();
+            assert!(last <= Duration::from_secs(10));
+        }
+        assert!(
+            last >= Duration::from_secs(5),
+            "capped step is 10 s, jitter keeps at least half: {last:?}"
+        );
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_delays_add_up_in_virtual_time() {
+        // Twelve retries against a dead peer: the wait is bounded by the cap, not unbounded growth.
+        let mut b = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
+        let start = tokio::time::Instant::now();
+        for _ in 0..12 {
+            tokio::time::sleep(b.next_delay()).await;
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited
+                <= Duration::from_millis(100 + 200 + 400 + 800 + 1600 + 3200 + 6400)
+                    + BACKOFF_CAP * 5,
+            "{waited:?}"
+        );
+        assert!(waited >= BACKOFF_CAP * 5 / 2, "{waited:?}");
+    }
+}

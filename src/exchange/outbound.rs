@@ -1,0 +1,152 @@
+//! The owner side of `PullChanges`: a live stream of this party's change log for one peer,
+//! filtered by the sharing policy and signed change by change. The channel to the gRPC layer
+//! is small and bounded, so a slow peer slows the producer down instead of growing a buffer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::ExchangeError;
+use super::policy::SharingPolicy;
+use super::signing::ChangeSigner;
+use crate::api::pb;
+use crate::records::Records;
+use crate::store::{Change, RecordKind};
+
+/// Changes per response message.
+pub const BATCH: usize = 256;
+/// How long a stream waits for a commit notice before looking at the store again. Commits by
+/// this process wake it at once; this bounds the delay for commits it was not told about.
+const POLL: Duration = Duration::from_secs(1);
+/// An idle stream sends an empty response this often, so peers see it is alive and learn the
+/// owner's head sequence.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Serves this party's change log to peers.
+#[derive(Clone)]
+pub struct Outbound {
+    records: Records,
+    policy: Arc<SharingPolicy>,
+    signer: Arc<ChangeSigner>,
+    stop: watch::Receiver<bool>,
+}
+
+fn kind_to_wire(kind: RecordKind) -> pb::RecordKind {
+    match kind {
+        RecordKind::Project => pb::RecordKind::Project,
+        RecordKind::Allocation => pb::RecordKind::Allocation,
+    }
+}
+
+impl Outbound {
+    /// `stop` turning true ends every stream, so a graceful shutdown is not held up by peers.
+    pub fn new(
+        records: Records,
+        policy: Arc<SharingPolicy>,
+        signer: Arc<ChangeSigner>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Outbound {
+            records,
+            policy,
+            signer,
+            stop,
+        }
+    }
+
+    /// The envelope of one change as `peer` may see it, signed.
+    fn sign(&self, peer: &str, change: &Change) -> Result<pb::SignedChange, ExchangeError> {
+        let mut envelope = pb::ChangeEnvelope {
+            owner: change.owner.clone(),
+            seq: change.seq,
+            recipient: peer.to_string(),
+            commit_time: Some(crate::api::timestamp(change.time)),
+            ..Default::default()
+        };
+        if let Some(out) = self.policy.outgoing(peer, &change.record) {
+            envelope.kind = kind_to_wire(change.record.kind) as i32;
+            envelope.record_id = change.record.id.to_string();
+            envelope.revision = change.record.revision;
+            envelope.record_json = out.body.into_bytes();
+            envelope.withheld_fields = out.withheld;
+        }
+        let bytes = envelope.encode_to_vec();
+        let (scheme, signature) = self.signer.sign(&bytes)?;
+        Ok(pb::SignedChange {
+            envelope: bytes,
+            scheme: u32::from(scheme),
+            signature,
+        })
+    }
+
+    /// Streams this party's changes after `after` to `peer`, then new ones as they commit.
+    pub fn stream(
+        &self,
+        peer: String,
+        after: u64,
+    ) -> ReceiverStream<Result<pb::PullChangesResponse, ExchangeError>> {
+        let (tx, rx) = mpsc::channel(2);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let owner = this.records.party().to_string();
+            let store = this.records.store().clone();
+            let mut changed = this.records.subscribe();
+            let mut stop = this.stop.clone();
+            let mut cursor = after;
+            let mut first = true;
+            let mut idle = Duration::ZERO;
+            tracing::info!(peer = %peer, after, "peer stream opened");
+            loop {
+                let result = async {
+                    let changes = store.changes(&owner, cursor, BATCH).await?;
+                    let head_seq = store.last_seq(&owner).await?;
+                    let signed = changes
+                        .iter()
+                        .map(|c| this.sign(&peer, c))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok::<_, ExchangeError>((changes.last().map(|c| c.seq), signed, head_seq))
+                }
+                .await;
+                let (last, signed, head_seq) = match result {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(peer = %peer, error = %e, "peer stream failed");
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if signed.is_empty() && !first && idle < HEARTBEAT {
+                    tokio::select! {
+                        _ = changed.changed() => {}
+                        _ = tokio::time::sleep(POLL) => idle += POLL,
+                        _ = stop.wait_for(|s| *s) => break,
+                        _ = tx.closed() => break,
+                    }
+                    continue;
+                }
+                idle = Duration::ZERO;
+                let response = pb::PullChangesResponse {
+                    signer_certificate: if first {
+                        this.signer.certificate().to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                    changes: signed,
+                    head_seq,
+                };
+                first = false;
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+                if let Some(last) = last {
+                    cursor = last;
+                }
+            }
+            tracing::info!(peer = %peer, cursor, "peer stream closed");
+        });
+        ReceiverStream::new(rx)
+    }
+}

@@ -1,0 +1,142 @@
+//! The owner's sharing policy: for each peer, the record kinds it receives and the fields
+//! emptied before a record leaves the owner.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use crate::config::ShareRule;
+use crate::store::{RecordKind, StoredRecord};
+
+#[derive(Debug, Clone, Default)]
+pub struct SharingPolicy {
+    by_peer: HashMap<String, ShareRule>,
+}
+
+/// A record as it may leave for one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub body: String,
+    /// Paths emptied, e.g. "project.contact.phone".
+    pub withheld: Vec<String>,
+}
+
+impl SharingPolicy {
+    pub fn new(rules: &[ShareRule]) -> Self {
+        SharingPolicy {
+            by_peer: rules.iter().map(|r| (r.peer.clone(), r.clone())).collect(),
+        }
+    }
+
+    /// What `peer` may see of `record`: `None` when the kind is not shared with it.
+    pub fn outgoing(&self, peer: &str, record: &StoredRecord) -> Option<Outgoing> {
+        let rule = self.by_peer.get(peer)?;
+        if !rule.kinds.contains(&record.kind) {
+            return None;
+        }
+        let prefix = format!("{}.", record.kind.as_str());
+        let paths: BTreeSet<&str> = rule
+            .withhold
+            .iter()
+            .filter_map(|p| p.strip_prefix(&prefix))
+            .collect();
+        if paths.is_empty() {
+            return Some(Outgoing {
+                body: record.body.clone(),
+                withheld: Vec::new(),
+            });
+        }
+        let mut value: Value = serde_json::from_str(&record.body).ok()?;
+        let mut withheld = Vec::new();
+        for path in paths {
+            if empty_path(&mut value, path) {
+                withheld.push(format!("{prefix}{path}"));
+            }
+        }
+        Some(Outgoing {
+            body: value.to_string(),
+            withheld,
+        })
+    }
+
+    /// Kinds `peer` receives.
+    pub fn kinds_for(&self, peer: &str) -> BTreeSet<RecordKind> {
+        self.by_peer
+            .get(peer)
+            .map(|r| r.kinds.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Replaces the value at a dotted path by the empty value of its type. Returns false when the
+/// path does not exist (nothing to withhold).
+fn empty_path(value: &mut Value, path: &str) -> bool {
+    let mut target = value;
+    for segment in path.split('.') {
+        match target.get_mut(segment) {
+            Some(next) => target = next,
+            None => return false,
+        }
+    }
+    *target = emptied(target);
+    true
+}
+
+fn emptied(v: &Value) -> Value {
+    match v {
+        Value::String(_) => Value::String(String::new()),
+        Value::Number(_) => Value::from(0),
+        Value::Bool(_) => Value::Bool(false),
+        Value::Array(_) => Value::Array(Vec::new()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), emptied(v))).collect())
+        }
+        Value::Null => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(body: &str) -> StoredRecord {
+        StoredRecord {
+            kind: RecordKind::Project,
+            owner: "zone".into(),
+            id: uuid::Uuid::nil(),
+            revision: 1,
+            index: Default::default(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn withheld_fields_are_emptied_and_named() {
+        let policy = SharingPolicy::new(&[ShareRule {
+            peer: "guangde".into(),
+            kinds: [RecordKind::Project].into(),
+            withhold: [
+                "project.contact.phone".to_string(),
+                "allocation.description".to_string(),
+            ]
+            .into(),
+        }]);
+        let rec = record(r#"{"contact":{"name":"张三","phone":"+86 138"},"labels":{"a":"b"}}"#);
+        let out = policy.outgoing("guangde", &rec).unwrap();
+        let v: Value = serde_json::from_str(&out.body).unwrap();
+        assert_eq!(v["contact"]["phone"], "");
+        assert_eq!(v["contact"]["name"], "张三");
+        assert_eq!(v["labels"]["a"], "b");
+        assert_eq!(out.withheld, vec!["project.contact.phone".to_string()]);
+        assert!(
+            policy.outgoing("anji", &rec).is_none(),
+            "no rule: nothing shared"
+        );
+        let mut alloc = rec.clone();
+        alloc.kind = RecordKind::Allocation;
+        assert!(
+            policy.outgoing("guangde", &alloc).is_none(),
+            "kind not granted"
+        );
+    }
+}
