@@ -6,5 +6,6 @@ mod common;
 
 mod dev_command;
 mod durability;
+mod exchange;
 mod identity;
 mod records;

@@ -1,0 +1,541 @@
+//! SPEC §4: replication between real gateways over real mutual TLS.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use tokio_stream::StreamExt;
+use tonic::{Code, Request, Response, Status};
+use yrd_gateway::api::pb;
+use yrd_gateway::api::pb::federation_service_client::FederationServiceClient;
+use yrd_gateway::api::pb::federation_service_server::{FederationService, FederationServiceServer};
+use yrd_gateway::config::{TlsPaths, default_share_rules};
+use yrd_gateway::exchange::signing::ChangeSigner;
+use yrd_gateway::identity::tls;
+use yrd_gateway::store::{RecordKind, Store};
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn create(fed: &TestFederation, party: &str, name: &str) -> pb::Project {
+    fed.projects(party, party)
+        .create_project(create_request(sample_project(name)))
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap()
+}
+
+async fn replicated(fed: &TestFederation, gateway: &str, name: &str) -> pb::Project {
+    eventually(WAIT, &format!("{name} at {gateway}"), || {
+        try_get(fed, gateway, name)
+    })
+    .await
+}
+
+fn allocation() -> pb::Allocation {
+    pb::Allocation {
+        kind: pb::FactorKind::EnergyQuota as i32,
+        quantity: "1500.5".into(),
+        from_party: "changxing".into(),
+        to_party: "zone".into(),
+        benefit_shares: vec![pb::BenefitShare {
+            party: "zone".into(),
+            basis_points: 10_000,
+        }],
+        valid_until: Some(prost_types::Timestamp::from(
+            std::time::SystemTime::now() + Duration::from_secs(86_400),
+        )),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_project_reaches_every_party_within_its_sharing_policy() {
+    // The zone grants anji projects only; everyone else gets the shipped default.
+    let mut share = default_share_rules(&federation(), "zone");
+    for rule in &mut share {
+        if rule.peer == "anji" {
+            rule.kinds = [RecordKind::Project].into();
+        }
+    }
+    let options = Options {
+        share: HashMap::from([("zone".to_string(), share)]),
+        ..Options::default()
+    };
+    let fed = TestFederation::start_with(&PARTIES, options).await;
+    let project = create(&fed, "zone", "shared with everyone").await;
+    let proposed = fed
+        .factors("zone", "zone")
+        .propose_allocation(pb::ProposeAllocationRequest {
+            allocation: Some(allocation()),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .allocation
+        .unwrap();
+
+    for party in ["changxing", "anji", "guangde"] {
+        let copy = replicated(&fed, party, &project.name).await;
+        assert_eq!(copy.owner, "zone", "replicas are marked with their owner");
+        assert_eq!(copy.etag, project.etag, "same version everywhere");
+        assert_eq!(copy.display_name, project.display_name);
+        let phone = copy.contact.as_ref().unwrap().phone.clone();
+        if party == "guangde" {
+            assert_eq!(
+                phone, "",
+                "contact phones do not cross the provincial border"
+            );
+            assert_eq!(copy.contact.as_ref().unwrap().name, "张三");
+        } else {
+            assert_eq!(phone, "+86 138-0000-0000");
+        }
+        // Replicas are listed too.
+        let listed = fed
+            .projects(party, party)
+            .list_projects(pb::ListProjectsRequest {
+                owner: "zone".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.projects.len(), 1);
+    }
+    for party in ["changxing", "guangde"] {
+        eventually(WAIT, "allocation replicated", || async {
+            fed.factors(party, party)
+                .get_allocation(pb::GetAllocationRequest {
+                    name: proposed.name.clone(),
+                })
+                .await
+                .ok()
+        })
+        .await;
+    }
+    // anji has applied both of the zone's changes, but the allocation was never sent to it.
+    eventually(WAIT, "anji's cursor at the zone's head", || async {
+        (fed.gateways["anji"].peer("zone").cursor == 2).then_some(())
+    })
+    .await;
+    let err = fed
+        .factors("anji", "anji")
+        .get_allocation(pb::GetAllocationRequest {
+            name: proposed.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let all = fed
+        .factors("anji", "anji")
+        .list_allocations(pb::ListAllocationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.allocations.is_empty());
+}
+
+/// What the tampering relay does to the changes it forwards.
+const PASS: u8 = 0;
+const FLIP_BYTE: u8 = 1;
+const WRONG_KEY: u8 = 2;
+
+/// Stands between guangde and the zone, terminating TLS as the zone (the test holds its key),
+/// pulling the genuine stream from the zone as guangde, and altering it on demand.
+struct Relay {
+    upstream: FederationServiceClient<tonic::transport::Channel>,
+    mode: Arc<AtomicU8>,
+    wrong_signer: Arc<ChangeSigner>,
+}
+
+type RelayStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::PullChangesResponse, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl FederationService for Relay {
+    type PullChangesStream = RelayStream;
+
+    async fn pull_changes(
+        &self,
+        request: Request<pb::PullChangesRequest>,
+    ) -> Result<Response<RelayStream>, Status> {
+        let upstream = self
+            .upstream
+            .clone()
+            .pull_changes(request.into_inner())
+            .await?
+            .into_inner();
+        let mode = self.mode.clone();
+        let wrong = self.wrong_signer.clone();
+        let stream = upstream.map(move |item| {
+            let mut response = item?;
+            match mode.load(Ordering::SeqCst) {
+                FLIP_BYTE => {
+                    if let Some(first) = response.changes.first_mut() {
+                        let last = first.envelope.len() - 1;
+                        first.envelope[last] ^= 0x01;
+                    }
+                }
+                WRONG_KEY => {
+                    if !response.signer_certificate.is_empty() {
+                        response.signer_certificate = wrong.certificate().to_vec();
+                    }
+                    for change in &mut response.changes {
+                        let (scheme, signature) = wrong.sign(&change.envelope).unwrap();
+                        change.scheme = u32::from(scheme);
+                        change.signature = signature;
+                    }
+                }
+                _ => {}
+            }
+            Ok(response)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arrive() {
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay_listener.local_addr().unwrap().to_string();
+    let options = Options {
+        routes: HashMap::from([(("guangde".to_string(), "zone".to_string()), relay_addr)]),
+        ..Options::default()
+    };
+    let fed = TestFederation::start_with(&["zone", "guangde"], options).await;
+    let certs = &fed.pki.dir;
+    let party_paths = |party: &str| TlsPaths {
+        ca: certs.join("ca.crt"),
+        cert: certs.join(party).join("gateway.crt"),
+        key: certs.join(party).join("gateway.key"),
+    };
+    let mode = Arc::new(AtomicU8::new(PASS));
+    let relay = Relay {
+        upstream: FederationServiceClient::new(
+            tls::channel(
+                &fed.addr("zone").to_string(),
+                "localhost",
+                fed.pki.client_config("guangde", "gateway"),
+            )
+            .unwrap(),
+        ),
+        mode: mode.clone(),
+        wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths("changxing")).unwrap()),
+    };
+    let server_tls = tls::server_config(&party_paths("zone")).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(FederationServiceServer::new(relay))
+            .serve_with_incoming(tls::incoming(relay_listener, server_tls)),
+    );
+
+    let first = create(&fed, "zone", "before tampering").await;
+    replicated(&fed, "guangde", &first.name).await;
+    let guangde = &fed.gateways["guangde"];
+    assert_eq!(guangde.peer("zone").refused, 0);
+
+    mode.store(FLIP_BYTE, Ordering::SeqCst);
+    let second = create(&fed, "zone", "altered in transit").await;
+    eventually(WAIT, "a refusal of the altered change", || async {
+        (guangde.peer("zone").refused >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        try_get(&fed, "guangde", &second.name).await.is_none(),
+        "an altered change was applied"
+    );
+    assert!(
+        guangde
+            .peer("zone")
+            .last_error
+            .unwrap()
+            .contains("signature")
+    );
+
+    mode.store(WRONG_KEY, Ordering::SeqCst);
+    let refused = guangde.peer("zone").refused;
+    eventually(WAIT, "a refusal of the wrongly signed change", || async {
+        let s = guangde.peer("zone");
+        (s.refused > refused && s.last_error.as_deref().unwrap_or("").contains("signer"))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        try_get(&fed, "guangde", &second.name).await.is_none(),
+        "a wrongly signed change was applied"
+    );
+    assert_eq!(guangde.peer("zone").cursor, 1);
+
+    mode.store(PASS, Ordering::SeqCst);
+    let third = create(&fed, "zone", "after tampering").await;
+    let copy = replicated(&fed, "guangde", &third.name).await;
+    assert_eq!(copy.display_name, "after tampering");
+    replicated(&fed, "guangde", &second.name).await;
+    assert_eq!(guangde.peer("zone").cursor, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_mid_stream_loses_nothing_and_applies_nothing_twice() {
+    const TOTAL: usize = 3000;
+    let fed = TestFederation::start(&["zone"]).await;
+    let root = fed.root.path();
+    let config = write_config(
+        root,
+        "guangde",
+        "127.0.0.1:0",
+        &[("zone".to_string(), fed.addr("zone").to_string())],
+        &Options::default(),
+    );
+    let receiver = ChildGateway::spawn(&config);
+    let guangde_count = |addr: std::net::SocketAddr| {
+        let pki = &fed.pki;
+        async move {
+            let channel = tls::channel(
+                &addr.to_string(),
+                "localhost",
+                pki.client_config("guangde", "client"),
+            )
+            .unwrap();
+            let mut client = pb::project_service_client::ProjectServiceClient::new(channel);
+            all_projects(&mut client).await
+        }
+    };
+
+    // Four writers create TOTAL projects at the zone while guangde follows.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let mut client = fed.projects("zone", "zone");
+        writers.push(tokio::spawn(async move {
+            for i in 0..TOTAL / 4 {
+                let request = create_request(sample_project(&format!("writer {w} #{i}")));
+                client.create_project(request).await.unwrap();
+            }
+        }));
+    }
+    let addr = receiver.addr;
+    let seen_at_kill = eventually(WAIT, "guangde in the middle of the stream", || async {
+        let n = guangde_count(addr).await.len();
+        (n >= 500).then_some(n)
+    })
+    .await;
+    receiver.kill_9();
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        seen_at_kill < TOTAL,
+        "the kill should land mid-stream ({seen_at_kill})"
+    );
+
+    let restarted = ChildGateway::spawn(&config);
+    let addr = restarted.addr;
+    let copies = eventually(Duration::from_secs(60), "guangde caught up", || async {
+        let all = guangde_count(addr).await;
+        (all.len() >= TOTAL).then_some(all)
+    })
+    .await;
+    restarted.kill_9();
+
+    let names: BTreeSet<String> = copies.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(copies.len(), TOTAL, "no duplicates");
+    let originals: BTreeSet<String> = all_projects(&mut fed.projects("zone", "zone"))
+        .await
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, originals, "no loss");
+
+    // The receiver's own bookkeeping: cursor at the head, each change once in its feed.
+    let store =
+        yrd_gateway::store::sqlite::SqliteStore::open(&root.join("guangde/store.db")).unwrap();
+    assert_eq!(store.cursor("zone").await.unwrap(), TOTAL as u64);
+    let feed = store.feed(0, TOTAL * 2).await.unwrap();
+    let seqs: Vec<u64> = feed
+        .iter()
+        .filter(|e| e.change.owner == "zone")
+        .map(|e| e.change.seq)
+        .collect();
+    assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<_>>());
+    println!(
+        "killed guangde with {seen_at_kill} of {TOTAL} applied; it resumed and applied the rest once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_network_cut_both_sides_converge_without_help() {
+    let to_zone = TcpProxy::start().await;
+    let to_guangde = TcpProxy::start().await;
+    let options = Options {
+        routes: HashMap::from([
+            (
+                ("guangde".to_string(), "zone".to_string()),
+                to_zone.addr.to_string(),
+            ),
+            (
+                ("zone".to_string(), "guangde".to_string()),
+                to_guangde.addr.to_string(),
+            ),
+        ]),
+        ..Options::default()
+    };
+    let fed = TestFederation::start_with(&["zone", "guangde"], options).await;
+    to_zone.set_upstream(fed.addr("zone"));
+    to_guangde.set_upstream(fed.addr("guangde"));
+
+    let before = create(&fed, "zone", "before the cut").await;
+    replicated(&fed, "guangde", &before.name).await;
+
+    to_zone.cut();
+    to_guangde.cut();
+    let mut zone_side = Vec::new();
+    let mut guangde_side = Vec::new();
+    for i in 0..5 {
+        zone_side.push(
+            create(&fed, "zone", &format!("zone during cut {i}"))
+                .await
+                .name,
+        );
+        guangde_side.push(
+            create(&fed, "guangde", &format!("guangde during cut {i}"))
+                .await
+                .name,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        try_get(&fed, "guangde", &zone_side[0]).await.is_none(),
+        "the cut did not cut"
+    );
+    assert!(
+        try_get(&fed, "zone", &guangde_side[0]).await.is_none(),
+        "the cut did not cut"
+    );
+
+    to_zone.heal();
+    to_guangde.heal();
+    for name in &zone_side {
+        replicated(&fed, "guangde", name).await;
+    }
+    for name in &guangde_side {
+        replicated(&fed, "zone", name).await;
+    }
+    assert_eq!(fed.gateways["guangde"].peer("zone").cursor, 6);
+    assert_eq!(fed.gateways["zone"].peer("guangde").cursor, 5);
+}
+
+async fn next_events(
+    stream: &mut tonic::Streaming<pb::WatchResponse>,
+    n: usize,
+) -> Vec<pb::WatchResponse> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let event = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("watch event in time")
+            .unwrap()
+            .expect("stream open");
+        out.push(event);
+    }
+    out
+}
+
+fn event_name(e: &pb::WatchResponse) -> String {
+    match e.record.as_ref().unwrap() {
+        pb::watch_response::Record::Project(p) => p.name.clone(),
+        pb::watch_response::Record::Allocation(a) => a.name.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_from_a_token_and_misses_nothing() {
+    let fed = TestFederation::start(&["zone", "changxing"]).await;
+    let mut expected = vec![
+        create(&fed, "zone", "z1").await.name,
+        create(&fed, "zone", "z2").await.name,
+    ];
+    let c1 = create(&fed, "changxing", "c1").await.name;
+    replicated(&fed, "zone", &c1).await;
+    expected.push(c1);
+
+    let mut watch = fed.watch("zone", "zone");
+    let mut stream = watch
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_events(&mut stream, 2).await;
+    let token = first[1].resume_token.clone();
+    drop(stream);
+
+    // Changes while the client is away: one own, one replicated.
+    expected.push(create(&fed, "zone", "z3").await.name);
+    let c2 = create(&fed, "changxing", "c2").await.name;
+    replicated(&fed, "zone", &c2).await;
+    expected.push(c2);
+
+    let mut resumed = watch
+        .watch(pb::WatchRequest {
+            resume_token: token,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let rest = next_events(&mut resumed, 3).await;
+    let seen: Vec<String> = first.iter().chain(&rest).map(event_name).collect();
+    assert_eq!(
+        seen.iter().collect::<BTreeSet<_>>(),
+        expected.iter().collect::<BTreeSet<_>>(),
+        "every change exactly once across the reconnect"
+    );
+    assert_eq!(seen.len(), expected.len());
+    assert!(
+        rest.iter().any(|e| e.owner == "changxing"),
+        "replicas are in the stream"
+    );
+    // Nothing more is pending.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), resumed.message())
+            .await
+            .is_err()
+    );
+
+    // A live change arrives on the open stream.
+    let z4 = create(&fed, "zone", "z4").await.name;
+    assert_eq!(event_name(&next_events(&mut resumed, 1).await[0]), z4);
+
+    let err = watch
+        .watch(pb::WatchRequest {
+            resume_token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), vec!["resume_token".to_string()]);
+}
+
+#[tokio::test]
+async fn a_client_identity_cannot_pull_and_a_peer_cannot_pull_another_owner() {
+    let fed = TestFederation::start(&["zone"]).await;
+    let err = FederationServiceClient::new(fed.client("zone", "zone"))
+        .pull_changes(pb::PullChangesRequest {
+            owner: "zone".into(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let peer = fed.channel_with("zone", fed.pki.client_config("anji", "gateway"));
+    let err = FederationServiceClient::new(peer)
+        .pull_changes(pb::PullChangesRequest {
+            owner: "changxing".into(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_fields(&err), vec!["owner".to_string()]);
+}
