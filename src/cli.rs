@@ -1,6 +1,7 @@
 //! The command line: `serve`, `dev`, `certs init` and the demo `client`. `main` parses, sets up
 //! logging and signals, and calls in here.
 
+pub mod bench;
 mod client;
 mod dev;
 
@@ -41,6 +42,9 @@ pub enum Command {
     },
     /// Call a gateway as a party system, with a client certificate.
     Client(Box<ClientArgs>),
+    /// Measure performance on this machine (build with --release).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]

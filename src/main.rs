@@ -114,6 +114,10 @@ fn main() -> ExitCode {
                 },
         } => report(cli::certs_init(&dir, &trust_domain, &parties)),
         Command::Client(args) => report(runtime.block_on(cli::run_client(*args))),
+        Command::Bench(command) => {
+            init_logging(LogFormat::Text, "error");
+            report(runtime.block_on(cli::bench::run(command)))
+        }
     }
 }
 
