@@ -513,7 +513,9 @@ impl RawConfig {
                 let kind = RecordKind::parse(k).ok_or_else(|| {
                     ConfigError::invalid(
                         format!("share[{i}].kinds[{j}]"),
-                        format!("`{k}` is not a record kind; use \"project\" or \"allocation\""),
+                        format!(
+                            "`{k}` is not a record kind; use project, allocation, decision, referral or referral_response"
+                        ),
                     )
                 })?;
                 kinds.insert(kind);
@@ -578,8 +580,9 @@ pub struct ConfigTemplate {
     pub share: Vec<ShareRule>,
 }
 
-/// The shipped default sharing policy of `party`: every other member receives projects and
-/// allocations; contact phone numbers do not cross a provincial border.
+/// The shipped default sharing policy of `party`: every other member receives every kind of
+/// record (projects, allocations, decisions, referrals and their answers); contact phone
+/// numbers do not cross a provincial border.
 pub fn default_share_rules(federation: &Federation, party: &str) -> Vec<ShareRule> {
     let province = federation
         .get(party)
@@ -591,7 +594,7 @@ pub fn default_share_rules(federation: &Federation, party: &str) -> Vec<ShareRul
         .filter(|p| p.id != party)
         .map(|p| ShareRule {
             peer: p.id.clone(),
-            kinds: [RecordKind::Project, RecordKind::Allocation].into(),
+            kinds: RecordKind::ALL.into(),
             withhold: if p.province == province {
                 BTreeSet::new()
             } else {

@@ -94,6 +94,10 @@ impl Gateway {
             federation: self.config.federation.clone(),
             read_only_systems: self.config.read_only_systems.clone(),
         });
+        // Referral answers that arrived just before a crash are settled now.
+        if let Err(e) = self.records.settle_referrals().await {
+            tracing::warn!(error = %e, "settling referrals at start failed");
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut pullers = self.inbound.spawn(&self.config.peers, stop_rx.clone());
         let outbound = Outbound::new(

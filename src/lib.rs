@@ -8,6 +8,7 @@
 //!   both directions ([`identity::tls`]) and the development PKI ([`identity::pki`]).
 //! - [`records`]: projects and factor allocations, their validation, and [`records::Records`],
 //!   which applies ownership, idempotency and etag rules to every read and write.
+//! - [`negotiation`]: the pure derivation of an allocation's status from its decisions.
 //! - [`store`]: one storage trait; [`store::sqlite`] is the embedded backend.
 //! - [`exchange`]: replication between gateways — sharing policy, signatures, the owner's
 //!   outbound stream and the receiver's inbound pullers.
@@ -32,5 +33,6 @@ pub mod config;
 pub mod exchange;
 pub mod gateway;
 pub mod identity;
+pub mod negotiation;
 pub mod records;
 pub mod store;

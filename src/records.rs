@@ -8,6 +8,7 @@
 pub mod allocation;
 pub mod credit_code;
 pub mod project;
+pub mod referral;
 mod service;
 
 use std::fmt;
@@ -17,8 +18,10 @@ use uuid::Uuid;
 
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
 pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, Project, Stage};
+pub use referral::{Referral, ReferralResponse, ReferralState};
 pub use service::{
-    AllocationFilter, AnyRecord, Page, ProjectFilter, Records, WriteMeta, decode_record,
+    AllocationFilter, AllocationView, AnyRecord, Decide, Page, ProjectFilter, Records,
+    ReferralFilter, ReferralView, WriteMeta, decode_record,
 };
 
 use crate::store::{RecordKind, StoreError};
@@ -97,6 +100,24 @@ pub enum RecordError {
     StaleEtag { name: String },
     #[error("request id `{request_id}` was already used for a different request")]
     RequestIdReused { request_id: String },
+    /// The caller's party may not do this to this record (e.g. decide when not required).
+    #[error("{message}")]
+    Denied {
+        reason: &'static str,
+        message: String,
+    },
+    /// The record is not in a state that allows this (e.g. a decision on a closed round).
+    #[error("{message}")]
+    Precondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// It was already done and may be done once only (e.g. a second decision in a round).
+    #[error("{message}")]
+    Duplicate {
+        reason: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -114,6 +135,9 @@ impl ResourceName {
         match kind {
             RecordKind::Project => "projects",
             RecordKind::Allocation => "allocations",
+            RecordKind::Decision => "decisions",
+            RecordKind::Referral => "referrals",
+            RecordKind::ReferralResponse => "referralResponses",
         }
     }
 

@@ -22,6 +22,12 @@ use uuid::Uuid;
 pub enum RecordKind {
     Project,
     Allocation,
+    /// A party's decision on one round of an allocation; owned by the deciding party.
+    Decision,
+    /// A project handed to another party; owned by the referring party.
+    Referral,
+    /// The receiving party's answer to a referral; owned by the receiver.
+    ReferralResponse,
 }
 
 impl RecordKind {
@@ -29,13 +35,28 @@ impl RecordKind {
         match self {
             RecordKind::Project => "project",
             RecordKind::Allocation => "allocation",
+            RecordKind::Decision => "decision",
+            RecordKind::Referral => "referral",
+            RecordKind::ReferralResponse => "referral_response",
         }
     }
+
+    /// Every kind, in a fixed order.
+    pub const ALL: [RecordKind; 5] = [
+        RecordKind::Project,
+        RecordKind::Allocation,
+        RecordKind::Decision,
+        RecordKind::Referral,
+        RecordKind::ReferralResponse,
+    ];
 
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "project" => Some(RecordKind::Project),
             "allocation" => Some(RecordKind::Allocation),
+            "decision" => Some(RecordKind::Decision),
+            "referral" => Some(RecordKind::Referral),
+            "referral_response" => Some(RecordKind::ReferralResponse),
             _ => None,
         }
     }
@@ -50,10 +71,9 @@ pub struct IndexFields {
     pub industry: Option<String>,
     /// Allocation factor kind.
     pub factor_kind: Option<String>,
-    /// Allocation status as of its last write (time-dependent expiry is applied at query time).
-    pub status: Option<String>,
-    /// Allocation valid-until, microseconds since the epoch.
-    pub expires_at: Option<i64>,
+    /// Resource name of the record this one belongs to: a decision's allocation, a referral's
+    /// project, a referral response's referral.
+    pub parent: Option<String>,
 }
 
 /// One record version as stored.
@@ -84,6 +104,12 @@ pub struct Write {
     pub record: StoredRecord,
     /// `None` to create; `Some(r)` to update a record currently at revision `r`.
     pub expected_revision: Option<i64>,
+    /// New records created in the same transaction (e.g. the project an accepted referral
+    /// creates); each gets its own change-log entry.
+    pub also_create: Vec<StoredRecord>,
+    /// A natural key that may be written once only (e.g. one decision per party and round);
+    /// a second write with the same key fails with [`StoreError::AlreadyExists`].
+    pub unique: Option<String>,
     pub key: Idempotency,
     /// Time of the write (microseconds since the epoch), recorded in the change log.
     pub time: i64,
@@ -91,8 +117,8 @@ pub struct Write {
 
 #[derive(Debug, Clone)]
 pub enum WriteOutcome {
-    /// Written now, as change `seq` of the owner's change log.
-    Applied { record: StoredRecord, seq: u64 },
+    /// Written now (and appended to the owner's change log).
+    Applied(StoredRecord),
     /// The same request was already applied; this is its first result.
     Replayed(StoredRecord),
 }
@@ -100,7 +126,7 @@ pub enum WriteOutcome {
 impl WriteOutcome {
     pub fn into_record(self) -> StoredRecord {
         match self {
-            WriteOutcome::Applied { record, .. } | WriteOutcome::Replayed(record) => record,
+            WriteOutcome::Applied(record) | WriteOutcome::Replayed(record) => record,
         }
     }
 }
@@ -163,9 +189,7 @@ pub struct ListQuery {
     pub stage: Option<String>,
     pub industry: Option<String>,
     pub factor_kind: Option<String>,
-    /// Status filter; "EXPIRED" and "PROPOSED" are resolved against `now`.
-    pub status: Option<String>,
-    pub now: i64,
+    pub parent: Option<String>,
     /// Only records with an id greater than this.
     pub after: Option<Uuid>,
     pub limit: usize,

@@ -5,9 +5,11 @@
 use prost_types::Timestamp;
 
 use super::pb;
+use crate::negotiation::{Decision, Verdict};
 use crate::records::{
-    self, Allocation, AllocationStatus, BenefitShare, ChecklistItem, ChecklistStatus, Contact,
-    FactorKind, Industry, Investor, Pollutant, Project, ResourceName, Stage, Violations,
+    self, Allocation, AllocationStatus, AllocationView, BenefitShare, ChecklistItem,
+    ChecklistStatus, Contact, FactorKind, Industry, Investor, Pollutant, Project, ReferralState,
+    ReferralView, ResourceName, Stage, Violations,
 };
 use crate::store::RecordKind;
 
@@ -303,14 +305,49 @@ pub fn allocation_from(a: pb::Allocation, v: &mut Violations) -> Allocation {
             .unwrap_or(0),
         round: 0,
         description: a.description,
+        withdraw_time: None,
         revision: 0,
         create_time: 0,
         update_time: 0,
     }
 }
 
-pub fn allocation_to(a: Allocation, status: AllocationStatus) -> pb::Allocation {
+fn shares_to(shares: Vec<BenefitShare>) -> Vec<pb::BenefitShare> {
+    shares
+        .into_iter()
+        .map(|s| pb::BenefitShare {
+            party: s.party,
+            basis_points: s.basis_points,
+        })
+        .collect()
+}
+
+pub fn shares_from(shares: Vec<pb::BenefitShare>) -> Vec<BenefitShare> {
+    shares
+        .into_iter()
+        .map(|s| BenefitShare {
+            party: s.party,
+            basis_points: s.basis_points,
+        })
+        .collect()
+}
+
+/// An allocation with its decisions and derived status, as clients see it.
+pub fn allocation_to(view: AllocationView) -> pb::Allocation {
+    let AllocationView {
+        allocation: a,
+        decisions,
+        outcome,
+    } = view;
     let name = ResourceName::new(&a.owner, RecordKind::Allocation, a.id);
+    let mut decisions: Vec<pb::Decision> = decisions
+        .into_iter()
+        .map(|d| {
+            let superseded = outcome.superseded.contains(&d.id);
+            decision_to(d, superseded)
+        })
+        .collect();
+    decisions.sort_by(|a, b| (a.round, &a.name).cmp(&(b.round, &b.name)));
     pb::Allocation {
         etag: records::etag(&name, a.revision),
         name: name.to_string(),
@@ -322,20 +359,89 @@ pub fn allocation_to(a: Allocation, status: AllocationStatus) -> pb::Allocation 
         from_party: a.from_party,
         to_party: a.to_party,
         project: a.project.unwrap_or_default(),
-        benefit_shares: a
-            .benefit_shares
-            .into_iter()
-            .map(|s| pb::BenefitShare {
-                party: s.party,
-                basis_points: s.basis_points,
-            })
-            .collect(),
+        benefit_shares: shares_to(a.benefit_shares),
         required_parties: a.required_parties,
         valid_until: Some(timestamp(a.valid_until)),
-        round: a.round,
-        status: status_to(status) as i32,
+        round: outcome.round,
+        status: status_to(outcome.status) as i32,
         description: a.description,
         create_time: Some(timestamp(a.create_time)),
         update_time: Some(timestamp(a.update_time)),
+        decisions,
+        current_quantity: outcome.quantity,
+        current_benefit_shares: shares_to(outcome.shares),
+        withdraw_time: a.withdraw_time.map(timestamp),
+    }
+}
+
+pub fn verdict_from(value: i32, field: &str, v: &mut Violations) -> Verdict {
+    use pb::Verdict as W;
+    match known::<W>(value, field, v) {
+        None | Some(W::Unspecified) => Verdict::Unspecified,
+        Some(W::Approve) => Verdict::Approve,
+        Some(W::Reject) => Verdict::Reject,
+        Some(W::Counter) => Verdict::Counter,
+    }
+}
+
+fn verdict_to(v: Verdict) -> pb::Verdict {
+    match v {
+        Verdict::Unspecified => pb::Verdict::Unspecified,
+        Verdict::Approve => pb::Verdict::Approve,
+        Verdict::Reject => pb::Verdict::Reject,
+        Verdict::Counter => pb::Verdict::Counter,
+    }
+}
+
+pub fn decision_to(d: Decision, superseded: bool) -> pb::Decision {
+    pb::Decision {
+        name: ResourceName::new(&d.owner, RecordKind::Decision, d.id).to_string(),
+        party: d.owner,
+        allocation: d.allocation,
+        round: d.round,
+        verdict: verdict_to(d.verdict) as i32,
+        counter_quantity: d.counter_quantity.unwrap_or_default(),
+        counter_benefit_shares: shares_to(d.counter_shares.unwrap_or_default()),
+        comment: d.comment,
+        superseded,
+        create_time: Some(timestamp(d.create_time)),
+    }
+}
+
+pub fn referral_state_from(value: i32, field: &str, v: &mut Violations) -> Option<ReferralState> {
+    use pb::ReferralState as R;
+    match known::<R>(value, field, v) {
+        None | Some(R::Unspecified) => None,
+        Some(R::Pending) => Some(ReferralState::Pending),
+        Some(R::Accepted) => Some(ReferralState::Accepted),
+        Some(R::Declined) => Some(ReferralState::Declined),
+    }
+}
+
+pub fn referral_to(view: ReferralView) -> pb::Referral {
+    let r = view.referral;
+    let state = match view.state {
+        ReferralState::Pending => pb::ReferralState::Pending,
+        ReferralState::Accepted => pb::ReferralState::Accepted,
+        ReferralState::Declined => pb::ReferralState::Declined,
+    };
+    let response = view.response;
+    pb::Referral {
+        name: ResourceName::new(&r.owner, RecordKind::Referral, r.id).to_string(),
+        from_party: r.owner,
+        to_party: r.to_party,
+        project: r.project,
+        reason: r.reason,
+        state: state as i32,
+        response_comment: response
+            .as_ref()
+            .map(|x| x.comment.clone())
+            .unwrap_or_default(),
+        accepted_project: response
+            .as_ref()
+            .and_then(|x| x.new_project.clone())
+            .unwrap_or_default(),
+        create_time: Some(timestamp(r.create_time)),
+        response_time: response.map(|x| timestamp(x.create_time)),
     }
 }

@@ -67,6 +67,18 @@ pub fn record_status(err: RecordError) -> Status {
             &[("name", name)],
         ),
         RecordError::RequestIdReused { request_id } => request_id_reused(&request_id),
+        RecordError::Denied {
+            reason,
+            ref message,
+        } => with_info(Code::PermissionDenied, message.clone(), reason, &[]),
+        RecordError::Precondition {
+            reason,
+            ref message,
+        } => with_info(Code::FailedPrecondition, message.clone(), reason, &[]),
+        RecordError::Duplicate {
+            reason,
+            ref message,
+        } => with_info(Code::AlreadyExists, message.clone(), reason, &[]),
         RecordError::Store(e) => store_status(e),
     }
 }

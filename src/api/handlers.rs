@@ -9,7 +9,9 @@ use super::convert::{self, allocation_from, allocation_to, project_from, project
 use super::error::record_status;
 use super::pb;
 use crate::identity::{Caller, Role};
-use crate::records::{AllocationFilter, Page, ProjectFilter, Records, Violations, WriteMeta};
+use crate::records::{
+    AllocationFilter, Decide, Page, ProjectFilter, Records, ReferralFilter, Violations, WriteMeta,
+};
 
 /// The caller the authorization layer attached to the request.
 pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
@@ -137,6 +139,79 @@ impl pb::project_service_server::ProjectService for ProjectApi {
             next_page_token,
         }))
     }
+
+    async fn refer_project(
+        &self,
+        request: Request<pb::ReferProjectRequest>,
+    ) -> Result<Response<pb::ReferProjectResponse>, Status> {
+        let req = request.into_inner();
+        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let view = self
+            .records
+            .refer_project(
+                &req.project,
+                &req.to_party,
+                &req.reason,
+                meta,
+                Violations::new(),
+            )
+            .await
+            .map_err(record_status)?;
+        Ok(Response::new(pb::ReferProjectResponse {
+            referral: Some(convert::referral_to(view)),
+        }))
+    }
+
+    async fn respond_to_referral(
+        &self,
+        request: Request<pb::RespondToReferralRequest>,
+    ) -> Result<Response<pb::RespondToReferralResponse>, Status> {
+        let req = request.into_inner();
+        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let view = self
+            .records
+            .respond_to_referral(
+                &req.referral,
+                req.accept,
+                &req.comment,
+                meta,
+                Violations::new(),
+            )
+            .await
+            .map_err(record_status)?;
+        Ok(Response::new(pb::RespondToReferralResponse {
+            referral: Some(convert::referral_to(view)),
+        }))
+    }
+
+    async fn list_referrals(
+        &self,
+        request: Request<pb::ListReferralsRequest>,
+    ) -> Result<Response<pb::ListReferralsResponse>, Status> {
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let filter = ReferralFilter {
+            from_party: req.from_party,
+            to_party: req.to_party,
+            state: convert::referral_state_from(req.state, "state", &mut v),
+        };
+        if !v.is_empty() {
+            return Err(super::error::bad_request(&v));
+        }
+        let page = Page {
+            size: req.page_size,
+            token: req.page_token,
+        };
+        let (referrals, next_page_token) = self
+            .records
+            .list_referrals(&filter, &page)
+            .await
+            .map_err(record_status)?;
+        Ok(Response::new(pb::ListReferralsResponse {
+            referrals: referrals.into_iter().map(convert::referral_to).collect(),
+            next_page_token,
+        }))
+    }
 }
 
 #[derive(Clone)]
@@ -147,11 +222,6 @@ pub struct FactorApi {
 impl FactorApi {
     pub fn new(records: Records) -> Self {
         FactorApi { records }
-    }
-
-    fn to_wire(&self, a: crate::records::Allocation) -> pb::Allocation {
-        let status = a.status(self.records.now());
-        allocation_to(a, status)
     }
 }
 
@@ -177,7 +247,7 @@ impl pb::factor_service_server::FactorService for FactorApi {
             .await
             .map_err(record_status)?;
         Ok(Response::new(pb::ProposeAllocationResponse {
-            allocation: Some(self.to_wire(created)),
+            allocation: Some(allocation_to(created)),
         }))
     }
 
@@ -191,7 +261,7 @@ impl pb::factor_service_server::FactorService for FactorApi {
             .await
             .map_err(record_status)?;
         Ok(Response::new(pb::GetAllocationResponse {
-            allocation: Some(self.to_wire(allocation)),
+            allocation: Some(allocation_to(allocation)),
         }))
     }
 
@@ -219,8 +289,52 @@ impl pb::factor_service_server::FactorService for FactorApi {
             .await
             .map_err(record_status)?;
         Ok(Response::new(pb::ListAllocationsResponse {
-            allocations: allocations.into_iter().map(|a| self.to_wire(a)).collect(),
+            allocations: allocations.into_iter().map(allocation_to).collect(),
             next_page_token,
+        }))
+    }
+
+    async fn decide_allocation(
+        &self,
+        request: Request<pb::DecideAllocationRequest>,
+    ) -> Result<Response<pb::DecideAllocationResponse>, Status> {
+        let req = request.into_inner();
+        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut v = Violations::new();
+        let decide = Decide {
+            verdict: convert::verdict_from(req.verdict, "verdict", &mut v),
+            allocation: req.allocation,
+            round: req.round,
+            counter_quantity: (!req.counter_quantity.is_empty()).then_some(req.counter_quantity),
+            counter_shares: (!req.counter_benefit_shares.is_empty())
+                .then(|| convert::shares_from(req.counter_benefit_shares)),
+            comment: req.comment,
+        };
+        let (view, decision) = self
+            .records
+            .decide_allocation(decide, meta, v)
+            .await
+            .map_err(record_status)?;
+        let superseded = view.outcome.superseded.contains(&decision.id);
+        Ok(Response::new(pb::DecideAllocationResponse {
+            allocation: Some(allocation_to(view)),
+            decision: Some(convert::decision_to(decision, superseded)),
+        }))
+    }
+
+    async fn withdraw_allocation(
+        &self,
+        request: Request<pb::WithdrawAllocationRequest>,
+    ) -> Result<Response<pb::WithdrawAllocationResponse>, Status> {
+        let req = request.into_inner();
+        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let view = self
+            .records
+            .withdraw_allocation(&req.name, &req.etag, meta, Violations::new())
+            .await
+            .map_err(record_status)?;
+        Ok(Response::new(pb::WithdrawAllocationResponse {
+            allocation: Some(allocation_to(view)),
         }))
     }
 }

@@ -9,11 +9,12 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{allocation_to, project_to, timestamp};
+use super::convert::{allocation_to, decision_to, project_to, referral_to, timestamp};
 use super::error::{bad_request, record_status, store_status};
 use super::pb;
-use crate::records::{AnyRecord, Records, Violations, decode_record};
+use crate::records::{AnyRecord, Records, ResourceName, Violations, decode_record};
 use crate::store::FeedEntry;
+use crate::store::RecordKind;
 
 /// Feed entries read per store query.
 const BATCH: usize = 256;
@@ -48,13 +49,41 @@ fn token(position: u64) -> String {
     format!("w{position:016x}")
 }
 
-fn event(records: &Records, entry: &FeedEntry) -> Result<pb::WatchResponse, Status> {
+async fn event(records: &Records, entry: &FeedEntry) -> Result<pb::WatchResponse, Status> {
+    use pb::watch_response::Record;
     let record = match decode_record(&entry.change.record).map_err(record_status)? {
-        AnyRecord::Project(p) => pb::watch_response::Record::Project(project_to(p)),
+        AnyRecord::Project(p) => Record::Project(project_to(p)),
         AnyRecord::Allocation(a) => {
-            let status = a.status(records.now());
-            pb::watch_response::Record::Allocation(allocation_to(a, status))
+            let name = ResourceName::new(&a.owner, RecordKind::Allocation, a.id);
+            let view = records
+                .get_allocation(&name.to_string())
+                .await
+                .map_err(record_status)?;
+            Record::Allocation(allocation_to(view))
         }
+        AnyRecord::Decision(d) => {
+            // Whether it counted depends on the other decisions: ask the allocation.
+            let superseded = match records.get_allocation(&d.allocation).await {
+                Ok(view) => view.outcome.superseded.contains(&d.id),
+                Err(_) => false,
+            };
+            Record::Decision(decision_to(d, superseded))
+        }
+        AnyRecord::Referral(r) => {
+            let name = ResourceName::new(&r.owner, RecordKind::Referral, r.id);
+            Record::Referral(referral_to(
+                records
+                    .get_referral(&name.to_string())
+                    .await
+                    .map_err(record_status)?,
+            ))
+        }
+        AnyRecord::ReferralResponse(r) => Record::Referral(referral_to(
+            records
+                .get_referral(&r.referral)
+                .await
+                .map_err(record_status)?,
+        )),
     };
     Ok(pb::WatchResponse {
         resume_token: token(entry.position),
@@ -99,7 +128,7 @@ impl pb::watch_service_server::WatchService for WatchApi {
                     continue;
                 }
                 for entry in &entries {
-                    let item = event(&records, entry);
+                    let item = event(&records, entry).await;
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         return;

@@ -189,9 +189,13 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
             &certs.join(party).join("client.key"),
         )
     };
-    let zone_channel = crate::identity::tls::channel(&zone.addr.to_string(), "localhost", client_tls("zone")?)?;
-    let guangde_channel =
-        crate::identity::tls::channel(&guangde.addr.to_string(), "localhost", client_tls("guangde")?)?;
+    let zone_channel =
+        crate::identity::tls::channel(&zone.addr.to_string(), "localhost", client_tls("zone")?)?;
+    let guangde_channel = crate::identity::tls::channel(
+        &guangde.addr.to_string(),
+        "localhost",
+        client_tls("guangde")?,
+    )?;
 
     // (1) Lag at a fixed offered rate.
     let mut watch = pb::watch_service_client::WatchServiceClient::new(guangde_channel)
@@ -205,7 +209,9 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
             match tokio::time::timeout(Duration::from_secs(30), watch.message()).await {
                 Ok(Ok(Some(event))) => {
                     if let Some(pb::watch_response::Record::Project(p)) = event.record {
-                        let commit = p.create_time.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000);
+                        let commit = p
+                            .create_time
+                            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000);
                         lags.push(now_micros() - commit.unwrap_or(0));
                     }
                 }
@@ -214,7 +220,9 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
         }
         lags
     });
-    println!("replication lag: {rate} writes/s for {seconds} s at the zone, observed by a Watch client at guangde");
+    println!(
+        "replication lag: {rate} writes/s for {seconds} s at the zone, observed by a Watch client at guangde"
+    );
     let projects = pb::project_service_client::ProjectServiceClient::new(zone_channel);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -274,11 +282,18 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
     let guangde = start(&guangde_config_path, listener).await?;
     let before = guangde.records.store().cursor("zone").await?;
     loop {
-        let cursor = guangde.peers.lock().map(|m| m.get("zone").map(|s| s.cursor).unwrap_or(0)).unwrap_or(0);
+        let cursor = guangde
+            .peers
+            .lock()
+            .map(|m| m.get("zone").map(|s| s.cursor).unwrap_or(0))
+            .unwrap_or(0);
         if cursor >= head {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "catch-up did not finish in 10 minutes");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "catch-up did not finish in 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = started.elapsed();

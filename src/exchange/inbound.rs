@@ -227,6 +227,11 @@ impl Inbound {
             // Apply what verified before a refusal: the stream restarts after it.
             if !batch.is_empty() {
                 let n = batch.len() as u64;
+                let answers = batch.iter().any(|c| {
+                    c.record
+                        .as_ref()
+                        .is_some_and(|r| r.kind == RecordKind::ReferralResponse)
+                });
                 let applied = store
                     .apply_replicas(ReplicaBatch {
                         owner: owner.to_string(),
@@ -237,6 +242,12 @@ impl Inbound {
                     .await?;
                 self.records.notify_changed();
                 *progressed = true;
+                if answers {
+                    // An accepted referral of ours makes our original project REFERRED.
+                    if let Err(e) = self.records.settle_referrals().await {
+                        tracing::warn!(error = %e, "settling referrals failed; retried on the next answer or restart");
+                    }
+                }
                 self.update(owner, |s| {
                     s.cursor = applied;
                     s.applied += n;
@@ -302,6 +313,9 @@ impl Inbound {
             Ok(pb::RecordKind::Unspecified) => None,
             Ok(pb::RecordKind::Project) => Some(RecordKind::Project),
             Ok(pb::RecordKind::Allocation) => Some(RecordKind::Allocation),
+            Ok(pb::RecordKind::Decision) => Some(RecordKind::Decision),
+            Ok(pb::RecordKind::Referral) => Some(RecordKind::Referral),
+            Ok(pb::RecordKind::ReferralResponse) => Some(RecordKind::ReferralResponse),
             Err(_) => return Err(refuse(format!("unknown record kind {}", envelope.kind))),
         };
         let record = match kind {

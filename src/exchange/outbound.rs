@@ -38,6 +38,9 @@ fn kind_to_wire(kind: RecordKind) -> pb::RecordKind {
     match kind {
         RecordKind::Project => pb::RecordKind::Project,
         RecordKind::Allocation => pb::RecordKind::Allocation,
+        RecordKind::Decision => pb::RecordKind::Decision,
+        RecordKind::Referral => pb::RecordKind::Referral,
+        RecordKind::ReferralResponse => pb::RecordKind::ReferralResponse,
     }
 }
 

@@ -110,9 +110,23 @@ pub struct Allocation {
     pub valid_until: i64,
     pub round: i32,
     pub description: String,
+    /// When the proposer withdrew it (microseconds since the epoch).
+    #[serde(default)]
+    pub withdraw_time: Option<i64>,
     pub revision: i64,
     pub create_time: i64,
     pub update_time: i64,
+}
+
+fn check_member(federation: &Federation, field: String, party: &str, v: &mut Violations) {
+    if party.is_empty() {
+        v.add(field, "is required");
+    } else if !federation.contains(party) {
+        v.add(
+            field,
+            format!("`{party}` is not a member of the federation"),
+        );
+    }
 }
 
 /// Benefit shares are in basis points and must add up to the whole.
@@ -122,17 +136,6 @@ pub const BASIS_POINTS_TOTAL: i32 = 10_000;
 const MAX_VALIDITY_MICROS: i64 = 5 * 366 * 24 * 3600 * 1_000_000;
 
 impl Allocation {
-    /// The status every gateway derives from the same proposal at time `now` (microseconds).
-    /// Decisions join this function when negotiation arrives; until then a proposal is open
-    /// until it expires.
-    pub fn status(&self, now: i64) -> AllocationStatus {
-        if now > self.valid_until {
-            AllocationStatus::Expired
-        } else {
-            AllocationStatus::Proposed
-        }
-    }
-
     /// Adds from_party and to_party to the required parties and puts them in party order.
     pub fn normalize(&mut self, federation: &Federation) {
         let mut set: BTreeSet<(usize, String)> = BTreeSet::new();
@@ -151,27 +154,16 @@ impl Allocation {
     /// Checks every field of a proposal, prefixing paths with `prefix` (e.g. "allocation").
     pub fn validate(&self, prefix: &str, federation: &Federation, now: i64, v: &mut Violations) {
         let f = |name: &str| format!("{prefix}.{name}");
-        let member = |field: String, party: &str, v: &mut Violations| {
-            if party.is_empty() {
-                v.add(field, "is required");
-            } else if !federation.contains(party) {
-                v.add(
-                    field,
-                    format!("`{party}` is not a member of the federation"),
-                );
-            }
-        };
+        self.validate_terms(
+            &f("quantity"),
+            &f("benefit_shares"),
+            &self.quantity,
+            &self.benefit_shares,
+            federation,
+            v,
+        );
         if self.kind == FactorKind::Unspecified {
             v.add(f("kind"), "is required");
-        }
-        if self.quantity.is_empty() {
-            v.add(f("quantity"), "is required");
-        } else if let Err(e) = check_decimal(&self.quantity) {
-            v.add(f("quantity"), e);
-        } else if !decimal_is_positive(&self.quantity) {
-            v.add(f("quantity"), "must be greater than zero");
-        } else if self.kind == FactorKind::Funding && self.quantity.contains('.') {
-            v.add(f("quantity"), "funding is in whole yuan");
         }
         match (self.kind, self.pollutant) {
             (FactorKind::EmissionQuota, Pollutant::Unspecified) => {
@@ -180,8 +172,8 @@ impl Allocation {
             (FactorKind::EmissionQuota, _) | (_, Pollutant::Unspecified) => {}
             _ => v.add(f("pollutant"), "is only for emission quotas"),
         }
-        member(f("from_party"), &self.from_party, v);
-        member(f("to_party"), &self.to_party, v);
+        check_member(federation, f("from_party"), &self.from_party, v);
+        check_member(federation, f("to_party"), &self.to_party, v);
         if !self.from_party.is_empty() && self.from_party == self.to_party {
             v.add(f("to_party"), "must differ from from_party");
         }
@@ -190,40 +182,9 @@ impl Allocation {
                 v.add(f("project"), e);
             }
         }
-        if self.benefit_shares.is_empty() {
-            v.add(f("benefit_shares"), "at least one share is required");
-        }
-        let mut seen = BTreeSet::new();
-        let mut total: i64 = 0;
-        for (i, share) in self.benefit_shares.iter().enumerate() {
-            member(
-                format!("{prefix}.benefit_shares[{i}].party"),
-                &share.party,
-                v,
-            );
-            if !seen.insert(share.party.as_str()) {
-                v.add(
-                    format!("{prefix}.benefit_shares[{i}].party"),
-                    "party is listed twice",
-                );
-            }
-            if !(0..=BASIS_POINTS_TOTAL).contains(&share.basis_points) {
-                v.add(
-                    format!("{prefix}.benefit_shares[{i}].basis_points"),
-                    format!("must be between 0 and {BASIS_POINTS_TOTAL}"),
-                );
-            }
-            total += i64::from(share.basis_points);
-        }
-        if !self.benefit_shares.is_empty() && total != i64::from(BASIS_POINTS_TOTAL) {
-            v.add(
-                f("benefit_shares"),
-                format!("basis points sum to {total}, not {BASIS_POINTS_TOTAL}"),
-            );
-        }
         let mut seen = BTreeSet::new();
         for (i, p) in self.required_parties.iter().enumerate() {
-            member(format!("{prefix}.required_parties[{i}]"), p, v);
+            check_member(federation, format!("{prefix}.required_parties[{i}]"), p, v);
             if !seen.insert(p.as_str()) {
                 v.add(
                     format!("{prefix}.required_parties[{i}]"),
@@ -239,5 +200,59 @@ impl Allocation {
             v.add(f("valid_until"), "must be within five years");
         }
         check_text(v, &f("description"), &self.description, 2000, false);
+    }
+
+    /// Checks a quantity and benefit shares, of the proposal or of a counter-proposal,
+    /// reporting problems under the given field names.
+    pub fn validate_terms(
+        &self,
+        quantity_field: &str,
+        shares_field: &str,
+        quantity: &str,
+        shares: &[BenefitShare],
+        federation: &Federation,
+        v: &mut Violations,
+    ) {
+        if quantity.is_empty() {
+            v.add(quantity_field, "is required");
+        } else if let Err(e) = check_decimal(quantity) {
+            v.add(quantity_field, e);
+        } else if !decimal_is_positive(quantity) {
+            v.add(quantity_field, "must be greater than zero");
+        } else if self.kind == FactorKind::Funding && quantity.contains('.') {
+            v.add(quantity_field, "funding is in whole yuan");
+        }
+        if shares.is_empty() {
+            v.add(shares_field, "at least one share is required");
+        }
+        let mut seen = BTreeSet::new();
+        let mut total: i64 = 0;
+        for (i, share) in shares.iter().enumerate() {
+            check_member(
+                federation,
+                format!("{shares_field}[{i}].party"),
+                &share.party,
+                v,
+            );
+            if !seen.insert(share.party.as_str()) {
+                v.add(
+                    format!("{shares_field}[{i}].party"),
+                    "party is listed twice",
+                );
+            }
+            if !(0..=BASIS_POINTS_TOTAL).contains(&share.basis_points) {
+                v.add(
+                    format!("{shares_field}[{i}].basis_points"),
+                    format!("must be between 0 and {BASIS_POINTS_TOTAL}"),
+                );
+            }
+            total += i64::from(share.basis_points);
+        }
+        if !shares.is_empty() && total != i64::from(BASIS_POINTS_TOTAL) {
+            v.add(
+                shares_field,
+                format!("basis points sum to {total}, not {BASIS_POINTS_TOTAL}"),
+            );
+        }
     }
 }

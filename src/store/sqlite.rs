@@ -24,12 +24,18 @@ CREATE TABLE records (
     stage       TEXT,
     industry    TEXT,
     factor_kind TEXT,
-    status      TEXT,
-    expires_at  INTEGER,
+    parent      TEXT,
     body        TEXT    NOT NULL,
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
 CREATE INDEX records_by_owner ON records (kind, owner, id);
+CREATE INDEX records_by_parent ON records (kind, parent, id) WHERE parent IS NOT NULL;
+
+-- Natural keys that may be written once (one decision per party per round, one answer per
+-- referral).
+CREATE TABLE unique_keys (
+    key TEXT PRIMARY KEY
+) WITHOUT ROWID;
 
 -- The feed: this party's own change log and every replicated change applied here, in commit
 -- order. (owner, seq) is the owner's gapless numbering; position orders the feed (Watch).
@@ -184,7 +190,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 }
 
 const RECORD_COLUMNS: &str =
-    "kind, id, owner, revision, stage, industry, factor_kind, status, expires_at, body";
+    "kind, id, owner, revision, stage, industry, factor_kind, parent, body";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
     let kind: String = row.get(0)?;
@@ -201,10 +207,9 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecor
                 stage: row.get(4).map_err(unavailable)?,
                 industry: row.get(5).map_err(unavailable)?,
                 factor_kind: row.get(6).map_err(unavailable)?,
-                status: row.get(7).map_err(unavailable)?,
-                expires_at: row.get(8).map_err(unavailable)?,
+                parent: row.get(7).map_err(unavailable)?,
             },
-            body: row.get(9).map_err(unavailable)?,
+            body: row.get(8).map_err(unavailable)?,
         })
     })();
     Ok(parsed)
@@ -267,31 +272,38 @@ fn apply_write(conn: &mut Connection, w: Write) -> Result<WriteOutcome, StoreErr
         }
         _ => {}
     }
+    if let Some(unique) = &w.unique {
+        let fresh = tx
+            .execute(
+                "INSERT OR IGNORE INTO unique_keys (key) VALUES (?1)",
+                params![unique],
+            )
+            .map_err(unavailable)?;
+        if fresh == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+    }
+    for extra in &w.also_create {
+        if get_record(&tx, extra.kind, extra.id)?.is_some() {
+            return Err(StoreError::AlreadyExists);
+        }
+        upsert_record(&tx, extra)?;
+        append_own_change(&tx, extra, w.time)?;
+    }
     upsert_record(&tx, rec)?;
-    let seq: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
-            params![rec.owner],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
-    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    append_log(&tx, &rec.owner, seq as u64, w.time, &encoded)?;
+    let encoded = append_own_change(&tx, rec, w.time)?;
     tx.execute(
         "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time],
     )
     .map_err(unavailable)?;
     tx.commit().map_err(unavailable)?;
-    Ok(WriteOutcome::Applied {
-        record: w.record,
-        seq: seq as u64,
-    })
+    Ok(WriteOutcome::Applied(w.record))
 }
 
 fn upsert_record(conn: &Connection, rec: &StoredRecord) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
     ))
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -302,8 +314,7 @@ fn upsert_record(conn: &Connection, rec: &StoredRecord) -> Result<(), StoreError
             rec.index.stage,
             rec.index.industry,
             rec.index.factor_kind,
-            rec.index.status,
-            rec.index.expires_at,
+            rec.index.parent,
             rec.body,
         ])
     })
@@ -322,6 +333,25 @@ fn append_log(
         .and_then(|mut stmt| stmt.execute(params![owner, seq as i64, time, encoded]))
         .map_err(unavailable)?;
     Ok(())
+}
+
+/// Appends a record version to its owner's change log with the next sequence number; returns
+/// the encoded record.
+fn append_own_change(
+    conn: &Connection,
+    rec: &StoredRecord,
+    time: i64,
+) -> Result<String, StoreError> {
+    let seq: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
+            params![rec.owner],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    append_log(conn, &rec.owner, seq as u64, time, &encoded)?;
+    Ok(encoded)
 }
 
 fn read_cursor(conn: &Connection, owner: &str) -> Result<u64, StoreError> {
@@ -419,21 +449,7 @@ fn list_records(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredRecord>, S
     eq("stage", &q.stage);
     eq("industry", &q.industry);
     eq("factor_kind", &q.factor_kind);
-    match q.status.as_deref() {
-        None => {}
-        Some("EXPIRED") => {
-            sql.push_str(" AND status = 'PROPOSED' AND expires_at < ?");
-            args.push(q.now.into());
-        }
-        Some("PROPOSED") => {
-            sql.push_str(" AND status = 'PROPOSED' AND expires_at >= ?");
-            args.push(q.now.into());
-        }
-        Some(other) => {
-            sql.push_str(" AND status = ?");
-            args.push(other.to_string().into());
-        }
-    }
+    eq("parent", &q.parent);
     if let Some(after) = q.after {
         sql.push_str(" AND id > ?");
         args.push(after.to_string().into());

@@ -449,6 +449,8 @@ fn event_name(e: &pb::WatchResponse) -> String {
     match e.record.as_ref().unwrap() {
         pb::watch_response::Record::Project(p) => p.name.clone(),
         pb::watch_response::Record::Allocation(a) => a.name.clone(),
+        pb::watch_response::Record::Decision(d) => d.name.clone(),
+        pb::watch_response::Record::Referral(r) => r.name.clone(),
     }
 }
 
