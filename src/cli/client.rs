@@ -128,6 +128,27 @@ pub enum ProjectCommand {
         #[arg(value_enum)]
         stage: StageArg,
     },
+    /// Hand a project lead to another party.
+    Refer {
+        name: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Accept or decline a referral made to this party.
+    Respond {
+        /// parties/<party>/referrals/<id>
+        referral: String,
+        #[arg(long, conflicts_with = "decline")]
+        accept: bool,
+        #[arg(long)]
+        decline: bool,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List referrals visible to this party.
+    Referrals,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +183,31 @@ pub enum AllocationCommand {
         #[arg(long, default_value = "")]
         owner: String,
     },
+    /// Decide on the current round (read it first with `get` for the round number).
+    Decide {
+        name: String,
+        #[arg(long)]
+        round: i32,
+        #[arg(value_enum)]
+        verdict: VerdictArg,
+        /// COUNTER: new quantity.
+        #[arg(long, default_value = "")]
+        quantity: String,
+        /// COUNTER: new benefit share party=basis_points, repeated.
+        #[arg(long = "share", value_parser = parse_share)]
+        shares: Vec<(String, i32)>,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Withdraw an allocation this party proposed.
+    Withdraw { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VerdictArg {
+    Approve,
+    Reject,
+    Counter,
 }
 
 fn parse_share(s: &str) -> Result<(String, i32), String> {
@@ -268,6 +314,22 @@ fn print_project(p: &pb::Project) {
     println!("  etag: {}", p.etag);
 }
 
+fn print_referral(r: &pb::Referral) {
+    let state = pb::ReferralState::try_from(r.state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?");
+    println!("{}", r.name);
+    println!("  {} -> {}  {state}", r.from_party, r.to_party);
+    println!("  project: {}", r.project);
+    println!("  reason: {}", r.reason);
+    if !r.response_comment.is_empty() {
+        println!("  answer: {}", r.response_comment);
+    }
+    if !r.accepted_project.is_empty() {
+        println!("  new project: {}", r.accepted_project);
+    }
+}
+
 fn print_allocation(a: &pb::Allocation) {
     let status = pb::AllocationStatus::try_from(a.status)
         .map(|s| s.as_str_name())
@@ -293,6 +355,37 @@ fn print_allocation(a: &pb::Allocation) {
     println!("  benefit shares (bp): {}", shares.join(" "));
     if !a.project.is_empty() {
         println!("  project: {}", a.project);
+    }
+    let current: Vec<String> = a
+        .current_benefit_shares
+        .iter()
+        .map(|s| format!("{}={}", s.party, s.basis_points))
+        .collect();
+    println!(
+        "  current terms: {} {}  {}",
+        a.current_quantity,
+        a.unit,
+        current.join(" ")
+    );
+    for d in &a.decisions {
+        let verdict = pb::Verdict::try_from(d.verdict)
+            .map(|v| v.as_str_name())
+            .unwrap_or("?");
+        let superseded = if d.superseded { " (superseded)" } else { "" };
+        let terms = if d.counter_quantity.is_empty() {
+            String::new()
+        } else {
+            format!(" to {} {}", d.counter_quantity, a.unit)
+        };
+        let comment = if d.comment.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", d.comment)
+        };
+        println!(
+            "  round {}: {} {verdict}{terms}{superseded}{comment}",
+            d.round, d.party
+        );
     }
 }
 
@@ -444,6 +537,48 @@ async fn project(
                 .into_inner();
             print_project(&updated.project.unwrap_or_default());
         }
+        ProjectCommand::Refer { name, to, reason } => {
+            let referral = client
+                .refer_project(pb::ReferProjectRequest {
+                    project: name,
+                    to_party: to,
+                    reason,
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_referral(&referral.referral.unwrap_or_default());
+        }
+        ProjectCommand::Respond {
+            referral,
+            accept,
+            decline,
+            comment,
+        } => {
+            anyhow::ensure!(accept || decline, "say --accept or --decline");
+            let answered = client
+                .respond_to_referral(pb::RespondToReferralRequest {
+                    referral,
+                    accept,
+                    comment,
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_referral(&answered.referral.unwrap_or_default());
+        }
+        ProjectCommand::Referrals => {
+            let listed = client
+                .list_referrals(pb::ListReferralsRequest::default())
+                .await
+                .map_err(explain)?
+                .into_inner();
+            for r in &listed.referrals {
+                print_referral(r);
+            }
+        }
     }
     Ok(())
 }
@@ -499,6 +634,59 @@ async fn allocation(
                 .map_err(explain)?
                 .into_inner();
             print_allocation(&got.allocation.unwrap_or_default());
+        }
+        AllocationCommand::Decide {
+            name,
+            round,
+            verdict,
+            quantity,
+            shares,
+            comment,
+        } => {
+            let verdict = match verdict {
+                VerdictArg::Approve => pb::Verdict::Approve,
+                VerdictArg::Reject => pb::Verdict::Reject,
+                VerdictArg::Counter => pb::Verdict::Counter,
+            };
+            let decided = client
+                .decide_allocation(pb::DecideAllocationRequest {
+                    allocation: name,
+                    round,
+                    verdict: verdict as i32,
+                    counter_quantity: quantity,
+                    counter_benefit_shares: shares
+                        .into_iter()
+                        .map(|(party, basis_points)| pb::BenefitShare {
+                            party,
+                            basis_points,
+                        })
+                        .collect(),
+                    comment,
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_allocation(&decided.allocation.unwrap_or_default());
+        }
+        AllocationCommand::Withdraw { name } => {
+            let current = client
+                .get_allocation(pb::GetAllocationRequest { name: name.clone() })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .allocation
+                .unwrap_or_default();
+            let withdrawn = client
+                .withdraw_allocation(pb::WithdrawAllocationRequest {
+                    name,
+                    etag: current.etag,
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            print_allocation(&withdrawn.allocation.unwrap_or_default());
         }
         AllocationCommand::List { owner } => {
             let mut token = String::new();

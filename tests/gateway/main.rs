@@ -8,4 +8,5 @@ mod dev_command;
 mod durability;
 mod exchange;
 mod identity;
+mod negotiation;
 mod records;
