@@ -5,6 +5,7 @@
 //! Handlers only translate: wire message in, `records` call, wire message out.
 
 pub mod authz;
+pub mod calls;
 mod convert;
 pub mod error;
 mod federation;

@@ -16,6 +16,9 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "yrd-huzhou";
 /// Largest gRPC message accepted when the config sets no limit (4 MiB, tonic's own default).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Admin HTTP address (metrics, status page) when the config names none: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+
 /// A configuration problem, always naming the key (or the file) it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +58,8 @@ pub struct RawConfig {
     pub access: RawAccess,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub admin: RawAdmin,
     /// The federation's members, in party order.
     #[serde(default)]
     pub parties: Vec<RawParty>,
@@ -99,6 +104,14 @@ pub struct RawTls {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// Certificate revocation list (PEM), reloaded when it changes.
+    pub crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +140,11 @@ pub struct RawAccess {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_message_bytes: Option<usize>,
+    pub call_timeout_ms: Option<u64>,
+    pub max_concurrent_calls: Option<usize>,
+    pub calls_per_second_per_caller: Option<u32>,
+    pub burst_per_caller: Option<u32>,
+    pub shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +171,9 @@ pub struct Config {
     /// Client systems of this party limited to reads.
     pub read_only_systems: BTreeSet<String>,
     pub max_message_bytes: usize,
+    pub limits: Limits,
+    /// Admin HTTP listener: Prometheus metrics, status page.
+    pub admin_listen: SocketAddr,
     /// Peers whose change logs this gateway pulls.
     pub peers: Vec<PeerConfig>,
     /// This party's sharing policy, one entry per peer that receives anything.
@@ -197,6 +218,34 @@ pub struct TlsPaths {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub crl: Option<PathBuf>,
+}
+
+/// Protective limits, applied to every call by one tower layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Unary calls taking longer get DEADLINE_EXCEEDED (streams are not cut).
+    pub call_timeout: std::time::Duration,
+    /// Calls (and open streams) in progress at once; more get RESOURCE_EXHAUSTED at once.
+    pub max_concurrent_calls: usize,
+    /// Sustained calls per second one caller identity may make (0: unlimited).
+    pub calls_per_second_per_caller: u32,
+    /// Calls one caller may make in a burst above the sustained rate.
+    pub burst_per_caller: u32,
+    /// How long SIGTERM waits for in-flight calls before exiting anyway.
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_timeout: std::time::Duration::from_secs(30),
+            max_concurrent_calls: 256,
+            calls_per_second_per_caller: 1000,
+            burst_per_caller: 2000,
+            shutdown_grace: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -540,6 +589,55 @@ impl RawConfig {
             });
         }
 
+        let defaults = Limits::default();
+        let ms =
+            |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_millis);
+        let limits = Limits {
+            call_timeout: ms(self.limits.call_timeout_ms, defaults.call_timeout),
+            max_concurrent_calls: self
+                .limits
+                .max_concurrent_calls
+                .unwrap_or(defaults.max_concurrent_calls),
+            calls_per_second_per_caller: self
+                .limits
+                .calls_per_second_per_caller
+                .unwrap_or(defaults.calls_per_second_per_caller),
+            burst_per_caller: self
+                .limits
+                .burst_per_caller
+                .unwrap_or(defaults.burst_per_caller),
+            shutdown_grace: ms(self.limits.shutdown_grace_ms, defaults.shutdown_grace),
+        };
+        if limits.call_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.call_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if limits.max_concurrent_calls == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_concurrent_calls",
+                "must be greater than 0",
+            ));
+        }
+        if limits.calls_per_second_per_caller > 0 && limits.burst_per_caller == 0 {
+            return Err(ConfigError::invalid(
+                "limits.burst_per_caller",
+                "must be greater than 0 when a rate is set",
+            ));
+        }
+        let admin = env
+            .get("YRD_LISTEN_ADMIN")
+            .cloned()
+            .or(self.admin.listen)
+            .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string());
+        let admin_listen: SocketAddr = admin.parse().map_err(|_| {
+            ConfigError::invalid(
+                "admin.listen",
+                format!("`{admin}` is not an address like 127.0.0.1:9090"),
+            )
+        })?;
+
         Ok(Config {
             party: self.party,
             trust_domain,
@@ -549,11 +647,14 @@ impl RawConfig {
                 ca: resolve(self.tls.ca),
                 cert: resolve(self.tls.cert),
                 key: resolve(self.tls.key),
+                crl: self.tls.crl.map(resolve),
             },
             store,
             log: LogConfig { format, level },
             read_only_systems,
             max_message_bytes,
+            limits,
+            admin_listen,
             peers,
             share,
         })
@@ -570,6 +671,7 @@ pub struct ConfigTemplate {
     pub party: String,
     pub trust_domain: String,
     pub listen_grpc: String,
+    pub listen_admin: String,
     /// Folder holding `ca.crt` and `<party>/gateway.{crt,key}`, relative to the config file.
     pub certs_dir: String,
     pub store_path: String,
@@ -619,11 +721,13 @@ impl ConfigTemplate {
         let certs = &self.certs_dir;
         let mut t = format!(
             "party = {}\ntrust_domain = {}\n\n[listen]\ngrpc = {}\n\n\
+             [admin]\nlisten = {}\n\n\
              [tls]\nca = {}\ncert = {}\nkey = {}\n\n\
              [store]\nbackend = \"sqlite\"\npath = {}\n\n[log]\nformat = {}\n",
             toml_str(party),
             toml_str(&self.trust_domain),
             toml_str(&self.listen_grpc),
+            toml_str(&self.listen_admin),
             toml_str(&format!("{certs}/ca.crt")),
             toml_str(&format!("{certs}/{party}/gateway.crt")),
             toml_str(&format!("{certs}/{party}/gateway.key")),

@@ -1,14 +1,18 @@
 //! One party's gateway assembled from its configuration: store, record rules, exchange with
-//! peers, gRPC services behind the authorization layer, served over mutual TLS on a listener
-//! the caller binds.
+//! peers, gRPC services behind the call and authorization layers, health and reflection, the
+//! admin HTTP server, TLS material reloaded when its files change — served over mutual TLS on
+//! listeners the caller binds.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::authz::AuthzLayer;
+use crate::api::calls::CallLayer;
 use crate::api::pb::directory_service_server::DirectoryServiceServer;
 use crate::api::pb::factor_service_server::FactorServiceServer;
 use crate::api::pb::federation_service_server::FederationServiceServer;
@@ -22,10 +26,15 @@ use crate::exchange::outbound::Outbound;
 use crate::exchange::policy::SharingPolicy;
 use crate::exchange::signing::{ChangeSigner, SignatureVerifier};
 use crate::identity::AccessPolicy;
-use crate::identity::tls::{self, TlsError};
+use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
+use crate::ops::OpsState;
+use crate::ops::metrics::Metrics;
 use crate::records::Records;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
+
+/// How often the TLS files are checked for changes.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -37,38 +46,51 @@ pub enum GatewayError {
     Exchange(#[from] ExchangeError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(String),
 }
 
 /// A gateway ready to serve: everything that can fail on bad files has been checked.
 pub struct Gateway {
     config: Config,
     records: Records,
-    server_tls: Arc<rustls::ServerConfig>,
+    tls_tx: watch::Sender<Arc<TlsMaterial>>,
+    tls: TlsSource,
     signer: Arc<ChangeSigner>,
     inbound: Inbound,
+    ops: Arc<OpsState>,
 }
 
 impl Gateway {
     /// Opens the store and loads the TLS material named in `config`.
     pub fn open(config: Config) -> Result<Self, GatewayError> {
-        let server_tls = tls::server_config(&config.tls)?;
-        let client_tls = tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let material = TlsMaterial::load(&config.tls)?;
+        let (tls_tx, tls) = watch::channel(Arc::new(material));
         let signer = Arc::new(ChangeSigner::from_files(&config.tls)?);
-        let verifier = Arc::new(SignatureVerifier::new(
-            &config.tls.ca,
-            &config.trust_domain,
-        )?);
+        let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
         };
         let records = Records::new(store, config.party.clone(), config.federation.clone());
-        let inbound = Inbound::new(records.clone(), verifier, client_tls);
+        let inbound = Inbound::new(records.clone(), verifier, tls.clone());
+        let ops = Arc::new(OpsState {
+            party: config.party.clone(),
+            federation: config.federation.clone(),
+            metrics: Arc::new(Metrics::default()),
+            peers: inbound.status(),
+            tls: tls.clone(),
+            store_up: AtomicBool::new(true),
+            serving: AtomicBool::new(false),
+            feed_position: AtomicU64::new(0),
+        });
         Ok(Gateway {
             config,
             records,
-            server_tls,
+            tls_tx,
+            tls,
             signer,
             inbound,
+            ops,
         })
     }
 
@@ -81,52 +103,93 @@ impl Gateway {
         self.inbound.status()
     }
 
-    /// Serves on `listener`, and follows the configured peers, until `shutdown` resolves; then
-    /// stops pulling, ends the live streams, stops accepting and lets in-flight calls finish.
+    /// What the admin server shows (metrics, status).
+    pub fn ops(&self) -> Arc<OpsState> {
+        self.ops.clone()
+    }
+
+    /// Serves gRPC on `listener` (and the admin HTTP server on `admin`, if given), follows the
+    /// configured peers and reloads changed TLS files, until `shutdown` resolves. Then health
+    /// turns NOT_SERVING, pulling stops, live streams end, the listener closes and in-flight
+    /// calls get `limits.shutdown_grace` to finish; the store is checkpointed last.
     pub async fn serve(
         self,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), GatewayError> {
+        let config = self.config;
         let policy = Arc::new(AccessPolicy {
-            party: self.config.party.clone(),
-            trust_domain: self.config.trust_domain.clone(),
-            federation: self.config.federation.clone(),
-            read_only_systems: self.config.read_only_systems.clone(),
+            party: config.party.clone(),
+            trust_domain: config.trust_domain.clone(),
+            federation: config.federation.clone(),
+            read_only_systems: config.read_only_systems.clone(),
         });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut background = self.inbound.spawn(&config.peers, stop_rx.clone());
+        background.spawn(tls::reload_on_change(
+            config.tls.clone(),
+            self.tls_tx,
+            TLS_RELOAD_INTERVAL,
+            stop_rx.clone(),
+        ));
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        background.spawn(crate::ops::health::monitor(
+            health_reporter,
+            self.records.store().clone(),
+            self.ops.clone(),
+            stop_rx.clone(),
+        ));
+        if let Some(admin) = admin {
+            background.spawn(crate::ops::admin::serve(
+                admin,
+                self.ops.clone(),
+                stop_rx.clone(),
+            ));
+        }
         // Referral answers that arrived just before a crash are settled now.
         if let Err(e) = self.records.settle_referrals().await {
             tracing::warn!(error = %e, "settling referrals at start failed");
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut pullers = self.inbound.spawn(&self.config.peers, stop_rx.clone());
+
+        fn reflection(
+            b: tonic_reflection::server::Builder<'static>,
+        ) -> tonic_reflection::server::Builder<'static> {
+            b.register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        }
+        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1()
+            .map_err(|e| GatewayError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1alpha()
+            .map_err(|e| GatewayError::Reflection(e.to_string()))?;
+
         let outbound = Outbound::new(
             self.records.clone(),
-            Arc::new(SharingPolicy::new(&self.config.share)),
+            Arc::new(SharingPolicy::new(&config.share)),
             self.signer.clone(),
             stop_rx.clone(),
         );
-        let limit = self.config.max_message_bytes;
+        let limit = config.max_message_bytes;
         let records = self.records;
-        let party = self.config.party.clone();
+        let party = config.party.clone();
         let addr = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(party = %party, addr = %addr, peers = self.config.peers.len(), "gateway serving");
-        let result = tonic::transport::Server::builder()
+        tracing::info!(party = %party, addr = %addr, peers = config.peers.len(), "gateway serving");
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            .layer(CallLayer::new(self.ops.metrics.clone(), config.limits.clone()))
             .layer(AuthzLayer::new(policy))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ProjectServiceServer::new(ProjectApi::new(records.clone())).max_decoding_message_size(limit))
+            .add_service(FactorServiceServer::new(FactorApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(
-                ProjectServiceServer::new(ProjectApi::new(records.clone()))
-                    .max_decoding_message_size(limit),
-            )
-            .add_service(
-                FactorServiceServer::new(FactorApi::new(records.clone()))
-                    .max_decoding_message_size(limit),
-            )
-            .add_service(
-                DirectoryServiceServer::new(DirectoryApi::new(records.clone()))
-                    .max_decoding_message_size(limit),
+                DirectoryServiceServer::new(DirectoryApi::new(records.clone())).max_decoding_message_size(limit),
             )
             .add_service(
                 WatchServiceServer::new(WatchApi::new(records.clone(), stop_rx.clone()))
@@ -136,13 +199,29 @@ impl Gateway {
                 FederationServiceServer::new(FederationApi::new(outbound, party.clone()))
                     .max_decoding_message_size(limit),
             )
-            .serve_with_incoming_shutdown(tls::incoming(listener, self.server_tls), async {
+            .serve_with_incoming_shutdown(tls::incoming(listener, self.tls.clone()), async {
                 shutdown.await;
+                tracing::info!(party = %party, grace_ms = config.limits.shutdown_grace.as_millis() as u64, "shutting down: draining calls");
                 let _ = stop_tx.send(true);
-            })
-            .await;
+                let _ = drain_tx.send(());
+            });
+        tokio::pin!(server);
+        let grace = config.limits.shutdown_grace;
+        let result = tokio::select! {
+            r = &mut server => r,
+            _ = async {
+                let _ = drain_rx.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(party = %party, in_flight = self.ops.metrics.in_flight(), "grace period over; remaining calls are cut");
+                Ok(())
+            }
+        };
         let _ = stop_tx.send(true);
-        while pullers.join_next().await.is_some() {}
+        while background.join_next().await.is_some() {}
+        if let Err(e) = records.store().checkpoint().await {
+            tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+        }
         tracing::info!(party = %party, "gateway stopped");
         Ok(result?)
     }

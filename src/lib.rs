@@ -14,6 +14,8 @@
 //!   outbound stream and the receiver's inbound pullers.
 //! - [`api`]: the gRPC surface — generated types, handlers, the authorization layer and the
 //!   single error-to-status mapping.
+//! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
+//!   and status page.
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
 //! - [`cli`]: `serve`, `dev`, `certs init` and the demo `client`.
 //!
@@ -34,5 +36,6 @@ pub mod exchange;
 pub mod gateway;
 pub mod identity;
 pub mod negotiation;
+pub mod ops;
 pub mod records;
 pub mod store;

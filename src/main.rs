@@ -73,6 +73,7 @@ fn main() -> ExitCode {
             init_logging(config.log.format, &config.log.level);
             runtime.block_on(async {
                 let addr = config.listen_grpc;
+                let admin_addr = config.admin_listen;
                 // Open store and TLS files before binding: a bad file never leaves a port open.
                 let gateway = match Gateway::open(config) {
                     Ok(g) => g,
@@ -92,7 +93,14 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                match gateway.serve(listener, shutdown_signal()).await {
+                let admin = match TcpListener::bind(admin_addr).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(addr = %admin_addr, error = %e, "cannot bind admin.listen");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match gateway.serve(listener, Some(admin), shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %e, "gateway failed");

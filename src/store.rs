@@ -265,6 +265,13 @@ pub trait Store: Send + Sync + 'static {
     /// nothing of it is applied. Returns the new cursor.
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError>;
 
-    /// Checks the database answers.
+    /// The last feed position (0 when the feed is empty).
+    async fn feed_position(&self) -> Result<u64, StoreError>;
+
+    /// Checks the database answers, on a fresh connection, so a store that went away (file
+    /// removed, server down) is noticed even while pooled connections linger.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Makes everything committed as compact on disk as the backend allows (shutdown).
+    async fn checkpoint(&self) -> Result<(), StoreError>;
 }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::calls::LimitError;
+use crate::config::Limits;
 use crate::exchange::ExchangeError;
 use crate::identity::AuthzError;
 use crate::records::{RecordError, Violations};
@@ -189,4 +191,48 @@ pub fn exchange_status(err: ExchangeError) -> Status {
             )
         }
     }
+}
+
+/// RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED for calls refused by a limit, with a retry hint.
+pub fn limit_status(err: LimitError, limits: &Limits) -> Status {
+    let (code, reason, message, retry) = match err {
+        LimitError::RateLimited => (
+            Code::ResourceExhausted,
+            "RATE_LIMITED",
+            format!(
+                "more than {} calls per second from this caller; slow down and retry",
+                limits.calls_per_second_per_caller
+            ),
+            Some(std::time::Duration::from_millis(100)),
+        ),
+        LimitError::Overloaded => (
+            Code::ResourceExhausted,
+            "OVERLOADED",
+            format!(
+                "the gateway is at its limit of {} concurrent calls; retry shortly",
+                limits.max_concurrent_calls
+            ),
+            Some(std::time::Duration::from_millis(50)),
+        ),
+        LimitError::Timeout => (
+            Code::DeadlineExceeded,
+            "CALL_TIMEOUT",
+            format!(
+                "the call took longer than {} ms",
+                limits.call_timeout.as_millis()
+            ),
+            None,
+        ),
+        LimitError::MessageTooLarge => (
+            Code::ResourceExhausted,
+            "MESSAGE_TOO_LARGE",
+            "the request message is larger than limits.max_message_bytes".to_string(),
+            None,
+        ),
+    };
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    if let Some(delay) = retry {
+        details.set_retry_info(Some(delay));
+    }
+    Status::with_error_details(code, message, details)
 }

@@ -54,7 +54,7 @@ async fn start(config: &Path, listener: TcpListener) -> anyhow::Result<Running> 
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         if let Err(e) = gateway
-            .serve(listener, async {
+            .serve(listener, None, async {
                 let _ = rx.await;
             })
             .await
@@ -165,6 +165,7 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
             party: party.into(),
             trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             listen_grpc: listen.to_string(),
+            listen_admin: "127.0.0.1:0".into(),
             certs_dir: "certs".into(),
             store_path: format!("{party}/store.db"),
             log_format: LogFormat::Text,

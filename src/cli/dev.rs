@@ -20,6 +20,9 @@ pub struct DevArgs {
     /// gRPC port of the first party; the others follow in party order.
     #[arg(long, default_value_t = 50051)]
     pub grpc_port_base: u16,
+    /// Admin HTTP port (metrics, status page) of the first party; the others follow.
+    #[arg(long, default_value_t = 9091)]
+    pub admin_port_base: u16,
 }
 
 /// Runs the dev federation until `shutdown` resolves.
@@ -32,13 +35,11 @@ pub async fn run(
     let federation = super::default_federation();
     let ids: Vec<String> = federation.parties().iter().map(|p| p.id.clone()).collect();
     crate::identity::pki::init_dev_pki(&data.join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
-    let address = |i: usize| -> anyhow::Result<String> {
-        let port = args
-            .grpc_port_base
-            .checked_add(i as u16)
-            .context("--grpc-port-base too high")?;
+    let port = |base: u16, i: usize| -> anyhow::Result<String> {
+        let port = base.checked_add(i as u16).context("port base too high")?;
         Ok(format!("127.0.0.1:{port}"))
     };
+    let address = |i: usize| port(args.grpc_port_base, i);
 
     let mut gateways = Vec::new();
     for (i, party) in ids.iter().enumerate() {
@@ -52,6 +53,7 @@ pub async fn run(
             party: party.clone(),
             trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             listen_grpc: address(i)?,
+            listen_admin: port(args.admin_port_base, i)?,
             certs_dir: "certs".into(),
             store_path: format!("{party}/store.db"),
             log_format: LogFormat::Text,
@@ -70,25 +72,28 @@ pub async fn run(
         let listener = TcpListener::bind(config.listen_grpc)
             .await
             .with_context(|| format!("binding {} for {party}", config.listen_grpc))?;
+        let admin = TcpListener::bind(config.admin_listen)
+            .await
+            .with_context(|| format!("binding {} for {party}'s admin http", config.admin_listen))?;
         let gateway = Gateway::open(config)?;
-        gateways.push((party.clone(), listener, gateway));
+        gateways.push((party.clone(), listener, admin, gateway));
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
     let mut tasks = tokio::task::JoinSet::new();
     println!("yrd-gateway dev: four-party federation on loopback (Ctrl-C stops it)");
-    for (party, listener, gateway) in gateways {
+    for (party, listener, admin, gateway) in gateways {
         println!(
-            "  {party:<10} grpc {}   certs {}/certs/{party}/   config {}/{party}.toml",
+            "  {party:<10} grpc {}   status http://{}/   config {}/{party}.toml",
             listener.local_addr()?,
-            data.display(),
+            admin.local_addr()?,
             data.display()
         );
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let result = gateway
-                .serve(listener, async move {
+                .serve(listener, Some(admin), async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
-use rustls::ClientConfig;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -19,6 +18,7 @@ use super::signing::{SignatureVerifier, VerifiedSigner};
 use crate::api::pb;
 use crate::api::pb::federation_service_client::FederationServiceClient;
 use crate::config::PeerConfig;
+use crate::identity::tls::TlsSource;
 use crate::records::{Records, now_micros};
 use crate::store::{Evidence, RecordKind, ReplicaBatch, ReplicaChange};
 
@@ -97,12 +97,12 @@ pub type PeerStatuses = Arc<Mutex<BTreeMap<String, PeerStatus>>>;
 pub struct Inbound {
     records: Records,
     verifier: Arc<SignatureVerifier>,
-    tls: Arc<ClientConfig>,
+    tls: TlsSource,
     status: PeerStatuses,
 }
 
 impl Inbound {
-    pub fn new(records: Records, verifier: Arc<SignatureVerifier>, tls: Arc<ClientConfig>) -> Self {
+    pub fn new(records: Records, verifier: Arc<SignatureVerifier>, tls: TlsSource) -> Self {
         Inbound {
             records,
             verifier,
@@ -131,10 +131,12 @@ impl Inbound {
     }
 
     async fn follow(self, peer: PeerConfig, mut stop: watch::Receiver<bool>) {
-        let channel = match crate::identity::tls::channel(
+        let tls = self.tls.clone();
+        let current = move || tls.borrow().client.clone();
+        let channel = match crate::identity::tls::channel_with(
             &peer.address,
             &peer.server_name,
-            self.tls.clone(),
+            current,
         ) {
             Ok(c) => c,
             Err(e) => {

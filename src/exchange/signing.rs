@@ -5,14 +5,12 @@ use std::sync::Arc;
 
 use rustls::SignatureScheme;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::SigningKey;
 use sha2::{Digest, Sha256};
 
 use super::ExchangeError;
 use crate::config::TlsPaths;
-use crate::identity::tls::{load_certs, load_key, load_roots, provider, spiffe_id_of};
+use crate::identity::tls::{TlsSource, load_certs, load_key, provider, spiffe_id_of};
 use crate::identity::{Role, SpiffeId};
 
 /// Schemes a gateway signs with, in order of preference; the key type decides which applies.
@@ -87,29 +85,27 @@ pub struct VerifiedSigner {
     pub der: Vec<u8>,
 }
 
-/// Checks signer certificates and signatures for one receiver.
+/// Checks signer certificates and signatures for one receiver, against the CA and CRL of the
+/// current TLS material.
 pub struct SignatureVerifier {
-    chain: Arc<dyn ClientCertVerifier>,
+    tls: TlsSource,
     trust_domain: String,
 }
 
 impl SignatureVerifier {
-    pub fn new(ca: &std::path::Path, trust_domain: &str) -> Result<Self, ExchangeError> {
-        let roots = load_roots(ca).map_err(|e| ExchangeError::Key(e.to_string()))?;
-        let chain = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(|e| ExchangeError::Key(e.to_string()))?;
-        Ok(SignatureVerifier {
-            chain,
+    pub fn new(tls: TlsSource, trust_domain: &str) -> Self {
+        SignatureVerifier {
+            tls,
             trust_domain: trust_domain.to_string(),
-        })
+        }
     }
 
     /// Accepts `der` as the signer of `owner`'s changes only if it chains to the CA, is valid
     /// now, and carries `owner`'s gateway SPIFFE id.
     pub fn check_signer(&self, der: &[u8], owner: &str) -> Result<VerifiedSigner, ExchangeError> {
         let cert = CertificateDer::from(der.to_vec());
-        self.chain
+        let chain = self.tls.borrow().chain.clone();
+        chain
             .verify_client_cert(&cert, &[], UnixTime::now())
             .map_err(|e| ExchangeError::BadSigner(e.to_string()))?;
         let id = spiffe_id_of(&cert).map_err(ExchangeError::BadSigner)?;

@@ -14,11 +14,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
@@ -86,12 +88,35 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::Load {
+        what: "certificate revocation list",
+        path: path.to_owned(),
+        message,
+    };
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Verifies certificates presented by clients and peers: chain to the CA, validity, and
+/// revocation of the end entity when a CRL is configured.
+pub fn chain_verifier(paths: &TlsPaths) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = Arc::new(load_roots(&paths.ca)?);
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
+    if let Some(crl) = &paths.crl {
+        builder = builder
+            .with_crls(load_crls(crl)?)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    builder.build().map_err(|e| TlsError::Setup(e.to_string()))
+}
+
 /// The server side: TLS 1.3 only, a client certificate chaining to the CA is mandatory.
 pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
-    let roots = Arc::new(load_roots(&paths.ca)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
-        .build()
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let verifier = chain_verifier(paths)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -199,15 +224,112 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// Everything TLS a gateway loads from its `[tls]` files; replaced as a whole when they change.
+pub struct TlsMaterial {
+    pub server: Arc<ServerConfig>,
+    pub client: Arc<ClientConfig>,
+    /// Checks certificates of clients, peers and change signers against CA and CRL.
+    pub chain: Arc<dyn ClientCertVerifier>,
+    /// Expiry of the gateway's own certificate (seconds since the epoch).
+    pub cert_not_after: i64,
+    /// Expiry of the first CA certificate (seconds since the epoch).
+    pub ca_not_after: i64,
+}
+
+/// The current TLS material; readers take the latest value at each handshake.
+pub type TlsSource = watch::Receiver<Arc<TlsMaterial>>;
+
+fn not_after(cert: &CertificateDer<'_>) -> i64 {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    X509Certificate::from_der(cert.as_ref())
+        .map(|(_, c)| c.validity().not_after.timestamp())
+        .unwrap_or(0)
+}
+
+impl TlsMaterial {
+    pub fn load(paths: &TlsPaths) -> Result<Self, TlsError> {
+        let own = load_certs(&paths.cert)?;
+        let ca = load_certs(&paths.ca)?;
+        Ok(TlsMaterial {
+            server: server_config(paths)?,
+            client: client_config(&paths.ca, &paths.cert, &paths.key)?,
+            chain: chain_verifier(paths)?,
+            cert_not_after: not_after(&own[0]),
+            ca_not_after: not_after(&ca[0]),
+        })
+    }
+
+    /// A source that never changes (tools and tests).
+    pub fn fixed(self) -> TlsSource {
+        watch::channel(Arc::new(self)).1
+    }
+}
+
+/// Size and modification time of each file, to notice replacements.
+fn stamp(paths: &TlsPaths) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    [
+        Some(&paths.ca),
+        Some(&paths.cert),
+        Some(&paths.key),
+        paths.crl.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    })
+    .collect()
+}
+
+/// Reloads the TLS files when they change (checked every `every`), until `stop` turns true.
+/// A change that fails to load is logged and the previous material stays in use. Established
+/// connections keep the material they were opened with; new handshakes use the new one.
+pub async fn reload_on_change(
+    paths: TlsPaths,
+    tx: watch::Sender<Arc<TlsMaterial>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen = stamp(&paths);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = stamp(&paths);
+        if now == seen {
+            continue;
+        }
+        // Files are often replaced one by one: let a rotation finish before reading.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seen = stamp(&paths);
+        match TlsMaterial::load(&paths) {
+            Ok(material) => {
+                tracing::info!(
+                    cert = %paths.cert.display(),
+                    cert_not_after = material.cert_not_after,
+                    crl = paths.crl.is_some(),
+                    "tls material reloaded; new handshakes use it"
+                );
+                let _ = tx.send(Arc::new(material));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tls files changed but cannot be loaded; keeping the previous ones")
+            }
+        }
+    }
+}
+
 /// Accepts TCP connections and performs TLS handshakes concurrently, so one slow or hostile
-/// client cannot hold up the others. Failed handshakes are logged and dropped; the stream ends
-/// when the listener fails.
+/// client cannot hold up the others. Each handshake uses the TLS material current at that
+/// moment. Failed handshakes are logged and dropped; the stream ends when the server stops.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    source: TlsSource,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -223,7 +345,7 @@ pub fn incoming(
                 _ = tx.closed() => return,
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(source.borrow().server.clone());
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -258,16 +380,25 @@ pub fn channel(
     server_name: &str,
     config: Arc<ClientConfig>,
 ) -> Result<Channel, TlsError> {
+    channel_with(addr, server_name, move || config.clone())
+}
+
+/// Like [`channel`], taking the client config current at each (re)connection.
+pub fn channel_with(
+    addr: &str,
+    server_name: &str,
+    config: impl Fn() -> Arc<ClientConfig> + Send + Sync + 'static,
+) -> Result<Channel, TlsError> {
     let server_name = ServerName::try_from(server_name.to_string())
         .map_err(|e| TlsError::Setup(format!("`{server_name}` is not a server name: {e}")))?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| TlsError::Setup(format!("`{addr}` is not host:port: {e}")))?
         .connect_timeout(Duration::from_secs(10));
-    let connector = TlsConnector::from(config);
+    let config = Arc::new(config);
     let addr = addr.to_string();
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-            let connector = connector.clone();
+            let connector = TlsConnector::from(config());
             let server_name = server_name.clone();
             let addr = addr.clone();
             async move {

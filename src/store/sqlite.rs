@@ -575,13 +575,44 @@ impl Store for SqliteStore {
         self.with_writer(move |c| apply_batch(c, batch)).await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn feed_position(&self) -> Result<u64, StoreError> {
         self.read(|c| {
-            c.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| {
+            c.query_row("SELECT COALESCE(MAX(position), 0) FROM log", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map(|_| ())
+            .map(|p| p as u64)
             .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            // Read-only without CREATE: fails when the file is gone instead of making a new one.
+            let conn =
+                Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
+            let version: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(unavailable)?;
+            if version != MIGRATIONS.len() as i64 {
+                return Err(unavailable(format!(
+                    "{} has schema version {version}, expected {}",
+                    path.display(),
+                    MIGRATIONS.len()
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with_writer(|c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .map_err(unavailable)
         })
         .await
     }

@@ -112,6 +112,7 @@ pub fn write_config(
         party: party.to_string(),
         trust_domain: TRUST_DOMAIN.into(),
         listen_grpc: listen.to_string(),
+        listen_admin: "127.0.0.1:0".into(),
         certs_dir: "certs".into(),
         store_path: format!("{party}/store.db"),
         log_format: LogFormat::Text,
@@ -133,6 +134,8 @@ pub fn write_config(
 pub struct InProcess {
     pub party: String,
     pub addr: SocketAddr,
+    /// Admin HTTP address (metrics, status page).
+    pub admin: SocketAddr,
     pub config: PathBuf,
     pub peer_status: Option<PeerStatuses>,
     stop: Option<oneshot::Sender<()>>,
@@ -142,12 +145,14 @@ pub struct InProcess {
 impl InProcess {
     async fn launch(party: &str, config: PathBuf, listener: TcpListener) -> InProcess {
         let addr = listener.local_addr().unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let gateway = Gateway::open(Config::load(&config, &HashMap::new()).unwrap()).unwrap();
         let peer_status = Some(gateway.peer_status());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             gateway
-                .serve(listener, async {
+                .serve(listener, Some(admin_listener), async {
                     let _ = rx.await;
                 })
                 .await
@@ -156,6 +161,7 @@ impl InProcess {
         InProcess {
             party: party.to_string(),
             addr,
+            admin,
             config,
             peer_status,
             stop: Some(tx),

@@ -214,6 +214,7 @@ async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arri
         ca: certs.join("ca.crt"),
         cert: certs.join(party).join("gateway.crt"),
         key: certs.join(party).join("gateway.key"),
+        crl: None,
     };
     let mode = Arc::new(AtomicU8::new(PASS));
     let relay = Relay {
@@ -228,7 +229,9 @@ async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arri
         mode: mode.clone(),
         wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths("changxing")).unwrap()),
     };
-    let server_tls = tls::server_config(&party_paths("zone")).unwrap();
+    let server_tls = tls::TlsMaterial::load(&party_paths("zone"))
+        .unwrap()
+        .fixed();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(FederationServiceServer::new(relay))

@@ -1,0 +1,332 @@
+//! The outermost tower layer: every call — allowed or refused — gets one tracing span with its
+//! request id, caller identity and method; limits are applied before any work (per-caller rate,
+//! global concurrency: RESOURCE_EXHAUSTED at once rather than queueing); unary answers are
+//! bounded by a timeout; and the call's outcome code and latency are recorded when its
+//! response ends (trailers), so streams are counted for as long as they are open.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use http_body::{Body, Frame};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Code;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::error::limit_status;
+use crate::config::Limits;
+use crate::identity::tls::PeerInfo;
+use crate::ops::metrics::{Metrics, code_name};
+
+/// Metadata key a client may set to correlate its logs with ours.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why a call was refused by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    /// The caller exceeded its calls per second.
+    RateLimited,
+    /// The gateway is at its concurrent-call limit.
+    Overloaded,
+    /// The call took longer than the call timeout.
+    Timeout,
+    /// The request message exceeded the configured maximum size.
+    MessageTooLarge,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+struct Shared {
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    permits: Arc<Semaphore>,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Shared {
+    /// Takes one token from the caller's bucket.
+    fn admit(&self, caller: &str) -> bool {
+        let rate = f64::from(self.limits.calls_per_second_per_caller);
+        if rate == 0.0 {
+            return true;
+        }
+        let burst = f64::from(self.limits.burst_per_caller);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets.entry(caller.to_string()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CallLayer {
+    shared: Arc<Shared>,
+}
+
+impl CallLayer {
+    pub fn new(metrics: Arc<Metrics>, limits: Limits) -> Self {
+        CallLayer {
+            shared: Arc::new(Shared {
+                metrics,
+                permits: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+                limits,
+                buckets: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for CallLayer {
+    type Service = Calls<S>;
+    fn layer(&self, inner: S) -> Calls<S> {
+        Calls {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Calls<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+fn status_of(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from_i32)
+}
+
+/// Answers a call the gateway refused before any work.
+fn refuse(shared: &Shared, method: &str, why: LimitError) -> http::Response<tonic::body::Body> {
+    let reason = match why {
+        LimitError::RateLimited => "rate_limited",
+        _ => "overloaded",
+    };
+    tracing::warn!(reason, "call shed by a limit");
+    shared
+        .metrics
+        .call_shed(method, reason, Code::ResourceExhausted);
+    limit_status(why, &shared.limits).into_http()
+}
+
+impl<S, B> Service<http::Request<B>> for Calls<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = req.uri().path().to_string();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map(str::to_string)
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let peer = req.extensions().get::<PeerInfo>();
+        let caller = match peer.map(|p| &p.identity) {
+            Some(Ok(id)) => id.to_string(),
+            _ => "unauthenticated".to_string(),
+        };
+        let remote = peer
+            .and_then(|p| p.remote_addr)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let span = tracing::info_span!("call", method = %method, request_id = %request_id, caller = %caller, remote = %remote);
+        let shared = self.shared.clone();
+
+        if !shared.admit(&caller) {
+            let response = span.in_scope(|| refuse(&shared, &method, LimitError::RateLimited));
+            return Box::pin(async move { Ok(response) });
+        }
+        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
+            let response = span.in_scope(|| refuse(&shared, &method, LimitError::Overloaded));
+            return Box::pin(async move { Ok(response) });
+        };
+        shared.metrics.call_started();
+        let guard = CallGuard {
+            shared: shared.clone(),
+            method,
+            started,
+            span: span.clone(),
+            permit: Some(permit),
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let future = inner.call(req);
+        Box::pin(
+            async move {
+                let mut response =
+                    match tokio::time::timeout(shared.limits.call_timeout, future).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(e)) => {
+                            guard.finish(Code::Internal);
+                            return Err(e);
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                timeout_ms = shared.limits.call_timeout.as_millis() as u64,
+                                "call timed out"
+                            );
+                            let response =
+                                limit_status(LimitError::Timeout, &shared.limits).into_http();
+                            guard.finish(Code::DeadlineExceeded);
+                            return Ok(response);
+                        }
+                    };
+                // tonic reports an oversized request as OUT_OF_RANGE; the contract says
+                // RESOURCE_EXHAUSTED, with the limit named.
+                let too_large = status_of(response.headers()) == Some(Code::OutOfRange)
+                    && response
+                        .headers()
+                        .get("grpc-message")
+                        .and_then(|m| m.to_str().ok())
+                        .is_some_and(|m| m.contains("message length too large"));
+                if too_large {
+                    response =
+                        limit_status(LimitError::MessageTooLarge, &shared.limits).into_http();
+                }
+                if let Some(code) = status_of(response.headers()) {
+                    // Trailers-only answer: the call is complete.
+                    guard.finish(code);
+                    return Ok(response);
+                }
+                Ok(response.map(|body| {
+                    tonic::body::Body::new(CallBody {
+                        inner: body,
+                        guard: Some(guard),
+                    })
+                }))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// Finishes a call once: records metrics, logs the outcome, frees the concurrency permit.
+struct CallGuard {
+    shared: Arc<Shared>,
+    method: String,
+    started: Instant,
+    span: tracing::Span,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl CallGuard {
+    fn finish(mut self, code: Code) {
+        self.complete(code);
+    }
+
+    fn complete(&mut self, code: Code) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        drop(permit);
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.shared
+            .metrics
+            .call_finished(&self.method, code, seconds);
+        let _entered = self.span.enter();
+        let ms = seconds * 1000.0;
+        match code {
+            Code::Ok => tracing::debug!(code = code_name(code), ms, "call finished"),
+            Code::Internal | Code::Unknown | Code::DataLoss | Code::Unavailable => {
+                tracing::warn!(code = code_name(code), ms, "call failed");
+                self.shared
+                    .metrics
+                    .note_error(format!("{} {}", self.method, code_name(code)));
+            }
+            _ => tracing::info!(code = code_name(code), ms, "call refused"),
+        }
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        // The response was dropped before its end (client went away, stream closed early).
+        self.complete(Code::Cancelled);
+    }
+}
+
+/// A response body that finishes its call when the trailers (or the end) go out.
+struct CallBody {
+    inner: tonic::body::Body,
+    guard: Option<CallGuard>,
+}
+
+impl Body for CallBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    let code = status_of(trailers).unwrap_or(Code::Unknown);
+                    if let Some(g) = self.guard.take() {
+                        g.finish(code);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(g) = self.guard.take() {
+                    g.finish(Code::Internal);
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(g) = self.guard.take() {
+                    g.finish(Code::Ok);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,30 @@
+//! Operations: what keeps a party's gateway observable and healthy — Prometheus metrics
+//! ([`metrics`]), `grpc.health.v1` status that follows the store and the certificate
+//! ([`health`]), and the admin HTTP server with the status page ([`admin`]).
+
+pub mod admin;
+pub mod health;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::exchange::inbound::PeerStatuses;
+use crate::identity::tls::TlsSource;
+
+/// Shared, read-mostly state the operations surfaces show.
+pub struct OpsState {
+    pub party: String,
+    pub federation: crate::config::Federation,
+    pub metrics: Arc<metrics::Metrics>,
+    pub peers: PeerStatuses,
+    pub tls: TlsSource,
+    /// Set by the health monitor.
+    pub store_up: AtomicBool,
+    pub serving: AtomicBool,
+    /// Feed size (own changes plus applied replicas), refreshed by the health monitor.
+    pub feed_position: std::sync::atomic::AtomicU64,
+}
+
+/// How many days before expiry a certificate is warned about.
+pub const EXPIRY_WARNING_DAYS: i64 = 30;

@@ -1,0 +1,173 @@
+//! The admin HTTP server, on its own port (loopback by default): `/metrics` for Prometheus,
+//! `/healthz` for load balancers, and `/` — a status page for people, plain HTML that needs no
+//! JavaScript.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{EXPIRY_WARNING_DAYS, OpsState};
+use crate::records::now_micros;
+
+/// Serves until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<OpsState>, mut stop: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state);
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(addr = %addr, "admin http serving (/, /metrics, /healthz)");
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "admin http server failed");
+    }
+}
+
+async fn metrics(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&state),
+    )
+}
+
+async fn healthz(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    if state.serving.load(Ordering::Relaxed) {
+        (StatusCode::OK, "SERVING\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "NOT_SERVING\n")
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn when(micros: i64) -> String {
+    if micros <= 0 {
+        return "never".into();
+    }
+    let ago = (now_micros() - micros) / 1_000_000;
+    match ago {
+        a if a < 120 => format!("{a} s ago"),
+        a if a < 7200 => format!("{} min ago", a / 60),
+        a => format!("{} h ago", a / 3600),
+    }
+}
+
+fn expiry(not_after: i64) -> String {
+    let days = (not_after - now_micros() / 1_000_000) / 86_400;
+    let warn = if days < 0 {
+        " <b class=bad>EXPIRED</b>"
+    } else if days < EXPIRY_WARNING_DAYS {
+        " <b class=warn>renew soon</b>"
+    } else {
+        ""
+    };
+    format!("in {days} days{warn}")
+}
+
+async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    let mut h = String::new();
+    let serving = state.serving.load(Ordering::Relaxed);
+    let _ = write!(
+        h,
+        "<!doctype html><meta charset=utf-8><meta http-equiv=refresh content=10>\
+         <title>yrd-gateway {party}</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.bad{{color:#b00}}.warn{{color:#a60}}.ok{{color:#070}}</style>\
+         <h1>yrd-gateway — {party}</h1><p>Health: {health} · store {store} · calls in flight: {inflight} · feed position: {feed}</p>",
+        party = esc(&state.party),
+        health = if serving {
+            "<b class=ok>SERVING</b>"
+        } else {
+            "<b class=bad>NOT_SERVING</b>"
+        },
+        store = if state.store_up.load(Ordering::Relaxed) {
+            "up"
+        } else {
+            "<b class=bad>down</b>"
+        },
+        inflight = state.metrics.in_flight(),
+        feed = state.feed_position.load(Ordering::Relaxed),
+    );
+    h.push_str("<h2>Federation</h2><table><tr><th>order</th><th>party</th><th>name</th><th>province</th></tr>");
+    for (i, p) in state.federation.parties().iter().enumerate() {
+        let _ = write!(
+            h,
+            "<tr><td>{i}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.id),
+            esc(&p.display_name),
+            esc(&p.province)
+        );
+    }
+    h.push_str("</table><h2>Peers (replication into this gateway)</h2><table><tr><th>peer</th><th>stream</th><th>applied up to</th><th>peer head</th><th>lag (changes)</th><th>last applied</th><th>applied</th><th>refused</th><th>last error</th></tr>");
+    let peers = state.peers.lock().map(|p| p.clone()).unwrap_or_default();
+    if peers.is_empty() {
+        h.push_str("<tr><td colspan=9>no [[peers]] configured</td></tr>");
+    }
+    for (party, s) in &peers {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(party),
+            if s.connected {
+                "<span class=ok>connected</span>"
+            } else {
+                "<span class=bad>disconnected</span>"
+            },
+            s.cursor,
+            s.head_seq,
+            s.head_seq.saturating_sub(s.cursor),
+            when(s.last_applied_at.unwrap_or(0)),
+            s.applied,
+            if s.refused > 0 {
+                format!("<b class=bad>{}</b>", s.refused)
+            } else {
+                "0".into()
+            },
+            esc(s.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    let (cert, ca) = {
+        let tls = state.tls.borrow();
+        (tls.cert_not_after, tls.ca_not_after)
+    };
+    let _ = write!(
+        h,
+        "</table><h2>Certificates</h2><table><tr><td>gateway certificate</td><td>expires {}</td></tr>\
+         <tr><td>CA</td><td>expires {}</td></tr></table><h2>Recent errors</h2><table>",
+        expiry(cert),
+        expiry(ca)
+    );
+    let recent = state.metrics.recent_errors();
+    if recent.is_empty() {
+        h.push_str("<tr><td>none</td></tr>");
+    }
+    for (at, text) in recent {
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", when(at), esc(&text));
+    }
+    h.push_str("</table><p><a href=/metrics>/metrics</a> · <a href=/healthz>/healthz</a></p>");
+    Html(h)
+}

@@ -1,0 +1,323 @@
+//! A small Prometheus registry: call counts by method and code, latency histograms, in-flight
+//! calls and calls shed by limits are recorded as they happen; replication, certificate and
+//! store figures are read from shared state at scrape time. Text exposition format 0.0.4.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use tonic::Code;
+
+use super::OpsState;
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+/// Recent errors kept for the status page.
+const RECENT_ERRORS: usize = 20;
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Calls {
+    by_code: BTreeMap<(String, &'static str), u64>,
+    latency: BTreeMap<String, Histogram>,
+    shed: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    calls: Mutex<Calls>,
+    in_flight: AtomicI64,
+    recent: Mutex<VecDeque<(i64, String)>>,
+}
+
+/// The canonical upper-case name of a gRPC code, as used in labels and logs.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    pub fn call_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a finished call (admitted calls only; see [`Metrics::call_started`]).
+    pub fn call_finished(&self, method: &str, code: Code, seconds: f64) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.record(method, code, seconds);
+    }
+
+    /// Records a call answered without being admitted (shed by a limit).
+    pub fn call_shed(&self, method: &str, reason: &'static str, code: Code) {
+        *lock(&self.calls).shed.entry(reason).or_default() += 1;
+        self.record(method, code, 0.0);
+    }
+
+    fn record(&self, method: &str, code: Code, seconds: f64) {
+        let mut calls = lock(&self.calls);
+        *calls
+            .by_code
+            .entry((method.to_string(), code_name(code)))
+            .or_default() += 1;
+        let h = calls.latency.entry(method.to_string()).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Remembers an error for the status page (no personal data: callers pass codes and ids).
+    pub fn note_error(&self, text: String) {
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT_ERRORS {
+            recent.pop_front();
+        }
+        recent.push_back((crate::records::now_micros(), text));
+    }
+
+    pub fn recent_errors(&self) -> Vec<(i64, String)> {
+        lock(&self.recent).iter().rev().cloned().collect()
+    }
+
+    /// The exposition text.
+    pub fn render(&self, state: &OpsState) -> String {
+        let mut out = String::new();
+        let calls = lock(&self.calls);
+        out.push_str("# HELP yrd_calls_total gRPC calls by method and status code.\n# TYPE yrd_calls_total counter\n");
+        for ((method, code), n) in &calls.by_code {
+            let _ = writeln!(
+                out,
+                "yrd_calls_total{{method=\"{}\",code=\"{code}\"}} {n}",
+                escape_label(method)
+            );
+        }
+        out.push_str("# HELP yrd_call_duration_seconds Time to answer a call (to the end of its response).\n# TYPE yrd_call_duration_seconds histogram\n");
+        for (method, h) in &calls.latency {
+            let m = escape_label(method);
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "yrd_call_duration_seconds_bucket{{method=\"{m}\",le=\"{bound}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "yrd_call_duration_seconds_bucket{{method=\"{m}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "yrd_call_duration_seconds_sum{{method=\"{m}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "yrd_call_duration_seconds_count{{method=\"{m}\"}} {}",
+                h.count
+            );
+        }
+        out.push_str("# HELP yrd_calls_shed_total Calls refused by a limit before any work.\n# TYPE yrd_calls_shed_total counter\n");
+        for reason in ["rate_limited", "overloaded"] {
+            let _ = writeln!(
+                out,
+                "yrd_calls_shed_total{{reason=\"{reason}\"}} {}",
+                calls.shed.get(reason).copied().unwrap_or(0)
+            );
+        }
+        drop(calls);
+        let _ = writeln!(
+            out,
+            "# HELP yrd_calls_in_flight Calls and streams in progress.\n# TYPE yrd_calls_in_flight gauge\nyrd_calls_in_flight {}",
+            self.in_flight()
+        );
+
+        let peers = lock(&state.peers).clone();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        gauge(
+            &mut out,
+            "yrd_peer_connected",
+            "1 while a change stream from the peer is open.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(
+                out,
+                "yrd_peer_connected{{peer=\"{p}\"}} {}",
+                u8::from(s.connected)
+            );
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_cursor",
+            "Last change of the peer applied here.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(out, "yrd_peer_cursor{{peer=\"{p}\"}} {}", s.cursor);
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_head",
+            "The peer's last committed change, as last reported.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(out, "yrd_peer_head{{peer=\"{p}\"}} {}", s.head_seq);
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_lag_changes",
+            "Changes committed at the peer not yet applied here.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(
+                out,
+                "yrd_peer_lag_changes{{peer=\"{p}\"}} {}",
+                s.head_seq.saturating_sub(s.cursor)
+            );
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_applied_total",
+            "Changes applied from the peer since start.",
+            "counter",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(out, "yrd_peer_applied_total{{peer=\"{p}\"}} {}", s.applied);
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_refused_total",
+            "Changes refused (signature, signer, owner, order) since start.",
+            "counter",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(out, "yrd_peer_refused_total{{peer=\"{p}\"}} {}", s.refused);
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_last_applied_timestamp_seconds",
+            "When a change of the peer was last applied.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let t = s.last_applied_at.map_or(0.0, |t| t as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "yrd_peer_last_applied_timestamp_seconds{{peer=\"{p}\"}} {t}"
+            );
+        }
+        gauge(
+            &mut out,
+            "yrd_peer_error",
+            "1 while the last attempt to follow the peer failed.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(
+                out,
+                "yrd_peer_error{{peer=\"{p}\"}} {}",
+                u8::from(s.last_error.is_some())
+            );
+        }
+        let (cert, ca) = {
+            let tls = state.tls.borrow();
+            (tls.cert_not_after, tls.ca_not_after)
+        };
+        gauge(
+            &mut out,
+            "yrd_certificate_expiry_timestamp_seconds",
+            "Expiry of the gateway's certificate and CA.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "yrd_certificate_expiry_timestamp_seconds{{certificate=\"gateway\"}} {cert}"
+        );
+        let _ = writeln!(
+            out,
+            "yrd_certificate_expiry_timestamp_seconds{{certificate=\"ca\"}} {ca}"
+        );
+        gauge(
+            &mut out,
+            "yrd_store_up",
+            "1 while the store answers.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "yrd_store_up {}",
+            u8::from(state.store_up.load(Ordering::Relaxed))
+        );
+        gauge(
+            &mut out,
+            "yrd_serving",
+            "1 while health reports SERVING.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "yrd_serving {}",
+            u8::from(state.serving.load(Ordering::Relaxed))
+        );
+        gauge(
+            &mut out,
+            "yrd_feed_position",
+            "Changes committed here (own and applied replicas).",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "yrd_feed_position {}",
+            state.feed_position.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
