@@ -42,6 +42,15 @@ pub enum Command {
     },
     /// Call a gateway as a party system, with a client certificate.
     Client(Box<ClientArgs>),
+    /// Check a gateway's gRPC health over mutual TLS, as its own gateway identity; exit code 0
+    /// when SERVING, 1 otherwise (for container health checks).
+    Health {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Service to check; empty for the whole gateway.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// Measure performance on this machine (build with --release).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -114,4 +123,29 @@ pub fn certs_init(
     }
     println!("private keys (*.key) are readable by their owner only; never commit them");
     Ok(())
+}
+
+/// `health`: true when the gateway named by `config` reports SERVING.
+pub async fn check_health(config: &crate::config::Config, service: &str) -> anyhow::Result<bool> {
+    use crate::identity::tls;
+    let mut addr = config.listen_grpc;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let client = tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let channel = tls::channel(&addr.to_string(), "localhost", client)?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.to_string(),
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), health.check(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {addr} within 5 s"))?
+        .map_err(|s| anyhow::anyhow!("{addr}: {:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let status = tonic_health::pb::health_check_response::ServingStatus::try_from(answer.status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN");
+    println!("{status}");
+    Ok(status == "SERVING")
 }

@@ -674,6 +674,8 @@ pub struct ConfigTemplate {
     pub listen_admin: String,
     /// Folder holding `ca.crt` and `<party>/gateway.{crt,key}`, relative to the config file.
     pub certs_dir: String,
+    /// Certificate revocation list path, if any.
+    pub crl: Option<String>,
     pub store_path: String,
     pub log_format: LogFormat,
     pub federation: Federation,
@@ -737,6 +739,13 @@ impl ConfigTemplate {
                 LogFormat::Text => "text",
             }),
         );
+        if let Some(crl) = &self.crl {
+            t = t.replacen(
+                "\n\n[store]",
+                &format!("\ncrl = {}\n\n[store]", toml_str(crl)),
+                1,
+            );
+        }
         t.push_str("\n# The federation, in party order: the same list at every party.\n");
         for p in self.federation.parties() {
             t.push_str(&format!(

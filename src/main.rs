@@ -122,6 +122,23 @@ fn main() -> ExitCode {
                 },
         } => report(cli::certs_init(&dir, &trust_domain, &parties)),
         Command::Client(args) => report(runtime.block_on(cli::run_client(*args))),
+        Command::Health { config, service } => {
+            let config = match Config::load(&config, &env_overrides()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match runtime.block_on(cli::check_health(&config, &service)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Bench(command) => {
             init_logging(LogFormat::Text, "error");
             report(runtime.block_on(cli::bench::run(command)))

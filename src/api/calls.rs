@@ -117,6 +117,17 @@ fn status_of(headers: &http::HeaderMap) -> Option<Code> {
         .map(Code::from_i32)
 }
 
+/// tonic reports an oversized request as OUT_OF_RANGE; the contract says RESOURCE_EXHAUSTED,
+/// with the limit named. Recognised in headers (trailers-only answers) or trailers.
+fn too_large(headers: &http::HeaderMap) -> bool {
+    status_of(headers) == Some(Code::OutOfRange)
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            // grpc-message is percent-encoded.
+            .is_some_and(|m| m.replace("%20", " ").contains("message length too large"))
+}
+
 /// Answers a call the gateway refused before any work.
 fn refuse(shared: &Shared, method: &str, why: LimitError) -> http::Response<tonic::body::Body> {
     let reason = match why {
@@ -209,15 +220,7 @@ where
                             return Ok(response);
                         }
                     };
-                // tonic reports an oversized request as OUT_OF_RANGE; the contract says
-                // RESOURCE_EXHAUSTED, with the limit named.
-                let too_large = status_of(response.headers()) == Some(Code::OutOfRange)
-                    && response
-                        .headers()
-                        .get("grpc-message")
-                        .and_then(|m| m.to_str().ok())
-                        .is_some_and(|m| m.contains("message length too large"));
-                if too_large {
+                if too_large(response.headers()) {
                     response =
                         limit_status(LimitError::MessageTooLarge, &shared.limits).into_http();
                 }
@@ -226,10 +229,12 @@ where
                     guard.finish(code);
                     return Ok(response);
                 }
+                let limits = shared.limits.clone();
                 Ok(response.map(|body| {
                     tonic::body::Body::new(CallBody {
                         inner: body,
                         guard: Some(guard),
+                        limits,
                     })
                 }))
             }
@@ -287,6 +292,7 @@ impl Drop for CallGuard {
 struct CallBody {
     inner: tonic::body::Body,
     guard: Option<CallGuard>,
+    limits: Limits,
 }
 
 impl Body for CallBody {
@@ -297,7 +303,17 @@ impl Body for CallBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled {
+            if let Some(trailers) = frame.trailers_mut() {
+                if too_large(trailers) {
+                    let status = limit_status(LimitError::MessageTooLarge, &self.limits);
+                    trailers.remove("grpc-message");
+                    trailers.remove("grpc-status-details-bin");
+                    let _ = status.add_header(trailers);
+                }
+            }
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {

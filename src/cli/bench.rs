@@ -167,6 +167,7 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
             listen_grpc: listen.to_string(),
             listen_admin: "127.0.0.1:0".into(),
             certs_dir: "certs".into(),
+            crl: None,
             store_path: format!("{party}/store.db"),
             log_format: LogFormat::Text,
             federation: federation.clone(),

@@ -55,6 +55,7 @@ pub async fn run(
             listen_grpc: address(i)?,
             listen_admin: port(args.admin_port_base, i)?,
             certs_dir: "certs".into(),
+            crl: None,
             store_path: format!("{party}/store.db"),
             log_format: LogFormat::Text,
             federation: federation.clone(),

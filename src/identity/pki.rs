@@ -91,6 +91,8 @@ impl LeafSpec {
 pub struct Issued {
     pub cert_pem: String,
     pub key_pem: String,
+    /// The certificate's serial number (to revoke it).
+    pub serial: Vec<u8>,
 }
 
 /// A certificate authority able to sign leaf certificates.
@@ -185,12 +187,36 @@ impl Authority {
         }
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
-        params.serial_number = Some(random_serial());
+        let serial = random_serial();
+        params.serial_number = Some(serial.clone());
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial: serial.to_bytes(),
         })
+    }
+
+    /// A PEM certificate revocation list revoking the given serial numbers, valid for a week.
+    pub fn revoke(&self, serials: &[Vec<u8>], crl_number: u64) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::minutes(1),
+            next_update: now + Duration::days(7),
+            crl_number: SerialNumber::from(crl_number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(s),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 }
 

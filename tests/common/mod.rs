@@ -92,6 +92,8 @@ pub struct Options {
     pub share: HashMap<String, Vec<ShareRule>>,
     /// Address a puller uses to reach an owner instead of the owner's own: (puller, owner).
     pub routes: HashMap<(String, String), String>,
+    /// Configure `certs/crl.pem` as the revocation list (the test writes it first).
+    pub crl: bool,
 }
 
 /// The shipped federation of the four parties, as the tests configure it.
@@ -114,6 +116,7 @@ pub fn write_config(
         listen_grpc: listen.to_string(),
         listen_admin: "127.0.0.1:0".into(),
         certs_dir: "certs".into(),
+        crl: options.crl.then(|| "certs/crl.pem".to_string()),
         store_path: format!("{party}/store.db"),
         log_format: LogFormat::Text,
         share: options
@@ -209,6 +212,9 @@ impl TestFederation {
     pub async fn start_with(parties: &[&str], options: Options) -> TestFederation {
         let root = tempfile::tempdir().unwrap();
         let pki = Pki::new(root.path());
+        if options.crl {
+            std::fs::write(pki.dir.join("crl.pem"), pki.ca.revoke(&[], 1).unwrap()).unwrap();
+        }
         let mut listeners = HashMap::new();
         for party in parties {
             listeners.insert(
@@ -523,4 +529,26 @@ impl TcpProxy {
     pub fn heal(&self) {
         self.state.lock().unwrap().cut = false;
     }
+}
+
+/// GETs a path from an admin HTTP server and returns (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_string())
 }

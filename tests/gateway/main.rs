@@ -9,4 +9,5 @@ mod durability;
 mod exchange;
 mod identity;
 mod negotiation;
+mod operations;
 mod records;
