@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yrd/exchange/v1/directory.proto",
         "proto/yrd/exchange/v1/federation.proto",
         "proto/yrd/exchange/v1/watch.proto",
+        "proto/yrd/exchange/v1/audit.proto",
     ];
     tonic_prost_build::configure()
         // Deterministic encoding of maps, so request fingerprints (idempotency) are stable.

@@ -4,6 +4,7 @@
 //!
 //! Handlers only translate: wire message in, `records` call, wire message out.
 
+mod audit;
 pub mod authz;
 pub mod calls;
 mod convert;
@@ -12,6 +13,7 @@ mod federation;
 mod handlers;
 mod watch;
 
+pub use audit::AuditApi;
 pub use convert::timestamp;
 pub use federation::FederationApi;
 pub use handlers::{DirectoryApi, FactorApi, ProjectApi};

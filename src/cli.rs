@@ -1,6 +1,7 @@
 //! The command line: `serve`, `dev`, `certs init` and the demo `client`. `main` parses, sets up
 //! logging and signals, and calls in here.
 
+pub mod audit;
 pub mod bench;
 mod client;
 mod dev;
@@ -51,6 +52,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// Verify, export and prune the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Measure performance on this machine (build with --release).
     #[command(subcommand)]
     Bench(bench::BenchCommand),

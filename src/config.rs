@@ -60,6 +60,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub audit: RawAudit,
     /// The federation's members, in party order.
     #[serde(default)]
     pub parties: Vec<RawParty>,
@@ -106,6 +108,13 @@ pub struct RawTls {
     pub key: PathBuf,
     /// Certificate revocation list (PEM), reloaded when it changes.
     pub crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// How often the signed audit chain head is sent to peers.
+    pub witness_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +183,8 @@ pub struct Config {
     pub limits: Limits,
     /// Admin HTTP listener: Prometheus metrics, status page.
     pub admin_listen: SocketAddr,
+    /// How often the signed audit chain head is sent to peers.
+    pub witness_interval: std::time::Duration,
     /// Peers whose change logs this gateway pulls.
     pub peers: Vec<PeerConfig>,
     /// This party's sharing policy, one entry per peer that receives anything.
@@ -638,6 +649,15 @@ impl RawConfig {
             )
         })?;
 
+        let witness_interval =
+            std::time::Duration::from_millis(self.audit.witness_interval_ms.unwrap_or(30_000));
+        if witness_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "audit.witness_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+
         Ok(Config {
             party: self.party,
             trust_domain,
@@ -655,6 +675,7 @@ impl RawConfig {
             max_message_bytes,
             limits,
             admin_listen,
+            witness_interval,
             peers,
             share,
         })

@@ -13,12 +13,14 @@ use tokio::sync::watch;
 
 use crate::api::authz::AuthzLayer;
 use crate::api::calls::CallLayer;
+use crate::api::pb::audit_service_server::AuditServiceServer;
 use crate::api::pb::directory_service_server::DirectoryServiceServer;
 use crate::api::pb::factor_service_server::FactorServiceServer;
 use crate::api::pb::federation_service_server::FederationServiceServer;
 use crate::api::pb::project_service_server::ProjectServiceServer;
 use crate::api::pb::watch_service_server::WatchServiceServer;
-use crate::api::{DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi};
+use crate::api::{AuditApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi};
+use crate::audit::AuditLog;
 use crate::config::{Config, StoreConfig};
 use crate::exchange::ExchangeError;
 use crate::exchange::inbound::{Inbound, PeerStatuses};
@@ -31,7 +33,7 @@ use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
 use crate::records::Records;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{NewAuditEvent, Store, StoreError};
 
 /// How often the TLS files are checked for changes.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,6 +59,7 @@ pub struct Gateway {
     tls_tx: watch::Sender<Arc<TlsMaterial>>,
     tls: TlsSource,
     signer: Arc<ChangeSigner>,
+    verifier: Arc<SignatureVerifier>,
     inbound: Inbound,
     ops: Arc<OpsState>,
 }
@@ -72,7 +75,7 @@ impl Gateway {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
         };
         let records = Records::new(store, config.party.clone(), config.federation.clone());
-        let inbound = Inbound::new(records.clone(), verifier, tls.clone());
+        let inbound = Inbound::new(records.clone(), verifier.clone(), tls.clone());
         let ops = Arc::new(OpsState {
             party: config.party.clone(),
             federation: config.federation.clone(),
@@ -89,6 +92,7 @@ impl Gateway {
             tls_tx,
             tls,
             signer,
+            verifier,
             inbound,
             ops,
         })
@@ -147,6 +151,27 @@ impl Gateway {
                 stop_rx.clone(),
             ));
         }
+        let audit = AuditLog::start(self.records.store().clone());
+        background.spawn(crate::audit::witness::publish(
+            self.records.store().clone(),
+            self.signer.clone(),
+            config.party.clone(),
+            config.peers.clone(),
+            self.tls.clone(),
+            config.witness_interval,
+            stop_rx.clone(),
+        ));
+        let refused_audit = audit.clone();
+        let on_refused: tls::RefusedHandshake = Arc::new(move |remote, reason| {
+            refused_audit.record(NewAuditEvent {
+                time: crate::records::now_micros(),
+                caller: format!("unknown ({remote})"),
+                method: "tls-handshake".into(),
+                records: Vec::new(),
+                code: "UNAUTHENTICATED".into(),
+                request_id: reason,
+            });
+        });
         // Referral answers that arrived just before a crash are settled now.
         if let Err(e) = self.records.settle_referrals().await {
             tracing::warn!(error = %e, "settling referrals at start failed");
@@ -181,7 +206,7 @@ impl Gateway {
         tracing::info!(party = %party, addr = %addr, peers = config.peers.len(), "gateway serving");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .layer(CallLayer::new(self.ops.metrics.clone(), config.limits.clone()))
+            .layer(CallLayer::new(self.ops.metrics.clone(), audit, config.limits.clone()))
             .layer(AuthzLayer::new(policy))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -196,10 +221,16 @@ impl Gateway {
                     .max_decoding_message_size(limit),
             )
             .add_service(
-                FederationServiceServer::new(FederationApi::new(outbound, party.clone()))
-                    .max_decoding_message_size(limit),
+                FederationServiceServer::new(FederationApi::new(
+                    outbound,
+                    party.clone(),
+                    records.store().clone(),
+                    self.verifier.clone(),
+                ))
+                .max_decoding_message_size(limit),
             )
-            .serve_with_incoming_shutdown(tls::incoming(listener, self.tls.clone()), async {
+            .add_service(AuditServiceServer::new(AuditApi::new(records.store().clone())).max_decoding_message_size(limit))
+            .serve_with_incoming_shutdown(tls::incoming(listener, self.tls.clone(), Some(on_refused)), async {
                 shutdown.await;
                 tracing::info!(party = %party, grace_ms = config.limits.shutdown_grace.as_millis() as u64, "shutting down: draining calls");
                 let _ = stop_tx.send(true);

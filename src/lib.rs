@@ -16,6 +16,7 @@
 //!   single error-to-status mapping.
 //! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
 //!   and status page.
+//! - [`audit`]: the hash-chained audit trail, its verification, and cross-party witnessing.
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
 //! - [`cli`]: `serve`, `dev`, `certs init` and the demo `client`.
 //!
@@ -25,11 +26,13 @@
 //! ([`identity::tls::incoming`] records the SPIFFE id) → tonic → [`api::authz`] decides from the
 //! identity and the method whether the call may proceed → the handler converts the message →
 //! [`records::Records`] validates and applies the rules → [`store::Store`] commits record,
-//! change-log entry and idempotency key in one durable transaction → the reply.
+//! change-log entry and idempotency key in one durable transaction → the call's audit event
+//! is committed ([`api::calls`]) → the reply.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod exchange;

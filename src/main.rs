@@ -139,6 +139,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit(command) => {
+            init_logging(LogFormat::Text, "warn");
+            match runtime.block_on(cli::audit::run(command, &env_overrides())) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Bench(command) => {
             init_logging(LogFormat::Text, "error");
             report(runtime.block_on(cli::bench::run(command)))

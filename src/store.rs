@@ -222,6 +222,62 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// An audit event before it is chained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    pub time: i64,
+    pub caller: String,
+    pub method: String,
+    /// Resource names the call touched.
+    pub records: Vec<String>,
+    /// Outcome: the gRPC code name, e.g. "OK", "PERMISSION_DENIED".
+    pub code: String,
+    pub request_id: String,
+}
+
+/// A stored audit event: its place in the chain and the hashes linking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub seq: u64,
+    pub event: NewAuditEvent,
+    /// Hash of the previous event (or of the anchor after pruning; zeros for the first).
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Where a pruned chain continues from: the last removed event's sequence and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditAnchor {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+}
+
+/// Filters of `ListAuditEvents`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub after_seq: u64,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+    pub caller: Option<String>,
+    pub method: Option<String>,
+    pub code: Option<String>,
+    pub limit: usize,
+}
+
+/// A chain head signed by the party that owns the chain, as a peer received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedHead {
+    pub party: String,
+    pub seq: u64,
+    pub hash: Vec<u8>,
+    pub time: i64,
+    /// The encoded head exactly as signed.
+    pub signed: Vec<u8>,
+    pub scheme: u16,
+    pub signature: Vec<u8>,
+    pub signer: Vec<u8>,
+}
+
 /// Storage for one gateway. Implementations must be safe to share across tasks.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -274,4 +330,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes everything committed as compact on disk as the backend allows (shutdown).
     async fn checkpoint(&self) -> Result<(), StoreError>;
+
+    /// Appends audit events in order, chaining each to the previous one with
+    /// `crate::audit::link`, in one durable transaction. Returns the last sequence number.
+    async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError>;
+
+    /// Audit events in sequence order, filtered.
+    async fn audit_events(&self, query: AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The anchor left by pruning, if any.
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError>;
+
+    /// The last event's (sequence, hash), or the anchor's when the chain is empty after pruning.
+    async fn audit_head(&self) -> Result<Option<AuditAnchor>, StoreError>;
+
+    /// Removes events up to `through` (inclusive), leaving an anchor so the rest stays
+    /// verifiable. Returns the anchor.
+    async fn prune_audit(&self, through: u64) -> Result<AuditAnchor, StoreError>;
+
+    /// Stores a head another party signed (idempotent per party and sequence).
+    async fn put_witnessed_head(&self, head: WitnessedHead) -> Result<(), StoreError>;
+
+    /// Heads of `party` this gateway witnessed, by sequence.
+    async fn witnessed_heads(&self, party: &str) -> Result<Vec<WitnessedHead>, StoreError>;
 }

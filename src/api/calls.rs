@@ -18,12 +18,58 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::error::limit_status;
+use crate::audit::AuditLog;
 use crate::config::Limits;
 use crate::identity::tls::PeerInfo;
 use crate::ops::metrics::{Metrics, code_name};
+use crate::store::NewAuditEvent;
 
 /// Metadata key a client may set to correlate its logs with ours.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Resource names a handler reports for the call's audit event. The call layer puts one in
+/// every request's extensions; handlers add to it.
+#[derive(Clone, Default, Debug)]
+pub struct AuditRecords(Arc<Mutex<Vec<String>>>);
+
+impl AuditRecords {
+    /// The slot of a request (a detached one when the layer is absent, e.g. in unit tests).
+    pub fn of<T>(req: &tonic::Request<T>) -> AuditRecords {
+        req.extensions()
+            .get::<AuditRecords>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn note(&self, name: impl Into<String>) {
+        let name = name.into();
+        if !name.is_empty() {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        }
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Methods whose responses are streams: audited when they open, never buffered.
+fn is_streaming(path: &str) -> bool {
+    matches!(
+        path,
+        "/yrd.exchange.v1.WatchService/Watch"
+            | "/yrd.exchange.v1.FederationService/PullChanges"
+            | "/grpc.health.v1.Health/Watch"
+            | "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+            | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    )
+}
+
+/// Health probes are audited without making the probe wait for the write, so a store outage
+/// still gets a NOT_SERVING answer rather than an error.
+fn is_probe(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
 
 /// Why a call was refused by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +91,7 @@ struct Bucket {
 
 struct Shared {
     metrics: Arc<Metrics>,
+    audit: AuditLog,
     limits: Limits,
     permits: Arc<Semaphore>,
     buckets: Mutex<HashMap<String, Bucket>>,
@@ -81,10 +128,11 @@ pub struct CallLayer {
 }
 
 impl CallLayer {
-    pub fn new(metrics: Arc<Metrics>, limits: Limits) -> Self {
+    pub fn new(metrics: Arc<Metrics>, audit: AuditLog, limits: Limits) -> Self {
         CallLayer {
             shared: Arc::new(Shared {
                 metrics,
+                audit,
                 permits: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
                 limits,
                 buckets: Mutex::default(),
@@ -129,7 +177,11 @@ fn too_large(headers: &http::HeaderMap) -> bool {
 }
 
 /// Answers a call the gateway refused before any work.
-fn refuse(shared: &Shared, method: &str, why: LimitError) -> http::Response<tonic::body::Body> {
+fn refuse(
+    shared: &Shared,
+    event: NewAuditEvent,
+    why: LimitError,
+) -> http::Response<tonic::body::Body> {
     let reason = match why {
         LimitError::RateLimited => "rate_limited",
         _ => "overloaded",
@@ -137,8 +189,37 @@ fn refuse(shared: &Shared, method: &str, why: LimitError) -> http::Response<toni
     tracing::warn!(reason, "call shed by a limit");
     shared
         .metrics
-        .call_shed(method, reason, Code::ResourceExhausted);
+        .call_shed(&event.method, reason, Code::ResourceExhausted);
+    shared.audit.record(NewAuditEvent {
+        code: code_name(Code::ResourceExhausted).to_string(),
+        ..event
+    });
     limit_status(why, &shared.limits).into_http()
+}
+
+/// Writes the call's audit event; `Err` when it cannot be made durable.
+async fn audit(
+    shared: &Shared,
+    mut event: NewAuditEvent,
+    records: &AuditRecords,
+    code: Code,
+) -> Result<(), ()> {
+    event.records = records.take();
+    event.code = code_name(code).to_string();
+    if is_probe(&event.method) {
+        shared.audit.record(event);
+        return Ok(());
+    }
+    shared.audit.append(event).await.map(|_| ()).map_err(|e| {
+        tracing::error!(error = %e, "audit event not written; answering UNAVAILABLE");
+    })
+}
+
+fn audit_unavailable() -> http::Response<tonic::body::Body> {
+    tonic::Status::unavailable(
+        "the audit trail cannot be written; the call's outcome is unknown, retry with the same request_id",
+    )
+    .into_http()
 }
 
 impl<S, B> Service<http::Request<B>> for Calls<S>
@@ -159,7 +240,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let method = req.uri().path().to_string();
         let request_id = req
@@ -180,13 +261,23 @@ where
             .unwrap_or_default();
         let span = tracing::info_span!("call", method = %method, request_id = %request_id, caller = %caller, remote = %remote);
         let shared = self.shared.clone();
+        let event = NewAuditEvent {
+            time: crate::records::now_micros(),
+            caller: caller.clone(),
+            method: method.clone(),
+            records: Vec::new(),
+            code: String::new(),
+            request_id: request_id.clone(),
+        };
+        let records = AuditRecords::default();
+        req.extensions_mut().insert(records.clone());
 
         if !shared.admit(&caller) {
-            let response = span.in_scope(|| refuse(&shared, &method, LimitError::RateLimited));
+            let response = span.in_scope(|| refuse(&shared, event, LimitError::RateLimited));
             return Box::pin(async move { Ok(response) });
         }
         let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            let response = span.in_scope(|| refuse(&shared, &method, LimitError::Overloaded));
+            let response = span.in_scope(|| refuse(&shared, event, LimitError::Overloaded));
             return Box::pin(async move { Ok(response) });
         };
         shared.metrics.call_started();
@@ -226,8 +317,42 @@ where
                 }
                 if let Some(code) = status_of(response.headers()) {
                     // Trailers-only answer: the call is complete.
+                    if audit(&shared, event, &records, code).await.is_err() {
+                        guard.finish(Code::Unavailable);
+                        return Ok(audit_unavailable());
+                    }
                     guard.finish(code);
                     return Ok(response);
+                }
+                if is_streaming(&guard.method) {
+                    // Audited as opened; what flows is in the feed and the change logs.
+                    if audit(&shared, event, &records, Code::Ok).await.is_err() {
+                        guard.finish(Code::Unavailable);
+                        return Ok(audit_unavailable());
+                    }
+                } else {
+                    // A unary answer is small: hold it until its audit event is durable.
+                    let (parts, mut body) = response.into_parts();
+                    let mut frames: Vec<Result<Frame<bytes::Bytes>, tonic::Status>> = Vec::new();
+                    let mut code = Code::Ok;
+                    while let Some(frame) =
+                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                    {
+                        if let Ok(f) = &frame {
+                            if let Some(t) = f.trailers_ref() {
+                                code = status_of(t).unwrap_or(Code::Unknown);
+                            }
+                        } else {
+                            code = Code::Internal;
+                        }
+                        frames.push(frame);
+                    }
+                    if audit(&shared, event, &records, code).await.is_err() {
+                        guard.finish(Code::Unavailable);
+                        return Ok(audit_unavailable());
+                    }
+                    let replay = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+                    response = http::Response::from_parts(parts, tonic::body::Body::new(replay));
                 }
                 let limits = shared.limits.clone();
                 Ok(response.map(|body| {

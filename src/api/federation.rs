@@ -6,20 +6,37 @@ use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::error::{bad_request, exchange_status};
+use std::sync::Arc;
+
+use super::error::{bad_request, exchange_status, store_status};
 use super::handlers::caller;
 use super::pb;
+use crate::audit::witness;
 use crate::exchange::outbound::Outbound;
+use crate::exchange::signing::SignatureVerifier;
 use crate::records::Violations;
+use crate::store::Store;
 
 pub struct FederationApi {
     outbound: Outbound,
     party: String,
+    store: Arc<dyn Store>,
+    verifier: Arc<SignatureVerifier>,
 }
 
 impl FederationApi {
-    pub fn new(outbound: Outbound, party: String) -> Self {
-        FederationApi { outbound, party }
+    pub fn new(
+        outbound: Outbound,
+        party: String,
+        store: Arc<dyn Store>,
+        verifier: Arc<SignatureVerifier>,
+    ) -> Self {
+        FederationApi {
+            outbound,
+            party,
+            store,
+            verifier,
+        }
     }
 }
 
@@ -51,5 +68,51 @@ impl pb::federation_service_server::FederationService for FederationApi {
             .stream(peer, req.after_seq)
             .map(|item| item.map_err(exchange_status));
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn witness_head(
+        &self,
+        request: Request<pb::WitnessHeadRequest>,
+    ) -> Result<Response<pb::WitnessHeadResponse>, Status> {
+        let peer = caller(&request)?.id.party;
+        let Some(signed) = request.into_inner().head else {
+            let mut v = Violations::new();
+            v.add("head", "is required");
+            return Err(bad_request(&v));
+        };
+        let head = witness::verify_head(&self.verifier, &peer, &signed).map_err(|e| {
+            tracing::warn!(peer = %peer, error = %e, "refused a chain head");
+            let mut v = Violations::new();
+            v.add("head", e.to_string());
+            bad_request(&v)
+        })?;
+        self.store
+            .put_witnessed_head(head)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::WitnessHeadResponse {}))
+    }
+
+    async fn list_witnessed_heads(
+        &self,
+        request: Request<pb::ListWitnessedHeadsRequest>,
+    ) -> Result<Response<pb::ListWitnessedHeadsResponse>, Status> {
+        let party = request.into_inner().party;
+        let heads = self
+            .store
+            .witnessed_heads(&party)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListWitnessedHeadsResponse {
+            heads: heads
+                .into_iter()
+                .map(|h| pb::SignedChainHead {
+                    head: h.signed,
+                    scheme: u32::from(h.scheme),
+                    signature: h.signature,
+                    signer_certificate: h.signer,
+                })
+                .collect(),
+        }))
     }
 }

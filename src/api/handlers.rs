@@ -5,6 +5,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
+use super::calls::AuditRecords;
 use super::convert::{self, allocation_from, allocation_to, project_from, project_to};
 use super::error::record_status;
 use super::pb;
@@ -52,6 +53,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
         &self,
         request: Request<pb::CreateProjectRequest>,
     ) -> Result<Response<pb::CreateProjectResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
@@ -67,8 +69,10 @@ impl pb::project_service_server::ProjectService for ProjectApi {
             .create_project(project, meta, v)
             .await
             .map_err(record_status)?;
+        let created = project_to(created);
+        audit.note(created.name.clone());
         Ok(Response::new(pb::CreateProjectResponse {
-            project: Some(project_to(created)),
+            project: Some(created),
         }))
     }
 
@@ -76,6 +80,8 @@ impl pb::project_service_server::ProjectService for ProjectApi {
         &self,
         request: Request<pb::GetProjectRequest>,
     ) -> Result<Response<pb::GetProjectResponse>, Status> {
+        let audit = AuditRecords::of(&request);
+        audit.note(request.get_ref().name.clone());
         let project = self
             .records
             .get_project(&request.get_ref().name)
@@ -90,6 +96,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
         &self,
         request: Request<pb::UpdateProjectRequest>,
     ) -> Result<Response<pb::UpdateProjectResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
@@ -98,6 +105,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
             return Err(super::error::bad_request(&v));
         };
         let name = wire.name.clone();
+        audit.note(name.clone());
         let etag = wire.etag.clone();
         let patch = project_from(wire, &mut v);
         let mask = req.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -144,8 +152,10 @@ impl pb::project_service_server::ProjectService for ProjectApi {
         &self,
         request: Request<pb::ReferProjectRequest>,
     ) -> Result<Response<pb::ReferProjectResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        audit.note(req.project.clone());
         let view = self
             .records
             .refer_project(
@@ -157,8 +167,10 @@ impl pb::project_service_server::ProjectService for ProjectApi {
             )
             .await
             .map_err(record_status)?;
+        let referral = convert::referral_to(view);
+        audit.note(referral.name.clone());
         Ok(Response::new(pb::ReferProjectResponse {
-            referral: Some(convert::referral_to(view)),
+            referral: Some(referral),
         }))
     }
 
@@ -166,8 +178,10 @@ impl pb::project_service_server::ProjectService for ProjectApi {
         &self,
         request: Request<pb::RespondToReferralRequest>,
     ) -> Result<Response<pb::RespondToReferralResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        audit.note(req.referral.clone());
         let view = self
             .records
             .respond_to_referral(
@@ -179,6 +193,9 @@ impl pb::project_service_server::ProjectService for ProjectApi {
             )
             .await
             .map_err(record_status)?;
+        if let Some(project) = view.response.as_ref().and_then(|r| r.new_project.clone()) {
+            audit.note(project);
+        }
         Ok(Response::new(pb::RespondToReferralResponse {
             referral: Some(convert::referral_to(view)),
         }))
@@ -231,6 +248,7 @@ impl pb::factor_service_server::FactorService for FactorApi {
         &self,
         request: Request<pb::ProposeAllocationRequest>,
     ) -> Result<Response<pb::ProposeAllocationResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
@@ -246,8 +264,10 @@ impl pb::factor_service_server::FactorService for FactorApi {
             .propose_allocation(allocation, meta, v)
             .await
             .map_err(record_status)?;
+        let created = allocation_to(created);
+        audit.note(created.name.clone());
         Ok(Response::new(pb::ProposeAllocationResponse {
-            allocation: Some(allocation_to(created)),
+            allocation: Some(created),
         }))
     }
 
@@ -255,6 +275,8 @@ impl pb::factor_service_server::FactorService for FactorApi {
         &self,
         request: Request<pb::GetAllocationRequest>,
     ) -> Result<Response<pb::GetAllocationResponse>, Status> {
+        let audit = AuditRecords::of(&request);
+        audit.note(request.get_ref().name.clone());
         let allocation = self
             .records
             .get_allocation(&request.get_ref().name)
@@ -298,9 +320,11 @@ impl pb::factor_service_server::FactorService for FactorApi {
         &self,
         request: Request<pb::DecideAllocationRequest>,
     ) -> Result<Response<pb::DecideAllocationResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
+        audit.note(req.allocation.clone());
         let decide = Decide {
             verdict: convert::verdict_from(req.verdict, "verdict", &mut v),
             allocation: req.allocation,
@@ -316,9 +340,11 @@ impl pb::factor_service_server::FactorService for FactorApi {
             .await
             .map_err(record_status)?;
         let superseded = view.outcome.superseded.contains(&decision.id);
+        let decision = convert::decision_to(decision, superseded);
+        audit.note(decision.name.clone());
         Ok(Response::new(pb::DecideAllocationResponse {
             allocation: Some(allocation_to(view)),
-            decision: Some(convert::decision_to(decision, superseded)),
+            decision: Some(decision),
         }))
     }
 
@@ -326,8 +352,10 @@ impl pb::factor_service_server::FactorService for FactorApi {
         &self,
         request: Request<pb::WithdrawAllocationRequest>,
     ) -> Result<Response<pb::WithdrawAllocationResponse>, Status> {
+        let audit = AuditRecords::of(&request);
         let req = request.into_inner();
         let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        audit.note(req.name.clone());
         let view = self
             .records
             .withdraw_allocation(&req.name, &req.etag, meta, Violations::new())

@@ -175,6 +175,8 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
             share: default_share_rules(&federation, party),
         }
         .render();
+        // The load generator is one identity: the per-caller rate limit would shape the figure.
+        let text = format!("{text}\n[limits]\ncalls_per_second_per_caller = 0\n");
         let path = root.join(format!("{party}.toml"));
         std::fs::write(&path, text).map(|_| path)
     };

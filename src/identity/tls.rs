@@ -325,9 +325,13 @@ pub async fn reload_on_change(
 /// Accepts TCP connections and performs TLS handshakes concurrently, so one slow or hostile
 /// client cannot hold up the others. Each handshake uses the TLS material current at that
 /// moment. Failed handshakes are logged and dropped; the stream ends when the server stops.
+/// Called with the remote address and the reason when a handshake is refused (for audit).
+pub type RefusedHandshake = Arc<dyn Fn(SocketAddr, String) + Send + Sync>;
+
 pub fn incoming(
     listener: TcpListener,
     source: TlsSource,
+    on_refused: Option<RefusedHandshake>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
@@ -347,6 +351,7 @@ pub fn incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(source.borrow().server.clone());
             let tx = tx.clone();
+            let on_refused = on_refused.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -362,6 +367,9 @@ pub fn incoming(
                     }
                     Ok(Err(e)) => {
                         tracing::info!(remote = %remote, error = %e, "tls handshake refused");
+                        if let Some(hook) = &on_refused {
+                            hook(remote, e.to_string());
+                        }
                     }
                     Err(_) => {
                         tracing::info!(remote = %remote, "tls handshake timed out");

@@ -18,6 +18,7 @@ pub const SERVICES: &[&str] = &[
     "yrd.exchange.v1.FactorService",
     "yrd.exchange.v1.WatchService",
     "yrd.exchange.v1.DirectoryService",
+    "yrd.exchange.v1.AuditService",
     "yrd.exchange.v1.FederationService",
 ];
 

@@ -198,6 +198,24 @@ impl FederationService for Relay {
         });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn witness_head(
+        &self,
+        _request: Request<pb::WitnessHeadRequest>,
+    ) -> Result<Response<pb::WitnessHeadResponse>, Status> {
+        Err(Status::unimplemented(
+            "the test relay forwards changes only",
+        ))
+    }
+
+    async fn list_witnessed_heads(
+        &self,
+        _request: Request<pb::ListWitnessedHeadsRequest>,
+    ) -> Result<Response<pb::ListWitnessedHeadsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the test relay forwards changes only",
+        ))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +253,7 @@ async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arri
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(FederationServiceServer::new(relay))
-            .serve_with_incoming(tls::incoming(relay_listener, server_tls)),
+            .serve_with_incoming(tls::incoming(relay_listener, server_tls, None)),
     );
 
     let first = create(&fed, "zone", "before tampering").await;

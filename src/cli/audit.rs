@@ -1,0 +1,295 @@
+//! `yrd-gateway audit`: offline verification of a gateway's audit chain (stopped or running),
+//! cross-checks against heads its peers witnessed, and export-then-prune for retention.
+//!
+//! Export format (`yrd-audit-export/1`), JSON lines: a header
+//! `{"format":"yrd-audit-export/1","party":..,"anchor":{"seq":N,"hash":"hex"}|null,"through":M}`
+//! then one event per line `{"seq","time","caller","method","records","code","request_id",
+//! "prev_hash","hash"}` (times in microseconds since the epoch, hashes in hex). The first
+//! event links to the header's anchor (or to 32 zero bytes); after `--prune` the store keeps
+//! the last exported event as its anchor, so store and file together stay one chain.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::{ChainVerifier, hex, verify_chain};
+use crate::config::{Config, StoreConfig};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{AuditAnchor, AuditEvent, AuditQuery, NewAuditEvent, Store};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Prove the store's chain intact, or name the first bad event (exit code 1).
+    Verify {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Also compare with the signed heads each configured peer witnessed.
+        #[arg(long)]
+        with_witnesses: bool,
+    },
+    /// Write events up to --through to a file (and, with --prune, remove them from the store).
+    Export {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Last sequence number to export.
+        #[arg(long)]
+        through: u64,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[arg(long)]
+        prune: bool,
+    },
+    /// Verify an export file on its own.
+    VerifyExport {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    match &config.store {
+        StoreConfig::Sqlite { path } => {
+            anyhow::ensure!(path.exists(), "no store at {}", path.display());
+            Ok(SqliteStore::open(path)?)
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: String,
+    party: String,
+    anchor: Option<HexAnchor>,
+    through: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HexAnchor {
+    seq: u64,
+    hash: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    seq: u64,
+    time: i64,
+    caller: String,
+    method: String,
+    records: Vec<String>,
+    code: String,
+    request_id: String,
+    prev_hash: String,
+    hash: String,
+}
+
+fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(s.len() % 2 == 0, "odd-length hex");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("bad hex"))
+        .collect()
+}
+
+const FORMAT: &str = "yrd-audit-export/1";
+
+/// Runs an audit command; `Ok(false)` when the chain is not intact.
+pub async fn run(
+    command: AuditCommand,
+    env: &std::collections::HashMap<String, String>,
+) -> anyhow::Result<bool> {
+    match command {
+        AuditCommand::Verify {
+            config,
+            with_witnesses,
+        } => {
+            let config = Config::load(&config, env)?;
+            let store = open_store(&config)?;
+            let summary = match verify_chain(&store).await {
+                Ok(s) => s,
+                Err(crate::audit::AuditError::Broken(b)) => {
+                    println!("audit chain BROKEN: {b}");
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match &summary.head {
+                Some(h) => println!(
+                    "audit chain intact: {} events verified, head {} {}",
+                    summary.events,
+                    h.seq,
+                    hex(&h.hash)
+                ),
+                None => println!("audit chain intact: empty"),
+            }
+            if !with_witnesses {
+                return Ok(true);
+            }
+            let material = crate::identity::tls::TlsMaterial::load(&config.tls)?.fixed();
+            let verifier = crate::exchange::signing::SignatureVerifier::new(
+                material.clone(),
+                &config.trust_domain,
+            );
+            let mut heads = Vec::new();
+            for result in crate::audit::witness::collect_heads(
+                &config.party,
+                &config.peers,
+                material,
+                &verifier,
+            )
+            .await
+            {
+                match result {
+                    Ok((peer, held)) => {
+                        println!(
+                            "{peer} holds {} signed heads of {}",
+                            held.len(),
+                            config.party
+                        );
+                        heads.extend(held.into_iter().map(|h| (peer.clone(), h)));
+                    }
+                    Err(e) => println!("warning: cannot ask {e}"),
+                }
+            }
+            let found = crate::audit::witness::contradictions(&store, &heads).await?;
+            for c in &found {
+                println!("CONTRADICTED: {c}");
+            }
+            if found.is_empty() {
+                println!("no witnessed head contradicts the local chain");
+            }
+            Ok(found.is_empty())
+        }
+        AuditCommand::Export {
+            config,
+            through,
+            out,
+            prune,
+        } => {
+            let config = Config::load(&config, env)?;
+            let store = open_store(&config)?;
+            if let Err(e) = verify_chain(&store).await {
+                bail!("refusing to export: {e}");
+            }
+            let anchor = store.audit_anchor().await?;
+            export(&store, &config.party, anchor, through, &out).await?;
+            println!("exported events through {through} to {}", out.display());
+            if prune {
+                let anchor = store.prune_audit(through).await?;
+                println!(
+                    "pruned; the store's chain continues from {} {}",
+                    anchor.seq,
+                    hex(&anchor.hash)
+                );
+            }
+            Ok(true)
+        }
+        AuditCommand::VerifyExport { file } => verify_export(&file),
+    }
+}
+
+async fn export(
+    store: &dyn Store,
+    party: &str,
+    anchor: Option<AuditAnchor>,
+    through: u64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let header = Header {
+        format: FORMAT.into(),
+        party: party.into(),
+        anchor: anchor.as_ref().map(|a| HexAnchor {
+            seq: a.seq,
+            hash: hex(&a.hash),
+        }),
+        through,
+    };
+    writeln!(w, "{}", serde_json::to_string(&header)?)?;
+    let mut after = anchor.map_or(0, |a| a.seq);
+    let mut last = after;
+    loop {
+        let page = store
+            .audit_events(AuditQuery {
+                after_seq: after,
+                limit: 1000,
+                ..AuditQuery::default()
+            })
+            .await?;
+        let Some(tail) = page.last() else { break };
+        after = tail.seq;
+        for e in page.into_iter().filter(|e| e.seq <= through) {
+            last = e.seq;
+            let line = Line {
+                seq: e.seq,
+                time: e.event.time,
+                caller: e.event.caller,
+                method: e.event.method,
+                records: e.event.records,
+                code: e.event.code,
+                request_id: e.event.request_id,
+                prev_hash: hex(&e.prev_hash),
+                hash: hex(&e.hash),
+            };
+            writeln!(w, "{}", serde_json::to_string(&line)?)?;
+        }
+        if after >= through {
+            break;
+        }
+    }
+    anyhow::ensure!(
+        last == through,
+        "the chain ends at {last}, before {through}"
+    );
+    w.flush()?;
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok(())
+}
+
+fn verify_export(file: &Path) -> anyhow::Result<bool> {
+    let reader = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    );
+    let mut lines = reader.lines();
+    let header: Header =
+        serde_json::from_str(&lines.next().context("empty file")??).context("bad header")?;
+    anyhow::ensure!(header.format == FORMAT, "not a {FORMAT} file");
+    let anchor = match header.anchor {
+        Some(a) => Some(AuditAnchor {
+            seq: a.seq,
+            hash: unhex(&a.hash)?,
+        }),
+        None => None,
+    };
+    let mut verifier = ChainVerifier::new(anchor.as_ref());
+    for line in lines {
+        let l: Line = serde_json::from_str(&line?)?;
+        let event = AuditEvent {
+            seq: l.seq,
+            event: NewAuditEvent {
+                time: l.time,
+                caller: l.caller,
+                method: l.method,
+                records: l.records,
+                code: l.code,
+                request_id: l.request_id,
+            },
+            prev_hash: unhex(&l.prev_hash)?,
+            hash: unhex(&l.hash)?,
+        };
+        if let Err(b) = verifier.check(&event) {
+            println!("export BROKEN: {b}");
+            return Ok(false);
+        }
+    }
+    let summary = verifier.summary();
+    println!(
+        "export intact: {} events of {}, through {}",
+        summary.events,
+        header.party,
+        summary.head.map_or(0, |h| h.seq)
+    );
+    Ok(true)
+}

@@ -1,0 +1,398 @@
+//! SPEC §5: the tamper-evident audit trail and cross-party witnessing.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tonic::Code;
+use yrd_gateway::api::pb;
+use yrd_gateway::audit::{ChainBreak, link, verify_chain};
+use yrd_gateway::store::Store;
+use yrd_gateway::store::sqlite::SqliteStore;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn some_calls(fed: &TestFederation, party: &str, n: usize) {
+    let mut projects = fed.projects(party, party);
+    for i in 0..n {
+        projects
+            .create_project(create_request(sample_project(&format!("audited {i}"))))
+            .await
+            .unwrap();
+    }
+}
+
+fn sql(path: &std::path::Path, statement: &str) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(statement).unwrap();
+}
+
+async fn broken(path: &std::path::Path) -> ChainBreak {
+    match verify_chain(&SqliteStore::open(path).unwrap()).await {
+        Err(yrd_gateway::audit::AuditError::Broken(b)) => b,
+        other => panic!("expected a broken chain, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_edits_of_the_store_are_detected_and_the_first_bad_event_named() {
+    let mut fed = TestFederation::start(&["zone"]).await;
+    some_calls(&fed, "zone", 10).await;
+    fed.stop_all().await;
+    let db = fed.root.path().join("zone/store.db");
+    let config = fed.gateways["zone"].config.clone();
+    let config = config.to_str().unwrap();
+    let (ok, out) = cli(&["audit", "verify", "--config", config]);
+    assert!(ok && out.contains("audit chain intact: 10 events"), "{out}");
+
+    let backup = fed.root.path().join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    let restore = || std::fs::copy(&backup, &db).unwrap();
+
+    // One field of one event.
+    sql(
+        &db,
+        "UPDATE audit SET code = 'OK', caller = 'spiffe://yrd-huzhou/party/zone/client/x' WHERE seq = 5",
+    );
+    assert_eq!(broken(&db).await, ChainBreak::Changed { seq: 5 });
+    let (ok, out) = cli(&["audit", "verify", "--config", config]);
+    assert!(!ok && out.contains("event 5 was changed"), "{out}");
+    restore();
+    // One event deleted.
+    sql(&db, "DELETE FROM audit WHERE seq = 7");
+    assert_eq!(
+        broken(&db).await,
+        ChainBreak::Missing {
+            expected: 7,
+            found: 8
+        }
+    );
+    restore();
+    // Two events swapped.
+    sql(
+        &db,
+        "CREATE TEMP TABLE a AS SELECT * FROM audit WHERE seq IN (3, 4);
+         UPDATE audit SET time = (SELECT time FROM a WHERE seq = 4), caller = (SELECT caller FROM a WHERE seq = 4),
+           method = (SELECT method FROM a WHERE seq = 4), records = (SELECT records FROM a WHERE seq = 4),
+           code = (SELECT code FROM a WHERE seq = 4), request_id = (SELECT request_id FROM a WHERE seq = 4),
+           prev_hash = (SELECT prev_hash FROM a WHERE seq = 4), hash = (SELECT hash FROM a WHERE seq = 4) WHERE seq = 3;
+         UPDATE audit SET time = (SELECT time FROM a WHERE seq = 3), caller = (SELECT caller FROM a WHERE seq = 3),
+           method = (SELECT method FROM a WHERE seq = 3), records = (SELECT records FROM a WHERE seq = 3),
+           code = (SELECT code FROM a WHERE seq = 3), request_id = (SELECT request_id FROM a WHERE seq = 3),
+           prev_hash = (SELECT prev_hash FROM a WHERE seq = 3), hash = (SELECT hash FROM a WHERE seq = 3) WHERE seq = 4;",
+    );
+    assert_eq!(broken(&db).await, ChainBreak::Relinked { seq: 3 });
+    restore();
+    assert!(verify_chain(&SqliteStore::open(&db).unwrap()).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consistently_rebuilt_chain_is_caught_by_a_peers_witness() {
+    let options = Options {
+        extra_toml: "[audit]\nwitness_interval_ms = 100\n".into(),
+        ..Options::default()
+    };
+    let mut fed = TestFederation::start_with(&["zone", "guangde"], options).await;
+    some_calls(&fed, "zone", 5).await;
+    // Wait until guangde holds a head of the zone covering those calls.
+    let peer = pb::federation_service_client::FederationServiceClient::new(
+        fed.channel_with("guangde", fed.pki.client_config("zone", "gateway")),
+    );
+    eventually(WAIT, "guangde witnessing the zone's head", || {
+        let mut peer = peer.clone();
+        async move {
+            let heads = peer
+                .list_witnessed_heads(pb::ListWitnessedHeadsRequest {
+                    party: "zone".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .heads;
+            (!heads.is_empty()).then_some(())
+        }
+    })
+    .await;
+    fed.gateway("zone").stop().await;
+
+    // The zone rewrites event 2 and rebuilds every hash after it: locally the chain verifies.
+    let db = fed.root.path().join("zone/store.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let events = store
+        .audit_events(yrd_gateway::store::AuditQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut prev = yrd_gateway::audit::GENESIS.to_vec();
+    for mut e in events {
+        if e.seq == 2 {
+            e.event.code = "PERMISSION_DENIED".into();
+        }
+        let hash = link(e.seq, &prev, &e.event).to_vec();
+        conn.execute(
+            "UPDATE audit SET code = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![e.event.code, prev, hash, e.seq as i64],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    drop(conn);
+    assert!(
+        verify_chain(&SqliteStore::open(&db).unwrap()).await.is_ok(),
+        "the forgery is locally consistent"
+    );
+
+    // The peer's signed head contradicts it.
+    let config = fed.gateways["zone"].config.clone();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--with-witnesses",
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("CONTRADICTED: guangde holds a head signed by this party"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_exactly_one_event_per_call_in_one_order() {
+    let mut fed = TestFederation::start(&["anji"]).await;
+    let mut tasks = Vec::new();
+    for c in 0..10 {
+        let mut directory = fed.directory("anji", "anji");
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let mut request = tonic::Request::new(pb::WhoAmIRequest {});
+                request
+                    .metadata_mut()
+                    .insert("x-request-id", format!("c{c}-{i}").parse().unwrap());
+                directory.who_am_i(request).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    fed.stop_all().await;
+    let store = SqliteStore::open(&fed.root.path().join("anji/store.db")).unwrap();
+    let summary = verify_chain(&store).await.unwrap();
+    let events = store
+        .audit_events(yrd_gateway::store::AuditQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.events as usize, events.len());
+    let ids: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event.method == "/yrd.exchange.v1.DirectoryService/WhoAmI")
+        .map(|e| e.event.request_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 200, "one event per call");
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), 200, "no call recorded twice");
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "gapless, in one order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn party_systems_list_their_audit_trail_and_refusals_are_in_it() {
+    let fed = TestFederation::start(&["zone"]).await;
+    some_calls(&fed, "zone", 3).await;
+    // Refused: another party's client, and a TLS handshake without a certificate.
+    let _ = fed
+        .projects("zone", "guangde")
+        .list_projects(pb::ListProjectsRequest::default())
+        .await;
+    let mut no_cert = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates({
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(fed.pki.ca_path()).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    })
+    .with_no_client_auth();
+    no_cert.alpn_protocols = vec![b"h2".to_vec()];
+    let _ = fed.directory("zone", "zone"); // keep a valid client around
+    let _ = pb::directory_service_client::DirectoryServiceClient::new(
+        fed.channel_with("zone", std::sync::Arc::new(no_cert)),
+    )
+    .who_am_i(pb::WhoAmIRequest {})
+    .await;
+
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(fed.client("zone", "zone"));
+    let list = |method: &str, code: &str| pb::ListAuditEventsRequest {
+        page_size: 100,
+        method: method.into(),
+        code: code.into(),
+        ..Default::default()
+    };
+    let created = eventually(WAIT, "create events", || {
+        let mut audit = audit.clone();
+        let request = list("/yrd.exchange.v1.ProjectService/CreateProject", "OK");
+        async move {
+            audit
+                .list_audit_events(request)
+                .await
+                .ok()
+                .filter(|r| r.get_ref().events.len() == 3)
+        }
+    })
+    .await
+    .into_inner()
+    .events;
+    assert!(
+        created
+            .iter()
+            .all(|e| e.records.len() == 1 && e.records[0].starts_with("parties/zone/projects/"))
+    );
+    assert!(
+        created
+            .iter()
+            .all(|e| e.caller == "spiffe://yrd-huzhou/party/zone/client/demo")
+    );
+    let denied = audit
+        .list_audit_events(list(
+            "/yrd.exchange.v1.ProjectService/ListProjects",
+            "PERMISSION_DENIED",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert_eq!(denied.len(), 1);
+    assert_eq!(
+        denied[0].caller,
+        "spiffe://yrd-huzhou/party/guangde/client/demo"
+    );
+    let handshakes = eventually(WAIT, "the refused handshake", || {
+        let mut audit = audit.clone();
+        async move {
+            audit
+                .list_audit_events(list("tls-handshake", "UNAUTHENTICATED"))
+                .await
+                .ok()
+                .filter(|r| !r.get_ref().events.is_empty())
+        }
+    })
+    .await;
+    assert!(
+        handshakes.get_ref().events[0]
+            .caller
+            .starts_with("unknown (127.0.0.1:")
+    );
+
+    // Pagination walks everything once; a bad code name is refused.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list_audit_events(pb::ListAuditEventsRequest {
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.events.iter().map(|e| e.seq));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+    let err = audit.list_audit_events(list("", "NOPE")).await.unwrap_err();
+    assert_eq!(
+        (err.code(), bad_fields(&err)),
+        (Code::InvalidArgument, vec!["code".to_string()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_and_prune_keep_the_chain_verifiable() {
+    let mut fed = TestFederation::start(&["changxing"]).await;
+    some_calls(&fed, "changxing", 8).await;
+    fed.stop_all().await;
+    let config = fed.gateways["changxing"]
+        .config
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = fed.root.path().join("export.jsonl");
+    let (ok, text) = cli(&[
+        "audit",
+        "export",
+        "--config",
+        &config,
+        "--through",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--prune",
+    ]);
+    assert!(ok, "{text}");
+    let (ok, text) = cli(&["audit", "verify-export", out.to_str().unwrap()]);
+    assert!(ok && text.contains("export intact: 5 events"), "{text}");
+    let (ok, text) = cli(&["audit", "verify", "--config", &config]);
+    assert!(
+        ok && text.contains("audit chain intact: 3 events"),
+        "{text}"
+    );
+    // A tampered export is caught.
+    let tampered = std::fs::read_to_string(&out).unwrap().replacen(
+        "\"code\":\"OK\"",
+        "\"code\":\"NOT_FOUND\"",
+        1,
+    );
+    std::fs::write(&out, tampered).unwrap();
+    let (ok, text) = cli(&["audit", "verify-export", out.to_str().unwrap()]);
+    assert!(
+        !ok && text.contains("export BROKEN: event 1 was changed"),
+        "{text}"
+    );
+    // The gateway keeps appending after the anchor.
+    fed.gateway("changxing").restart().await;
+    some_calls(&fed, "changxing", 1).await;
+    fed.stop_all().await;
+    let (ok, text) = cli(&["audit", "verify", "--config", &config]);
+    assert!(
+        ok && text.contains("audit chain intact: 4 events"),
+        "{text}"
+    );
+}
