@@ -62,6 +62,8 @@ pub struct Gateway {
     verifier: Arc<SignatureVerifier>,
     inbound: Inbound,
     ops: Arc<OpsState>,
+    /// False only in the benchmark that measures what auditing costs; no config reaches it.
+    audit: bool,
 }
 
 impl Gateway {
@@ -95,7 +97,15 @@ impl Gateway {
             verifier,
             inbound,
             ops,
+            audit: true,
         })
+    }
+
+    /// Serves without the audit trail. Exists so `bench writes` can measure the cost of
+    /// auditing in one run; deployments always audit (no configuration key reaches this).
+    pub fn without_audit_for_benchmark(mut self) -> Self {
+        self.audit = false;
+        self
     }
 
     pub fn records(&self) -> &Records {
@@ -151,7 +161,9 @@ impl Gateway {
                 stop_rx.clone(),
             ));
         }
-        let audit = AuditLog::start(self.records.store().clone());
+        let audit = self
+            .audit
+            .then(|| AuditLog::start(self.records.store().clone()));
         background.spawn(crate::audit::witness::publish(
             self.records.store().clone(),
             self.signer.clone(),
@@ -163,7 +175,8 @@ impl Gateway {
         ));
         let refused_audit = audit.clone();
         let on_refused: tls::RefusedHandshake = Arc::new(move |remote, reason| {
-            refused_audit.record(NewAuditEvent {
+            let Some(log) = &refused_audit else { return };
+            log.record(NewAuditEvent {
                 time: crate::records::now_micros(),
                 caller: format!("unknown ({remote})"),
                 method: "tls-handshake".into(),

@@ -36,6 +36,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20_000)]
         catch_up: usize,
     },
+    /// CreateProject throughput of one gateway with and without the audit trail, same load.
+    Writes {
+        /// Concurrent calls in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds per configuration.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 struct Running {
@@ -144,7 +153,119 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             seconds,
             catch_up,
         } => replication(rate, seconds, catch_up).await,
+        BenchCommand::Writes {
+            concurrency,
+            seconds,
+        } => writes(concurrency, seconds).await,
     }
+}
+
+/// Drives CreateProject at `concurrency` for `seconds` against a fresh single gateway.
+async fn write_run(
+    audit: bool,
+    concurrency: usize,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64, f64, usize)> {
+    let dir = tempfile_dir()?;
+    let root = dir.path();
+    let federation = default_federation();
+    crate::identity::pki::init_dev_pki(
+        &root.join("certs"),
+        DEFAULT_TRUST_DOMAIN,
+        &["zone".to_string()],
+    )?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let text = ConfigTemplate {
+        party: "zone".into(),
+        trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+        listen_grpc: addr.to_string(),
+        listen_admin: "127.0.0.1:0".into(),
+        certs_dir: "certs".into(),
+        crl: None,
+        store_path: "zone/store.db".into(),
+        log_format: LogFormat::Text,
+        federation: federation.clone(),
+        peers: vec![],
+        share: default_share_rules(&federation, "zone"),
+    }
+    .render();
+    let path = root.join("zone.toml");
+    std::fs::write(
+        &path,
+        format!("{text}\n[limits]\ncalls_per_second_per_caller = 0\nmax_concurrent_calls = 4096\n"),
+    )?;
+    let mut gateway = Gateway::open(Config::load(&path, &HashMap::new())?)?;
+    if !audit {
+        gateway = gateway.without_audit_for_benchmark();
+    }
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(listener, None, async {
+        let _ = rx.await;
+    }));
+    let certs = root.join("certs");
+    let tls = crate::identity::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join("zone/client.crt"),
+        &certs.join("zone/client.key"),
+    )?;
+    let channel = crate::identity::tls::channel(&addr.to_string(), "localhost", tls)?;
+    let client = pb::project_service_client::ProjectServiceClient::new(channel);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let mut client = client.clone();
+        workers.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0usize;
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match client
+                    .create_project(create_request(w * 1_000_000 + i))
+                    .await
+                {
+                    Ok(_) => latencies.push(started.elapsed().as_micros() as i64),
+                    Err(_) => failed += 1,
+                }
+                i += 1;
+            }
+            (latencies, failed)
+        });
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    while let Some(r) = workers.join_next().await {
+        let (l, f) = r?;
+        all.extend(l);
+        failed += f;
+    }
+    all.sort_unstable();
+    let _ = stop.send(());
+    let _ = task.await;
+    Ok((
+        all.len() as f64 / seconds as f64,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        failed,
+    ))
+}
+
+async fn writes(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
+    println!(
+        "CreateProject (durable, signed change log), {concurrency} concurrent calls, {seconds} s each, one gateway over mTLS"
+    );
+    let mut rows = Vec::new();
+    for audit in [false, true] {
+        let (rps, p50, p99, failed) = write_run(audit, concurrency, seconds).await?;
+        println!(
+            "  audit {:<3}  {rps:>8.0} calls/s   p50 {p50:.2} ms   p99 {p99:.2} ms   failed {failed}",
+            if audit { "on" } else { "off" }
+        );
+        rows.push(rps);
+    }
+    println!("  audit on / audit off: {:.2}", rows[1] / rows[0]);
+    Ok(())
 }
 
 async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result<()> {
