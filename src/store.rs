@@ -182,6 +182,7 @@ pub struct ReplicaBatch {
 }
 
 /// What to list: one kind, optional filters, keyset pagination on the (time-ordered) id.
+/// Build with [`ListQuery::of`] and set the filters that apply.
 #[derive(Debug, Clone)]
 pub struct ListQuery {
     pub kind: RecordKind,
@@ -193,6 +194,22 @@ pub struct ListQuery {
     /// Only records with an id greater than this.
     pub after: Option<Uuid>,
     pub limit: usize,
+}
+
+impl ListQuery {
+    /// Every record of `kind`, up to `limit`, no filter.
+    pub fn of(kind: RecordKind, limit: usize) -> Self {
+        ListQuery {
+            kind,
+            owner: None,
+            stage: None,
+            industry: None,
+            factor_kind: None,
+            parent: None,
+            after: None,
+            limit,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -290,14 +290,8 @@ async fn via_store(
     }
     let rows = store
         .list(ListQuery {
-            kind: RecordKind::Decision,
-            owner: None,
-            stage: None,
-            industry: None,
-            factor_kind: None,
             parent: Some(name(a)),
-            after: None,
-            limit: 100,
+            ..ListQuery::of(RecordKind::Decision, 100)
         })
         .await
         .unwrap();

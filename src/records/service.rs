@@ -408,15 +408,11 @@ impl Records {
             let rows = self
                 .store
                 .list(ListQuery {
-                    kind: RecordKind::Allocation,
                     owner: non_empty(&filter.owner),
-                    stage: None,
-                    industry: None,
                     factor_kind: (filter.kind != FactorKind::Unspecified)
                         .then(|| filter.kind.as_str().to_string()),
-                    parent: None,
                     after,
-                    limit: limit + 1,
+                    ..ListQuery::of(RecordKind::Allocation, limit + 1)
                 })
                 .await?;
             let exhausted = rows.len() <= limit;
@@ -662,14 +658,9 @@ impl Records {
             let rows = self
                 .store
                 .list(ListQuery {
-                    kind,
-                    owner: None,
-                    stage: None,
-                    industry: None,
-                    factor_kind: None,
                     parent: Some(parent.to_string()),
                     after,
-                    limit: 1000,
+                    ..ListQuery::of(kind, 1000)
                 })
                 .await?;
             let done = rows.len() < 1000;
@@ -890,14 +881,9 @@ impl Records {
             let rows = self
                 .store
                 .list(ListQuery {
-                    kind: RecordKind::Referral,
                     owner: non_empty(&filter.from_party),
-                    stage: None,
-                    industry: None,
-                    factor_kind: None,
-                    parent: None,
                     after,
-                    limit: limit + 1,
+                    ..ListQuery::of(RecordKind::Referral, limit + 1)
                 })
                 .await?;
             let exhausted = rows.len() <= limit;
@@ -949,14 +935,9 @@ impl Records {
             let rows = self
                 .store
                 .list(ListQuery {
-                    kind: RecordKind::Referral,
                     owner: Some(self.party.clone()),
-                    stage: None,
-                    industry: None,
-                    factor_kind: None,
-                    parent: None,
                     after,
-                    limit: 500,
+                    ..ListQuery::of(RecordKind::Referral, 500)
                 })
                 .await?;
             let done = rows.len() < 500;
@@ -1168,75 +1149,81 @@ fn encode(value: &impl Serialize) -> Result<String, RecordError> {
     serde_json::to_string(value).map_err(|e| RecordError::Store(StoreError::Corrupt(e.to_string())))
 }
 
-fn project_stored(p: &Project) -> Result<StoredRecord, RecordError> {
+/// A record version as the store keeps it.
+fn stored(
+    kind: RecordKind,
+    owner: &str,
+    id: Uuid,
+    revision: i64,
+    index: IndexFields,
+    body: &impl Serialize,
+) -> Result<StoredRecord, RecordError> {
     Ok(StoredRecord {
-        kind: RecordKind::Project,
-        owner: p.owner.clone(),
-        id: p.id,
-        revision: p.revision,
-        index: IndexFields {
-            stage: Some(p.stage.as_str().to_string()),
-            industry: Some(p.industry.as_str().to_string()),
-            ..IndexFields::default()
-        },
-        body: encode(p)?,
+        kind,
+        owner: owner.to_string(),
+        id,
+        revision,
+        index,
+        body: encode(body)?,
     })
+}
+
+/// Index fields naming only a parent record.
+fn parent(name: &str) -> IndexFields {
+    IndexFields {
+        parent: Some(name.to_string()),
+        ..IndexFields::default()
+    }
+}
+
+fn project_stored(p: &Project) -> Result<StoredRecord, RecordError> {
+    let index = IndexFields {
+        stage: Some(p.stage.as_str().to_string()),
+        industry: Some(p.industry.as_str().to_string()),
+        ..IndexFields::default()
+    };
+    stored(RecordKind::Project, &p.owner, p.id, p.revision, index, p)
 }
 
 fn allocation_stored(a: &Allocation) -> Result<StoredRecord, RecordError> {
-    Ok(StoredRecord {
-        kind: RecordKind::Allocation,
-        owner: a.owner.clone(),
-        id: a.id,
-        revision: a.revision,
-        index: IndexFields {
-            factor_kind: Some(a.kind.as_str().to_string()),
-            ..IndexFields::default()
-        },
-        body: encode(a)?,
-    })
+    let index = IndexFields {
+        factor_kind: Some(a.kind.as_str().to_string()),
+        ..IndexFields::default()
+    };
+    stored(RecordKind::Allocation, &a.owner, a.id, a.revision, index, a)
 }
 
 fn decision_stored(d: &Decision) -> Result<StoredRecord, RecordError> {
-    Ok(StoredRecord {
-        kind: RecordKind::Decision,
-        owner: d.owner.clone(),
-        id: d.id,
-        revision: d.revision,
-        index: IndexFields {
-            parent: Some(d.allocation.clone()),
-            ..IndexFields::default()
-        },
-        body: encode(d)?,
-    })
+    stored(
+        RecordKind::Decision,
+        &d.owner,
+        d.id,
+        d.revision,
+        parent(&d.allocation),
+        d,
+    )
 }
 
 fn referral_stored(r: &Referral) -> Result<StoredRecord, RecordError> {
-    Ok(StoredRecord {
-        kind: RecordKind::Referral,
-        owner: r.owner.clone(),
-        id: r.id,
-        revision: r.revision,
-        index: IndexFields {
-            parent: Some(r.project.clone()),
-            ..IndexFields::default()
-        },
-        body: encode(r)?,
-    })
+    stored(
+        RecordKind::Referral,
+        &r.owner,
+        r.id,
+        r.revision,
+        parent(&r.project),
+        r,
+    )
 }
 
 fn response_stored(r: &ReferralResponse) -> Result<StoredRecord, RecordError> {
-    Ok(StoredRecord {
-        kind: RecordKind::ReferralResponse,
-        owner: r.owner.clone(),
-        id: r.id,
-        revision: r.revision,
-        index: IndexFields {
-            parent: Some(r.referral.clone()),
-            ..IndexFields::default()
-        },
-        body: encode(r)?,
-    })
+    stored(
+        RecordKind::ReferralResponse,
+        &r.owner,
+        r.id,
+        r.revision,
+        parent(&r.referral),
+        r,
+    )
 }
 
 /// A page token: the last id returned plus a hash of the filters it was issued for, hex-encoded.
