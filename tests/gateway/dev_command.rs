@@ -14,9 +14,17 @@ use crate::common::PARTIES;
 async fn dev_starts_four_gateways_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     // Below the usual ephemeral range, so port-0 servers of parallel tests cannot collide.
-    let base = 10_000 + (std::process::id() % 5_000) as u16 * 4;
+    let base = 10_000 + (std::process::id() % 2_500) as u16 * 8;
+    let admin_base = base + 4;
     let mut child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-        .args(["dev", "--grpc-port-base", &base.to_string(), "--data-dir"])
+        .args([
+            "dev",
+            "--grpc-port-base",
+            &base.to_string(),
+            "--admin-port-base",
+            &admin_base.to_string(),
+        ])
+        .arg("--data-dir")
         .arg(data.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
