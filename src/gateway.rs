@@ -26,7 +26,7 @@ use crate::exchange::ExchangeError;
 use crate::exchange::inbound::{Inbound, PeerStatuses};
 use crate::exchange::outbound::Outbound;
 use crate::exchange::policy::SharingPolicy;
-use crate::exchange::signing::{ChangeSigner, SignatureVerifier};
+use crate::exchange::signing::SignatureVerifier;
 use crate::identity::AccessPolicy;
 use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
 use crate::ops::OpsState;
@@ -58,7 +58,6 @@ pub struct Gateway {
     records: Records,
     tls_tx: watch::Sender<Arc<TlsMaterial>>,
     tls: TlsSource,
-    signer: Arc<ChangeSigner>,
     verifier: Arc<SignatureVerifier>,
     inbound: Inbound,
     ops: Arc<OpsState>,
@@ -71,7 +70,6 @@ impl Gateway {
     pub fn open(config: Config) -> Result<Self, GatewayError> {
         let material = TlsMaterial::load(&config.tls)?;
         let (tls_tx, tls) = watch::channel(Arc::new(material));
-        let signer = Arc::new(ChangeSigner::from_files(&config.tls)?);
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
         let store: Arc<dyn Store> = match &config.store {
             StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
@@ -87,13 +85,13 @@ impl Gateway {
             store_up: AtomicBool::new(true),
             serving: AtomicBool::new(false),
             feed_position: AtomicU64::new(0),
+            audit_head: AtomicU64::new(0),
         });
         Ok(Gateway {
             config,
             records,
             tls_tx,
             tls,
-            signer,
             verifier,
             inbound,
             ops,
@@ -166,7 +164,6 @@ impl Gateway {
             .then(|| AuditLog::start(self.records.store().clone()));
         background.spawn(crate::audit::witness::publish(
             self.records.store().clone(),
-            self.signer.clone(),
             config.party.clone(),
             config.peers.clone(),
             self.tls.clone(),
@@ -206,7 +203,7 @@ impl Gateway {
         let outbound = Outbound::new(
             self.records.clone(),
             Arc::new(SharingPolicy::new(&config.share)),
-            self.signer.clone(),
+            self.tls.clone(),
             stop_rx.clone(),
         );
         let limit = config.max_message_bytes;

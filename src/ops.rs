@@ -24,6 +24,8 @@ pub struct OpsState {
     pub serving: AtomicBool,
     /// Feed size (own changes plus applied replicas), refreshed by the health monitor.
     pub feed_position: std::sync::atomic::AtomicU64,
+    /// Sequence number of the last audit event, refreshed by the health monitor.
+    pub audit_head: std::sync::atomic::AtomicU64,
 }
 
 /// How many days before expiry a certificate is warned about.

@@ -186,7 +186,6 @@ pub async fn collect_heads(
 /// Sends the signed chain head to every peer each `interval` while it changes, until `stop`.
 pub async fn publish(
     store: Arc<dyn Store>,
-    signer: Arc<ChangeSigner>,
     party: String,
     peers: Vec<PeerConfig>,
     tls: TlsSource,
@@ -219,6 +218,7 @@ pub async fn publish(
                 continue;
             }
         };
+        let signer = tls.borrow().signer.clone();
         let signed = match sign_head(&signer, &party, head.seq, &head.hash) {
             Ok(s) => s,
             Err(e) => {

@@ -13,6 +13,7 @@ use super::ExchangeError;
 use super::policy::SharingPolicy;
 use super::signing::ChangeSigner;
 use crate::api::pb;
+use crate::identity::tls::TlsSource;
 use crate::records::Records;
 use crate::store::{Change, RecordKind};
 
@@ -30,7 +31,8 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 pub struct Outbound {
     records: Records,
     policy: Arc<SharingPolicy>,
-    signer: Arc<ChangeSigner>,
+    /// The current TLS material; its signer signs (rotated keys are picked up per stream).
+    tls: TlsSource,
     stop: watch::Receiver<bool>,
 }
 
@@ -49,19 +51,24 @@ impl Outbound {
     pub fn new(
         records: Records,
         policy: Arc<SharingPolicy>,
-        signer: Arc<ChangeSigner>,
+        tls: TlsSource,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Outbound {
             records,
             policy,
-            signer,
+            tls,
             stop,
         }
     }
 
     /// The envelope of one change as `peer` may see it, signed.
-    fn sign(&self, peer: &str, change: &Change) -> Result<pb::SignedChange, ExchangeError> {
+    fn sign(
+        &self,
+        signer: &ChangeSigner,
+        peer: &str,
+        change: &Change,
+    ) -> Result<pb::SignedChange, ExchangeError> {
         let mut envelope = pb::ChangeEnvelope {
             owner: change.owner.clone(),
             seq: change.seq,
@@ -77,7 +84,7 @@ impl Outbound {
             envelope.withheld_fields = out.withheld;
         }
         let bytes = envelope.encode_to_vec();
-        let (scheme, signature) = self.signer.sign(&bytes)?;
+        let (scheme, signature) = signer.sign(&bytes)?;
         Ok(pb::SignedChange {
             envelope: bytes,
             scheme: u32::from(scheme),
@@ -100,6 +107,8 @@ impl Outbound {
             let mut stop = this.stop.clone();
             let mut cursor = after;
             let mut first = true;
+            // One signer per stream: the certificate sent first must match every signature.
+            let signer = this.tls.borrow().signer.clone();
             let mut idle = Duration::ZERO;
             tracing::info!(peer = %peer, after, "peer stream opened");
             loop {
@@ -108,7 +117,7 @@ impl Outbound {
                     let head_seq = store.last_seq(&owner).await?;
                     let signed = changes
                         .iter()
-                        .map(|c| this.sign(&peer, c))
+                        .map(|c| this.sign(&signer, &peer, c))
                         .collect::<Result<Vec<_>, _>>()?;
                     Ok::<_, ExchangeError>((changes.last().map(|c| c.seq), signed, head_seq))
                 }
@@ -133,7 +142,7 @@ impl Outbound {
                 idle = Duration::ZERO;
                 let response = pb::PullChangesResponse {
                     signer_certificate: if first {
-                        this.signer.certificate().to_vec()
+                        signer.certificate().to_vec()
                     } else {
                         Vec::new()
                     },

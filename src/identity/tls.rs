@@ -234,6 +234,9 @@ pub struct TlsMaterial {
     pub cert_not_after: i64,
     /// Expiry of the first CA certificate (seconds since the epoch).
     pub ca_not_after: i64,
+    /// Signs outgoing changes and chain heads with the current gateway key, so a rotated
+    /// certificate is used for signatures as soon as it is for handshakes.
+    pub signer: Arc<crate::exchange::signing::ChangeSigner>,
 }
 
 /// The current TLS material; readers take the latest value at each handshake.
@@ -256,6 +259,10 @@ impl TlsMaterial {
             chain: chain_verifier(paths)?,
             cert_not_after: not_after(&own[0]),
             ca_not_after: not_after(&ca[0]),
+            signer: Arc::new(
+                crate::exchange::signing::ChangeSigner::from_files(paths)
+                    .map_err(|e| TlsError::Setup(e.to_string()))?,
+            ),
         })
     }
 

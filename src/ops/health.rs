@@ -54,6 +54,9 @@ pub async fn monitor(
         if let Ok(feed) = store.feed_position().await {
             state.feed_position.store(feed, Ordering::Relaxed);
         }
+        if let Ok(Some(head)) = store.audit_head().await {
+            state.audit_head.store(head.seq, Ordering::Relaxed);
+        }
         if last != Some(serving) {
             if serving {
                 tracing::info!("health: SERVING");

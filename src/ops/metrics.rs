@@ -309,6 +309,17 @@ impl Metrics {
         );
         gauge(
             &mut out,
+            "yrd_audit_chain_length",
+            "Sequence number of the last audit event.",
+            "gauge",
+        );
+        let _ = writeln!(
+            out,
+            "yrd_audit_chain_length {}",
+            state.audit_head.load(Ordering::Relaxed)
+        );
+        gauge(
+            &mut out,
             "yrd_feed_position",
             "Changes committed here (own and applied replicas).",
             "gauge",

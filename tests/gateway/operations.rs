@@ -209,6 +209,14 @@ async fn metrics_count_a_known_sequence_of_calls_exactly() {
         4.0
     );
     assert_eq!(sample(&all, "yrd_calls_in_flight"), 0.0);
+    // The health monitor refreshes the audit head every second: every call above is in it.
+    let audited = eventually(WAIT, "the audit chain length", || async {
+        let (_, text) = http_get(fed.gateways["changxing"].admin, "/metrics").await;
+        let n = sample(&samples(&text), "yrd_audit_chain_length");
+        (n >= 7.0).then_some(n)
+    })
+    .await;
+    assert!(audited >= 7.0);
     assert_eq!(sample(&all, "yrd_store_up"), 1.0);
     assert!(
         sample(
@@ -605,6 +613,20 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
         },
     )
     .await;
+
+    // Changes now leave signed with the renewed key: a new peer stream names the new signer.
+    let mut pull = pb::federation_service_client::FederationServiceClient::new(
+        fed.channel_with("zone", pki.client_config("anji", "gateway")),
+    )
+    .pull_changes(pb::PullChangesRequest {
+        owner: "zone".into(),
+        after_seq: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    let first = pull.message().await.unwrap().unwrap();
+    assert_eq!(first.signer_certificate, der_of(&renewed.cert_pem));
 
     // Revoke a client: it is refused from its next connection on.
     let revokable = pki.issue_client("zone", "revokable");
