@@ -1,6 +1,15 @@
 //! The command line: `serve`, `dev`, `certs init` and the demo `client`. `main` parses, sets up
 //! logging and signals, and calls in here.
 
+/// Prints a line to stdout, ignoring a closed pipe (`yrd-gateway client ... | head` must not
+/// panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod audit;
 pub mod bench;
 mod client;
@@ -120,12 +129,12 @@ pub fn certs_init(
     };
     let report = crate::identity::pki::init_dev_pki(dir, trust_domain, &parties)?;
     for p in &report.created {
-        println!("created {}", p.display())
+        say!("created {}", p.display())
     }
     for p in &report.kept {
-        println!("kept    {}", p.display())
+        say!("kept    {}", p.display())
     }
-    println!("private keys (*.key) are readable by their owner only; never commit them");
+    say!("private keys (*.key) are readable by their owner only; never commit them");
     Ok(())
 }
 
@@ -150,6 +159,6 @@ pub async fn check_health(config: &crate::config::Config, service: &str) -> anyh
     let status = tonic_health::pb::health_check_response::ServingStatus::try_from(answer.status)
         .map(|s| s.as_str_name())
         .unwrap_or("UNKNOWN");
-    println!("{status}");
+    say!("{status}");
     Ok(status == "SERVING")
 }

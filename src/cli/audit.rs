@@ -109,19 +109,19 @@ pub async fn run(
             let summary = match verify_chain(&store).await {
                 Ok(s) => s,
                 Err(crate::audit::AuditError::Broken(b)) => {
-                    println!("audit chain BROKEN: {b}");
+                    say!("audit chain BROKEN: {b}");
                     return Ok(false);
                 }
                 Err(e) => return Err(e.into()),
             };
             match &summary.head {
-                Some(h) => println!(
+                Some(h) => say!(
                     "audit chain intact: {} events verified, head {} {}",
                     summary.events,
                     h.seq,
                     hex(&h.hash)
                 ),
-                None => println!("audit chain intact: empty"),
+                None => say!("audit chain intact: empty"),
             }
             if !with_witnesses {
                 return Ok(true);
@@ -142,22 +142,22 @@ pub async fn run(
             {
                 match result {
                     Ok((peer, held)) => {
-                        println!(
+                        say!(
                             "{peer} holds {} signed heads of {}",
                             held.len(),
                             config.party
                         );
                         heads.extend(held.into_iter().map(|h| (peer.clone(), h)));
                     }
-                    Err(e) => println!("warning: cannot ask {e}"),
+                    Err(e) => say!("warning: cannot ask {e}"),
                 }
             }
             let found = crate::audit::witness::contradictions(&store, &heads).await?;
             for c in &found {
-                println!("CONTRADICTED: {c}");
+                say!("CONTRADICTED: {c}");
             }
             if found.is_empty() {
-                println!("no witnessed head contradicts the local chain");
+                say!("no witnessed head contradicts the local chain");
             }
             Ok(found.is_empty())
         }
@@ -174,10 +174,10 @@ pub async fn run(
             }
             let anchor = store.audit_anchor().await?;
             export(&store, &config.party, anchor, through, &out).await?;
-            println!("exported events through {through} to {}", out.display());
+            say!("exported events through {through} to {}", out.display());
             if prune {
                 let anchor = store.prune_audit(through).await?;
-                println!(
+                say!(
                     "pruned; the store's chain continues from {} {}",
                     anchor.seq,
                     hex(&anchor.hash)
@@ -280,12 +280,12 @@ fn verify_export(file: &Path) -> anyhow::Result<bool> {
             hash: unhex(&l.hash)?,
         };
         if let Err(b) = verifier.check(&event) {
-            println!("export BROKEN: {b}");
+            say!("export BROKEN: {b}");
             return Ok(false);
         }
     }
     let summary = verifier.summary();
-    println!(
+    say!(
         "export intact: {} events of {}, through {}",
         summary.events,
         header.party,

@@ -252,19 +252,19 @@ async fn write_run(
 }
 
 async fn writes(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
-    println!(
+    say!(
         "CreateProject (durable, signed change log), {concurrency} concurrent calls, {seconds} s each, one gateway over mTLS"
     );
     let mut rows = Vec::new();
     for audit in [false, true] {
         let (rps, p50, p99, failed) = write_run(audit, concurrency, seconds).await?;
-        println!(
+        say!(
             "  audit {:<3}  {rps:>8.0} calls/s   p50 {p50:.2} ms   p99 {p99:.2} ms   failed {failed}",
             if audit { "on" } else { "off" }
         );
         rows.push(rps);
     }
-    println!("  audit on / audit off: {:.2}", rows[1] / rows[0]);
+    say!("  audit on / audit off: {:.2}", rows[1] / rows[0]);
     Ok(())
 }
 
@@ -345,7 +345,7 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
         }
         lags
     });
-    println!(
+    say!(
         "replication lag: {rate} writes/s for {seconds} s at the zone, observed by a Watch client at guangde"
     );
     let projects = pb::project_service_client::ProjectServiceClient::new(zone_channel);
@@ -367,13 +367,13 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
     let offered_for = started.elapsed();
     let mut lags = receiver.await?;
     lags.sort_unstable();
-    println!(
+    say!(
         "  offered {total} writes in {:.2} s ({:.0}/s achieved), {failed} failed; {} seen at guangde",
         offered_for.as_secs_f64(),
         total as f64 / offered_for.as_secs_f64(),
         lags.len()
     );
-    println!(
+    say!(
         "  lag ms: p50 {:.2}  p99 {:.2}  max {:.2}",
         percentile(&lags, 0.50),
         percentile(&lags, 0.99),
@@ -398,7 +398,7 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
             .context("writing catch-up records")?;
     }
     let head = zone.records.store().last_seq("zone").await?;
-    println!(
+    say!(
         "catch-up: {catch_up} records written at the zone while guangde was down ({:.0} writes/s, one durable commit each)",
         catch_up as f64 / write_started.elapsed().as_secs_f64()
     );
@@ -423,7 +423,7 @@ async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result
     }
     let took = started.elapsed();
     let applied = head - before;
-    println!(
+    say!(
         "  {applied} changes applied in {:.2} s: {:.0} records/s (from restart to cursor at the head)",
         took.as_secs_f64(),
         applied as f64 / took.as_secs_f64()

@@ -299,34 +299,37 @@ fn print_project(p: &pb::Project) {
         .unwrap_or("?");
     let investor = p.investor.clone().unwrap_or_default();
     let contact = p.contact.clone().unwrap_or_default();
-    println!("{}", p.name);
-    println!("  display_name: {}", p.display_name);
-    println!(
+    say!("{}", p.name);
+    say!("  display_name: {}", p.display_name);
+    say!(
         "  owner: {}  stage: {stage}  industry: {industry} {}",
-        p.owner, p.industry_code
+        p.owner,
+        p.industry_code
     );
-    println!("  investor: {} ({})", investor.name, investor.credit_code);
-    println!(
+    say!("  investor: {} ({})", investor.name, investor.credit_code);
+    say!(
         "  investment: {} yuan  land: {} mu  platform: {}",
-        p.total_investment_yuan, p.land_area_mu, p.platform
+        p.total_investment_yuan,
+        p.land_area_mu,
+        p.platform
     );
-    println!("  contact: {} {}", contact.name, contact.phone);
-    println!("  etag: {}", p.etag);
+    say!("  contact: {} {}", contact.name, contact.phone);
+    say!("  etag: {}", p.etag);
 }
 
 fn print_referral(r: &pb::Referral) {
     let state = pb::ReferralState::try_from(r.state)
         .map(|s| s.as_str_name())
         .unwrap_or("?");
-    println!("{}", r.name);
-    println!("  {} -> {}  {state}", r.from_party, r.to_party);
-    println!("  project: {}", r.project);
-    println!("  reason: {}", r.reason);
+    say!("{}", r.name);
+    say!("  {} -> {}  {state}", r.from_party, r.to_party);
+    say!("  project: {}", r.project);
+    say!("  reason: {}", r.reason);
     if !r.response_comment.is_empty() {
-        println!("  answer: {}", r.response_comment);
+        say!("  answer: {}", r.response_comment);
     }
     if !r.accepted_project.is_empty() {
-        println!("  new project: {}", r.accepted_project);
+        say!("  new project: {}", r.accepted_project);
     }
 }
 
@@ -337,12 +340,15 @@ fn print_allocation(a: &pb::Allocation) {
     let kind = pb::FactorKind::try_from(a.kind)
         .map(|s| s.as_str_name())
         .unwrap_or("?");
-    println!("{}", a.name);
-    println!(
+    say!("{}", a.name);
+    say!(
         "  {kind}: {} {} from {} to {}",
-        a.quantity, a.unit, a.from_party, a.to_party
+        a.quantity,
+        a.unit,
+        a.from_party,
+        a.to_party
     );
-    println!(
+    say!(
         "  status: {status}  round: {}  required: {}",
         a.round,
         a.required_parties.join(", ")
@@ -352,16 +358,16 @@ fn print_allocation(a: &pb::Allocation) {
         .iter()
         .map(|s| format!("{}={}", s.party, s.basis_points))
         .collect();
-    println!("  benefit shares (bp): {}", shares.join(" "));
+    say!("  benefit shares (bp): {}", shares.join(" "));
     if !a.project.is_empty() {
-        println!("  project: {}", a.project);
+        say!("  project: {}", a.project);
     }
     let current: Vec<String> = a
         .current_benefit_shares
         .iter()
         .map(|s| format!("{}={}", s.party, s.basis_points))
         .collect();
-    println!(
+    say!(
         "  current terms: {} {}  {}",
         a.current_quantity,
         a.unit,
@@ -382,9 +388,10 @@ fn print_allocation(a: &pb::Allocation) {
         } else {
             format!(" \"{}\"", d.comment)
         };
-        println!(
+        say!(
             "  round {}: {} {verdict}{terms}{superseded}{comment}",
-            d.round, d.party
+            d.round,
+            d.party
         );
     }
 }
@@ -399,17 +406,17 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?
                 .into_inner();
-            println!("spiffe id:  {}", me.spiffe_id);
-            println!("party:      {}", me.party);
-            println!(
+            say!("spiffe id:  {}", me.spiffe_id);
+            say!("party:      {}", me.party);
+            say!(
                 "role:       {}",
                 pb::Role::try_from(me.role)
                     .map(|r| r.as_str_name())
                     .unwrap_or("?")
             );
-            println!("system:     {}", me.system);
-            println!("read only:  {}", me.read_only);
-            println!("gateway of: {}", me.gateway_party);
+            say!("system:     {}", me.system);
+            say!("read only:  {}", me.read_only);
+            say!("gateway of: {}", me.gateway_party);
         }
         ClientCommand::Parties => {
             let parties = DirectoryServiceClient::new(channel)
@@ -419,9 +426,12 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
                 .into_inner()
                 .parties;
             for p in parties {
-                println!(
+                say!(
                     "{:<10} {:<8} {:<7} {}",
-                    p.id, p.province, p.division_code, p.display_name
+                    p.id,
+                    p.province,
+                    p.division_code,
+                    p.display_name
                 );
             }
         }

@@ -83,9 +83,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = std::sync::Arc::new(stop_tx);
     let mut tasks = tokio::task::JoinSet::new();
-    println!("yrd-gateway dev: four-party federation on loopback (Ctrl-C stops it)");
+    say!("yrd-gateway dev: four-party federation on loopback (Ctrl-C stops it)");
     for (party, listener, admin, gateway) in gateways {
-        println!(
+        say!(
             "  {party:<10} grpc {}   status http://{}/   config {}/{party}.toml",
             listener.local_addr()?,
             admin.local_addr()?,
@@ -101,7 +101,7 @@ pub async fn run(
             (party, result)
         });
     }
-    println!(
+    say!(
         "try:  yrd-gateway client --data-dir {} --party zone whoami",
         data.display()
     );

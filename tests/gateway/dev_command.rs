@@ -82,3 +82,29 @@ async fn dev_starts_four_gateways_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "dev exited with {exit}");
 }
+
+/// The config files shipped for docker compose load, and describe the shipped federation.
+#[test]
+fn the_docker_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/config");
+    for party in PARTIES {
+        let config = yrd_gateway::config::Config::load(
+            &dir.join(format!("{party}.toml")),
+            &Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{party}: {e}"));
+        assert_eq!(config.party, party);
+        assert_eq!(config.peers.len(), 3);
+        assert_eq!(config.share.len(), 3);
+        for rule in &config.share {
+            let crosses = (party == "guangde") != (rule.peer == "guangde");
+            assert_eq!(
+                rule.withhold.contains("project.contact.phone"),
+                crosses,
+                "{party} -> {}",
+                rule.peer
+            );
+        }
+        assert_eq!(config.federation, yrd_gateway::cli::default_federation());
+    }
+}

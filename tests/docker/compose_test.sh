@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The docker compose deployment on the real Docker engine: four parties from nothing, a write
+# read at another party without the contact phone, a network partition, a node loss during
+# writes, and `down` then `up` with the data kept. Bounded in time; removes its containers,
+# network and volumes on exit. Uses the yrd-gateway binary at $YRD_BIN (default: the debug
+# build the tests just made), packaged with docker/Dockerfile's `prebuilt` target.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+START=$(date +%s)
+P="yrdci$$"
+BIN="${YRD_BIN:-target/debug/yrd-gateway}"
+export YRD_IMAGE="yrd-gateway:ci"
+export YRD_ZONE_PORT=26051 YRD_CHANGXING_PORT=26052 YRD_ANJI_PORT=26053 YRD_GUANGDE_PORT=26054
+export YRD_ZONE_ADMIN_PORT=26091 YRD_CHANGXING_ADMIN_PORT=26092 YRD_ANJI_ADMIN_PORT=26093 YRD_GUANGDE_ADMIN_PORT=26094
+COMPOSE="docker-compose"
+docker compose version >/dev/null 2>&1 && COMPOSE="docker compose"
+work=$(mktemp -d)
+
+compose() { timeout 180 $COMPOSE -p "$P" -f docker/compose.yaml "$@"; }
+container() { docker ps -aq --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1" | head -1; }
+step() { echo "== $(($(date +%s) - START)) s: $*"; }
+cleanup() {
+  compose down -v --remove-orphans >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  compose ps || true
+  compose logs --tail 20 || true
+  exit 1
+}
+
+# client PARTY PORT ARGS...: the demo client of PARTY against a published port.
+client() {
+  local party=$1 port=$2
+  shift 2
+  "$BIN" client --gateway "127.0.0.1:$port" --ca "$work/certs/ca.crt" \
+    --cert "$work/certs/$party/client.crt" --key "$work/certs/$party/client.key" "$@"
+}
+# inside SERVICE ARGS...: the demo client inside a gateway's container (works while partitioned).
+inside() {
+  local service=$1
+  shift
+  docker exec "$(container "$service")" yrd-gateway client --gateway 127.0.0.1:50051 --ca /certs/ca.crt \
+    --cert "/certs/$service/client.crt" --key "/certs/$service/client.key" "$@"
+}
+create_args() { echo "project create --display-name $1 --investor-name Investor --credit-code 91330522MA2B3C4D57 --industry other --contact-name Zhang --contact-phone +8613800000000"; }
+# eventually SECONDS COMMAND...: retries COMMAND until it succeeds.
+eventually() {
+  local limit=$1
+  shift
+  local deadline=$(($(date +%s) + limit))
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$(container "$1")" 2>/dev/null)" = healthy ]; }
+all_healthy() { for s in zone changxing anji guangde; do eventually 120 healthy "$s" || fail "$s not healthy"; done; }
+
+step "base image and gateway image"
+bash tests/docker/base-image.sh
+[ -x "$BIN" ] || cargo build --bin yrd-gateway
+ctx=$(mktemp -d)
+cp "$BIN" "$ctx/yrd-gateway"
+chmod 755 "$ctx/yrd-gateway"
+docker build -q -f docker/Dockerfile --target prebuilt -t "$YRD_IMAGE" "$ctx" >/dev/null
+rm -rf "$ctx"
+
+step "compose up from nothing"
+compose up -d >/dev/null 2>&1 || fail "compose up"
+all_healthy
+[ "$(docker inspect -f '{{.State.ExitCode}}' "$(container certs)")" = 0 ] || fail "certificate initialiser failed"
+docker cp "$(container zone):/certs" "$work/certs"
+[ -f "$work/certs/ca.crt" ] && [ -f "$work/certs/guangde/gateway.key" ] || fail "certificates not created"
+echo "certificates created, four gateways healthy"
+
+step "write at changxing, read at guangde without the contact phone"
+N=$(client changxing "$YRD_CHANGXING_PORT" $(create_args via-changxing) | head -1)
+[[ "$N" == parties/changxing/projects/* ]] || fail "create at changxing: $N"
+eventually 60 client guangde "$YRD_GUANGDE_PORT" project get "$N" || fail "$N never reached guangde"
+client guangde "$YRD_GUANGDE_PORT" project get "$N" | grep -q '^  contact: Zhang $' || fail "guangde's copy carries the phone"
+eventually 60 client anji "$YRD_ANJI_PORT" project get "$N" || fail "$N never reached anji"
+client anji "$YRD_ANJI_PORT" project get "$N" | grep -q '+8613800000000' || fail "anji (same province) lacks the phone"
+echo "$N at guangde without phone, at anji with it"
+
+step "partition: guangde off the network, writes on both sides"
+network="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(container guangde)")"
+docker network disconnect "$network" "$(container guangde)"
+Z=$(client zone "$YRD_ZONE_PORT" $(create_args zone-during-partition) | head -1)
+G=$(inside guangde $(create_args guangde-during-partition) | head -1)
+[[ "$Z" == parties/zone/* && "$G" == parties/guangde/* ]] || fail "writes during the partition: $Z / $G"
+sleep 3
+inside guangde project get "$Z" >/dev/null 2>&1 && fail "the partition did not separate guangde"
+docker network connect --alias guangde "$network" "$(container guangde)"
+eventually 60 inside guangde project get "$Z" || fail "guangde did not catch up after the partition"
+eventually 60 client zone "$YRD_ZONE_PORT" project get "$G" || fail "the zone did not receive guangde's write"
+echo "both sides converged: $Z at guangde, $G at the zone"
+
+step "node loss: anji killed during writes"
+acked="$work/acked"
+: >"$acked"
+(
+  for i in $(seq 1 40); do
+    if name=$(client anji "$YRD_ANJI_PORT" $(create_args anji-$i) 2>/dev/null | head -1) && [ -n "$name" ]; then
+      echo "$name" >>"$acked"
+    fi
+  done
+) &
+writer=$!
+acked_at_least() { [ "$(wc -l <"$acked")" -ge "$1" ]; }
+eventually 60 acked_at_least 10 || fail "writes at anji did not flow"
+docker kill "$(container anji)" >/dev/null
+wait "$writer" || true
+D=$(client zone "$YRD_ZONE_PORT" $(create_args zone-while-anji-down) | head -1)
+docker start "$(container anji)" >/dev/null 2>&1 || true
+eventually 120 healthy anji || fail "anji not healthy after restart"
+while read -r name; do
+  client anji "$YRD_ANJI_PORT" project get "$name" >/dev/null || fail "anji lost acknowledged $name"
+done <"$acked"
+eventually 60 client anji "$YRD_ANJI_PORT" project get "$D" || fail "anji did not catch up with the zone"
+echo "anji kept all $(wc -l <"$acked") acknowledged writes and caught up"
+
+step "down, then up: the data is still there"
+compose down >/dev/null 2>&1 || fail "compose down"
+compose up -d >/dev/null 2>&1 || fail "compose up again"
+all_healthy
+client changxing "$YRD_CHANGXING_PORT" project get "$N" >/dev/null || fail "$N gone after down/up"
+client zone "$YRD_ZONE_PORT" project get "$G" >/dev/null || fail "$G gone at the zone after down/up"
+client anji "$YRD_ANJI_PORT" project get "$(head -1 "$acked")" >/dev/null || fail "anji's data gone after down/up"
+echo "all records still there"
+
+step "compose scenario passed"
+echo "1 passed, 0 failed"
