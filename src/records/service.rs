@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -321,17 +322,17 @@ impl Records {
         let (after, limit) = parse_page(page, &fingerprint, &mut v);
         v.into_result()?;
         let query = ListQuery {
-            kind: RecordKind::Project,
             owner: non_empty(&filter.owner),
             stage: (filter.stage != Stage::Unspecified).then(|| filter.stage.as_str().to_string()),
             industry: (filter.industry != Industry::Unspecified)
                 .then(|| filter.industry.as_str().to_string()),
-            factor_kind: None,
-            parent: None,
             after,
-            limit: limit + 1,
+            ..ListQuery::of(RecordKind::Project, limit)
         };
-        self.list_page(query, limit, &fingerprint).await
+        self.scan_page(query, &fingerprint, |row| {
+            Box::pin(async move { Ok(Some(decode(&row)?)) })
+        })
+        .await
     }
 
     // ---- allocations and their negotiation ----
@@ -401,37 +402,26 @@ impl Records {
         let mut v = Violations::new();
         self.check_owner_filter(&filter.owner, &mut v);
         let fingerprint = format!("a|{}|{:?}|{:?}", filter.owner, filter.kind, filter.status);
-        let (mut after, limit) = parse_page(page, &fingerprint, &mut v);
+        let (after, limit) = parse_page(page, &fingerprint, &mut v);
         v.into_result()?;
-        let mut out = Vec::new();
-        loop {
-            let rows = self
-                .store
-                .list(ListQuery {
-                    owner: non_empty(&filter.owner),
-                    factor_kind: (filter.kind != FactorKind::Unspecified)
-                        .then(|| filter.kind.as_str().to_string()),
-                    after,
-                    ..ListQuery::of(RecordKind::Allocation, limit + 1)
-                })
-                .await?;
-            let exhausted = rows.len() <= limit;
-            for row in rows {
-                if out.len() == limit {
-                    return Ok((out, page_token(after.unwrap_or_default(), &fingerprint)));
-                }
-                after = Some(row.id);
+        let query = ListQuery {
+            owner: non_empty(&filter.owner),
+            factor_kind: (filter.kind != FactorKind::Unspecified)
+                .then(|| filter.kind.as_str().to_string()),
+            after,
+            ..ListQuery::of(RecordKind::Allocation, limit)
+        };
+        let status = filter.status;
+        self.scan_page(query, &fingerprint, |row| {
+            Box::pin(async move {
                 let view = self.allocation_view(decode(&row)?).await?;
-                if filter.status == AllocationStatus::Unspecified
-                    || view.outcome.status == filter.status
-                {
-                    out.push(view);
-                }
-            }
-            if exhausted {
-                return Ok((out, String::new()));
-            }
-        }
+                Ok(
+                    (status == AllocationStatus::Unspecified || view.outcome.status == status)
+                        .then_some(view),
+                )
+            })
+        })
+        .await
     }
 
     /// Records the caller's party's decision on the current round of an allocation.
@@ -874,35 +864,22 @@ impl Records {
             "r|{}|{}|{:?}",
             filter.from_party, filter.to_party, filter.state
         );
-        let (mut after, limit) = parse_page(page, &fingerprint, &mut v);
+        let (after, limit) = parse_page(page, &fingerprint, &mut v);
         v.into_result()?;
-        let mut out = Vec::new();
-        loop {
-            let rows = self
-                .store
-                .list(ListQuery {
-                    owner: non_empty(&filter.from_party),
-                    after,
-                    ..ListQuery::of(RecordKind::Referral, limit + 1)
-                })
-                .await?;
-            let exhausted = rows.len() <= limit;
-            for row in rows {
-                if out.len() == limit {
-                    return Ok((out, page_token(after.unwrap_or_default(), &fingerprint)));
-                }
-                after = Some(row.id);
+        let query = ListQuery {
+            owner: non_empty(&filter.from_party),
+            after,
+            ..ListQuery::of(RecordKind::Referral, limit)
+        };
+        self.scan_page(query, &fingerprint, |row| {
+            Box::pin(async move {
                 let view = self.referral_view(decode(&row)?).await?;
                 let to_ok = filter.to_party.is_empty() || view.referral.to_party == filter.to_party;
                 let state_ok = filter.state.is_none_or(|s| s == view.state);
-                if to_ok && state_ok {
-                    out.push(view);
-                }
-            }
-            if exhausted {
-                return Ok((out, String::new()));
-            }
-        }
+                Ok((to_ok && state_ok).then_some(view))
+            })
+        })
+        .await
     }
 
     async fn referral_view(&self, referral: Referral) -> Result<ReferralView, RecordError> {
@@ -1066,21 +1043,38 @@ impl Records {
         }
     }
 
-    async fn list_page<T: DeserializeOwned>(
-        &self,
-        query: ListQuery,
-        limit: usize,
+    /// One page of `query` (whose `limit` is the page size), keeping what `keep` returns.
+    /// Filters on derived state (an allocation's status, a referral's state) live in `keep`,
+    /// so the scan reads on until the page is full; the token resumes after the last record
+    /// examined.
+    async fn scan_page<'a, T: Send + 'a>(
+        &'a self,
+        mut query: ListQuery,
         fingerprint: &str,
+        mut keep: impl FnMut(StoredRecord) -> BoxFuture<'a, Result<Option<T>, RecordError>> + Send,
     ) -> Result<(Vec<T>, String), RecordError> {
-        let mut rows = self.store.list(query).await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next = match (more, rows.last()) {
-            (true, Some(last)) => page_token(last.id, fingerprint),
-            _ => String::new(),
-        };
-        let items = rows.iter().map(decode).collect::<Result<Vec<T>, _>>()?;
-        Ok((items, next))
+        let limit = query.limit;
+        query.limit = limit + 1;
+        let mut out = Vec::new();
+        loop {
+            let rows = self.store.list(query.clone()).await?;
+            let exhausted = rows.len() <= limit;
+            for row in rows {
+                if out.len() == limit {
+                    return Ok((
+                        out,
+                        page_token(query.after.unwrap_or_default(), fingerprint),
+                    ));
+                }
+                query.after = Some(row.id);
+                if let Some(item) = keep(row).await? {
+                    out.push(item);
+                }
+            }
+            if exhausted {
+                return Ok((out, String::new()));
+            }
+        }
     }
 
     fn check_owner_filter(&self, owner: &str, v: &mut Violations) {
