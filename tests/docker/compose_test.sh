@@ -17,7 +17,14 @@ docker compose version >/dev/null 2>&1 && COMPOSE="docker compose"
 work=$(mktemp -d)
 
 compose() { timeout 180 $COMPOSE -p "$P" -f docker/compose.yaml "$@"; }
-container() { docker ps -aq --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1" | head -1; }
+# first_line COMMAND...: the first line of COMMAND's output. (Not `| head -1`: a writer that
+# gets SIGPIPE after head exits, as the docker CLI does, fails the pipeline under pipefail.)
+first_line() {
+  local out
+  out=$("$@") || return 1
+  printf '%s\n' "${out%%$'\n'*}"
+}
+container() { first_line docker ps -aq --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1"; }
 step() { echo "== $(($(date +%s) - START)) s: $*"; }
 cleanup() {
   compose down -v --remove-orphans >/dev/null 2>&1 || true
@@ -77,19 +84,21 @@ docker cp "$(container zone):/certs" "$work/certs"
 echo "certificates created, four gateways healthy"
 
 step "write at changxing, read at guangde without the contact phone"
-N=$(client changxing "$YRD_CHANGXING_PORT" $(create_args via-changxing) | head -1)
+N=$(first_line client changxing "$YRD_CHANGXING_PORT" $(create_args via-changxing))
 [[ "$N" == parties/changxing/projects/* ]] || fail "create at changxing: $N"
 eventually 60 client guangde "$YRD_GUANGDE_PORT" project get "$N" || fail "$N never reached guangde"
-client guangde "$YRD_GUANGDE_PORT" project get "$N" | grep -q '^  contact: Zhang $' || fail "guangde's copy carries the phone"
+copy=$(client guangde "$YRD_GUANGDE_PORT" project get "$N")
+grep -q '^  contact: Zhang $' <<<"$copy" || fail "guangde's copy carries the phone: $copy"
 eventually 60 client anji "$YRD_ANJI_PORT" project get "$N" || fail "$N never reached anji"
-client anji "$YRD_ANJI_PORT" project get "$N" | grep -q '+8613800000000' || fail "anji (same province) lacks the phone"
+copy=$(client anji "$YRD_ANJI_PORT" project get "$N")
+grep -q '+8613800000000' <<<"$copy" || fail "anji (same province) lacks the phone: $copy"
 echo "$N at guangde without phone, at anji with it"
 
 step "partition: guangde off the network, writes on both sides"
 network="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(container guangde)")"
 docker network disconnect "$network" "$(container guangde)"
-Z=$(client zone "$YRD_ZONE_PORT" $(create_args zone-during-partition) | head -1)
-G=$(inside guangde $(create_args guangde-during-partition) | head -1)
+Z=$(first_line client zone "$YRD_ZONE_PORT" $(create_args zone-during-partition))
+G=$(first_line inside guangde $(create_args guangde-during-partition))
 [[ "$Z" == parties/zone/* && "$G" == parties/guangde/* ]] || fail "writes during the partition: $Z / $G"
 sleep 3
 inside guangde project get "$Z" >/dev/null 2>&1 && fail "the partition did not separate guangde"
@@ -103,7 +112,7 @@ acked="$work/acked"
 : >"$acked"
 (
   for i in $(seq 1 40); do
-    if name=$(client anji "$YRD_ANJI_PORT" $(create_args anji-$i) 2>/dev/null | head -1) && [ -n "$name" ]; then
+    if name=$(first_line client anji "$YRD_ANJI_PORT" $(create_args anji-$i) 2>/dev/null) && [ -n "$name" ]; then
       echo "$name" >>"$acked"
     fi
   done
@@ -113,7 +122,7 @@ acked_at_least() { [ "$(wc -l <"$acked")" -ge "$1" ]; }
 eventually 60 acked_at_least 10 || fail "writes at anji did not flow"
 docker kill "$(container anji)" >/dev/null
 wait "$writer" || true
-D=$(client zone "$YRD_ZONE_PORT" $(create_args zone-while-anji-down) | head -1)
+D=$(first_line client zone "$YRD_ZONE_PORT" $(create_args zone-while-anji-down))
 docker start "$(container anji)" >/dev/null 2>&1 || true
 eventually 120 healthy anji || fail "anji not healthy after restart"
 while read -r name; do
@@ -128,7 +137,7 @@ compose up -d >/dev/null 2>&1 || fail "compose up again"
 all_healthy
 client changxing "$YRD_CHANGXING_PORT" project get "$N" >/dev/null || fail "$N gone after down/up"
 client zone "$YRD_ZONE_PORT" project get "$G" >/dev/null || fail "$G gone at the zone after down/up"
-client anji "$YRD_ANJI_PORT" project get "$(head -1 "$acked")" >/dev/null || fail "anji's data gone after down/up"
+client anji "$YRD_ANJI_PORT" project get "$(first_line cat "$acked")" >/dev/null || fail "anji's data gone after down/up"
 echo "all records still there"
 
 step "compose scenario passed"
