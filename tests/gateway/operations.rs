@@ -672,3 +672,48 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
     };
     assert_eq!(p.name, created.name);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_own_certificate_turns_health_not_serving_until_renewed() {
+    let fed = TestFederation::start(&["zone"]).await;
+    let admin = fed.gateways["zone"].admin;
+    eventually(WAIT, "SERVING", || async {
+        (http_get(admin, "/healthz").await.0 == 200).then_some(())
+    })
+    .await;
+    let dir = fed.pki.dir.join("zone");
+    let install = |issued: &yrd_gateway::identity::pki::Issued| {
+        std::fs::write(dir.join("gateway.key"), &issued.key_pem).unwrap();
+        std::fs::write(dir.join("gateway.crt"), &issued.cert_pem).unwrap();
+    };
+
+    // The certificate on disk is replaced by one that has expired (as if renewal was missed).
+    let mut spec = LeafSpec::gateway(TRUST_DOMAIN, "zone");
+    spec.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(30);
+    spec.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    install(&fed.pki.ca.issue(&spec).unwrap());
+    eventually(WAIT, "NOT_SERVING", || async {
+        (http_get(admin, "/healthz").await.0 == 503).then_some(())
+    })
+    .await;
+    let (_, page) = http_get(admin, "/").await;
+    assert!(
+        page.contains("NOT_SERVING") && page.contains("EXPIRED"),
+        "{page}"
+    );
+    let (_, text) = http_get(admin, "/metrics").await;
+    assert_eq!(sample(&samples(&text), "yrd_serving"), 0.0);
+
+    // Renewal fixes it without a restart.
+    install(
+        &fed.pki
+            .ca
+            .issue(&LeafSpec::gateway(TRUST_DOMAIN, "zone"))
+            .unwrap(),
+    );
+    eventually(WAIT, "SERVING again", || async {
+        (http_get(admin, "/healthz").await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(health(&fed, "zone", "").await, ServingStatus::Serving);
+}
