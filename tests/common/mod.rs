@@ -552,3 +552,47 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, body.to_string())
 }
+
+type Projects = pb::project_service_client::ProjectServiceClient<Channel>;
+
+/// Creates `sample_project(display_name)` through `client` and returns it.
+pub async fn create_with(client: &mut Projects, display_name: &str) -> pb::Project {
+    client
+        .create_project(create_request(sample_project(display_name)))
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap()
+}
+
+/// Creates `sample_project(display_name)` at `party`'s gateway as its demo client.
+pub async fn create(fed: &TestFederation, party: &str, display_name: &str) -> pb::Project {
+    create_with(&mut fed.projects(party, party), display_name).await
+}
+
+/// Reads a project that must exist.
+pub async fn get_with(client: &mut Projects, name: &str) -> pb::Project {
+    client
+        .get_project(pb::GetProjectRequest {
+            name: name.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap()
+}
+
+/// The next Watch event, which must be a project.
+pub async fn next_project(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::Project {
+    let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("a watch event in time")
+        .unwrap()
+        .expect("stream open");
+    match event.record {
+        Some(pb::watch_response::Record::Project(p)) => p,
+        other => panic!("expected a project event, got {other:?}"),
+    }
+}

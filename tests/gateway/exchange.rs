@@ -19,16 +19,6 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn create(fed: &TestFederation, party: &str, name: &str) -> pb::Project {
-    fed.projects(party, party)
-        .create_project(create_request(sample_project(name)))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap()
-}
-
 async fn replicated(fed: &TestFederation, gateway: &str, name: &str) -> pb::Project {
     eventually(WAIT, &format!("{name} at {gateway}"), || {
         try_get(fed, gateway, name)

@@ -179,14 +179,7 @@ async fn another_partys_client_cannot_write_at_the_zone() {
 #[tokio::test]
 async fn a_zone_owned_record_cannot_be_written_at_anji() {
     let fed = TestFederation::start(&["zone", "anji"]).await;
-    let created = fed
-        .projects("zone", "zone")
-        .create_project(create_request(sample_project("zone project")))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let created = create(&fed, "zone", "zone project").await;
     let mut patch = created.clone();
     patch.display_name = "renamed by anji".into();
     let err = fed

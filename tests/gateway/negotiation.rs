@@ -430,14 +430,7 @@ async fn referral_at(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_accepted_referral_moves_the_project_and_a_declined_one_changes_nothing() {
     let fed = TestFederation::start(&["changxing", "anji", "guangde"]).await;
-    let original = fed
-        .projects("changxing", "changxing")
-        .create_project(create_request(sample_project("CNC machine tool lead")))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let original = create(&fed, "changxing", "CNC machine tool lead").await;
 
     // Refused: not the owner, to itself, to a non-member.
     eventually(WAIT, "project at anji", || {

@@ -281,15 +281,7 @@ async fn overload_is_refused_at_once_while_admitted_calls_succeed() {
     .into_inner()
     .project
     .unwrap();
-    let event = tokio::time::timeout(WAIT, first.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Some(pb::watch_response::Record::Project(p)) = event.record else {
-        panic!()
-    };
-    assert_eq!(p.name, created.name);
+    assert_eq!(next_project(&mut first).await.name, created.name);
     let (_, text) = http_get(fed.gateways["zone"].admin, "/metrics").await;
     assert!(
         sample(
@@ -654,23 +646,8 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
             .await
             .is_ok()
     );
-    let created = fed
-        .projects("zone", "zone")
-        .create_project(create_request(sample_project("after reloads")))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
-    let event = tokio::time::timeout(WAIT, stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Some(pb::watch_response::Record::Project(p)) = event.record else {
-        panic!()
-    };
-    assert_eq!(p.name, created.name);
+    let created = create(&fed, "zone", "after reloads").await;
+    assert_eq!(next_project(&mut stream).await.name, created.name);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,13 +117,7 @@ async fn every_bad_field_is_named_and_nothing_is_written() {
 async fn a_backwards_stage_move_is_refused_and_changes_nothing() {
     let fed = TestFederation::start(&["changxing"]).await;
     let mut client = fed.projects("changxing", "changxing");
-    let created = client
-        .create_project(create_request(sample_project("stage walk")))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let created = create_with(&mut client, "stage walk").await;
     let mut signed = created.clone();
     signed.stage = pb::Stage::Signed as i32;
     let signed = client
@@ -153,15 +147,7 @@ async fn a_backwards_stage_move_is_refused_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(bad_fields(&err), vec!["project.stage".to_string()]);
 
-    let now = client
-        .get_project(pb::GetProjectRequest {
-            name: signed.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let now = get_with(&mut client, &signed.name.clone()).await;
     assert_eq!(now, signed);
 }
 
@@ -196,13 +182,7 @@ async fn a_retried_create_returns_the_first_result() {
 async fn a_stale_etag_is_refused_and_changes_nothing() {
     let fed = TestFederation::start(&["zone"]).await;
     let mut client = fed.projects("zone", "zone");
-    let v1 = client
-        .create_project(create_request(sample_project("etag")))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let v1 = create_with(&mut client, "etag").await;
     let mut patch = v1.clone();
     patch.platform = "天子湖".into();
     let v2 = client
@@ -231,15 +211,7 @@ async fn a_stale_etag_is_refused_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(bad_fields(&err), vec!["project.etag".to_string()]);
 
-    let now = client
-        .get_project(pb::GetProjectRequest {
-            name: v1.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let now = get_with(&mut client, &v1.name.clone()).await;
     assert_eq!(now, v2);
 }
 
@@ -247,13 +219,7 @@ async fn a_stale_etag_is_refused_and_changes_nothing() {
 async fn an_update_changes_only_the_masked_fields_and_is_idempotent() {
     let fed = TestFederation::start(&["zone"]).await;
     let mut client = fed.projects("zone", "zone");
-    let v1 = client
-        .create_project(create_request(sample_project("mask")))
-        .await
-        .unwrap()
-        .into_inner()
-        .project
-        .unwrap();
+    let v1 = create_with(&mut client, "mask").await;
     let patch = pb::Project {
         name: v1.name.clone(),
         etag: v1.etag.clone(),
