@@ -171,7 +171,9 @@ impl Gateway {
             stop_rx.clone(),
         ));
         let refused_audit = audit.clone();
+        let refused_metrics = self.ops.metrics.clone();
         let on_refused: tls::RefusedHandshake = Arc::new(move |remote, reason| {
+            refused_metrics.handshake_refused();
             let Some(log) = &refused_audit else { return };
             log.record(NewAuditEvent {
                 time: crate::records::now_micros(),

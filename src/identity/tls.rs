@@ -332,7 +332,8 @@ pub async fn reload_on_change(
 /// Accepts TCP connections and performs TLS handshakes concurrently, so one slow or hostile
 /// client cannot hold up the others. Each handshake uses the TLS material current at that
 /// moment. Failed handshakes are logged and dropped; the stream ends when the server stops.
-/// Called with the remote address and the reason when a handshake is refused (for audit).
+/// Called with the remote address and the reason when a handshake is refused or times out
+/// (for the audit trail and the refused-handshake metric).
 pub type RefusedHandshake = Arc<dyn Fn(SocketAddr, String) + Send + Sync>;
 
 pub fn incoming(
@@ -380,6 +381,9 @@ pub fn incoming(
                     }
                     Err(_) => {
                         tracing::info!(remote = %remote, "tls handshake timed out");
+                        if let Some(hook) = &on_refused {
+                            hook(remote, "tls handshake timed out".into());
+                        }
                     }
                 }
             });

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tonic::Code;
 
@@ -36,6 +36,7 @@ struct Calls {
 pub struct Metrics {
     calls: Mutex<Calls>,
     in_flight: AtomicI64,
+    handshakes_refused: AtomicU64,
     recent: Mutex<VecDeque<(i64, String)>>,
 }
 
@@ -103,6 +104,12 @@ impl Metrics {
         }
         h.sum += seconds;
         h.count += 1;
+    }
+
+    /// Counts a TLS handshake the listener refused (no or untrusted client certificate, wrong
+    /// protocol version, timeout).
+    pub fn handshake_refused(&self) {
+        self.handshakes_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -173,6 +180,11 @@ impl Metrics {
             out,
             "# HELP yrd_calls_in_flight Calls and streams in progress.\n# TYPE yrd_calls_in_flight gauge\nyrd_calls_in_flight {}",
             self.in_flight()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP yrd_tls_handshakes_refused_total TLS handshakes refused before any call (client certificate missing or untrusted, TLS below 1.3, timeout).\n# TYPE yrd_tls_handshakes_refused_total counter\nyrd_tls_handshakes_refused_total {}",
+            self.handshakes_refused.load(Ordering::Relaxed)
         );
 
         let peers = lock(&state.peers).clone();
