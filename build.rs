@@ -25,6 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &protos,
             &["proto", includes.to_str().ok_or("non-utf8 include path")?],
         )?;
+    // The benchmark's baseline echo service: compiled apart, so it is not in the gateway's
+    // descriptor set and reflection never lists it.
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/yrd/bench/v1/echo.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

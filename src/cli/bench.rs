@@ -1,17 +1,22 @@
-//! `yrd-gateway bench`: figures that matter, printed by a command rather than asserted by
-//! tests. Everything runs on this machine over real mutual TLS with real SQLite files in a
-//! temporary folder.
+//! `yrd-gateway bench`: performance figures printed (and written as JSON and Markdown) by a
+//! command, never asserted by tests. Everything runs on this machine over real mutual TLS with
+//! real SQLite files in a temporary folder; `BENCHMARKS.md` records what was measured.
 //!
-//! `bench replication`: two gateways (zone → guangde). (1) Writes at a fixed rate at the zone
-//! while a Watch client at guangde timestamps each arrival: lag = arrival − commit time at the
-//! owner (same clock). (2) Catch-up: guangde offline while N records are written at the zone,
-//! then started; records/s applied until its cursor reaches the zone's head.
+//! `bench suite` runs it all: throughput of a bare-tonic baseline and of the gateway's
+//! CreateProject, GetProject and ListProjects under one load generator ([`rpc`]); replication
+//! lag and catch-up between two gateways ([`replication`]); resident memory and store size.
+
+mod baseline;
+mod child;
+mod load;
+mod replication;
+mod rpc;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::Context;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -20,33 +25,63 @@ use crate::cli::default_federation;
 use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat, default_share_rules};
 use crate::exchange::inbound::PeerStatuses;
 use crate::gateway::Gateway;
-use crate::records::{Investor, Project, Records, Stage, Violations, WriteMeta, now_micros};
+use crate::records::{Investor, Project, Records, Stage};
+use load::Throughput;
+use replication::{ReplicationFigures, ReplicationOptions};
+use rpc::{RpcFigures, RpcOptions};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
-    /// Replication lag at a fixed write rate, and catch-up speed after downtime.
-    Replication {
+    /// Everything: baseline vs gateway throughput, memory, store size, replication lag and
+    /// catch-up. Prints a table and writes results.json and results.md to --out.
+    Suite {
+        /// Calls in flight during each throughput phase.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Connections the calls are spread over (the same for baseline and gateway).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds per throughput phase (after a short warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
         /// Writes per second offered at the owner during the lag run.
         #[arg(long, default_value_t = 1000)]
         rate: u32,
-        /// Length of the lag run.
+        /// Length of the lag run in seconds.
+        #[arg(long, default_value_t = 10)]
+        lag_seconds: u64,
+        /// Records written while the peer is offline, for the catch-up run.
+        #[arg(long, default_value_t = 100_000)]
+        catch_up: usize,
+        /// Folder for results.json and results.md.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
+    /// Replication lag at a fixed write rate, and catch-up speed after downtime (part of suite).
+    Replication {
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Records written while the peer is offline, for the catch-up run.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 100_000)]
         catch_up: usize,
     },
     /// CreateProject throughput of one gateway with and without the audit trail, same load.
     Writes {
-        /// Concurrent calls in flight.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        /// Seconds per configuration.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// The suite's baseline server (bare tonic echo, the gateway's TLS); started by `suite`.
+    #[command(hide = true)]
+    BaselineServer {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
+/// A gateway served in this process.
 struct Running {
     records: Records,
     peers: PeerStatuses,
@@ -56,8 +91,14 @@ struct Running {
 }
 
 async fn start(config: &Path, listener: TcpListener) -> anyhow::Result<Running> {
+    start_gateway(
+        Gateway::open(Config::load(config, &HashMap::new())?)?,
+        listener,
+    )
+}
+
+fn start_gateway(gateway: Gateway, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let gateway = Gateway::open(Config::load(config, &HashMap::new())?)?;
     let records = gateway.records().clone();
     let peers = gateway.peer_status();
     let (stop, rx) = oneshot::channel::<()>();
@@ -87,12 +128,57 @@ impl Running {
     }
 }
 
-fn percentile(sorted: &[i64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
+/// A temporary federation folder: dev PKI for `parties` and a config per party.
+struct Setup {
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new(parties: &[&str]) -> anyhow::Result<Setup> {
+        let dir = tempfile_dir()?;
+        let ids: Vec<String> = parties.iter().map(|p| p.to_string()).collect();
+        crate::identity::pki::init_dev_pki(&dir.path().join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
+        Ok(Setup { dir })
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `<party>.toml` listening on `listen`, pulling from `peers`. The per-caller rate
+    /// limit is off: the load generator is one identity and the limit would shape the figure.
+    fn config(
+        &self,
+        party: &str,
+        listen: &str,
+        peers: &[(&str, std::net::SocketAddr)],
+        extra: &str,
+    ) -> anyhow::Result<PathBuf> {
+        let federation = default_federation();
+        let text = ConfigTemplate {
+            party: party.into(),
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
+            listen_grpc: listen.into(),
+            listen_admin: "127.0.0.1:0".into(),
+            certs_dir: "certs".into(),
+            crl: None,
+            store_path: format!("{party}/store.db"),
+            log_format: LogFormat::Json,
+            federation: federation.clone(),
+            peers: peers
+                .iter()
+                .map(|(p, a)| (p.to_string(), a.to_string()))
+                .collect(),
+            share: default_share_rules(&federation, party),
+        }
+        .render();
+        let path = self.root().join(format!("{party}.toml"));
+        std::fs::write(
+            &path,
+            format!("{text}\n[limits]\ncalls_per_second_per_caller = 0\n{extra}"),
+        )?;
+        Ok(path)
+    }
 }
 
 fn sample(i: usize) -> Project {
@@ -124,7 +210,7 @@ fn sample(i: usize) -> Project {
     }
 }
 
-fn create_request(i: usize) -> pb::CreateProjectRequest {
+fn create_request(i: u64) -> pb::CreateProjectRequest {
     pb::CreateProjectRequest {
         project: Some(pb::Project {
             display_name: format!("bench project {i}"),
@@ -133,12 +219,15 @@ fn create_request(i: usize) -> pb::CreateProjectRequest {
                 credit_code: "91330522MA2B3C4D57".into(),
             }),
             industry: pb::Industry::NewEnergyVehicles as i32,
+            industry_code: "C3612".into(),
             total_investment_yuan: 100_000_000,
             land_area_mu: "50.5".into(),
+            platform: "南华山".into(),
             contact: Some(pb::Contact {
                 name: "张三".into(),
                 phone: "+86 138-0000-0000".into(),
             }),
+            service_officer: "李四".into(),
             ..Default::default()
         }),
         request_id: uuid::Uuid::now_v7().to_string(),
@@ -148,288 +237,294 @@ fn create_request(i: usize) -> pb::CreateProjectRequest {
 /// Runs a bench command and prints its figures.
 pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Suite {
+            concurrency,
+            connections,
+            seconds,
+            rate,
+            lag_seconds,
+            catch_up,
+            out,
+        } => {
+            let rpc = RpcOptions {
+                concurrency,
+                connections,
+                seconds,
+            };
+            let replication = ReplicationOptions {
+                rate,
+                seconds: lag_seconds,
+                catch_up,
+            };
+            suite(&rpc, &replication, &out).await
+        }
         BenchCommand::Replication {
             rate,
             seconds,
             catch_up,
-        } => replication(rate, seconds, catch_up).await,
+        } => {
+            let figures = replication_run(&ReplicationOptions {
+                rate,
+                seconds,
+                catch_up,
+            })
+            .await?;
+            say!("{}", serde_json::to_string_pretty(&figures)?);
+            Ok(())
+        }
         BenchCommand::Writes {
             concurrency,
             seconds,
         } => writes(concurrency, seconds).await,
+        BenchCommand::BaselineServer { config } => baseline::serve(&config).await,
     }
 }
 
-/// Drives CreateProject at `concurrency` for `seconds` against a fresh single gateway.
-async fn write_run(
-    audit: bool,
-    concurrency: usize,
-    seconds: u64,
-) -> anyhow::Result<(f64, f64, f64, usize)> {
-    let dir = tempfile_dir()?;
-    let root = dir.path();
-    let federation = default_federation();
-    crate::identity::pki::init_dev_pki(
-        &root.join("certs"),
-        DEFAULT_TRUST_DOMAIN,
-        &["zone".to_string()],
-    )?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let text = ConfigTemplate {
-        party: "zone".into(),
-        trust_domain: DEFAULT_TRUST_DOMAIN.into(),
-        listen_grpc: addr.to_string(),
-        listen_admin: "127.0.0.1:0".into(),
-        certs_dir: "certs".into(),
-        crl: None,
-        store_path: "zone/store.db".into(),
-        log_format: LogFormat::Text,
-        federation: federation.clone(),
-        peers: vec![],
-        share: default_share_rules(&federation, "zone"),
+async fn rpc_run(options: &RpcOptions) -> anyhow::Result<RpcFigures> {
+    let setup = Setup::new(&["zone"])?;
+    let config = setup.config("zone", "127.0.0.1:0", &[], "")?;
+    rpc::run(setup.root(), &config, options).await
+}
+
+async fn replication_run(options: &ReplicationOptions) -> anyhow::Result<ReplicationFigures> {
+    let setup = Setup::new(&["zone", "guangde"])?;
+    let zone = TcpListener::bind("127.0.0.1:0").await?;
+    let guangde = TcpListener::bind("127.0.0.1:0").await?;
+    let (zone_addr, guangde_addr) = (zone.local_addr()?, guangde.local_addr()?);
+    let configs = (
+        setup.config(
+            "zone",
+            &zone_addr.to_string(),
+            &[("guangde", guangde_addr)],
+            "",
+        )?,
+        setup.config(
+            "guangde",
+            &guangde_addr.to_string(),
+            &[("zone", zone_addr)],
+            "",
+        )?,
+    );
+    replication::run(setup.root(), configs, (zone, guangde), options).await
+}
+
+/// What `bench suite` writes to results.json.
+#[derive(Debug, Serialize)]
+struct Results {
+    machine: Machine,
+    rpc: RpcFigures,
+    ratios_to_baseline: Ratios,
+    replication: ReplicationFigures,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    memory_kib: u64,
+    gateway_version: &'static str,
+    unix_time: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    create_project: f64,
+    get_project: f64,
+    list_projects_page_50: f64,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_default(),
+        memory_kib: meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0),
+        gateway_version: env!("CARGO_PKG_VERSION"),
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
     }
-    .render();
-    let path = root.join("zone.toml");
+}
+
+async fn suite(
+    rpc: &RpcOptions,
+    replication: &ReplicationOptions,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let machine = machine();
+    say!(
+        "bench suite on {} CPUs ({}); {} calls in flight over {} connections, {} s per phase",
+        machine.cpus,
+        machine.cpu_model,
+        rpc.concurrency,
+        rpc.connections,
+        rpc.seconds
+    );
+    say!("throughput and memory:");
+    let rpc = rpc_run(rpc).await?;
+    say!("replication:");
+    let replication = replication_run(replication).await?;
+    let base = rpc.baseline_echo.requests_per_second;
+    let results = Results {
+        machine,
+        ratios_to_baseline: Ratios {
+            create_project: rpc.create_project.requests_per_second / base,
+            get_project: rpc.get_project.requests_per_second / base,
+            list_projects_page_50: rpc.list_projects_page_50.requests_per_second / base,
+        },
+        rpc,
+        replication,
+    };
+    let markdown = markdown(&results);
+    say!("\n{markdown}");
+    std::fs::create_dir_all(out)?;
     std::fs::write(
-        &path,
-        format!("{text}\n[limits]\ncalls_per_second_per_caller = 0\nmax_concurrent_calls = 4096\n"),
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
     )?;
-    let mut gateway = Gateway::open(Config::load(&path, &HashMap::new())?)?;
-    if !audit {
-        gateway = gateway.without_audit_for_benchmark();
-    }
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(gateway.serve(listener, None, async {
-        let _ = rx.await;
-    }));
-    let certs = root.join("certs");
-    let tls = crate::identity::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("zone/client.crt"),
-        &certs.join("zone/client.key"),
-    )?;
-    let channel = crate::identity::tls::channel(&addr.to_string(), "localhost", tls)?;
-    let client = pb::project_service_client::ProjectServiceClient::new(channel);
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let mut workers = tokio::task::JoinSet::new();
-    for w in 0..concurrency {
-        let mut client = client.clone();
-        workers.spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failed = 0usize;
-            let mut i = 0;
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                match client
-                    .create_project(create_request(w * 1_000_000 + i))
-                    .await
-                {
-                    Ok(_) => latencies.push(started.elapsed().as_micros() as i64),
-                    Err(_) => failed += 1,
-                }
-                i += 1;
-            }
-            (latencies, failed)
-        });
-    }
-    let mut all = Vec::new();
-    let mut failed = 0;
-    while let Some(r) = workers.join_next().await {
-        let (l, f) = r?;
-        all.extend(l);
-        failed += f;
-    }
-    all.sort_unstable();
-    let _ = stop.send(());
-    let _ = task.await;
-    Ok((
-        all.len() as f64 / seconds as f64,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        failed,
-    ))
+    std::fs::write(out.join("results.md"), &markdown)?;
+    say!("written: {0}/results.json, {0}/results.md", out.display());
+    Ok(())
 }
 
+fn markdown(r: &Results) -> String {
+    use std::fmt::Write as _;
+    let mut md = String::new();
+    let base = r.rpc.baseline_echo.requests_per_second;
+    let _ = writeln!(
+        md,
+        "Machine: {} CPUs, {}, {:.1} GiB. {} calls in flight over {} connections, {} s per phase; \
+         load generator on the same machine.\n",
+        r.machine.cpus,
+        r.machine.cpu_model,
+        r.machine.memory_kib as f64 / 1_048_576.0,
+        r.rpc.concurrency,
+        r.rpc.connections,
+        r.rpc.seconds_per_phase
+    );
+    md.push_str("| call | requests/s | p50 ms | p99 ms | failed | vs baseline |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|\n");
+    let mut row = |name: &str, t: &Throughput| {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
+            t.requests_per_second,
+            t.p50_ms,
+            t.p99_ms,
+            t.failed,
+            100.0 * t.requests_per_second / base
+        );
+    };
+    row(
+        &format!("baseline echo ({} B)", r.rpc.request_bytes),
+        &r.rpc.baseline_echo,
+    );
+    row("CreateProject (durable, audited)", &r.rpc.create_project);
+    row("GetProject", &r.rpc.get_project);
+    row("ListProjects (page of 50)", &r.rpc.list_projects_page_50);
+    for t in [
+        &r.rpc.baseline_echo,
+        &r.rpc.create_project,
+        &r.rpc.get_project,
+        &r.rpc.list_projects_page_50,
+    ] {
+        if let Some(e) = &t.first_error {
+            let _ = writeln!(md, "\nfirst failure: {e}");
+        }
+    }
+    let lag = &r.replication.lag;
+    let catch = &r.replication.catch_up;
+    let mem = &r.rpc.memory;
+    let _ = writeln!(
+        md,
+        "\n| figure | value |\n|---|---|\n\
+         | replication lag at {} writes/s offered ({:.0}/s achieved, {} of {} seen) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms |\n\
+         | catch-up of {} records | {:.0} records/s ({:.1} s; owner wrote them at {:.0}/s) |\n\
+         | gateway resident memory | idle {:.1} MiB, after load {:.1} MiB, peak {:.1} MiB |\n\
+         | baseline resident memory | idle {:.1} MiB, peak {:.1} MiB |\n\
+         | store size | {:.0} bytes per project ({} projects, {:.1} MiB) |",
+        lag.offered_per_second,
+        lag.achieved_writes_per_second,
+        lag.seen_at_peer,
+        lag.writes,
+        lag.p50_ms,
+        lag.p99_ms,
+        lag.max_ms,
+        catch.records,
+        catch.records_per_second,
+        catch.seconds,
+        catch.owner_writes_per_second,
+        mem.gateway_idle_rss_kib as f64 / 1024.0,
+        mem.gateway_loaded_rss_kib as f64 / 1024.0,
+        mem.gateway_peak_rss_kib as f64 / 1024.0,
+        mem.baseline_idle_rss_kib as f64 / 1024.0,
+        mem.baseline_peak_rss_kib as f64 / 1024.0,
+        r.rpc.store.bytes_per_project,
+        r.rpc.store.projects,
+        r.rpc.store.bytes as f64 / 1_048_576.0,
+    );
+    md
+}
+
+/// CreateProject at one in-process gateway, with and without the audit trail.
 async fn writes(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
     say!(
         "CreateProject (durable, signed change log), {concurrency} concurrent calls, {seconds} s each, one gateway over mTLS"
     );
-    let mut rows = Vec::new();
+    let mut rates = Vec::new();
     for audit in [false, true] {
-        let (rps, p50, p99, failed) = write_run(audit, concurrency, seconds).await?;
-        say!(
-            "  audit {:<3}  {rps:>8.0} calls/s   p50 {p50:.2} ms   p99 {p99:.2} ms   failed {failed}",
-            if audit { "on" } else { "off" }
-        );
-        rows.push(rps);
-    }
-    say!("  audit on / audit off: {:.2}", rows[1] / rows[0]);
-    Ok(())
-}
-
-async fn replication(rate: u32, seconds: u64, catch_up: usize) -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let root = dir.path();
-    let federation = default_federation();
-    crate::identity::pki::init_dev_pki(
-        &root.join("certs"),
-        DEFAULT_TRUST_DOMAIN,
-        &["zone".to_string(), "guangde".to_string()],
-    )?;
-    let zone_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let guangde_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let zone_addr = zone_listener.local_addr()?;
-    let guangde_addr = guangde_listener.local_addr()?;
-    let write = |party: &str, listen: std::net::SocketAddr, peer: (&str, std::net::SocketAddr)| {
-        let text = ConfigTemplate {
-            party: party.into(),
-            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
-            listen_grpc: listen.to_string(),
-            listen_admin: "127.0.0.1:0".into(),
-            certs_dir: "certs".into(),
-            crl: None,
-            store_path: format!("{party}/store.db"),
-            log_format: LogFormat::Text,
-            federation: federation.clone(),
-            peers: vec![(peer.0.to_string(), peer.1.to_string())],
-            share: default_share_rules(&federation, party),
+        let setup = Setup::new(&["zone"])?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let config = setup.config(
+            "zone",
+            &listener.local_addr()?.to_string(),
+            &[],
+            "max_concurrent_calls = 4096\n",
+        )?;
+        let mut gateway = Gateway::open(Config::load(&config, &HashMap::new())?)?;
+        if !audit {
+            gateway = gateway.without_audit_for_benchmark();
         }
-        .render();
-        // The load generator is one identity: the per-caller rate limit would shape the figure.
-        let text = format!("{text}\n[limits]\ncalls_per_second_per_caller = 0\n");
-        let path = root.join(format!("{party}.toml"));
-        std::fs::write(&path, text).map(|_| path)
-    };
-    let zone_config = write("zone", zone_addr, ("guangde", guangde_addr))?;
-    let guangde_config = write("guangde", guangde_addr, ("zone", zone_addr))?;
-    let zone = start(&zone_config, zone_listener).await?;
-    let guangde = start(&guangde_config, guangde_listener).await?;
-
-    let certs = root.join("certs");
-    let client_tls = |party: &str| {
-        crate::identity::tls::client_config(
+        let running = start_gateway(gateway, listener)?;
+        let certs = setup.root().join("certs");
+        let tls = crate::identity::tls::client_config(
             &certs.join("ca.crt"),
-            &certs.join(party).join("client.crt"),
-            &certs.join(party).join("client.key"),
-        )
-    };
-    let zone_channel =
-        crate::identity::tls::channel(&zone.addr.to_string(), "localhost", client_tls("zone")?)?;
-    let guangde_channel = crate::identity::tls::channel(
-        &guangde.addr.to_string(),
-        "localhost",
-        client_tls("guangde")?,
-    )?;
-
-    // (1) Lag at a fixed offered rate.
-    let mut watch = pb::watch_service_client::WatchServiceClient::new(guangde_channel)
-        .watch(pb::WatchRequest::default())
-        .await?
-        .into_inner();
-    let total = (u64::from(rate) * seconds) as usize;
-    let receiver = tokio::spawn(async move {
-        let mut lags = Vec::with_capacity(total);
-        while lags.len() < total {
-            match tokio::time::timeout(Duration::from_secs(30), watch.message()).await {
-                Ok(Ok(Some(event))) => {
-                    if let Some(pb::watch_response::Record::Project(p)) = event.record {
-                        let commit = p
-                            .create_time
-                            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000);
-                        lags.push(now_micros() - commit.unwrap_or(0));
-                    }
-                }
-                _ => break,
+            &certs.join("zone/client.crt"),
+            &certs.join("zone/client.key"),
+        )?;
+        let channel = crate::identity::tls::channel(&running.addr.to_string(), "localhost", tls)?;
+        let client = pb::project_service_client::ProjectServiceClient::new(channel);
+        let t = load::drive(concurrency, Duration::from_secs(seconds), move |w, i| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .create_project(create_request((w as u64) << 40 | i))
+                    .await
+                    .map(|_| ())
             }
-        }
-        lags
-    });
-    say!(
-        "replication lag: {rate} writes/s for {seconds} s at the zone, observed by a Watch client at guangde"
-    );
-    let projects = pb::project_service_client::ProjectServiceClient::new(zone_channel);
-    let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let started = Instant::now();
-    let mut writes = tokio::task::JoinSet::new();
-    for i in 0..total {
-        ticker.tick().await;
-        let mut client = projects.clone();
-        writes.spawn(async move { client.create_project(create_request(i)).await.map(|_| ()) });
-    }
-    let mut failed = 0;
-    while let Some(r) = writes.join_next().await {
-        if !matches!(r, Ok(Ok(()))) {
-            failed += 1;
-        }
-    }
-    let offered_for = started.elapsed();
-    let mut lags = receiver.await?;
-    lags.sort_unstable();
-    say!(
-        "  offered {total} writes in {:.2} s ({:.0}/s achieved), {failed} failed; {} seen at guangde",
-        offered_for.as_secs_f64(),
-        total as f64 / offered_for.as_secs_f64(),
-        lags.len()
-    );
-    say!(
-        "  lag ms: p50 {:.2}  p99 {:.2}  max {:.2}",
-        percentile(&lags, 0.50),
-        percentile(&lags, 0.99),
-        percentile(&lags, 1.0)
-    );
-
-    // (2) Catch-up after downtime.
-    let guangde_config_path = guangde_config.clone();
-    guangde.shutdown().await;
-    let write_started = Instant::now();
-    for i in 0..catch_up {
-        zone.records
-            .create_project(
-                sample(i),
-                WriteMeta {
-                    request_id: uuid::Uuid::now_v7().to_string(),
-                    fingerprint: i.to_le_bytes().to_vec(),
-                },
-                Violations::new(),
-            )
-            .await
-            .context("writing catch-up records")?;
-    }
-    let head = zone.records.store().last_seq("zone").await?;
-    say!(
-        "catch-up: {catch_up} records written at the zone while guangde was down ({:.0} writes/s, one durable commit each)",
-        catch_up as f64 / write_started.elapsed().as_secs_f64()
-    );
-    let listener = TcpListener::bind(guangde_addr).await?;
-    let started = Instant::now();
-    let guangde = start(&guangde_config_path, listener).await?;
-    let before = guangde.records.store().cursor("zone").await?;
-    loop {
-        let cursor = guangde
-            .peers
-            .lock()
-            .map(|m| m.get("zone").map(|s| s.cursor).unwrap_or(0))
-            .unwrap_or(0);
-        if cursor >= head {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "catch-up did not finish in 10 minutes"
+        })
+        .await;
+        running.shutdown().await;
+        say!(
+            "  audit {:<3}  {:>8.0} calls/s   p50 {:.2} ms   p99 {:.2} ms   failed {}",
+            if audit { "on" } else { "off" },
+            t.requests_per_second,
+            t.p50_ms,
+            t.p99_ms,
+            t.failed
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        rates.push(t.requests_per_second);
     }
-    let took = started.elapsed();
-    let applied = head - before;
-    say!(
-        "  {applied} changes applied in {:.2} s: {:.0} records/s (from restart to cursor at the head)",
-        took.as_secs_f64(),
-        applied as f64 / took.as_secs_f64()
-    );
-    guangde.shutdown().await;
-    zone.shutdown().await;
+    say!("  audit on / audit off: {:.2}", rates[1] / rates[0]);
     Ok(())
 }
 

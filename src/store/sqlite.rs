@@ -1,12 +1,18 @@
 //! The embedded SQLite backend: one writer connection (SQLite allows one writer at a time
 //! anyway), a small pool of reader connections, WAL journal and `synchronous = FULL`, so a
 //! commit is on disk before the call that made it returns.
+//!
+//! Record writes are group-committed: writes that arrive while the writer is busy wait in a
+//! queue, and whoever takes the writer next applies the whole queue in one transaction, each
+//! write inside its own savepoint (a refused write rolls back alone), with one commit and so
+//! one fsync for all of them. Every write is answered only after that commit.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
@@ -123,10 +129,20 @@ CREATE TABLE witnessed_heads (
 /// Reader connections kept open for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
+/// A record write waiting for the next group commit, and where its answer goes.
+type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
+
 pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    queued: Arc<Mutex<Vec<QueuedWrite>>>,
+}
+
+/// Locks a mutex, taking over its data if a thread panicked while holding it (every holder
+/// leaves the data consistent at each step).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -156,6 +172,7 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            queued: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -168,7 +185,7 @@ impl SqliteStore {
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = lock(&readers).pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => {
@@ -181,7 +198,7 @@ impl SqliteStore {
                 }
             };
             let result = f(&conn);
-            let mut idle = readers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = lock(&readers);
             if idle.len() < MAX_IDLE_READERS {
                 idle.push(conn);
             }
@@ -199,7 +216,7 @@ impl SqliteStore {
     {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut conn = lock(&writer);
             f(&mut conn)
         })
         .await
@@ -291,15 +308,55 @@ fn lookup_request(
     }
 }
 
-fn apply_write(conn: &mut Connection, w: Write) -> Result<WriteOutcome, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(unavailable)?;
-    if let Some(first) = lookup_request(&tx, &w.key)? {
+/// Applies queued writes in one transaction and answers each after the commit. A write that
+/// fails its checks rolls back to its savepoint and gets its error; a failed commit fails all.
+fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            for (_, reply) in queued {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(queued.len());
+    for (write, reply) in queued {
+        let result = match tx.savepoint() {
+            Ok(mut sp) => {
+                let result = apply_write(&sp, write);
+                let kept = if result.is_ok() {
+                    sp.commit()
+                } else {
+                    sp.rollback()
+                };
+                kept.map_err(unavailable).and(result)
+            }
+            Err(e) => Err(unavailable(e)),
+        };
+        answers.push((reply, result));
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for (reply, _) in answers {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+        }
+    }
+}
+
+/// One write's checks and inserts, inside the caller's transaction.
+fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, StoreError> {
+    if let Some(first) = lookup_request(tx, &w.key)? {
         return Ok(WriteOutcome::Replayed(first));
     }
     let rec = &w.record;
-    let current = get_record(&tx, rec.kind, rec.id)?;
+    let current = get_record(tx, rec.kind, rec.id)?;
     match (w.expected_revision, current) {
         (None, Some(_)) => return Err(StoreError::AlreadyExists),
         (Some(_), None) => return Err(StoreError::NotFound),
@@ -312,30 +369,29 @@ fn apply_write(conn: &mut Connection, w: Write) -> Result<WriteOutcome, StoreErr
     }
     if let Some(unique) = &w.unique {
         let fresh = tx
-            .execute(
-                "INSERT OR IGNORE INTO unique_keys (key) VALUES (?1)",
-                params![unique],
-            )
+            .prepare_cached("INSERT OR IGNORE INTO unique_keys (key) VALUES (?1)")
+            .and_then(|mut stmt| stmt.execute(params![unique]))
             .map_err(unavailable)?;
         if fresh == 0 {
             return Err(StoreError::AlreadyExists);
         }
     }
     for extra in &w.also_create {
-        if get_record(&tx, extra.kind, extra.id)?.is_some() {
+        if get_record(tx, extra.kind, extra.id)?.is_some() {
             return Err(StoreError::AlreadyExists);
         }
-        upsert_record(&tx, extra)?;
-        append_own_change(&tx, extra, w.time)?;
+        upsert_record(tx, extra)?;
+        append_own_change(tx, extra, w.time)?;
     }
-    upsert_record(&tx, rec)?;
-    let encoded = append_own_change(&tx, rec, w.time)?;
-    tx.execute(
+    upsert_record(tx, rec)?;
+    let encoded = append_own_change(tx, rec, w.time)?;
+    tx.prepare_cached(
         "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time],
     )
+    .and_then(|mut stmt| {
+        stmt.execute(params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time])
+    })
     .map_err(unavailable)?;
-    tx.commit().map_err(unavailable)?;
     Ok(WriteOutcome::Applied(w.record))
 }
 
@@ -665,7 +721,22 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
-        self.with_writer(move |c| apply_write(c, write)).await
+        let (reply, answer) = oneshot::channel();
+        lock(&self.queued).push((write, reply));
+        // Whoever gets the writer first applies everything queued by then, ours included; a
+        // task that finds the queue empty has had its write taken by an earlier one.
+        let queued = self.queued.clone();
+        self.with_writer(move |c| {
+            let batch = std::mem::take(&mut *lock(&queued));
+            if !batch.is_empty() {
+                apply_writes(c, batch);
+            }
+            Ok(())
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| unavailable("the store writer dropped a queued write"))?
     }
 
     async fn changes(
@@ -878,3 +949,6 @@ impl Store for SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

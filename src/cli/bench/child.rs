@@ -1,0 +1,130 @@
+//! Servers under test run as child processes of this binary, so their resident memory is
+//! theirs alone and the load generator in this process competes with them for the same two
+//! cores exactly as it does with the baseline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// `yrd-gateway serve --config CONFIG`, ready once it logs "gateway serving".
+    pub fn gateway(config: &Path) -> anyhow::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("YRD_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the gateway")?;
+        let stderr = child.stderr.take().context("gateway stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads the log to the end, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["message"] == "gateway serving" {
+                        let _ = tx.send(Ok(v["addr"].as_str().unwrap_or_default().to_string()));
+                    } else if v["level"] == "ERROR" {
+                        let _ = tx.send(Err(line));
+                    }
+                }
+            }
+        });
+        Self::ready(child, rx, "gateway")
+    }
+
+    /// The baseline echo server (`bench baseline-server --config CONFIG`).
+    pub fn baseline(config: &Path) -> anyhow::Result<Server> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["bench", "baseline-server", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the baseline server")?;
+        let stdout = child.stdout.take().context("baseline stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening ") {
+                    let _ = tx.send(Ok(addr.to_string()));
+                }
+            }
+        });
+        Self::ready(child, rx, "baseline server")
+    }
+
+    fn ready(
+        mut child: Child,
+        rx: std::sync::mpsc::Receiver<Result<String, String>>,
+        what: &str,
+    ) -> anyhow::Result<Server> {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => Ok(Server {
+                addr: addr
+                    .parse()
+                    .with_context(|| format!("{what} reported address {addr:?}"))?,
+                child,
+            }),
+            Ok(Err(line)) => {
+                let _ = child.kill();
+                anyhow::bail!("{what} failed to start: {line}")
+            }
+            Err(_) => {
+                let _ = child.kill();
+                anyhow::bail!("{what} did not report its address within 30 s")
+            }
+        }
+    }
+
+    /// Resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM` of /proc/PID/status).
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading /proc/PID/status (Linux only)")?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .with_context(|| format!("{name} missing from /proc/PID/status"))
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGTERM, then waits for the process to exit (its graceful shutdown).
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let pid = self.child.id().to_string();
+        // The crate forbids unsafe code, so no kill(2) here: procps' kill(1) sends the signal.
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        if !sent.is_ok_and(|s| s.success()) {
+            self.child.kill()?;
+            anyhow::bail!("could not send SIGTERM to server {pid} (is `kill` installed?); killed");
+        }
+        for _ in 0..300 {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        anyhow::bail!("server {pid} did not stop within 15 s of SIGTERM; killed")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,237 @@
+//! Throughput and memory (parts 1 and 4 of the suite): the baseline echo, then CreateProject,
+//! GetProject and ListProjects at one gateway, each driven by the same load generator over
+//! the same number of connections; resident memory of the gateway idle and under that load;
+//! the store's size per record afterwards.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prost::Message;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use super::baseline::pb as echo;
+use super::child::Server;
+use super::load::{Throughput, drive};
+use crate::api::pb;
+
+#[derive(Debug, Clone)]
+pub struct RpcOptions {
+    pub concurrency: usize,
+    pub connections: usize,
+    pub seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RpcFigures {
+    pub concurrency: usize,
+    pub connections: usize,
+    pub seconds_per_phase: u64,
+    /// Encoded size of a CreateProject request; the echo carries a payload of this size.
+    pub request_bytes: usize,
+    pub baseline_echo: Throughput,
+    pub create_project: Throughput,
+    pub get_project: Throughput,
+    pub list_projects_page_50: Throughput,
+    pub memory: Memory,
+    pub store: StoreSize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Memory {
+    /// The gateway started, peers none, before its first call.
+    pub gateway_idle_rss_kib: u64,
+    /// Right after the last load phase.
+    pub gateway_loaded_rss_kib: u64,
+    /// The high-water mark over the whole run.
+    pub gateway_peak_rss_kib: u64,
+    pub baseline_idle_rss_kib: u64,
+    pub baseline_peak_rss_kib: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreSize {
+    /// The SQLite file after a checkpoint (records, change log, request log, audit trail).
+    pub bytes: u64,
+    pub projects: u64,
+    pub bytes_per_project: f64,
+}
+
+/// Opens `connections` channels to `addr` with the zone's demo client certificate.
+fn channels(root: &Path, addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let certs = root.join("certs");
+    let tls = crate::identity::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join("zone/client.crt"),
+        &certs.join("zone/client.key"),
+    )?;
+    (0..n)
+        .map(|_| {
+            Ok(crate::identity::tls::channel(
+                &addr.to_string(),
+                "localhost",
+                tls.clone(),
+            )?)
+        })
+        .collect()
+}
+
+/// A short unmeasured run first (connections up, caches warm), then the measured one.
+async fn phase<F, Fut>(options: &RpcOptions, call: F) -> Throughput
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let warm_up = Duration::from_secs(options.seconds)
+        .div_f64(5.0)
+        .min(Duration::from_secs(2));
+    drive(options.concurrency, warm_up, call.clone()).await;
+    drive(
+        options.concurrency,
+        Duration::from_secs(options.seconds),
+        call,
+    )
+    .await
+}
+
+pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Result<RpcFigures> {
+    let request_bytes = super::create_request(0).encoded_len();
+
+    say!("  baseline: bare tonic echo of {request_bytes} bytes, same mTLS");
+    let baseline = Server::baseline(config)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (baseline_idle, _) = baseline.memory_kib()?;
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels(root, baseline.addr, options.connections)?
+            .into_iter()
+            .map(echo::echo_service_client::EchoServiceClient::new)
+            .collect(),
+    );
+    let payload = vec![0x5a_u8; request_bytes];
+    let baseline_echo = phase(options, move |w, _| {
+        let mut client = clients[w % clients.len()].clone();
+        let payload = payload.clone();
+        async move { client.echo(echo::EchoRequest { payload }).await.map(|_| ()) }
+    })
+    .await;
+    let (_, baseline_peak) = baseline.memory_kib()?;
+    baseline.stop()?;
+
+    let gateway = Server::gateway(config)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (gateway_idle, _) = gateway.memory_kib()?;
+    let clients: Arc<Vec<_>> = Arc::new(
+        channels(root, gateway.addr, options.connections)?
+            .into_iter()
+            .map(pb::project_service_client::ProjectServiceClient::new)
+            .collect(),
+    );
+
+    say!("  CreateProject (durable, audited, signed change log)");
+    let c = clients.clone();
+    let create_project = phase(options, move |w, i| {
+        let mut client = c[w % c.len()].clone();
+        async move {
+            let index = (w as u64) << 40 | i;
+            client
+                .create_project(super::create_request(index))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+
+    let mut names = Vec::new();
+    let mut lister = clients[0].clone();
+    let first = lister
+        .list_projects(pb::ListProjectsRequest {
+            page_size: 500,
+            ..Default::default()
+        })
+        .await
+        .context("listing projects for the GetProject phase")?;
+    names.extend(first.into_inner().projects.into_iter().map(|p| p.name));
+    anyhow::ensure!(!names.is_empty(), "the CreateProject phase wrote nothing");
+    let names = Arc::new(names);
+
+    say!("  GetProject");
+    let c = clients.clone();
+    let get_project = phase(options, move |w, i| {
+        let mut client = c[w % c.len()].clone();
+        let name = names[(w * 7919 + i as usize) % names.len()].clone();
+        async move {
+            client
+                .get_project(pb::GetProjectRequest { name })
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+
+    say!("  ListProjects (page of 50)");
+    let c = clients.clone();
+    let list_projects_page_50 = phase(options, move |w, _| {
+        let mut client = c[w % c.len()].clone();
+        async move {
+            let page = client
+                .list_projects(pb::ListProjectsRequest {
+                    page_size: 50,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            if page.projects.len() == 50 {
+                Ok(())
+            } else {
+                Err(tonic::Status::internal(format!(
+                    "page of {}",
+                    page.projects.len()
+                )))
+            }
+        }
+    })
+    .await;
+    let (gateway_loaded, gateway_peak) = gateway.memory_kib()?;
+    drop(clients);
+    gateway.stop()?;
+
+    Ok(RpcFigures {
+        concurrency: options.concurrency,
+        connections: options.connections,
+        seconds_per_phase: options.seconds,
+        request_bytes,
+        baseline_echo,
+        create_project,
+        get_project,
+        list_projects_page_50,
+        memory: Memory {
+            gateway_idle_rss_kib: gateway_idle,
+            gateway_loaded_rss_kib: gateway_loaded,
+            gateway_peak_rss_kib: gateway_peak,
+            baseline_idle_rss_kib: baseline_idle,
+            baseline_peak_rss_kib: baseline_peak,
+        },
+        store: store_size(&root.join("zone/store.db"))?,
+    })
+}
+
+/// Checkpoints the stopped gateway's database into its main file and divides its size by the
+/// projects in it.
+fn store_size(path: &Path) -> anyhow::Result<StoreSize> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let projects: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM records WHERE kind = 'project'",
+        [],
+        |r| r.get(0),
+    )?;
+    drop(conn);
+    let bytes = std::fs::metadata(path)?.len();
+    Ok(StoreSize {
+        bytes,
+        projects: projects as u64,
+        bytes_per_project: bytes as f64 / projects.max(1) as f64,
+    })
+}
