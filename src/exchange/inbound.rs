@@ -212,10 +212,16 @@ impl Inbound {
                     "changes arrived before the signer certificate".into(),
                 ));
             };
-            let mut batch = Vec::with_capacity(msg.changes.len());
+            let changes = Arc::new(msg.changes);
+            let authenticated =
+                authenticate_all(self.verifier.clone(), signer.clone(), changes.clone()).await;
+            let mut batch = Vec::with_capacity(changes.len());
             let mut refusal = None;
-            for signed in &msg.changes {
-                match self.verify(signer, owner, cursor, signed) {
+            for (signed, authenticated) in changes.iter().zip(authenticated) {
+                let checked = authenticated.and_then(|(scheme, envelope)| {
+                    self.accept(signer, owner, cursor, signed, scheme, envelope)
+                });
+                match checked {
                     Ok(change) => {
                         cursor = change.seq;
                         batch.push(change);
@@ -268,30 +274,17 @@ impl Inbound {
         Ok(())
     }
 
-    /// Verifies one signed change and turns it into what the store applies.
-    fn verify(
+    /// Checks an authenticated change against the stream (owner, recipient, order) and turns
+    /// it into what the store applies.
+    fn accept(
         &self,
         signer: &VerifiedSigner,
         owner: &str,
         cursor: u64,
         signed: &pb::SignedChange,
+        scheme: u16,
+        envelope: pb::ChangeEnvelope,
     ) -> Result<ReplicaChange, ExchangeError> {
-        let scheme = u16::try_from(signed.scheme).map_err(|_| {
-            ExchangeError::Refused(format!(
-                "signature scheme {} is not a TLS scheme",
-                signed.scheme
-            ))
-        })?;
-        let envelope = pb::ChangeEnvelope::decode(signed.envelope.as_slice()).map_err(|e| {
-            ExchangeError::Refused(format!("undecodable envelope after seq {cursor}: {e}"))
-        })?;
-        self.verifier.verify(
-            signer,
-            envelope.seq,
-            &signed.envelope,
-            scheme,
-            &signed.signature,
-        )?;
         let refuse = |why: String| {
             ExchangeError::Refused(format!("change {} of {owner}: {why}", envelope.seq))
         };
@@ -347,6 +340,71 @@ impl Inbound {
             },
         })
     }
+}
+
+/// Decodes each change's envelope and checks its signature, in the changes' order. ECDSA
+/// verification is what limits catch-up, so the work is split over the blocking pool, one part
+/// per core, instead of running on (and stalling) a runtime worker.
+async fn authenticate_all(
+    verifier: Arc<SignatureVerifier>,
+    signer: VerifiedSigner,
+    changes: Arc<Vec<pb::SignedChange>>,
+) -> Vec<Result<(u16, pb::ChangeEnvelope), ExchangeError>> {
+    let n = changes.len();
+    let parts = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let chunk = n.div_ceil(parts).max(1);
+    let mut tasks = Vec::with_capacity(parts);
+    for start in (0..n).step_by(chunk) {
+        let (verifier, signer, changes) = (verifier.clone(), signer.clone(), changes.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let end = (start + chunk).min(n);
+            changes[start..end]
+                .iter()
+                .map(|signed| authenticate(&verifier, &signer, signed))
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        match task.await {
+            Ok(part) => out.extend(part),
+            Err(e) => {
+                // Fails the rest; the session restarts from the last applied change.
+                let failed = || {
+                    Err(ExchangeError::Transport(format!(
+                        "verification task failed: {e}"
+                    )))
+                };
+                out.extend(std::iter::repeat_with(failed).take(n - out.len()));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// One change's envelope, decoded, with its signature checked against the owner's signer.
+fn authenticate(
+    verifier: &SignatureVerifier,
+    signer: &VerifiedSigner,
+    signed: &pb::SignedChange,
+) -> Result<(u16, pb::ChangeEnvelope), ExchangeError> {
+    let scheme = u16::try_from(signed.scheme).map_err(|_| {
+        ExchangeError::Refused(format!(
+            "signature scheme {} is not a TLS scheme",
+            signed.scheme
+        ))
+    })?;
+    let envelope = pb::ChangeEnvelope::decode(signed.envelope.as_slice())
+        .map_err(|e| ExchangeError::Refused(format!("undecodable change envelope: {e}")))?;
+    verifier.verify(
+        signer,
+        envelope.seq,
+        &signed.envelope,
+        scheme,
+        &signed.signature,
+    )?;
+    Ok((scheme, envelope))
 }
 
 #[cfg(test)]

@@ -92,6 +92,43 @@ impl Outbound {
         })
     }
 
+    /// Signs a batch of changes for `peer`, in order. Signing is CPU work, so it runs on the
+    /// blocking pool split into one part per core rather than on a runtime worker.
+    async fn sign_all(
+        &self,
+        signer: &Arc<ChangeSigner>,
+        peer: &str,
+        changes: Vec<Change>,
+    ) -> Result<Vec<pb::SignedChange>, ExchangeError> {
+        let changes = Arc::new(changes);
+        let n = changes.len();
+        let parts = std::thread::available_parallelism().map_or(1, |p| p.get());
+        let chunk = n.div_ceil(parts).max(1);
+        let mut tasks = Vec::with_capacity(parts);
+        for start in (0..n).step_by(chunk) {
+            let (this, signer, peer, changes) = (
+                self.clone(),
+                signer.clone(),
+                peer.to_string(),
+                changes.clone(),
+            );
+            tasks.push(tokio::task::spawn_blocking(move || {
+                changes[start..(start + chunk).min(n)]
+                    .iter()
+                    .map(|c| this.sign(&signer, &peer, c))
+                    .collect::<Result<Vec<_>, _>>()
+            }));
+        }
+        let mut signed = Vec::with_capacity(n);
+        for task in tasks {
+            let part = task
+                .await
+                .map_err(|e| ExchangeError::Transport(format!("signing task failed: {e}")))??;
+            signed.extend(part);
+        }
+        Ok(signed)
+    }
+
     /// Streams this party's changes after `after` to `peer`, then new ones as they commit.
     pub fn stream(
         &self,
@@ -115,11 +152,9 @@ impl Outbound {
                 let result = async {
                     let changes = store.changes(&owner, cursor, BATCH).await?;
                     let head_seq = store.last_seq(&owner).await?;
-                    let signed = changes
-                        .iter()
-                        .map(|c| this.sign(&signer, &peer, c))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Ok::<_, ExchangeError>((changes.last().map(|c| c.seq), signed, head_seq))
+                    let last = changes.last().map(|c| c.seq);
+                    let signed = this.sign_all(&signer, &peer, changes).await?;
+                    Ok::<_, ExchangeError>((last, signed, head_seq))
                 }
                 .await;
                 let (last, signed, head_seq) = match result {

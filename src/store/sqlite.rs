@@ -126,8 +126,12 @@ CREATE TABLE witnessed_heads (
 "#,
 ];
 
-/// Reader connections kept open for reuse.
-const MAX_IDLE_READERS: usize = 8;
+/// Reads that run at once, each on its own connection (kept open for reuse).
+const READERS: usize = 8;
+
+/// How much of the database file a reader maps into memory (address space, shared by every
+/// reader through the OS page cache; only the pages read count as resident).
+const READER_MMAP_BYTES: i64 = 1 << 30;
 
 /// A record write waiting for the next group commit, and where its answer goes.
 type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
@@ -136,6 +140,7 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    read_slots: Arc<tokio::sync::Semaphore>,
     queued: Arc<Mutex<Vec<QueuedWrite>>>,
 }
 
@@ -172,19 +177,28 @@ impl SqliteStore {
             path: path.to_owned(),
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            read_slots: Arc::new(tokio::sync::Semaphore::new(READERS)),
             queued: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    /// Runs `f` on a reader connection on the blocking pool.
+    /// Runs `f` on a reader connection on the blocking pool. At most [`READERS`] reads run at
+    /// once, so every read finds a connection already open (opening one re-reads the schema).
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit = self
+            .read_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| unavailable("the store is closed"))?;
         let readers = self.readers.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let pooled = lock(&readers).pop();
             let conn = match pooled {
                 Some(c) => c,
@@ -194,14 +208,15 @@ impl SqliteStore {
                         .map_err(unavailable)?;
                     c.pragma_update(None, "query_only", "ON")
                         .map_err(unavailable)?;
+                    // Every commit elsewhere (the audit trail commits on each call) makes a
+                    // reader drop its page cache; mapped pages are read without copying.
+                    c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
+                        .map_err(unavailable)?;
                     c
                 }
             };
             let result = f(&conn);
-            let mut idle = lock(&readers);
-            if idle.len() < MAX_IDLE_READERS {
-                idle.push(conn);
-            }
+            lock(&readers).push(conn);
             result
         })
         .await
@@ -270,13 +285,28 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredRecor
     Ok(parsed)
 }
 
+/// `query_row` through the connection's statement cache, so hot paths parse their SQL once.
+fn cached_row<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+static GET_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND id = ?2")
+});
+
 fn get_record(
     conn: &Connection,
     kind: RecordKind,
     id: Uuid,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND id = ?2"),
+    cached_row(
+        conn,
+        &GET_RECORD,
         params![kind.as_str(), id.to_string()],
         row_to_record,
     )
@@ -289,14 +319,14 @@ fn lookup_request(
     conn: &Connection,
     key: &Idempotency,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    let found: Option<(Vec<u8>, String)> = conn
-        .query_row(
-            "SELECT fingerprint, response FROM requests WHERE party = ?1 AND request_id = ?2",
-            params![key.party, key.request_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map_err(unavailable)?;
+    let found: Option<(Vec<u8>, String)> = cached_row(
+        conn,
+        "SELECT fingerprint, response FROM requests WHERE party = ?1 AND request_id = ?2",
+        params![key.party, key.request_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(unavailable)?;
     match found {
         None => Ok(None),
         Some((fingerprint, _)) if fingerprint != key.fingerprint => {
@@ -436,20 +466,21 @@ fn append_own_change(
     rec: &StoredRecord,
     time: i64,
 ) -> Result<String, StoreError> {
-    let seq: i64 = conn
-        .query_row(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
-            params![rec.owner],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
+    let seq: i64 = cached_row(
+        conn,
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
+        params![rec.owner],
+        |r| r.get(0),
+    )
+    .map_err(unavailable)?;
     let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     append_log(conn, &rec.owner, seq as u64, time, &encoded)?;
     Ok(encoded)
 }
 
 fn read_cursor(conn: &Connection, owner: &str) -> Result<u64, StoreError> {
-    conn.query_row(
+    cached_row(
+        conn,
         "SELECT seq FROM cursors WHERE owner = ?1",
         params![owner],
         |r| r.get::<_, i64>(0),
@@ -531,30 +562,35 @@ fn decode_change(owner: String, seq: i64, time: i64, record: &str) -> Result<Cha
 }
 
 fn read_anchor(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
-    conn.query_row("SELECT seq, hash FROM audit_anchor WHERE id = 1", [], |r| {
-        Ok(AuditAnchor {
-            seq: r.get::<_, i64>(0)? as u64,
-            hash: r.get(1)?,
-        })
-    })
+    cached_row(
+        conn,
+        "SELECT seq, hash FROM audit_anchor WHERE id = 1",
+        [],
+        |r| {
+            Ok(AuditAnchor {
+                seq: r.get::<_, i64>(0)? as u64,
+                hash: r.get(1)?,
+            })
+        },
+    )
     .optional()
     .map_err(unavailable)
 }
 
 fn read_audit_head(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
-    let last = conn
-        .query_row(
-            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| {
-                Ok(AuditAnchor {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    hash: r.get(1)?,
-                })
-            },
-        )
-        .optional()
-        .map_err(unavailable)?;
+    let last = cached_row(
+        conn,
+        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| {
+            Ok(AuditAnchor {
+                seq: r.get::<_, i64>(0)? as u64,
+                hash: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(unavailable)?;
     match last {
         Some(head) => Ok(Some(head)),
         None => read_anchor(conn),
