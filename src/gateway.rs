@@ -99,7 +99,7 @@ impl Gateway {
         })
     }
 
-    /// Serves without the audit trail. Exists so `bench writes` can measure the cost of
+    /// Serves without the audit trail. Exists so `bench audit-cost` can measure the cost of
     /// auditing in one run; deployments always audit (no configuration key reaches this).
     pub fn without_audit_for_benchmark(mut self) -> Self {
         self.audit = false;

@@ -66,8 +66,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         catch_up: usize,
     },
-    /// CreateProject throughput of one gateway with and without the audit trail, same load.
-    Writes {
+    /// CreateProject and GetProject throughput of one gateway with and without the audit
+    /// trail, same load (the audit trail cannot be turned off in `serve`).
+    AuditCost {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
         #[arg(long, default_value_t = 10)]
@@ -272,10 +273,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             say!("{}", serde_json::to_string_pretty(&figures)?);
             Ok(())
         }
-        BenchCommand::Writes {
+        BenchCommand::AuditCost {
             concurrency,
             seconds,
-        } => writes(concurrency, seconds).await,
+        } => audit_cost(concurrency, seconds).await,
         BenchCommand::BaselineServer { config } => baseline::serve(&config).await,
     }
 }
@@ -475,21 +476,17 @@ fn markdown(r: &Results) -> String {
     md
 }
 
-/// CreateProject at one in-process gateway, with and without the audit trail.
-async fn writes(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
+/// CreateProject, then GetProject, at one in-process gateway, with and without the audit
+/// trail (which every call writes durably before it is answered).
+async fn audit_cost(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
     say!(
-        "CreateProject (durable, signed change log), {concurrency} concurrent calls, {seconds} s each, one gateway over mTLS"
+        "audit cost: {concurrency} concurrent calls, {seconds} s per phase, one in-process gateway over mTLS"
     );
     let mut rates = Vec::new();
     for audit in [false, true] {
         let setup = Setup::new(&["zone"])?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let config = setup.config(
-            "zone",
-            &listener.local_addr()?.to_string(),
-            &[],
-            "max_concurrent_calls = 4096\n",
-        )?;
+        let config = setup.config("zone", &listener.local_addr()?.to_string(), &[], "")?;
         let mut gateway = Gateway::open(Config::load(&config, &HashMap::new())?)?;
         if !audit {
             gateway = gateway.without_audit_for_benchmark();
@@ -503,8 +500,9 @@ async fn writes(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
         )?;
         let channel = crate::identity::tls::channel(&running.addr.to_string(), "localhost", tls)?;
         let client = pb::project_service_client::ProjectServiceClient::new(channel);
-        let t = load::drive(concurrency, Duration::from_secs(seconds), move |w, i| {
-            let mut client = client.clone();
+        let c = client.clone();
+        let create = load::drive(concurrency, Duration::from_secs(seconds), move |w, i| {
+            let mut client = c.clone();
             async move {
                 client
                     .create_project(create_request((w as u64) << 40 | i))
@@ -513,18 +511,48 @@ async fn writes(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
             }
         })
         .await;
+        let names: Vec<String> = running
+            .records
+            .store()
+            .list(crate::store::ListQuery::of(
+                crate::store::RecordKind::Project,
+                500,
+            ))
+            .await?
+            .iter()
+            .map(|r| format!("parties/zone/projects/{}", r.id))
+            .collect();
+        anyhow::ensure!(!names.is_empty(), "the CreateProject phase wrote nothing");
+        let names = std::sync::Arc::new(names);
+        let get = load::drive(concurrency, Duration::from_secs(seconds), move |w, i| {
+            let mut client = client.clone();
+            let name = names[(w * 7919 + i as usize) % names.len()].clone();
+            async move {
+                client
+                    .get_project(pb::GetProjectRequest { name })
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await;
         running.shutdown().await;
-        say!(
-            "  audit {:<3}  {:>8.0} calls/s   p50 {:.2} ms   p99 {:.2} ms   failed {}",
-            if audit { "on" } else { "off" },
-            t.requests_per_second,
-            t.p50_ms,
-            t.p99_ms,
-            t.failed
-        );
-        rates.push(t.requests_per_second);
+        for (what, t) in [("CreateProject", &create), ("GetProject", &get)] {
+            say!(
+                "  audit {:<3} {what:<14} {:>8.0} calls/s   p50 {:.2} ms   p99 {:.2} ms   failed {}",
+                if audit { "on" } else { "off" },
+                t.requests_per_second,
+                t.p50_ms,
+                t.p99_ms,
+                t.failed
+            );
+        }
+        rates.push((create.requests_per_second, get.requests_per_second));
     }
-    say!("  audit on / audit off: {:.2}", rates[1] / rates[0]);
+    say!(
+        "  audit on / audit off: CreateProject {:.2}, GetProject {:.2}",
+        rates[1].0 / rates[0].0,
+        rates[1].1 / rates[0].1
+    );
     Ok(())
 }
 

@@ -199,28 +199,20 @@ impl SqliteStore {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let pooled = lock(&readers).pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open(&path).map_err(unavailable)?;
-                    c.busy_timeout(std::time::Duration::from_secs(5))
-                        .map_err(unavailable)?;
-                    c.pragma_update(None, "query_only", "ON")
-                        .map_err(unavailable)?;
-                    // Every commit elsewhere (the audit trail commits on each call) makes a
-                    // reader drop its page cache; mapped pages are read without copying.
-                    c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
-                        .map_err(unavailable)?;
-                    c
-                }
-            };
-            let result = f(&conn);
-            lock(&readers).push(conn);
-            result
+            with_reader(&readers, &path, f)
         })
         .await
         .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// Runs a point read (one row by primary key) on the calling runtime thread. It takes
+    /// microseconds, and a WAL reader never waits for the writer, so this is cheaper than the
+    /// two thread switches of the blocking pool; scans and anything long use [`Self::read`].
+    fn point_read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        with_reader(&self.readers, &self.path, f)
     }
 
     /// Runs `f` on the writer connection on the blocking pool.
@@ -237,6 +229,35 @@ impl SqliteStore {
         .await
         .map_err(|e| unavailable(format!("store task failed: {e}")))?
     }
+}
+
+/// Runs `f` on a pooled reader connection, opening one if none is idle.
+fn with_reader<T>(
+    readers: &Mutex<Vec<Connection>>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let conn = match lock(readers).pop() {
+        Some(c) => c,
+        None => {
+            let c = Connection::open(path).map_err(unavailable)?;
+            c.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(unavailable)?;
+            c.pragma_update(None, "query_only", "ON")
+                .map_err(unavailable)?;
+            // Every commit elsewhere (the audit trail commits on each call) makes a reader
+            // drop its page cache; mapped pages are read again without copying.
+            c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)
+                .map_err(unavailable)?;
+            c
+        }
+    };
+    let result = f(&conn);
+    let mut idle = lock(readers);
+    if idle.len() < READERS {
+        idle.push(conn);
+    }
+    result
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -742,9 +763,7 @@ impl Store for SqliteStore {
         owner: &str,
         id: Uuid,
     ) -> Result<Option<StoredRecord>, StoreError> {
-        let owner = owner.to_string();
-        self.read(move |c| Ok(get_record(c, kind, id)?.filter(|r| r.owner == owner)))
-            .await
+        self.point_read(|c| Ok(get_record(c, kind, id)?.filter(|r| r.owner == owner)))
     }
 
     async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
@@ -752,8 +771,7 @@ impl Store for SqliteStore {
     }
 
     async fn replay(&self, key: &Idempotency) -> Result<Option<StoredRecord>, StoreError> {
-        let key = key.clone();
-        self.read(move |c| lookup_request(c, &key)).await
+        self.point_read(|c| lookup_request(c, key))
     }
 
     async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
