@@ -452,7 +452,7 @@ fn markdown(r: &Results) -> String {
          | catch-up of {} records | {:.0} records/s ({:.1} s; owner wrote them at {:.0}/s) |\n\
          | gateway resident memory | idle {:.1} MiB, after load {:.1} MiB, peak {:.1} MiB |\n\
          | baseline resident memory | idle {:.1} MiB, peak {:.1} MiB |\n\
-         | store size | {:.0} bytes per project ({} projects, {:.1} MiB) |",
+         | store size | {:.1} MiB for {} projects and {} audit events: {:.0} bytes of file per project; {:.0} bytes of record JSON per project (3 copies), {:.0} bytes per audit event |",
         lag.offered_per_second,
         lag.achieved_writes_per_second,
         lag.seen_at_peer,
@@ -469,9 +469,12 @@ fn markdown(r: &Results) -> String {
         mem.gateway_peak_rss_kib as f64 / 1024.0,
         mem.baseline_idle_rss_kib as f64 / 1024.0,
         mem.baseline_peak_rss_kib as f64 / 1024.0,
-        r.rpc.store.bytes_per_project,
-        r.rpc.store.projects,
         r.rpc.store.bytes as f64 / 1_048_576.0,
+        r.rpc.store.projects,
+        r.rpc.store.audit_events,
+        r.rpc.store.file_bytes_per_project,
+        r.rpc.store.json_bytes_per_project,
+        r.rpc.store.bytes_per_audit_event,
     );
     md
 }

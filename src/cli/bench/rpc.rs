@@ -53,10 +53,17 @@ pub struct Memory {
 
 #[derive(Debug, Serialize)]
 pub struct StoreSize {
-    /// The SQLite file after a checkpoint (records, change log, request log, audit trail).
+    /// The SQLite file after a checkpoint: records, change log, request log and the audit
+    /// trail of every call the run made (reads included).
     pub bytes: u64,
     pub projects: u64,
-    pub bytes_per_project: f64,
+    pub audit_events: u64,
+    pub file_bytes_per_project: f64,
+    /// Bytes of record JSON per project: its body, its change-log entry and the stored answer
+    /// to its create request (three copies; SQLite pages and indexes come on top).
+    pub json_bytes_per_project: f64,
+    /// Bytes of an audit event's columns, on average.
+    pub bytes_per_audit_event: f64,
 }
 
 /// Opens `connections` channels to `addr` with the zone's demo client certificate.
@@ -217,21 +224,33 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
     })
 }
 
-/// Checkpoints the stopped gateway's database into its main file and divides its size by the
-/// projects in it.
+/// Checkpoints the stopped gateway's database into its main file and relates its size to the
+/// projects and audit events in it.
 fn store_size(path: &Path) -> anyhow::Result<StoreSize> {
     let conn = rusqlite::Connection::open(path)?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let projects: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM records WHERE kind = 'project'",
-        [],
-        |r| r.get(0),
+    let count = |sql: &str| -> anyhow::Result<f64> {
+        Ok(conn
+            .query_row(sql, [], |r| r.get::<_, Option<f64>>(0))?
+            .unwrap_or(0.0))
+    };
+    let projects = count("SELECT COUNT(*) FROM records WHERE kind = 'project'")?;
+    let json = count("SELECT SUM(LENGTH(body)) FROM records")?
+        + count("SELECT SUM(LENGTH(record)) FROM log")?
+        + count("SELECT SUM(LENGTH(response)) FROM requests")?;
+    let audit_events = count("SELECT COUNT(*) FROM audit")?;
+    let audit_bytes = count(
+        "SELECT SUM(LENGTH(caller) + LENGTH(method) + LENGTH(records) + LENGTH(code) \
+         + LENGTH(request_id) + LENGTH(prev_hash) + LENGTH(hash) + 16) FROM audit",
     )?;
     drop(conn);
     let bytes = std::fs::metadata(path)?.len();
     Ok(StoreSize {
         bytes,
         projects: projects as u64,
-        bytes_per_project: bytes as f64 / projects.max(1) as f64,
+        audit_events: audit_events as u64,
+        file_bytes_per_project: bytes as f64 / projects.max(1.0),
+        json_bytes_per_project: json / projects.max(1.0),
+        bytes_per_audit_event: audit_bytes / audit_events.max(1.0),
     })
 }
