@@ -10,6 +10,8 @@
 //! The store knows records only as kind, owner, id, revision, a few index columns used by list
 //! filters, and an opaque JSON body owned by the `records` module.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod sqlite;
 
 use async_trait::async_trait;
