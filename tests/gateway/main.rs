@@ -5,6 +5,7 @@
 mod common;
 
 mod audit;
+mod bench;
 mod dev_command;
 mod durability;
 mod exchange;

@@ -1,0 +1,65 @@
+//! `yrd-gateway bench suite` end to end with tiny parameters: it must keep working and report
+//! every call it made, but its figures are printed, never asserted here (shared machines).
+
+use std::process::Command;
+
+#[test]
+fn the_bench_suite_runs_and_writes_complete_results() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args([
+            "bench",
+            "suite",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--rate",
+            "100",
+            "--lag-seconds",
+            "1",
+            "--catch-up",
+            "300",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .expect("running bench suite");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench suite failed: {}\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = std::fs::read_to_string(out.path().join("results.json")).unwrap();
+    let results: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rpc = &results["rpc"];
+    for phase in [
+        "baseline_echo",
+        "create_project",
+        "get_project",
+        "list_projects_page_50",
+    ] {
+        assert!(rpc[phase]["calls"].as_u64().unwrap() > 0, "{phase}: {json}");
+        assert_eq!(rpc[phase]["failed"], 0, "{phase}: {json}");
+    }
+    let lag = &results["replication"]["lag"];
+    assert_eq!(lag["writes"], 100, "{json}");
+    assert_eq!(lag["failed"], 0, "{json}");
+    assert_eq!(
+        lag["seen_at_peer"], 100,
+        "every write reaches the peer: {json}"
+    );
+    assert_eq!(results["replication"]["catch_up"]["applied"], 300, "{json}");
+    assert!(rpc["memory"]["gateway_idle_rss_kib"].as_u64().unwrap() > 0);
+    // Every project the create phases wrote is in the store.
+    assert!(
+        rpc["store"]["projects"].as_u64().unwrap()
+            >= rpc["create_project"]["calls"].as_u64().unwrap()
+    );
+    let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
+    assert!(markdown.contains("| GetProject |"), "{markdown}");
+}
