@@ -19,7 +19,40 @@ pub mod outbound;
 pub mod policy;
 pub mod signing;
 
+use std::sync::Arc;
+
 use crate::store::StoreError;
+
+/// Applies `f` to every item on the blocking pool, split into one part per core, and returns
+/// the results in the items' order. Signing and verifying change batches is CPU work that
+/// would otherwise stall a runtime worker (and use one core where there are two).
+async fn on_cores<T, R, F>(items: Arc<Vec<T>>, f: F) -> Result<Vec<R>, tokio::task::JoinError>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+    F: Fn(&T) -> R + Clone + Send + 'static,
+{
+    let n = items.len();
+    let parts = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let chunk = n.div_ceil(parts).max(1);
+    let tasks: Vec<_> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            let (items, f) = (items.clone(), f.clone());
+            tokio::task::spawn_blocking(move || {
+                items[start..(start + chunk).min(n)]
+                    .iter()
+                    .map(&f)
+                    .collect::<Vec<R>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        out.extend(task.await?);
+    }
+    Ok(out)
+}
 
 /// Why an exchange step failed.
 #[derive(Debug, thiserror::Error)]

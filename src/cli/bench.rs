@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -232,6 +233,49 @@ fn create_request(i: u64) -> pb::CreateProjectRequest {
             ..Default::default()
         }),
         request_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+/// `n` channels (one connection each) to the gateway or baseline at `addr`, with `party`'s
+/// demo client certificate from the setup's PKI under `root`.
+fn client_channels(
+    root: &Path,
+    party: &str,
+    addr: std::net::SocketAddr,
+    n: usize,
+) -> anyhow::Result<Vec<tonic::transport::Channel>> {
+    let certs = root.join("certs");
+    let tls = crate::identity::tls::client_config(
+        &certs.join("ca.crt"),
+        &certs.join(party).join("client.crt"),
+        &certs.join(party).join("client.key"),
+    )?;
+    (0..n)
+        .map(|_| {
+            Ok(crate::identity::tls::channel(
+                &addr.to_string(),
+                "localhost",
+                tls.clone(),
+            )?)
+        })
+        .collect()
+}
+
+/// One channel to `addr` as `party`'s demo client.
+fn client_channel(
+    root: &Path,
+    party: &str,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<tonic::transport::Channel> {
+    client_channels(root, party, addr, 1)?
+        .pop()
+        .context("no channel opened")
+}
+
+/// The GetProject that worker `worker` sends as its `i`-th call: names spread over workers.
+fn get_request(names: &[String], worker: usize, i: u64) -> pb::GetProjectRequest {
+    pb::GetProjectRequest {
+        name: names[(worker * 7919 + i as usize) % names.len()].clone(),
     }
 }
 
@@ -495,13 +539,7 @@ async fn audit_cost(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
             gateway = gateway.without_audit_for_benchmark();
         }
         let running = start_gateway(gateway, listener)?;
-        let certs = setup.root().join("certs");
-        let tls = crate::identity::tls::client_config(
-            &certs.join("ca.crt"),
-            &certs.join("zone/client.crt"),
-            &certs.join("zone/client.key"),
-        )?;
-        let channel = crate::identity::tls::channel(&running.addr.to_string(), "localhost", tls)?;
+        let channel = client_channel(setup.root(), "zone", running.addr)?;
         let client = pb::project_service_client::ProjectServiceClient::new(channel);
         let c = client.clone();
         let create = load::drive(concurrency, Duration::from_secs(seconds), move |w, i| {
@@ -529,13 +567,8 @@ async fn audit_cost(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
         let names = std::sync::Arc::new(names);
         let get = load::drive(concurrency, Duration::from_secs(seconds), move |w, i| {
             let mut client = client.clone();
-            let name = names[(w * 7919 + i as usize) % names.len()].clone();
-            async move {
-                client
-                    .get_project(pb::GetProjectRequest { name })
-                    .await
-                    .map(|_| ())
-            }
+            let request = get_request(&names, w, i);
+            async move { client.get_project(request).await.map(|_| ()) }
         })
         .await;
         running.shutdown().await;

@@ -342,45 +342,26 @@ impl Inbound {
     }
 }
 
-/// Decodes each change's envelope and checks its signature, in the changes' order. ECDSA
-/// verification is what limits catch-up, so the work is split over the blocking pool, one part
-/// per core, instead of running on (and stalling) a runtime worker.
+/// Decodes each change's envelope and checks its signature, in the changes' order, spread
+/// over the cores (ECDSA verification is what limits catch-up).
 async fn authenticate_all(
     verifier: Arc<SignatureVerifier>,
     signer: VerifiedSigner,
     changes: Arc<Vec<pb::SignedChange>>,
 ) -> Vec<Result<(u16, pb::ChangeEnvelope), ExchangeError>> {
     let n = changes.len();
-    let parts = std::thread::available_parallelism().map_or(1, |p| p.get());
-    let chunk = n.div_ceil(parts).max(1);
-    let mut tasks = Vec::with_capacity(parts);
-    for start in (0..n).step_by(chunk) {
-        let (verifier, signer, changes) = (verifier.clone(), signer.clone(), changes.clone());
-        tasks.push(tokio::task::spawn_blocking(move || {
-            let end = (start + chunk).min(n);
-            changes[start..end]
-                .iter()
-                .map(|signed| authenticate(&verifier, &signer, signed))
-                .collect::<Vec<_>>()
-        }));
+    let check = move |signed: &pb::SignedChange| authenticate(&verifier, &signer, signed);
+    match super::on_cores(changes, check).await {
+        Ok(all) => all,
+        // Fails them all; the session restarts from the last applied change.
+        Err(e) => (0..n)
+            .map(|_| {
+                Err(ExchangeError::Transport(format!(
+                    "verification task failed: {e}"
+                )))
+            })
+            .collect(),
     }
-    let mut out = Vec::with_capacity(n);
-    for task in tasks {
-        match task.await {
-            Ok(part) => out.extend(part),
-            Err(e) => {
-                // Fails the rest; the session restarts from the last applied change.
-                let failed = || {
-                    Err(ExchangeError::Transport(format!(
-                        "verification task failed: {e}"
-                    )))
-                };
-                out.extend(std::iter::repeat_with(failed).take(n - out.len()));
-                break;
-            }
-        }
-    }
-    out
 }
 
 /// One change's envelope, decoded, with its signature checked against the owner's signer.

@@ -92,41 +92,19 @@ impl Outbound {
         })
     }
 
-    /// Signs a batch of changes for `peer`, in order. Signing is CPU work, so it runs on the
-    /// blocking pool split into one part per core rather than on a runtime worker.
+    /// Signs a batch of changes for `peer`, in order, spread over the cores.
     async fn sign_all(
         &self,
         signer: &Arc<ChangeSigner>,
         peer: &str,
         changes: Vec<Change>,
     ) -> Result<Vec<pb::SignedChange>, ExchangeError> {
-        let changes = Arc::new(changes);
-        let n = changes.len();
-        let parts = std::thread::available_parallelism().map_or(1, |p| p.get());
-        let chunk = n.div_ceil(parts).max(1);
-        let mut tasks = Vec::with_capacity(parts);
-        for start in (0..n).step_by(chunk) {
-            let (this, signer, peer, changes) = (
-                self.clone(),
-                signer.clone(),
-                peer.to_string(),
-                changes.clone(),
-            );
-            tasks.push(tokio::task::spawn_blocking(move || {
-                changes[start..(start + chunk).min(n)]
-                    .iter()
-                    .map(|c| this.sign(&signer, &peer, c))
-                    .collect::<Result<Vec<_>, _>>()
-            }));
-        }
-        let mut signed = Vec::with_capacity(n);
-        for task in tasks {
-            let part = task
-                .await
-                .map_err(|e| ExchangeError::Transport(format!("signing task failed: {e}")))??;
-            signed.extend(part);
-        }
-        Ok(signed)
+        let (this, signer, peer) = (self.clone(), signer.clone(), peer.to_string());
+        super::on_cores(Arc::new(changes), move |c| this.sign(&signer, &peer, c))
+            .await
+            .map_err(|e| ExchangeError::Transport(format!("signing task failed: {e}")))?
+            .into_iter()
+            .collect()
     }
 
     /// Streams this party's changes after `after` to `peer`, then new ones as they commit.

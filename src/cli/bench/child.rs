@@ -18,50 +18,66 @@ pub struct Server {
 impl Server {
     /// `yrd-gateway serve --config CONFIG`, ready once it logs "gateway serving".
     pub fn gateway(config: &Path) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["serve", "--config"])
             .arg(config)
             .env("YRD_LOG_FORMAT", "json")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the gateway")?;
-        let stderr = child.stderr.take().context("gateway stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Reads the log to the end, so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["message"] == "gateway serving" {
-                        let _ = tx.send(Ok(v["addr"].as_str().unwrap_or_default().to_string()));
-                    } else if v["level"] == "ERROR" {
-                        let _ = tx.send(Err(line));
-                    }
-                }
+            .stderr(Stdio::piped());
+        Self::start(command, "gateway", |line| {
+            let v = serde_json::from_str::<serde_json::Value>(line).ok()?;
+            if v["message"] == "gateway serving" {
+                Some(Ok(v["addr"].as_str().unwrap_or_default().to_string()))
+            } else if v["level"] == "ERROR" {
+                Some(Err(line.to_string()))
+            } else {
+                None
             }
-        });
-        Self::ready(child, rx, "gateway")
+        })
     }
 
-    /// The baseline echo server (`bench baseline-server --config CONFIG`).
+    /// The baseline echo server (`bench baseline-server --config CONFIG`), ready once it
+    /// prints `listening <addr>`.
     pub fn baseline(config: &Path) -> anyhow::Result<Server> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args(["bench", "baseline-server", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        Self::start(command, "baseline server", |line| {
+            line.strip_prefix("listening ")
+                .map(|addr| Ok(addr.to_string()))
+        })
+    }
+
+    /// Spawns `command` (one of stdout and stderr piped) and waits until `announce` finds the
+    /// bound address, or a failure, in a line of the piped output. The output is read to its
+    /// end, so the child never blocks on a full pipe.
+    fn start(
+        mut command: Command,
+        what: &str,
+        announce: fn(&str) -> Option<Result<String, String>>,
+    ) -> anyhow::Result<Server> {
+        let mut child = command
             .spawn()
-            .context("starting the baseline server")?;
-        let stdout = child.stdout.take().context("baseline stdout")?;
+            .with_context(|| format!("starting the {what}"))?;
+        let output: Box<dyn std::io::Read + Send> = match (child.stdout.take(), child.stderr.take())
+        {
+            (Some(out), _) => Box::new(out),
+            (None, Some(err)) => Box::new(err),
+            (None, None) => anyhow::bail!("the {what}'s output is not piped"),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening ") {
-                    let _ = tx.send(Ok(addr.to_string()));
+            for line in BufReader::new(output).lines().map_while(Result::ok) {
+                if let Some(found) = announce(&line) {
+                    let _ = tx.send(found);
                 }
             }
         });
-        Self::ready(child, rx, "baseline server")
+        Self::ready(child, rx, what)
     }
 
     fn ready(

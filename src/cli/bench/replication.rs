@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use super::load::percentile_ms;
-use super::{Running, start};
+use super::{Running, client_channel, start};
 use crate::api::pb;
 use crate::records::{Violations, WriteMeta, now_micros};
 
@@ -64,19 +64,6 @@ pub async fn run(
     let guangde_addr = listeners.1.local_addr()?;
     let zone = start(&zone_config, listeners.0).await?;
     let guangde = start(&guangde_config, listeners.1).await?;
-    let client = |party: &str, addr| -> anyhow::Result<tonic::transport::Channel> {
-        let certs = root.join("certs");
-        let tls = crate::identity::tls::client_config(
-            &certs.join("ca.crt"),
-            &certs.join(party).join("client.crt"),
-            &certs.join(party).join("client.key"),
-        )?;
-        Ok(crate::identity::tls::channel(
-            &format!("{addr}"),
-            "localhost",
-            tls,
-        )?)
-    };
 
     say!(
         "  lag: {} writes/s for {} s at the zone, observed by a Watch client at guangde",
@@ -84,8 +71,8 @@ pub async fn run(
         options.seconds
     );
     let lag = lag(
-        client("zone", zone.addr)?,
-        client("guangde", guangde.addr)?,
+        client_channel(root, "zone", zone.addr)?,
+        client_channel(root, "guangde", guangde.addr)?,
         options,
     )
     .await?;

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use prost::Message;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::baseline::pb as echo;
 use super::child::Server;
@@ -66,25 +65,6 @@ pub struct StoreSize {
     pub bytes_per_audit_event: f64,
 }
 
-/// Opens `connections` channels to `addr` with the zone's demo client certificate.
-fn channels(root: &Path, addr: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Channel>> {
-    let certs = root.join("certs");
-    let tls = crate::identity::tls::client_config(
-        &certs.join("ca.crt"),
-        &certs.join("zone/client.crt"),
-        &certs.join("zone/client.key"),
-    )?;
-    (0..n)
-        .map(|_| {
-            Ok(crate::identity::tls::channel(
-                &addr.to_string(),
-                "localhost",
-                tls.clone(),
-            )?)
-        })
-        .collect()
-}
-
 /// A short unmeasured run first (connections up, caches warm), then the measured one.
 async fn phase<F, Fut>(options: &RpcOptions, call: F) -> Throughput
 where
@@ -111,7 +91,7 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (baseline_idle, _) = baseline.memory_kib()?;
     let clients: Arc<Vec<_>> = Arc::new(
-        channels(root, baseline.addr, options.connections)?
+        super::client_channels(root, "zone", baseline.addr, options.connections)?
             .into_iter()
             .map(echo::echo_service_client::EchoServiceClient::new)
             .collect(),
@@ -130,7 +110,7 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (gateway_idle, _) = gateway.memory_kib()?;
     let clients: Arc<Vec<_>> = Arc::new(
-        channels(root, gateway.addr, options.connections)?
+        super::client_channels(root, "zone", gateway.addr, options.connections)?
             .into_iter()
             .map(pb::project_service_client::ProjectServiceClient::new)
             .collect(),
@@ -167,13 +147,8 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
     let c = clients.clone();
     let get_project = phase(options, move |w, i| {
         let mut client = c[w % c.len()].clone();
-        let name = names[(w * 7919 + i as usize) % names.len()].clone();
-        async move {
-            client
-                .get_project(pb::GetProjectRequest { name })
-                .await
-                .map(|_| ())
-        }
+        let request = super::get_request(&names, w, i);
+        async move { client.get_project(request).await.map(|_| ()) }
     })
     .await;
 
