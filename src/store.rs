@@ -12,10 +12,14 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
+
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// Kinds of record, as stored and as named in sharing policies.
@@ -372,4 +376,86 @@ pub trait Store: Send + Sync + 'static {
 
     /// Heads of `party` this gateway witnessed, by sequence.
     async fn witnessed_heads(&self, party: &str) -> Result<Vec<WitnessedHead>, StoreError>;
+
+    /// A signal bumped whenever the feed grows through another process sharing this store
+    /// (another replica of the gateway), for backends that can be shared; `None` when only
+    /// this process writes (then the caller's own signal is enough).
+    fn feed_signal(&self) -> Option<Arc<tokio::sync::watch::Sender<u64>>> {
+        None
+    }
+
+    /// Claims the right to pull `peer`'s change log, so that of several replicas sharing this
+    /// store only one pulls from a peer at a time. `None` while another replica holds it.
+    /// Backends one process owns always grant it.
+    async fn pull_lease(&self, peer: &str) -> Result<Option<PullLease>, StoreError> {
+        let _ = peer;
+        Ok(Some(PullLease::sole()))
+    }
+}
+
+/// The right to pull one peer's change log, held until dropped or lost.
+pub struct PullLease {
+    /// Resolves when the lease is lost (its holder's database session ended); `None` for a
+    /// lease that cannot be lost.
+    lost: Option<futures_util::future::BoxFuture<'static, ()>>,
+}
+
+impl PullLease {
+    /// A lease nobody else can contend for.
+    pub fn sole() -> Self {
+        PullLease { lost: None }
+    }
+
+    /// A lease that ends when `lost` resolves; dropping the lease drops `lost`, which must
+    /// then give the lease up.
+    pub fn until(lost: futures_util::future::BoxFuture<'static, ()>) -> Self {
+        PullLease { lost: Some(lost) }
+    }
+
+    /// Resolves when the lease is lost; never, for a sole lease.
+    pub async fn lost(&mut self) {
+        match self.lost.as_mut() {
+            Some(lost) => {
+                lost.await;
+                // Stays lost: a finished future must not be polled again.
+                self.lost = Some(Box::pin(std::future::ready(())));
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A record write waiting for the next group commit, and where its answer goes.
+pub(crate) type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
+
+/// Record writes waiting for a group commit. A writer queues its write, then whoever gets
+/// the backend's writer next takes the whole queue and applies it in one transaction; a writer
+/// that finds the queue empty has had its write taken by an earlier one.
+#[derive(Clone, Default)]
+pub(crate) struct WriteQueue(Arc<Mutex<Vec<QueuedWrite>>>);
+
+impl WriteQueue {
+    /// Queues `write`; the receiver gets its answer after the commit that applies it.
+    pub(crate) fn push(&self, write: Write) -> oneshot::Receiver<Result<WriteOutcome, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((write, reply));
+        answer
+    }
+
+    /// Everything queued so far.
+    pub(crate) fn take(&self) -> Vec<QueuedWrite> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Waits for a queued write's answer.
+pub(crate) async fn answer_of(
+    answer: oneshot::Receiver<Result<WriteOutcome, StoreError>>,
+) -> Result<WriteOutcome, StoreError> {
+    answer
+        .await
+        .map_err(|_| StoreError::Unavailable("the store writer dropped a queued write".into()))?
 }

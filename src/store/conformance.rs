@@ -137,6 +137,14 @@ pub async fn retries_return_the_first_result(store: Arc<dyn Store>) {
 /// Concurrent writes keep their own outcomes (one of many conflicting updates wins, distinct
 /// creates all apply, simultaneous retries apply once) and the change log stays gapless.
 pub async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
+    concurrent_writes_through(vec![store]).await;
+}
+
+/// The concurrent writes above, spread over several handles on one database (replicas of a
+/// gateway sharing a store): the outcomes and the gapless log must be the same.
+pub async fn concurrent_writes_through(stores: Vec<Arc<dyn Store>>) {
+    let handle = |i: usize| stores[i % stores.len()].clone();
+    let store = handle(0);
     let contested = Uuid::now_v7();
     applied(
         store
@@ -146,7 +154,7 @@ pub async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
     let retried = Uuid::now_v7();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..30 {
-        let (s1, s2) = (store.clone(), store.clone());
+        let (s1, s2) = (handle(i), handle(i + 1));
         tasks.spawn(async move {
             let w = write(
                 record("zone", contested, 2, &format!("v2 by {i}")),
@@ -164,8 +172,8 @@ pub async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
             ("create", s2.write(w).await)
         });
     }
-    for _ in 0..10 {
-        let store = store.clone();
+    for i in 0..10 {
+        let store = handle(i);
         tasks.spawn(async move {
             let w = write(record("zone", retried, 1, "retried"), None, "retried");
             ("retry", store.write(w).await)
@@ -191,7 +199,17 @@ pub async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
         ("update conflict", 29),
     ];
     assert_eq!(counts.into_iter().collect::<Vec<_>>(), expected);
-    assert_eq!(seqs(&*store, "zone").await, (1..=33).collect::<Vec<u64>>());
+    for store in &stores {
+        assert_eq!(seqs(&**store, "zone").await, (1..=33).collect::<Vec<u64>>());
+        let positions: Vec<u64> = store
+            .feed(0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(positions, (1..=33).collect::<Vec<u64>>());
+    }
 }
 
 /// A natural key is written once; records created alongside commit with their write or not

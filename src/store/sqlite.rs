@@ -12,13 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{
     AuditAnchor, AuditEvent, AuditQuery, Change, FeedEntry, Idempotency, IndexFields, ListQuery,
-    NewAuditEvent, RecordKind, ReplicaBatch, Store, StoreError, StoredRecord, WitnessedHead, Write,
-    WriteOutcome,
+    NewAuditEvent, QueuedWrite, RecordKind, ReplicaBatch, Store, StoreError, StoredRecord,
+    WitnessedHead, Write, WriteOutcome, WriteQueue, answer_of,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -133,15 +132,12 @@ const READERS: usize = 8;
 /// reader through the OS page cache; only the pages read count as resident).
 const READER_MMAP_BYTES: i64 = 1 << 30;
 
-/// A record write waiting for the next group commit, and where its answer goes.
-type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
-
 pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_slots: Arc<tokio::sync::Semaphore>,
-    queued: Arc<Mutex<Vec<QueuedWrite>>>,
+    queued: WriteQueue,
 }
 
 /// Locks a mutex, taking over its data if a thread panicked while holding it (every holder
@@ -178,7 +174,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
             read_slots: Arc::new(tokio::sync::Semaphore::new(READERS)),
-            queued: Arc::new(Mutex::new(Vec::new())),
+            queued: WriteQueue::default(),
         })
     }
 
@@ -775,22 +771,17 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        lock(&self.queued).push((write, reply));
-        // Whoever gets the writer first applies everything queued by then, ours included; a
-        // task that finds the queue empty has had its write taken by an earlier one.
+        let answer = self.queued.push(write);
         let queued = self.queued.clone();
         self.with_writer(move |c| {
-            let batch = std::mem::take(&mut *lock(&queued));
+            let batch = queued.take();
             if !batch.is_empty() {
                 apply_writes(c, batch);
             }
             Ok(())
         })
         .await?;
-        answer
-            .await
-            .map_err(|_| unavailable("the store writer dropped a queued write"))?
+        answer_of(answer).await
     }
 
     async fn changes(

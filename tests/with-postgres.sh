@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs a command (the test suite) with a throwaway PostgreSQL server on loopback, named to the
+# tests by YRD_TEST_POSTGRES_URL, and stops and deletes the server afterwards:
+#
+#     bash tests/with-postgres.sh cargo nextest run
+#
+# If YRD_TEST_POSTGRES_URL is already set, the command runs against that server instead (each
+# test creates a database of its own there, so the role needs CREATEDB).
+# Needs the PostgreSQL server binaries (Debian: apt-get install postgresql).
+set -euo pipefail
+
+if [ -n "${YRD_TEST_POSTGRES_URL:-}" ]; then
+  exec "$@"
+fi
+
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+  bindir=$(dirname "$(command -v initdb 2>/dev/null || echo /nonexistent/initdb)")
+fi
+if [ ! -x "$bindir/initdb" ]; then
+  echo "with-postgres: no PostgreSQL server binaries (initdb) found; install them, e.g." >&2
+  echo "  apt-get install postgresql" >&2
+  exit 1
+fi
+
+data=$(mktemp -d /tmp/yrd-test-postgres.XXXXXX)
+# PostgreSQL refuses to run as root; the Debian package's postgres user runs it then.
+as_server() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+[ "$(id -u)" = 0 ] && chown postgres: "$data"
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+stop() {
+  as_server "$bindir/pg_ctl" -D "$data/db" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$data"
+}
+trap stop EXIT
+
+as_server "$bindir/initdb" -D "$data/db" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$data/initdb.log" 2>&1 \
+  || { cat "$data/initdb.log" >&2; exit 1; }
+# Loopback only, no Unix socket in a shared place; fsync stays on (durability is under test).
+if ! as_server "$bindir/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 \
+  -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=400" start >/dev/null; then
+  cat "$data/server.log" >&2
+  exit 1
+fi
+echo "with-postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $NF}') on 127.0.0.1:$port" >&2
+
+export YRD_TEST_POSTGRES_URL="host=127.0.0.1 port=$port user=postgres dbname=postgres"
+status=0
+"$@" || status=$?
+exit $status
