@@ -128,6 +128,78 @@ pub struct RawAdmin {
 pub struct RawStore {
     pub backend: String,
     pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub pool_size: Option<usize>,
+}
+
+impl RawStore {
+    fn check(self, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<StoreConfig, ConfigError> {
+        let only_for = |key: &str, set: bool, backend: &str| {
+            if set {
+                Err(ConfigError::invalid(
+                    format!("store.{key}"),
+                    format!("only the {backend} backend takes this key"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self.backend.as_str() {
+            "sqlite" => {
+                only_for("url", self.url.is_some(), "postgres")?;
+                only_for("password_file", self.password_file.is_some(), "postgres")?;
+                only_for("pool_size", self.pool_size.is_some(), "postgres")?;
+                let path = self.path.ok_or_else(|| {
+                    ConfigError::invalid("store.path", "required for the sqlite backend")
+                })?;
+                Ok(StoreConfig::Sqlite {
+                    path: resolve(path),
+                })
+            }
+            "postgres" => {
+                only_for("path", self.path.is_some(), "sqlite")?;
+                let url = self.url.ok_or_else(|| {
+                    ConfigError::invalid(
+                        "store.url",
+                        "required for the postgres backend, e.g. \"postgres://yrd@db.internal:5432/yrd_zone\"",
+                    )
+                })?;
+                let password = match self.password_file {
+                    None => None,
+                    Some(file) => {
+                        let file = resolve(file);
+                        let text = std::fs::read_to_string(&file).map_err(|e| {
+                            ConfigError::invalid(
+                                "store.password_file",
+                                format!("cannot read {}: {e}", file.display()),
+                            )
+                        })?;
+                        Some(text.trim_end_matches(['\r', '\n']).to_string())
+                    }
+                };
+                let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+                if !(2..=1000).contains(&pool_size) {
+                    return Err(ConfigError::invalid(
+                        "store.pool_size",
+                        format!("{pool_size} is not between 2 and 1000"),
+                    ));
+                }
+                crate::store::postgres::PostgresOptions::parse(&url, password, pool_size)
+                    .map(|options| StoreConfig::Postgres(Box::new(options)))
+                    .map_err(|e| {
+                        ConfigError::invalid(
+                            "store.url",
+                            format!("not a PostgreSQL connection string: {e}"),
+                        )
+                    })
+            }
+            other => Err(ConfigError::invalid(
+                "store.backend",
+                format!("`{other}` is not a backend; use \"sqlite\" or \"postgres\""),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -263,7 +335,12 @@ impl Default for Limits {
 pub enum StoreConfig {
     /// Embedded SQLite database file.
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database, which several replicas of this party's gateway may share.
+    Postgres(Box<crate::store::postgres::PostgresOptions>),
 }
+
+/// Connections a PostgreSQL store keeps open unless `store.pool_size` says otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -447,22 +524,7 @@ impl RawConfig {
             )
         })?;
 
-        let store = match self.store.backend.as_str() {
-            "sqlite" => {
-                let path = self.store.path.ok_or_else(|| {
-                    ConfigError::invalid("store.path", "required for the sqlite backend")
-                })?;
-                StoreConfig::Sqlite {
-                    path: resolve(path),
-                }
-            }
-            other => {
-                return Err(ConfigError::invalid(
-                    "store.backend",
-                    format!("`{other}` is not a backend; use \"sqlite\""),
-                ));
-            }
-        };
+        let store = self.store.check(resolve)?;
 
         let format = env
             .get("YRD_LOG_FORMAT")

@@ -21,7 +21,7 @@ use crate::api::pb::project_service_server::ProjectServiceServer;
 use crate::api::pb::watch_service_server::WatchServiceServer;
 use crate::api::{AuditApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi};
 use crate::audit::AuditLog;
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::exchange::ExchangeError;
 use crate::exchange::inbound::{Inbound, PeerStatuses};
 use crate::exchange::outbound::Outbound;
@@ -32,7 +32,6 @@ use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
 use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
 use crate::records::Records;
-use crate::store::sqlite::SqliteStore;
 use crate::store::{NewAuditEvent, Store, StoreError};
 
 /// How often the TLS files are checked for changes.
@@ -67,13 +66,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// Opens the store and loads the TLS material named in `config`.
-    pub fn open(config: Config) -> Result<Self, GatewayError> {
+    pub async fn open(config: Config) -> Result<Self, GatewayError> {
         let material = TlsMaterial::load(&config.tls)?;
         let (tls_tx, tls) = watch::channel(Arc::new(material));
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
-        let store: Arc<dyn Store> = match &config.store {
-            StoreConfig::Sqlite { path } => Arc::new(SqliteStore::open(path)?),
-        };
+        let store: Arc<dyn Store> = crate::store::open(&config.store).await?;
         let records = Records::new(store, config.party.clone(), config.federation.clone());
         let inbound = Inbound::new(records.clone(), verifier.clone(), tls.clone());
         let ops = Arc::new(OpsState {

@@ -75,7 +75,7 @@ fn main() -> ExitCode {
                 let addr = config.listen_grpc;
                 let admin_addr = config.admin_listen;
                 // Open store and TLS files before binding: a bad file never leaves a port open.
-                let gateway = match Gateway::open(config) {
+                let gateway = match Gateway::open(config).await {
                     Ok(g) => g,
                     Err(e @ GatewayError::Tls(_)) => {
                         tracing::error!(error = %e, "cannot start the gateway: check the [tls] paths");

@@ -425,6 +425,17 @@ impl PullLease {
     }
 }
 
+/// Opens the store `config` names (creating an SQLite file or the PostgreSQL schema if
+/// needed).
+pub async fn open(config: &crate::config::StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config {
+        crate::config::StoreConfig::Sqlite { path } => Arc::new(sqlite::SqliteStore::open(path)?),
+        crate::config::StoreConfig::Postgres(options) => {
+            Arc::new(postgres::PostgresStore::connect((**options).clone()).await?)
+        }
+    })
+}
+
 /// A record write waiting for the next group commit, and where its answer goes.
 pub(crate) type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
 

@@ -34,8 +34,6 @@ as_server() {
 }
 [ "$(id -u)" = 0 ] && chown postgres: "$data"
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-
 stop() {
   as_server "$bindir/pg_ctl" -D "$data/db" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$data"
@@ -45,8 +43,17 @@ trap stop EXIT
 as_server "$bindir/initdb" -D "$data/db" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$data/initdb.log" 2>&1 \
   || { cat "$data/initdb.log" >&2; exit 1; }
 # Loopback only, no Unix socket in a shared place; fsync stays on (durability is under test).
-if ! as_server "$bindir/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 \
-  -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=400" start >/dev/null; then
+# A random port; another one if it is taken.
+started=
+for _ in 1 2 3 4 5; do
+  port=$((20000 + RANDOM % 40000))
+  if as_server "$bindir/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=400" start >/dev/null; then
+    started=1
+    break
+  fi
+done
+if [ -z "$started" ]; then
   cat "$data/server.log" >&2
   exit 1
 fi

@@ -8,6 +8,8 @@
 //! event links to the header's anchor (or to 32 zero bytes); after `--prune` the store keeps
 //! the last exported event as its anchor, so store and file together stay one chain.
 
+use std::sync::Arc;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{ChainVerifier, hex, verify_chain};
 use crate::config::{Config, StoreConfig};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{AuditAnchor, AuditEvent, AuditQuery, NewAuditEvent, Store};
 
 #[derive(Debug, clap::Subcommand)]
@@ -48,13 +49,12 @@ pub enum AuditCommand {
     },
 }
 
-fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    match &config.store {
-        StoreConfig::Sqlite { path } => {
-            anyhow::ensure!(path.exists(), "no store at {}", path.display());
-            Ok(SqliteStore::open(path)?)
-        }
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let StoreConfig::Sqlite { path } = &config.store {
+        // Checking a chain must not create an empty store where the operator mistyped a path.
+        anyhow::ensure!(path.exists(), "no store at {}", path.display());
     }
+    Ok(crate::store::open(&config.store).await?)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,8 +105,8 @@ pub async fn run(
             with_witnesses,
         } => {
             let config = Config::load(&config, env)?;
-            let store = open_store(&config)?;
-            let summary = match verify_chain(&store).await {
+            let store = open_store(&config).await?;
+            let summary = match verify_chain(&*store).await {
                 Ok(s) => s,
                 Err(crate::audit::AuditError::Broken(b)) => {
                     say!("audit chain BROKEN: {b}");
@@ -152,7 +152,7 @@ pub async fn run(
                     Err(e) => say!("warning: cannot ask {e}"),
                 }
             }
-            let found = crate::audit::witness::contradictions(&store, &heads).await?;
+            let found = crate::audit::witness::contradictions(&*store, &heads).await?;
             for c in &found {
                 say!("CONTRADICTED: {c}");
             }
@@ -168,12 +168,12 @@ pub async fn run(
             prune,
         } => {
             let config = Config::load(&config, env)?;
-            let store = open_store(&config)?;
-            if let Err(e) = verify_chain(&store).await {
+            let store = open_store(&config).await?;
+            if let Err(e) = verify_chain(&*store).await {
                 bail!("refusing to export: {e}");
             }
             let anchor = store.audit_anchor().await?;
-            export(&store, &config.party, anchor, through, &out).await?;
+            export(&*store, &config.party, anchor, through, &out).await?;
             say!("exported events through {through} to {}", out.display());
             if prune {
                 let anchor = store.prune_audit(through).await?;

@@ -94,7 +94,7 @@ struct Running {
 
 async fn start(config: &Path, listener: TcpListener) -> anyhow::Result<Running> {
     start_gateway(
-        Gateway::open(Config::load(config, &HashMap::new())?)?,
+        Gateway::open(Config::load(config, &HashMap::new())?).await?,
         listener,
     )
 }
@@ -534,7 +534,7 @@ async fn audit_cost(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
         let setup = Setup::new(&["zone"])?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let config = setup.config("zone", &listener.local_addr()?.to_string(), &[], "")?;
-        let mut gateway = Gateway::open(Config::load(&config, &HashMap::new())?)?;
+        let mut gateway = Gateway::open(Config::load(&config, &HashMap::new())?).await?;
         if !audit {
             gateway = gateway.without_audit_for_benchmark();
         }

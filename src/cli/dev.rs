@@ -76,7 +76,7 @@ pub async fn run(
         let admin = TcpListener::bind(config.admin_listen)
             .await
             .with_context(|| format!("binding {} for {party}'s admin http", config.admin_listen))?;
-        let gateway = Gateway::open(config)?;
+        let gateway = Gateway::open(config).await?;
         gateways.push((party.clone(), listener, admin, gateway));
     }
 

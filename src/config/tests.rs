@@ -133,3 +133,64 @@ fn peers_and_sharing_rules_are_checked() {
         "share[0].withhold[0]"
     );
 }
+
+#[test]
+fn a_postgres_store_takes_a_url_a_password_file_and_a_pool_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pg-password");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let postgres = |keys: &str| {
+        GOOD.replace(
+            "backend = \"sqlite\"\npath = \"zone.db\"",
+            &format!("backend = \"postgres\"\n{keys}"),
+        )
+    };
+    let c = load(&postgres(&format!(
+        "url = \"postgres://yrd@db.internal:5432/yrd_zone\"\npassword_file = \"{}\"\npool_size = 24",
+        secret.display()
+    )))
+    .unwrap();
+    let StoreConfig::Postgres(options) = c.store else {
+        panic!("expected a postgres store");
+    };
+    assert_eq!(options.pool_size, 24);
+    assert_eq!(options.connection.get_dbname(), Some("yrd_zone"));
+    assert_eq!(options.connection.get_user(), Some("yrd"));
+    // The file's trailing newline is not part of the password.
+    assert_eq!(options.connection.get_password(), Some(&b"s3cret"[..]));
+    let c = load(&postgres(
+        "url = \"host=db.internal dbname=yrd_zone user=yrd\"",
+    ))
+    .unwrap();
+    let StoreConfig::Postgres(options) = c.store else {
+        panic!("expected a postgres store");
+    };
+    assert_eq!(options.pool_size, DEFAULT_POOL_SIZE);
+
+    for (keys, key) in [
+        ("", "store.url"),
+        ("url = \"postgres://db.internal\"", "store.url"),
+        ("url = \"dbname=x port=notaport\"", "store.url"),
+        (
+            "url = \"postgres://db/x\"\npassword_file = \"/nonexistent/pw\"",
+            "store.password_file",
+        ),
+        (
+            "url = \"postgres://db/x\"\npool_size = 1",
+            "store.pool_size",
+        ),
+        (
+            "url = \"postgres://db/x\"\npath = \"zone.db\"",
+            "store.path",
+        ),
+    ] {
+        assert_eq!(key_of(load(&postgres(keys)).unwrap_err()), key, "{keys}");
+    }
+    assert_eq!(
+        key_of(
+            load(&GOOD.replace("path = \"zone.db\"", "path = \"zone.db\"\nurl = \"x\""))
+                .unwrap_err()
+        ),
+        "store.url"
+    );
+}

@@ -20,7 +20,7 @@ use crate::api::pb::federation_service_client::FederationServiceClient;
 use crate::config::PeerConfig;
 use crate::identity::tls::TlsSource;
 use crate::records::{Records, now_micros};
-use crate::store::{Evidence, RecordKind, ReplicaBatch, ReplicaChange};
+use crate::store::{Evidence, PullLease, RecordKind, ReplicaBatch, ReplicaChange};
 
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -28,6 +28,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Largest response accepted from a peer (a batch of changes).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// How often a standby replica asks for the pull lease of a peer another replica holds.
+pub const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// Capped exponential backoff with "equal jitter": each delay is uniformly random between half
 /// and all of the current step, so reconnecting peers do not move in lockstep.
@@ -87,6 +89,9 @@ pub struct PeerStatus {
     pub last_applied_at: Option<i64>,
     /// The last failure, cleared by the next progress.
     pub last_error: Option<String>,
+    /// Another replica of this gateway (sharing its PostgreSQL store) holds the pull lease
+    /// for this peer; this one waits to take over.
+    pub standby: bool,
 }
 
 /// Peer statuses by party, shared with the operations surface.
@@ -149,35 +154,80 @@ impl Inbound {
             FederationServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
         loop {
-            let mut progressed = false;
-            let result = tokio::select! {
-                r = self.session(&mut client, &peer.party, &mut progressed) => r,
-                _ = stop.wait_for(|s| *s) => return,
+            let Some(mut lease) = self.claim(&peer.party, &mut stop).await else {
+                return;
             };
-            self.update(&peer.party, |s| s.connected = false);
-            match result {
-                Ok(()) => {
-                    tracing::info!(peer = %peer.party, "peer closed the stream; reconnecting")
+            loop {
+                let mut progressed = false;
+                let result = tokio::select! {
+                    r = self.session(&mut client, &peer.party, &mut progressed) => r,
+                    _ = lease.lost() => break,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                self.update(&peer.party, |s| s.connected = false);
+                match result {
+                    Ok(()) => {
+                        tracing::info!(peer = %peer.party, "peer closed the stream; reconnecting")
+                    }
+                    Err(e) if e.is_refusal() => {
+                        tracing::error!(peer = %peer.party, error = %e, "refused a change from peer; nothing of it applied");
+                        self.update(&peer.party, |s| {
+                            s.refused += 1;
+                            s.last_error = Some(e.to_string());
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer = %peer.party, address = %peer.address, error = %e, "peer stream failed; will retry");
+                        self.update(&peer.party, |s| s.last_error = Some(e.to_string()));
+                    }
                 }
-                Err(e) if e.is_refusal() => {
-                    tracing::error!(peer = %peer.party, error = %e, "refused a change from peer; nothing of it applied");
-                    self.update(&peer.party, |s| {
-                        s.refused += 1;
-                        s.last_error = Some(e.to_string());
-                    });
+                if progressed {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = lease.lost() => break,
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+            tracing::warn!(peer = %peer.party, "lost the pull lease (the database session holding it ended); claiming it again");
+            self.update(&peer.party, |s| {
+                s.connected = false;
+                s.last_error = Some("lost the pull lease".into());
+            });
+        }
+    }
+
+    /// Waits until this replica holds the lease to pull from `peer` (at once, unless replicas
+    /// share a PostgreSQL store and another one holds it), or until `stop`.
+    async fn claim(&self, peer: &str, stop: &mut watch::Receiver<bool>) -> Option<PullLease> {
+        let store = self.records.store();
+        let mut standing_by = false;
+        loop {
+            match store.pull_lease(peer).await {
+                Ok(Some(lease)) => {
+                    if standing_by {
+                        tracing::info!(peer = %peer, "took over pulling from the peer");
+                    }
+                    self.update(peer, |s| s.standby = false);
+                    return Some(lease);
+                }
+                Ok(None) => {
+                    if !standing_by {
+                        tracing::info!(peer = %peer, "another replica of this gateway pulls from the peer; standing by to take over");
+                        standing_by = true;
+                    }
+                    self.update(peer, |s| s.standby = true);
                 }
                 Err(e) => {
-                    tracing::warn!(peer = %peer.party, address = %peer.address, error = %e, "peer stream failed; will retry");
-                    self.update(&peer.party, |s| s.last_error = Some(e.to_string()));
+                    tracing::warn!(peer = %peer, error = %e, "cannot claim the pull lease; retrying");
+                    self.update(peer, |s| s.last_error = Some(e.to_string()));
                 }
             }
-            if progressed {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay();
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(LEASE_RETRY) => {}
+                _ = stop.wait_for(|s| *s) => return None,
             }
         }
     }

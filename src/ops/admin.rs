@@ -135,6 +135,8 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             esc(party),
             if s.connected {
                 "<span class=ok>connected</span>"
+            } else if s.standby {
+                "standby: another replica of this gateway pulls"
             } else {
                 "<span class=bad>disconnected</span>"
             },

@@ -206,6 +206,19 @@ impl Metrics {
         }
         gauge(
             &mut out,
+            "yrd_peer_standby",
+            "1 while another replica sharing this gateway's PostgreSQL store holds the pull lease for the peer.",
+            "gauge",
+        );
+        for (p, s) in &peers {
+            let _ = writeln!(
+                out,
+                "yrd_peer_standby{{peer=\"{p}\"}} {}",
+                u8::from(s.standby)
+            );
+        }
+        gauge(
+            &mut out,
             "yrd_peer_cursor",
             "Last change of the peer applied here.",
             "gauge",

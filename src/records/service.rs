@@ -112,12 +112,16 @@ pub struct Records {
 
 impl Records {
     pub fn new(store: Arc<dyn Store>, party: String, federation: Federation) -> Self {
+        // A store shared with other replicas bumps its own signal for their commits too.
+        let changed = store
+            .feed_signal()
+            .unwrap_or_else(|| Arc::new(tokio::sync::watch::channel(0).0));
         Records {
             store,
             party,
             federation,
             clock: Arc::new(now_micros),
-            changed: Arc::new(tokio::sync::watch::channel(0).0),
+            changed,
         }
     }
 

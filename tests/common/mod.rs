@@ -150,7 +150,9 @@ impl InProcess {
         let addr = listener.local_addr().unwrap();
         let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = admin_listener.local_addr().unwrap();
-        let gateway = Gateway::open(Config::load(&config, &HashMap::new()).unwrap()).unwrap();
+        let gateway = Gateway::open(Config::load(&config, &HashMap::new()).unwrap())
+            .await
+            .unwrap();
         let peer_status = Some(gateway.peer_status());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

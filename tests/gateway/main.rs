@@ -13,3 +13,4 @@ mod identity;
 mod negotiation;
 mod operations;
 mod records;
+mod replicas;
