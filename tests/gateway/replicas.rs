@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use yrd_gateway::api::pb;
@@ -365,4 +366,101 @@ async fn the_replica_holding_the_pull_lease_dies_and_the_other_takes_over() {
         (evidence.get::<_, i64>(0), evidence.get::<_, i64>(1)),
         (90, 90)
     );
+}
+
+/// The gateway's health for the whole server.
+async fn serving(pki: &Pki, addr: SocketAddr) -> Option<i32> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    HealthClient::new(client_of(pki, addr, "zone"))
+        .check(HealthCheckRequest::default())
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_database_turns_health_off_and_refuses_writes_until_it_returns() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let scratch = testing::scratch_database().await;
+    let direct = tokio_postgres::Config::from_str(&scratch).unwrap();
+    let (tokio_postgres::config::Host::Tcp(host), Some(port)) =
+        (&direct.get_hosts()[0], direct.get_ports().first())
+    else {
+        panic!("the test server must be reached over TCP");
+    };
+    // The gateway reaches the database through a proxy the test can cut.
+    let proxy = TcpProxy::start().await;
+    proxy.set_upstream(format!("{host}:{port}").parse().unwrap());
+    let url = format!(
+        "host=127.0.0.1 port={} user={} dbname={}",
+        proxy.addr.port(),
+        direct.get_user().unwrap(),
+        direct.get_dbname().unwrap()
+    );
+    let root = tempfile::tempdir().unwrap();
+    let pki = Pki::new(root.path());
+    let path = config(
+        root.path(),
+        "zone",
+        "zone",
+        free_addr(),
+        free_addr(),
+        &[],
+        Some(&url),
+    );
+    let zone = ChildGateway::spawn(&path);
+    let mut projects = projects_at(&pki, zone.addr, "zone");
+    let before = create_with(&mut projects, "停电前").await;
+    let is = |want: ServingStatus| {
+        let pki = &pki;
+        move || async move { (serving(pki, zone.addr).await == Some(want as i32)).then_some(()) }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "SERVING",
+        is(ServingStatus::Serving),
+    )
+    .await;
+
+    proxy.cut();
+    eventually(
+        Duration::from_secs(15),
+        "NOT_SERVING",
+        is(ServingStatus::NotServing),
+    )
+    .await;
+    let request = create_request(sample_project("停电中"));
+    let refused = projects.create_project(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    proxy.heal();
+    eventually(
+        Duration::from_secs(30),
+        "SERVING again",
+        is(ServingStatus::Serving),
+    )
+    .await;
+    // The refused write can be retried with its request id; it is applied once.
+    let first = projects
+        .create_project(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
+    let again = projects
+        .create_project(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
+    assert_eq!(first.name, again.name);
+    assert_eq!(
+        get_with(&mut projects, &before.name).await.display_name,
+        "停电前"
+    );
+    let db = database(&scratch).await;
+    assert_eq!(logged_seqs(&db, "zone").await, vec![1, 2]);
 }
