@@ -168,8 +168,14 @@ impl PostgresOptions {
         if let Some(password) = password {
             connection.password(password);
         }
-        // Commits are durable before they are acknowledged, whatever the server's default.
-        connection.options("-c synchronous_commit=on");
+        // Commits are durable before they are acknowledged, whatever the server's default. A
+        // replica that stalls inside a transaction (frozen process, lost network) must not hold
+        // the feed lock for long: the server ends such a session after 30 s, and no statement
+        // runs longer than a minute.
+        connection.options(
+            "-c synchronous_commit=on -c idle_in_transaction_session_timeout=30000 \
+             -c statement_timeout=60000",
+        );
         connection.application_name("yrd-gateway");
         connection.connect_timeout(SESSION_TIMEOUT);
         connection.keepalives_idle(Duration::from_secs(10));

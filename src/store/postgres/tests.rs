@@ -119,3 +119,40 @@ async fn the_pull_lease_is_held_once_and_taken_over_when_its_session_dies() {
         .expect("the other holder did not notice either");
     assert!(a.pull_lease("changxing").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_commit_durably_even_where_the_database_default_is_not() {
+    let url = testing::scratch_database().await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let name: String = admin
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET synchronous_commit = off; \
+             ALTER DATABASE {name} SET idle_in_transaction_session_timeout = 0"
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(PostgresOptions::parse(&url, None, 2).unwrap())
+        .await
+        .unwrap();
+    let conn = store.conn().await.unwrap();
+    for (setting, expected) in [
+        ("synchronous_commit", "on"),
+        ("idle_in_transaction_session_timeout", "30s"),
+        ("statement_timeout", "1min"),
+    ] {
+        let value: String = conn
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, expected, "{setting}");
+    }
+}
