@@ -760,6 +760,9 @@ pub struct ConfigTemplate {
     /// Certificate revocation list path, if any.
     pub crl: Option<String>,
     pub store_path: String,
+    /// A PostgreSQL connection string; when set, the store is PostgreSQL and `store_path`
+    /// is not used.
+    pub postgres_url: Option<String>,
     pub log_format: LogFormat,
     pub federation: Federation,
     /// (party, host:port) of each peer to pull from.
@@ -808,7 +811,7 @@ impl ConfigTemplate {
             "party = {}\ntrust_domain = {}\n\n[listen]\ngrpc = {}\n\n\
              [admin]\nlisten = {}\n\n\
              [tls]\nca = {}\ncert = {}\nkey = {}\n\n\
-             [store]\nbackend = \"sqlite\"\npath = {}\n\n[log]\nformat = {}\n",
+             [store]\n{}\n\n[log]\nformat = {}\n",
             toml_str(party),
             toml_str(&self.trust_domain),
             toml_str(&self.listen_grpc),
@@ -816,7 +819,13 @@ impl ConfigTemplate {
             toml_str(&format!("{certs}/ca.crt")),
             toml_str(&format!("{certs}/{party}/gateway.crt")),
             toml_str(&format!("{certs}/{party}/gateway.key")),
-            toml_str(&self.store_path),
+            match &self.postgres_url {
+                None => format!(
+                    "backend = \"sqlite\"\npath = {}",
+                    toml_str(&self.store_path)
+                ),
+                Some(url) => format!("backend = \"postgres\"\nurl = {}", toml_str(url)),
+            },
             toml_str(match self.log_format {
                 LogFormat::Json => "json",
                 LogFormat::Text => "text",

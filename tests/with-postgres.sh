@@ -57,7 +57,7 @@ if [ -z "$started" ]; then
   cat "$data/server.log" >&2
   exit 1
 fi
-echo "with-postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $NF}') on 127.0.0.1:$port" >&2
+echo "with-postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 
 export YRD_TEST_POSTGRES_URL="host=127.0.0.1 port=$port user=postgres dbname=postgres"
 status=0

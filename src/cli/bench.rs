@@ -75,6 +75,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// CreateProject and GetProject throughput of one gateway on SQLite and on PostgreSQL,
+    /// same load. The PostgreSQL run uses a new database created on the server named by
+    /// --postgres (the role needs CREATEDB) and dropped afterwards.
+    Stores {
+        /// Connection string of the PostgreSQL server, e.g. "host=127.0.0.1 user=postgres
+        /// dbname=postgres".
+        #[arg(long)]
+        postgres: String,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// The suite's baseline server (bare tonic echo, the gateway's TLS); started by `suite`.
     #[command(hide = true)]
     BaselineServer {
@@ -133,6 +146,8 @@ impl Running {
 /// A temporary federation folder: dev PKI for `parties` and a config per party.
 struct Setup {
     dir: TempDir,
+    /// Store in this PostgreSQL database instead of SQLite files.
+    postgres_url: Option<String>,
 }
 
 impl Setup {
@@ -140,7 +155,10 @@ impl Setup {
         let dir = tempfile_dir()?;
         let ids: Vec<String> = parties.iter().map(|p| p.to_string()).collect();
         crate::identity::pki::init_dev_pki(&dir.path().join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
-        Ok(Setup { dir })
+        Ok(Setup {
+            dir,
+            postgres_url: None,
+        })
     }
 
     fn root(&self) -> &Path {
@@ -165,6 +183,7 @@ impl Setup {
             certs_dir: "certs".into(),
             crl: None,
             store_path: format!("{party}/store.db"),
+            postgres_url: self.postgres_url.clone(),
             log_format: LogFormat::Json,
             federation: federation.clone(),
             peers: peers
@@ -320,7 +339,39 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::AuditCost {
             concurrency,
             seconds,
-        } => audit_cost(concurrency, seconds).await,
+        } => {
+            say!(
+                "audit cost: {concurrency} concurrent calls, {seconds} s per phase, one in-process gateway over mTLS"
+            );
+            let off = create_then_get("audit off", concurrency, seconds, false, None).await?;
+            let on = create_then_get("audit on", concurrency, seconds, true, None).await?;
+            say!(
+                "  audit on / audit off: CreateProject {:.2}, GetProject {:.2}",
+                on.0 / off.0,
+                on.1 / off.1
+            );
+            Ok(())
+        }
+        BenchCommand::Stores {
+            postgres,
+            concurrency,
+            seconds,
+        } => {
+            say!(
+                "stores: {concurrency} concurrent calls, {seconds} s per phase, one in-process gateway over mTLS"
+            );
+            let sqlite = create_then_get("sqlite", concurrency, seconds, true, None).await?;
+            let url = crate::store::postgres::create_database(&postgres, "yrd_bench").await?;
+            let pg = create_then_get("postgres", concurrency, seconds, true, Some(&url)).await;
+            crate::store::postgres::drop_database(&postgres, &url).await?;
+            let pg = pg?;
+            say!(
+                "  postgres / sqlite: CreateProject {:.2}, GetProject {:.2}",
+                pg.0 / sqlite.0,
+                pg.1 / sqlite.1
+            );
+            Ok(())
+        }
         BenchCommand::BaselineServer { config } => baseline::serve(&config).await,
     }
 }
@@ -523,15 +574,19 @@ fn markdown(r: &Results) -> String {
     md
 }
 
-/// CreateProject, then GetProject, at one in-process gateway, with and without the audit
-/// trail (which every call writes durably before it is answered).
-async fn audit_cost(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
-    say!(
-        "audit cost: {concurrency} concurrent calls, {seconds} s per phase, one in-process gateway over mTLS"
-    );
-    let mut rates = Vec::new();
-    for audit in [false, true] {
-        let setup = Setup::new(&["zone"])?;
+/// CreateProject, then GetProject, at one in-process gateway, with or without the audit trail
+/// (which every call writes durably before it is answered), on SQLite or on the PostgreSQL
+/// database `postgres`. Prints the figures under `label`; returns the two rates.
+async fn create_then_get(
+    label: &str,
+    concurrency: usize,
+    seconds: u64,
+    audit: bool,
+    postgres: Option<&str>,
+) -> anyhow::Result<(f64, f64)> {
+    {
+        let mut setup = Setup::new(&["zone"])?;
+        setup.postgres_url = postgres.map(str::to_string);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let config = setup.config("zone", &listener.local_addr()?.to_string(), &[], "")?;
         let mut gateway = Gateway::open(Config::load(&config, &HashMap::new())?).await?;
@@ -574,22 +629,15 @@ async fn audit_cost(concurrency: usize, seconds: u64) -> anyhow::Result<()> {
         running.shutdown().await;
         for (what, t) in [("CreateProject", &create), ("GetProject", &get)] {
             say!(
-                "  audit {:<3} {what:<14} {:>8.0} calls/s   p50 {:.2} ms   p99 {:.2} ms   failed {}",
-                if audit { "on" } else { "off" },
+                "  {label:<10} {what:<14} {:>8.0} calls/s   p50 {:.2} ms   p99 {:.2} ms   failed {}",
                 t.requests_per_second,
                 t.p50_ms,
                 t.p99_ms,
                 t.failed
             );
         }
-        rates.push((create.requests_per_second, get.requests_per_second));
+        Ok((create.requests_per_second, get.requests_per_second))
     }
-    say!(
-        "  audit on / audit off: CreateProject {:.2}, GetProject {:.2}",
-        rates[1].0 / rates[0].0,
-        rates[1].1 / rates[0].1
-    );
-    Ok(())
 }
 
 /// A temporary folder removed when dropped.

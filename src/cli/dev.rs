@@ -57,6 +57,7 @@ pub async fn run(
             certs_dir: "certs".into(),
             crl: None,
             store_path: format!("{party}/store.db"),
+            postgres_url: None,
             log_format: LogFormat::Text,
             federation: federation.clone(),
             peers,

@@ -1228,6 +1228,53 @@ impl Store for PostgresStore {
     }
 }
 
+/// Creates an empty database named `<prefix>_<uuid>` on the server `url` names (its role needs
+/// CREATEDB) and returns a connection string for it.
+pub async fn create_database(url: &str, prefix: &str) -> Result<String, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(connection);
+    let name = format!("{prefix}_{}", Uuid::now_v7().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(db)?;
+    Ok(with_dbname(url, &name))
+}
+
+/// Drops the database `database_url` names, connected through `url` (another database of the
+/// same server), ending its sessions first.
+pub async fn drop_database(url: &str, database_url: &str) -> Result<(), StoreError> {
+    let target = tokio_postgres::Config::from_str(database_url).map_err(db)?;
+    let name = target
+        .get_dbname()
+        .ok_or_else(|| unavailable("the connection string names no database"))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .map_err(db)
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_dbname(url: &str, name: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        let scheme_end = path.find("://").unwrap() + 3;
+        let host_part = match path[scheme_end..].find('/') {
+            Some(i) => &path[..scheme_end + i],
+            None => path,
+        };
+        if query.is_empty() {
+            format!("{host_part}/{name}")
+        } else {
+            format!("{host_part}/{name}?{query}")
+        }
+    } else {
+        format!("{url} dbname={name}")
+    }
+}
+
 /// For tests: fresh databases on the server named by `YRD_TEST_POSTGRES_URL`.
 #[doc(hidden)]
 pub mod testing {
@@ -1242,35 +1289,11 @@ pub mod testing {
                  `bash tests/with-postgres.sh cargo nextest run` (README), which starts one."
             )
         });
-        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        super::create_database(&base, "yrd_test")
             .await
-            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at `{base}`: {e}"));
-        tokio::spawn(connection);
-        let name = format!("yrd_test_{}", uuid::Uuid::now_v7().simple());
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        with_dbname(&base, &name)
-    }
-
-    /// `url` naming database `name` instead of its own.
-    pub fn with_dbname(url: &str, name: &str) -> String {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let (path, query) = url.split_once('?').unwrap_or((url, ""));
-            let scheme_end = path.find("://").unwrap() + 3;
-            let host_part = match path[scheme_end..].find('/') {
-                Some(i) => &path[..scheme_end + i],
-                None => path,
-            };
-            if query.is_empty() {
-                format!("{host_part}/{name}")
-            } else {
-                format!("{host_part}/{name}?{query}")
-            }
-        } else {
-            format!("{url} dbname={name}")
-        }
+            .unwrap_or_else(|e| {
+                panic!("cannot create a database on the test PostgreSQL at `{base}`: {e}")
+            })
     }
 }
 

@@ -94,6 +94,8 @@ pub struct Options {
     pub routes: HashMap<(String, String), String>,
     /// Configure `certs/crl.pem` as the revocation list (the test writes it first).
     pub crl: bool,
+    /// Store in this PostgreSQL database instead of an SQLite file.
+    pub postgres_url: Option<String>,
 }
 
 /// The shipped federation of the four parties, as the tests configure it.
@@ -118,6 +120,7 @@ pub fn write_config(
         certs_dir: "certs".into(),
         crl: options.crl.then(|| "certs/crl.pem".to_string()),
         store_path: format!("{party}/store.db"),
+        postgres_url: options.postgres_url.clone(),
         log_format: LogFormat::Text,
         share: options
             .share

@@ -35,25 +35,18 @@ fn config(
     peers: &[(String, String)],
     store_url: Option<&str>,
 ) -> PathBuf {
-    let written = write_config(root, party, &grpc.to_string(), peers, &Options::default());
+    let options = Options {
+        postgres_url: store_url.map(str::to_string),
+        ..Options::default()
+    };
+    let written = write_config(root, party, &grpc.to_string(), peers, &options);
     let mut text = std::fs::read_to_string(&written).unwrap();
-    text = text.replacen(
-        "[admin]\nlisten = \"127.0.0.1:0\"",
-        &format!("[admin]\nlisten = \"{admin}\""),
-        1,
+    let admin_section = "[admin]\nlisten = \"127.0.0.1:0\"";
+    assert!(
+        text.contains(admin_section),
+        "the template's admin section changed"
     );
-    if let Some(url) = store_url {
-        let sqlite = format!("[store]\nbackend = \"sqlite\"\npath = \"{party}/store.db\"");
-        assert!(
-            text.contains(&sqlite),
-            "the template's store section changed"
-        );
-        text = text.replacen(
-            &sqlite,
-            &format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 8"),
-            1,
-        );
-    }
+    text = text.replacen(admin_section, &format!("[admin]\nlisten = \"{admin}\""), 1);
     let path = root.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path

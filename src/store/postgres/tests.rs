@@ -1,6 +1,7 @@
 //! The PostgreSQL backend against the storage conformance suite, each test on a fresh database
 //! of the server named by `YRD_TEST_POSTGRES_URL`.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use super::{PostgresOptions, PostgresStore, testing};
@@ -155,4 +156,19 @@ async fn sessions_commit_durably_even_where_the_database_default_is_not() {
             .get(0);
         assert_eq!(value, expected, "{setting}");
     }
+}
+
+#[test]
+fn a_connection_string_is_pointed_at_another_database() {
+    assert_eq!(
+        super::with_dbname("postgres://yrd:pw@db:5432/postgres?connect_timeout=3", "x"),
+        "postgres://yrd:pw@db:5432/x?connect_timeout=3"
+    );
+    assert_eq!(
+        super::with_dbname("postgresql://db", "x"),
+        "postgresql://db/x"
+    );
+    let kv = super::with_dbname("host=db user=yrd dbname=postgres", "x");
+    let parsed = tokio_postgres::Config::from_str(&kv).unwrap();
+    assert_eq!(parsed.get_dbname(), Some("x"));
 }
