@@ -462,15 +462,19 @@ async fn upsert_record(c: &impl GenericClient, rec: &StoredRecord) -> Result<(),
     Ok(())
 }
 
-/// Takes the feed lock for the rest of the transaction and returns the last feed position.
-async fn lock_feed(c: &impl GenericClient) -> Result<i64, StoreError> {
+/// Takes advisory lock `key` of this gateway's lock space until the transaction ends.
+async fn lock(c: &impl GenericClient, key: i32) -> Result<(), StoreError> {
     let stmt = c
         .prepare_cached("SELECT pg_advisory_xact_lock($1, $2)")
         .await
         .map_err(db)?;
-    c.execute(&stmt, &[&LOCK_SPACE, &FEED_LOCK])
-        .await
-        .map_err(db)?;
+    c.execute(&stmt, &[&LOCK_SPACE, &key]).await.map_err(db)?;
+    Ok(())
+}
+
+/// Takes the feed lock for the rest of the transaction and returns the last feed position.
+async fn lock_feed(c: &impl GenericClient) -> Result<i64, StoreError> {
+    lock(c, FEED_LOCK).await?;
     let stmt = c
         .prepare_cached("SELECT COALESCE(MAX(position), 0) FROM log")
         .await
@@ -504,40 +508,49 @@ async fn append_log(
     Ok(())
 }
 
-/// Appends a record version to its owner's change log with the next sequence number; returns
-/// the encoded record.
-async fn append_own_change(
-    c: &impl GenericClient,
-    position: &mut i64,
-    rec: &StoredRecord,
-    time: i64,
-) -> Result<String, StoreError> {
-    let stmt = c
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = $1")
-        .await
-        .map_err(db)?;
-    let seq: i64 = c
-        .query_one(&stmt, &[&rec.owner])
-        .await
-        .map_err(db)?
-        .try_get(0)
-        .map_err(db)?;
-    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    append_log(c, position, &rec.owner, seq, time, &encoded).await?;
-    Ok(encoded)
+/// What a group-commit transaction knows once it holds the feed lock: the last feed position
+/// and each owner's last sequence number, advanced in memory as writes append.
+struct FeedTail {
+    position: i64,
+    seqs: std::collections::HashMap<String, i64>,
 }
 
-/// One write's checks and inserts, inside the caller's savepoint.
+impl FeedTail {
+    /// The next sequence number of `owner` (read from the log the first time).
+    async fn next_seq(&mut self, c: &impl GenericClient, owner: &str) -> Result<i64, StoreError> {
+        if !self.seqs.contains_key(owner) {
+            let stmt = c
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM log WHERE owner = $1")
+                .await
+                .map_err(db)?;
+            let last: i64 = c
+                .query_one(&stmt, &[&owner])
+                .await
+                .map_err(db)?
+                .try_get(0)
+                .map_err(db)?;
+            self.seqs.insert(owner.to_string(), last);
+        }
+        let seq = self.seqs.get_mut(owner).expect("inserted above");
+        *seq += 1;
+        Ok(*seq)
+    }
+}
+
+/// One write, inside the caller's transaction. Every check runs before anything is modified
+/// (the unique key, inserted only if new, is the last check), so a refused write leaves
+/// nothing behind without a savepoint; the modifications are then sent in one pipeline.
 async fn apply_write(
     c: &impl GenericClient,
-    position: &mut i64,
+    tail: &mut FeedTail,
     w: Write,
 ) -> Result<WriteOutcome, StoreError> {
-    if let Some(first) = lookup_request(c, &w.key).await? {
+    let rec = &w.record;
+    let (first, current) =
+        tokio::try_join!(lookup_request(c, &w.key), get_record(c, rec.kind, rec.id))?;
+    if let Some(first) = first {
         return Ok(WriteOutcome::Replayed(first));
     }
-    let rec = &w.record;
-    let current = get_record(c, rec.kind, rec.id).await?;
     match (w.expected_revision, current) {
         (None, Some(_)) => return Err(StoreError::AlreadyExists),
         (Some(_), None) => return Err(StoreError::NotFound),
@@ -548,6 +561,21 @@ async fn apply_write(
         }
         _ => {}
     }
+    let existing = futures_util::future::try_join_all(
+        w.also_create
+            .iter()
+            .map(|extra| get_record(c, extra.kind, extra.id)),
+    )
+    .await?;
+    if existing.iter().any(Option::is_some) {
+        return Err(StoreError::AlreadyExists);
+    }
+    let encoded: Vec<String> = w
+        .also_create
+        .iter()
+        .chain([rec])
+        .map(|r| serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect::<Result<_, _>>()?;
     if let Some(unique) = &w.unique {
         let stmt = c
             .prepare_cached("INSERT INTO unique_keys (key) VALUES ($1) ON CONFLICT DO NOTHING")
@@ -557,74 +585,98 @@ async fn apply_write(
             return Err(StoreError::AlreadyExists);
         }
     }
-    for extra in &w.also_create {
-        if get_record(c, extra.kind, extra.id).await?.is_some() {
-            return Err(StoreError::AlreadyExists);
-        }
-        upsert_record(c, extra).await?;
-        append_own_change(c, position, extra, w.time).await?;
+    // Checks passed: number the changes, then send every insert at once.
+    let mut entries = Vec::with_capacity(w.also_create.len() + 1);
+    for (r, encoded) in w.also_create.iter().chain([rec]).zip(encoded) {
+        let seq = tail.next_seq(c, &r.owner).await?;
+        tail.position += 1;
+        entries.push((r, tail.position, seq, encoded));
     }
-    upsert_record(c, rec).await?;
-    let encoded = append_own_change(c, position, rec, w.time).await?;
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES ($1, $2, $3, $4, $5)",
+    let (log, request) = tokio::try_join!(
+        async {
+            c.prepare_cached(
+                "INSERT INTO log (position, owner, seq, time, record) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await
+            .map_err(db)
+        },
+        async {
+            c.prepare_cached(
+                "INSERT INTO requests (party, request_id, fingerprint, response, time) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await
+            .map_err(db)
+        }
+    )?;
+    let encoded = &entries.last().expect("the record itself").3;
+    let (log, time) = (&log, &w.time);
+    let inserts = entries
+        .iter()
+        .map(|(r, position, seq, encoded)| async move {
+            tokio::try_join!(upsert_record(c, r), async {
+                c.execute(log, &[position, &r.owner, seq, time, encoded])
+                    .await
+                    .map_err(db)
+            })
+            .map(|_| ())
+        });
+    tokio::try_join!(futures_util::future::try_join_all(inserts), async {
+        c.execute(
+            &request,
+            &[
+                &w.key.party,
+                &w.key.request_id,
+                &w.key.fingerprint,
+                encoded,
+                &w.time,
+            ],
         )
         .await
-        .map_err(db)?;
-    c.execute(
-        &stmt,
-        &[
-            &w.key.party,
-            &w.key.request_id,
-            &w.key.fingerprint,
-            &encoded,
-            &w.time,
-        ],
-    )
-    .await
-    .map_err(db)?;
+        .map_err(db)
+    })?;
     Ok(WriteOutcome::Applied(w.record))
 }
 
 /// Applies queued writes in one transaction under the feed lock and answers each after the
-/// commit. A write that fails its checks rolls back to its savepoint and gets its error; a
-/// failed commit fails all.
+/// commit. A write that fails its checks changes nothing and gets its error; a database error
+/// or a failed commit fails all (nothing of the group is written).
 async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: Vec<QueuedWrite>) {
     let fail_all = |queued: Vec<QueuedWrite>, e: StoreError| {
         for (_, reply) in queued {
             let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
         }
     };
-    let mut tx = match conn.transaction().await {
+    let tx = match conn.transaction().await {
         Ok(tx) => tx,
         Err(e) => return fail_all(queued, db(e)),
     };
-    let mut position = match lock_feed(&tx).await {
-        Ok(p) => p,
+    let mut tail = match lock_feed(&tx).await {
+        Ok(position) => FeedTail {
+            position,
+            seqs: Default::default(),
+        },
         Err(e) => return fail_all(queued, e),
     };
-    let start = position;
+    let start = tail.position;
     let mut answers = Vec::with_capacity(queued.len());
+    let mut failed: Option<String> = None;
     for (write, reply) in queued {
-        let result = match tx.savepoint("write").await {
-            Ok(sp) => {
-                let before = position;
-                let result = apply_write(&sp, &mut position, write).await;
-                let kept = if result.is_ok() {
-                    sp.commit().await
-                } else {
-                    position = before;
-                    sp.rollback().await
-                };
-                kept.map_err(db).and(result)
-            }
-            Err(e) => Err(db(e)),
+        let result = match &failed {
+            Some(e) => Err(StoreError::Unavailable(e.clone())),
+            None => apply_write(&tx, &mut tail, write).await,
         };
+        // A database error aborts the transaction: the rest of the group cannot be applied.
+        if let Err(e @ StoreError::Unavailable(_)) = &result {
+            failed.get_or_insert_with(|| e.to_string());
+        }
         answers.push((reply, result));
     }
     let committed = async {
-        if position > start {
+        if let Some(e) = failed {
+            return Err(StoreError::Unavailable(e));
+        }
+        if tail.position > start {
             tx.execute("SELECT pg_notify($1, '')", &[&FEED_CHANNEL])
                 .await
                 .map_err(db)?;
@@ -771,6 +823,20 @@ async fn read_audit_head(c: &impl GenericClient) -> Result<Option<AuditAnchor>, 
         Some(row) => row_to_anchor(&row).map(Some),
         None => read_anchor(c).await,
     }
+}
+
+/// A batch of audit events as columns, for one multi-row insert.
+#[derive(Default)]
+struct AuditColumns {
+    seq: Vec<i64>,
+    time: Vec<i64>,
+    caller: Vec<String>,
+    method: Vec<String>,
+    records: Vec<String>,
+    code: Vec<String>,
+    request_id: Vec<String>,
+    prev_hash: Vec<Vec<u8>>,
+    hash: Vec<Vec<u8>>,
 }
 
 /// Appends `SQL AND column = $n` for each filter that is set.
@@ -1010,46 +1076,53 @@ impl Store for PostgresStore {
         tokio::spawn(async move {
             let mut conn = pool.get().await.map_err(pool_error)?;
             let tx = conn.transaction().await.map_err(db)?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&LOCK_SPACE, &AUDIT_LOCK],
-            )
-            .await
-            .map_err(db)?;
+            lock(&tx, AUDIT_LOCK).await?;
             let (mut seq, mut prev) = match read_audit_head(&tx).await? {
                 Some(h) => (h.seq, h.hash),
                 None => (0, crate::audit::GENESIS.to_vec()),
             };
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .await
-                .map_err(db)?;
+            // One statement for the whole batch: columns as arrays, unnested into rows.
+            let mut rows = AuditColumns::default();
             for e in events {
                 seq += 1;
                 let hash = crate::audit::link(seq, &prev, &e).to_vec();
-                let records = serde_json::to_string(&e.records)
-                    .map_err(|x| StoreError::Corrupt(x.to_string()))?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &(seq as i64),
-                        &e.time,
-                        &e.caller,
-                        &e.method,
-                        &records,
-                        &e.code,
-                        &e.request_id,
-                        &prev,
-                        &hash,
-                    ],
+                rows.records.push(
+                    serde_json::to_string(&e.records)
+                        .map_err(|x| StoreError::Corrupt(x.to_string()))?,
+                );
+                rows.seq.push(seq as i64);
+                rows.time.push(e.time);
+                rows.caller.push(e.caller);
+                rows.method.push(e.method);
+                rows.code.push(e.code);
+                rows.request_id.push(e.request_id);
+                rows.prev_hash.push(std::mem::replace(&mut prev, hash.clone()));
+                rows.hash.push(hash);
+            }
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
+                     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+                     $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[])",
                 )
                 .await
                 .map_err(db)?;
-                prev = hash;
-            }
+            tx.execute(
+                &stmt,
+                &[
+                    &rows.seq,
+                    &rows.time,
+                    &rows.caller,
+                    &rows.method,
+                    &rows.records,
+                    &rows.code,
+                    &rows.request_id,
+                    &rows.prev_hash,
+                    &rows.hash,
+                ],
+            )
+            .await
+            .map_err(db)?;
             tx.commit().await.map_err(db)?;
             Ok(seq)
         })
@@ -1111,12 +1184,7 @@ impl Store for PostgresStore {
     async fn prune_audit(&self, through: u64) -> Result<AuditAnchor, StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await.map_err(db)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&LOCK_SPACE, &AUDIT_LOCK],
-        )
-        .await
-        .map_err(db)?;
+        lock(&tx, AUDIT_LOCK).await?;
         let through_seq = through as i64;
         let hash: Vec<u8> = tx
             .query_opt("SELECT hash FROM audit WHERE seq = $1", &[&through_seq])
