@@ -1,5 +1,6 @@
-//! Durable storage behind one trait, so the SQLite (embedded default) and, later, PostgreSQL
-//! backends give the same guarantees:
+//! Durable storage behind one trait, so the SQLite (embedded default, one process) and
+//! PostgreSQL (several replicas of a gateway on one database) backends give the same
+//! guarantees, checked by one conformance suite (`store/conformance.rs`) run against both:
 //!
 //! - a write is durable before it is acknowledged;
 //! - a record write and its entry in the owner's change log commit in one transaction, with a
