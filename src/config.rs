@@ -446,7 +446,9 @@ pub fn check_party_id(id: &str) -> Result<(), String> {
 
 impl Config {
     /// Reads and validates a config file. `env` holds environment overrides (`YRD_LOG_FORMAT`,
-    /// `YRD_LOG_LEVEL`, `YRD_LISTEN_GRPC`); it is passed in so tests never touch the process env.
+    /// `YRD_LOG_LEVEL`, `YRD_LISTEN_GRPC`, `YRD_LISTEN_ADMIN`, and `YRD_STORE_URL` with
+    /// `YRD_STORE_PASSWORD_FILE`, which switch the store to PostgreSQL); it is passed in so
+    /// tests never touch the process env.
     pub fn load(path: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -524,7 +526,18 @@ impl RawConfig {
             )
         })?;
 
-        let store = self.store.check(resolve)?;
+        let mut store = self.store;
+        if let Some(url) = env.get("YRD_STORE_URL") {
+            // The same config file serves every replica; the environment points it at the
+            // party's database.
+            store.backend = "postgres".into();
+            store.url = Some(url.clone());
+            store.path = None;
+        }
+        if let Some(file) = env.get("YRD_STORE_PASSWORD_FILE") {
+            store.password_file = Some(file.into());
+        }
+        let store = store.check(resolve)?;
 
         let format = env
             .get("YRD_LOG_FORMAT")

@@ -101,6 +101,27 @@ fn environment_overrides_come_from_the_map_passed_in() {
     let c = Config::from_toml(GOOD, Path::new("gateway.toml"), &env).unwrap();
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.listen_grpc.port(), 6000);
+
+    // A PostgreSQL store from the environment replaces the file's SQLite one.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pw");
+    std::fs::write(&secret, "from-file").unwrap();
+    let env = HashMap::from([
+        (
+            "YRD_STORE_URL".to_string(),
+            "postgres://yrd@postgres/yrd_zone".to_string(),
+        ),
+        (
+            "YRD_STORE_PASSWORD_FILE".to_string(),
+            secret.display().to_string(),
+        ),
+    ]);
+    let c = Config::from_toml(GOOD, Path::new("gateway.toml"), &env).unwrap();
+    let StoreConfig::Postgres(options) = c.store else {
+        panic!("expected the environment's postgres store");
+    };
+    assert_eq!(options.connection.get_dbname(), Some("yrd_zone"));
+    assert_eq!(options.connection.get_password(), Some(&b"from-file"[..]));
 }
 
 #[test]

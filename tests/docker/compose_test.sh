@@ -6,74 +6,14 @@
 # build the tests just made), packaged with docker/Dockerfile's `prebuilt` target.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-START=$(date +%s)
 P="yrdci$$"
-BIN="${YRD_BIN:-target/debug/yrd-gateway}"
-export YRD_IMAGE="yrd-gateway:ci"
 export YRD_ZONE_PORT=26051 YRD_CHANGXING_PORT=26052 YRD_ANJI_PORT=26053 YRD_GUANGDE_PORT=26054
 export YRD_ZONE_ADMIN_PORT=26091 YRD_CHANGXING_ADMIN_PORT=26092 YRD_ANJI_ADMIN_PORT=26093 YRD_GUANGDE_ADMIN_PORT=26094
-COMPOSE="docker-compose"
-docker compose version >/dev/null 2>&1 && COMPOSE="docker compose"
-work=$(mktemp -d)
-
-compose() { timeout 180 $COMPOSE -p "$P" -f docker/compose.yaml "$@"; }
-# first_line COMMAND...: the first line of COMMAND's output. (Not `| head -1`: a writer that
-# gets SIGPIPE after head exits, as the docker CLI does, fails the pipeline under pipefail.)
-first_line() {
-  local out
-  out=$("$@") || return 1
-  printf '%s\n' "${out%%$'\n'*}"
-}
-container() { first_line docker ps -aq --filter "label=com.docker.compose.project=$P" --filter "label=com.docker.compose.service=$1"; }
-step() { echo "== $(($(date +%s) - START)) s: $*"; }
-cleanup() {
-  compose down -v --remove-orphans >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  compose ps || true
-  compose logs --tail 20 || true
-  exit 1
-}
-
-# client PARTY PORT ARGS...: the demo client of PARTY against a published port.
-client() {
-  local party=$1 port=$2
-  shift 2
-  "$BIN" client --gateway "127.0.0.1:$port" --ca "$work/certs/ca.crt" \
-    --cert "$work/certs/$party/client.crt" --key "$work/certs/$party/client.key" "$@"
-}
-# inside SERVICE ARGS...: the demo client inside a gateway's container (works while partitioned).
-inside() {
-  local service=$1
-  shift
-  docker exec "$(container "$service")" yrd-gateway client --gateway 127.0.0.1:50051 --ca /certs/ca.crt \
-    --cert "/certs/$service/client.crt" --key "/certs/$service/client.key" "$@"
-}
-create_args() { echo "project create --display-name $1 --investor-name Investor --credit-code 91330522MA2B3C4D57 --industry other --contact-name Zhang --contact-phone +8613800000000"; }
-# eventually SECONDS COMMAND...: retries COMMAND until it succeeds.
-eventually() {
-  local limit=$1
-  shift
-  local deadline=$(($(date +%s) + limit))
-  until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || return 1
-    sleep 0.5
-  done
-}
-healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$(container "$1")" 2>/dev/null)" = healthy ]; }
-all_healthy() { for s in zone changxing anji guangde; do eventually 120 healthy "$s" || fail "$s not healthy"; done; }
+COMPOSE_FILES="docker/compose.yaml"
+source tests/docker/lib.sh
 
 step "base image and gateway image"
-bash tests/docker/base-image.sh
-[ -x "$BIN" ] || cargo build --bin yrd-gateway
-ctx=$(mktemp -d)
-cp "$BIN" "$ctx/yrd-gateway"
-chmod 755 "$ctx/yrd-gateway"
-docker build -q -f docker/Dockerfile --target prebuilt -t "$YRD_IMAGE" "$ctx" >/dev/null
-rm -rf "$ctx"
+build_gateway_image
 
 step "compose up from nothing"
 compose up -d >/dev/null 2>&1 || fail "compose up"
