@@ -9,7 +9,8 @@
 //! - [`records`]: projects and factor allocations, their validation, and [`records::Records`],
 //!   which applies ownership, idempotency and etag rules to every read and write.
 //! - [`negotiation`]: the pure derivation of an allocation's status from its decisions.
-//! - [`store`]: one storage trait; [`store::sqlite`] is the embedded backend.
+//! - [`store`]: one storage trait; [`store::sqlite`] is the embedded backend,
+//!   [`store::postgres`] the one several replicas of a gateway can share.
 //! - [`exchange`]: replication between gateways — sharing policy, signatures, the owner's
 //!   outbound stream and the receiver's inbound pullers.
 //! - [`api`]: the gRPC surface — generated types, handlers, the authorization layer and the

@@ -186,6 +186,7 @@ impl PostgresOptions {
     }
 }
 
+/// A party's store in one PostgreSQL database, shared by every replica of its gateway.
 pub struct PostgresStore {
     options: PostgresOptions,
     pool: Pool,
