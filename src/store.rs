@@ -437,6 +437,46 @@ pub async fn open(config: &crate::config::StoreConfig) -> Result<Arc<dyn Store>,
     })
 }
 
+impl Write {
+    /// Whether this write may apply to the record as stored now (`None`: no such record): a
+    /// create needs none, an update the expected revision.
+    pub(crate) fn check_revision(&self, current: Option<&StoredRecord>) -> Result<(), StoreError> {
+        match (self.expected_revision, current) {
+            (None, Some(_)) => Err(StoreError::AlreadyExists),
+            (Some(_), None) => Err(StoreError::NotFound),
+            (Some(expected), Some(cur)) if cur.revision != expected => Err(StoreError::Conflict {
+                current: cur.revision,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Change {
+    /// A change-log row as both backends store it: the record version as JSON.
+    pub(crate) fn decode(
+        owner: String,
+        seq: i64,
+        time: i64,
+        record: &str,
+    ) -> Result<Change, StoreError> {
+        let record: StoredRecord = serde_json::from_str(record)
+            .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
+        Ok(Change {
+            owner,
+            seq: seq as u64,
+            time,
+            record,
+        })
+    }
+}
+
+/// The stored list of resource names an audit event touched. A list that no longer parses is
+/// kept visible (as is) for the verifier, which then reports the event as changed.
+pub(crate) fn decode_audit_records(stored: String) -> Vec<String> {
+    serde_json::from_str(&stored).unwrap_or_else(|_| vec![stored])
+}
+
 /// A record write waiting for the next group commit, and where its answer goes.
 pub(crate) type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
 

@@ -552,16 +552,7 @@ async fn apply_write(
     if let Some(first) = first {
         return Ok(WriteOutcome::Replayed(first));
     }
-    match (w.expected_revision, current) {
-        (None, Some(_)) => return Err(StoreError::AlreadyExists),
-        (Some(_), None) => return Err(StoreError::NotFound),
-        (Some(expected), Some(cur)) if cur.revision != expected => {
-            return Err(StoreError::Conflict {
-                current: cur.revision,
-            });
-        }
-        _ => {}
-    }
+    w.check_revision(current.as_ref())?;
     let existing = futures_util::future::try_join_all(
         w.also_create
             .iter()
@@ -788,17 +779,6 @@ async fn apply_batch(
     Ok(cursor)
 }
 
-fn decode_change(owner: String, seq: i64, time: i64, record: &str) -> Result<Change, StoreError> {
-    let record: StoredRecord = serde_json::from_str(record)
-        .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
-    Ok(Change {
-        owner,
-        seq: seq as u64,
-        time,
-        record,
-    })
-}
-
 fn row_to_anchor(row: &Row) -> Result<AuditAnchor, StoreError> {
     Ok(AuditAnchor {
         seq: row.try_get::<_, i64>(0).map_err(db)? as u64,
@@ -970,7 +950,7 @@ impl Store for PostgresStore {
             .map_err(db)?;
         rows.iter()
             .map(|r| {
-                decode_change(
+                Change::decode(
                     owner.to_string(),
                     r.try_get(0).map_err(db)?,
                     r.try_get(1).map_err(db)?,
@@ -1008,7 +988,7 @@ impl Store for PostgresStore {
             .map(|r| {
                 Ok(FeedEntry {
                     position: r.try_get::<_, i64>(0).map_err(db)? as u64,
-                    change: decode_change(
+                    change: Change::decode(
                         r.try_get(1).map_err(db)?,
                         r.try_get(2).map_err(db)?,
                         r.try_get(3).map_err(db)?,
@@ -1153,8 +1133,7 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|r| {
                 let records: String = r.try_get(4).map_err(db)?;
-                // A record list that no longer parses is kept visible (as is) for the verifier.
-                let records = serde_json::from_str(&records).unwrap_or_else(|_| vec![records]);
+                let records = super::decode_audit_records(records);
                 Ok(AuditEvent {
                     seq: r.try_get::<_, i64>(0).map_err(db)? as u64,
                     event: NewAuditEvent {

@@ -404,16 +404,7 @@ fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, StoreError> {
     }
     let rec = &w.record;
     let current = get_record(tx, rec.kind, rec.id)?;
-    match (w.expected_revision, current) {
-        (None, Some(_)) => return Err(StoreError::AlreadyExists),
-        (Some(_), None) => return Err(StoreError::NotFound),
-        (Some(expected), Some(cur)) if cur.revision != expected => {
-            return Err(StoreError::Conflict {
-                current: cur.revision,
-            });
-        }
-        _ => {}
-    }
+    w.check_revision(current.as_ref())?;
     if let Some(unique) = &w.unique {
         let fresh = tx
             .prepare_cached("INSERT OR IGNORE INTO unique_keys (key) VALUES (?1)")
@@ -567,17 +558,6 @@ fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<u64, StoreE
     Ok(cursor)
 }
 
-fn decode_change(owner: String, seq: i64, time: i64, record: &str) -> Result<Change, StoreError> {
-    let record: StoredRecord = serde_json::from_str(record)
-        .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
-    Ok(Change {
-        owner,
-        seq: seq as u64,
-        time,
-        record,
-    })
-}
-
 fn read_anchor(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
     cached_row(
         conn,
@@ -701,8 +681,7 @@ fn query_audit(conn: &Connection, q: &AuditQuery) -> Result<Vec<AuditEvent>, Sto
     for row in rows {
         let (seq, time, caller, method, records, code, request_id, prev_hash, hash) =
             row.map_err(unavailable)?;
-        // A record list that no longer parses is kept visible (as is) for the verifier.
-        let records = serde_json::from_str(&records).unwrap_or_else(|_| vec![records]);
+        let records = super::decode_audit_records(records);
         out.push(AuditEvent {
             seq: seq as u64,
             event: NewAuditEvent {
@@ -805,7 +784,7 @@ impl Store for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (seq, time, record) = row.map_err(unavailable)?;
-                out.push(decode_change(owner.clone(), seq, time, &record)?);
+                out.push(Change::decode(owner.clone(), seq, time, &record)?);
             }
             Ok(out)
         })
@@ -849,7 +828,7 @@ impl Store for SqliteStore {
                 let (position, owner, seq, time, record) = row.map_err(unavailable)?;
                 out.push(FeedEntry {
                     position: position as u64,
-                    change: decode_change(owner, seq, time, &record)?,
+                    change: Change::decode(owner, seq, time, &record)?,
                 });
             }
             Ok(out)

@@ -96,6 +96,8 @@ pub struct Options {
     pub crl: bool,
     /// Store in this PostgreSQL database instead of an SQLite file.
     pub postgres_url: Option<String>,
+    /// Admin HTTP address instead of port 0 (for a test that reads a child's metrics).
+    pub listen_admin: Option<String>,
 }
 
 /// The shipped federation of the four parties, as the tests configure it.
@@ -116,7 +118,10 @@ pub fn write_config(
         party: party.to_string(),
         trust_domain: TRUST_DOMAIN.into(),
         listen_grpc: listen.to_string(),
-        listen_admin: "127.0.0.1:0".into(),
+        listen_admin: options
+            .listen_admin
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:0".into()),
         certs_dir: "certs".into(),
         crl: options.crl.then(|| "certs/crl.pem".to_string()),
         store_path: format!("{party}/store.db"),
