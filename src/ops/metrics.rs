@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tonic::Code;
 
 use super::OpsState;
+use crate::exchange::inbound::PeerStatus;
 
 /// Latency histogram bucket bounds, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -191,106 +192,73 @@ impl Metrics {
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        gauge(
-            &mut out,
-            "yrd_peer_connected",
-            "1 while a change stream from the peer is open.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(
-                out,
-                "yrd_peer_connected{{peer=\"{p}\"}} {}",
-                u8::from(s.connected)
-            );
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_standby",
-            "1 while another replica sharing this gateway's PostgreSQL store holds the pull lease for the peer.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(
-                out,
-                "yrd_peer_standby{{peer=\"{p}\"}} {}",
-                u8::from(s.standby)
-            );
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_cursor",
-            "Last change of the peer applied here.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(out, "yrd_peer_cursor{{peer=\"{p}\"}} {}", s.cursor);
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_head",
-            "The peer's last committed change, as last reported.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(out, "yrd_peer_head{{peer=\"{p}\"}} {}", s.head_seq);
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_lag_changes",
-            "Changes committed at the peer not yet applied here.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(
-                out,
-                "yrd_peer_lag_changes{{peer=\"{p}\"}} {}",
-                s.head_seq.saturating_sub(s.cursor)
-            );
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_applied_total",
-            "Changes applied from the peer since start.",
-            "counter",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(out, "yrd_peer_applied_total{{peer=\"{p}\"}} {}", s.applied);
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_refused_total",
-            "Changes refused (signature, signer, owner, order) since start.",
-            "counter",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(out, "yrd_peer_refused_total{{peer=\"{p}\"}} {}", s.refused);
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_last_applied_timestamp_seconds",
-            "When a change of the peer was last applied.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let t = s.last_applied_at.map_or(0.0, |t| t as f64 / 1e6);
-            let _ = writeln!(
-                out,
-                "yrd_peer_last_applied_timestamp_seconds{{peer=\"{p}\"}} {t}"
-            );
-        }
-        gauge(
-            &mut out,
-            "yrd_peer_error",
-            "1 while the last attempt to follow the peer failed.",
-            "gauge",
-        );
-        for (p, s) in &peers {
-            let _ = writeln!(
-                out,
-                "yrd_peer_error{{peer=\"{p}\"}} {}",
-                u8::from(s.last_error.is_some())
-            );
+        // Per-peer series: name, help, type, value.
+        type PeerValue = fn(&PeerStatus) -> String;
+        let per_peer: [(&str, &str, &str, PeerValue); 9] = [
+            (
+                "yrd_peer_connected",
+                "1 while a change stream from the peer is open.",
+                "gauge",
+                |s| u8::from(s.connected).to_string(),
+            ),
+            (
+                "yrd_peer_standby",
+                "1 while another replica sharing this gateway's PostgreSQL store holds the pull lease for the peer.",
+                "gauge",
+                |s| u8::from(s.standby).to_string(),
+            ),
+            (
+                "yrd_peer_cursor",
+                "Last change of the peer applied here.",
+                "gauge",
+                |s| s.cursor.to_string(),
+            ),
+            (
+                "yrd_peer_head",
+                "The peer's last committed change, as last reported.",
+                "gauge",
+                |s| s.head_seq.to_string(),
+            ),
+            (
+                "yrd_peer_lag_changes",
+                "Changes committed at the peer not yet applied here.",
+                "gauge",
+                |s| s.head_seq.saturating_sub(s.cursor).to_string(),
+            ),
+            (
+                "yrd_peer_applied_total",
+                "Changes applied from the peer since start.",
+                "counter",
+                |s| s.applied.to_string(),
+            ),
+            (
+                "yrd_peer_refused_total",
+                "Changes refused (signature, signer, owner, order) since start.",
+                "counter",
+                |s| s.refused.to_string(),
+            ),
+            (
+                "yrd_peer_last_applied_timestamp_seconds",
+                "When a change of the peer was last applied.",
+                "gauge",
+                |s| {
+                    s.last_applied_at
+                        .map_or(0.0, |t| t as f64 / 1e6)
+                        .to_string()
+                },
+            ),
+            (
+                "yrd_peer_error",
+                "1 while the last attempt to follow the peer failed.",
+                "gauge",
+                |s| u8::from(s.last_error.is_some()).to_string(),
+            ),
+        ];
+        for (name, help, kind, value) in per_peer {
+            gauge(&mut out, name, help, kind);
+            for (p, s) in &peers {
+                let _ = writeln!(out, "{name}{{peer=\"{p}\"}} {}", value(s));
+            }
         }
         let (cert, ca) = {
             let tls = state.tls.borrow();
