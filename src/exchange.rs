@@ -4,7 +4,8 @@
 //! - [`policy`]: the owner's sharing policy — which kinds each peer receives, which fields are
 //!   withheld before a record leaves.
 //! - [`signing`]: every change that leaves is signed with the owner's gateway key over the
-//!   exact envelope bytes; receivers check the signer certificate against the federation CA.
+//!   exact envelope bytes, or over a manifest of their SHA-256 hashes that covers a whole
+//!   response; receivers check the signer certificate against the federation CA.
 //! - [`outbound`]: the owner side of `FederationService.PullChanges`: a live, back-pressured
 //!   stream of filtered, signed changes.
 //! - [`inbound`]: the receiver side: one long-lived stream per peer, verification, in-order
@@ -23,14 +24,14 @@ use std::sync::Arc;
 
 use crate::store::StoreError;
 
-/// Applies `f` to every item on the blocking pool, split into one part per core, and returns
-/// the results in the items' order. Signing and verifying change batches is CPU work that
+/// Applies `f` to every item (with its index) on the blocking pool, split into one part per
+/// core, and returns the results in the items' order. Signing and verifying change batches is CPU work that
 /// would otherwise stall a runtime worker (and use one core where there are two).
 async fn on_cores<T, R, F>(items: Arc<Vec<T>>, f: F) -> Result<Vec<R>, tokio::task::JoinError>
 where
     T: Send + Sync + 'static,
     R: Send + 'static,
-    F: Fn(&T) -> R + Clone + Send + 'static,
+    F: Fn(usize, &T) -> R + Clone + Send + 'static,
 {
     let n = items.len();
     let parts = std::thread::available_parallelism().map_or(1, |p| p.get());
@@ -40,10 +41,8 @@ where
         .map(|start| {
             let (items, f) = (items.clone(), f.clone());
             tokio::task::spawn_blocking(move || {
-                items[start..(start + chunk).min(n)]
-                    .iter()
-                    .map(&f)
-                    .collect::<Vec<R>>()
+                let end = (start + chunk).min(n);
+                (start..end).map(|i| f(i, &items[i])).collect::<Vec<R>>()
             })
         })
         .collect();

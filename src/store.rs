@@ -156,12 +156,13 @@ pub struct FeedEntry {
 }
 
 /// What a receiver keeps of each change it applied: the exact bytes it received and the
-/// owner's signature over them.
+/// owner's signature over them, or over the manifest of its batch that lists their hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
     pub envelope: Vec<u8>,
     /// TLS SignatureScheme code point.
     pub scheme: u16,
+    /// Empty when the batch's manifest carries the signature.
     pub signature: Vec<u8>,
     /// SHA-256 fingerprint (hex) of the signer's certificate, stored once in the store.
     pub signer: String,
@@ -184,8 +185,23 @@ pub struct ReplicaBatch {
     /// The signer certificate (fingerprint, DER) the evidence refers to.
     pub signer: (String, Vec<u8>),
     pub changes: Vec<ReplicaChange>,
+    /// The owner's one signature over the whole batch, when it signed a manifest instead of
+    /// each change; stored once, and each change's evidence refers to it.
+    pub manifest: Option<SignedManifest>,
     /// When the batch was received (microseconds since the epoch).
     pub received: i64,
+}
+
+/// An encoded `ChangeManifest` (the SHA-256 of each envelope of a batch, in order) and the
+/// owner's signature over exactly these bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedManifest {
+    /// SHA-256 of `manifest`: how evidence rows refer to it.
+    pub digest: Vec<u8>,
+    pub manifest: Vec<u8>,
+    /// TLS SignatureScheme code point.
+    pub scheme: u16,
+    pub signature: Vec<u8>,
 }
 
 /// What to list: one kind, optional filters, keyset pagination on the (time-ordered) id.

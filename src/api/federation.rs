@@ -65,7 +65,7 @@ impl pb::federation_service_server::FederationService for FederationApi {
         }
         let stream = self
             .outbound
-            .stream(peer, req.after_seq)
+            .stream(peer, req.after_seq, req.accept_manifests)
             .map(|item| item.map_err(exchange_status));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -1,14 +1,16 @@
 //! The receiver side: one long-lived `PullChanges` stream per configured peer. Each change is
-//! verified (signer certificate, signature, owner, recipient, order) before it is applied;
-//! changes are applied in order with the cursor in the same transaction; a refused change
-//! ends the stream and the next one starts from the last good cursor. Disconnections are
-//! retried with capped exponential backoff and jitter, forever, with no operator action.
+//! verified (signer certificate, signature — its own or its response's manifest's — owner,
+//! recipient, order) before it is applied; changes are applied in order with the cursor in
+//! the same transaction; a refused change ends the stream and the next one starts from the
+//! last good cursor. Disconnections are retried with capped exponential backoff and jitter,
+//! forever, with no operator action.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -20,7 +22,7 @@ use crate::api::pb::federation_service_client::FederationServiceClient;
 use crate::config::PeerConfig;
 use crate::identity::tls::TlsSource;
 use crate::records::{Records, now_micros};
-use crate::store::{Evidence, PullLease, RecordKind, ReplicaBatch, ReplicaChange};
+use crate::store::{Evidence, PullLease, RecordKind, ReplicaBatch, ReplicaChange, SignedManifest};
 
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -247,6 +249,7 @@ impl Inbound {
             .pull_changes(pb::PullChangesRequest {
                 owner: owner.to_string(),
                 after_seq: cursor,
+                accept_manifests: true,
             })
             .await
             .map_err(transport)?
@@ -263,8 +266,22 @@ impl Inbound {
                 ));
             };
             let changes = Arc::new(msg.changes);
-            let authenticated =
-                authenticate_all(self.verifier.clone(), signer.clone(), changes.clone()).await;
+            let manifest = match msg.manifest {
+                Some(signed) => Some(Arc::new(self.open_manifest(
+                    signer,
+                    owner,
+                    signed,
+                    changes.len(),
+                )?)),
+                None => None,
+            };
+            let authenticated = authenticate_all(
+                self.verifier.clone(),
+                signer.clone(),
+                changes.clone(),
+                manifest.clone(),
+            )
+            .await;
             let mut batch = Vec::with_capacity(changes.len());
             let mut refusal = None;
             for (signed, authenticated) in changes.iter().zip(authenticated) {
@@ -295,6 +312,7 @@ impl Inbound {
                         owner: owner.to_string(),
                         signer: (signer.fingerprint.clone(), signer.der.clone()),
                         changes: batch,
+                        manifest: manifest.map(|m| m.signed.clone()),
                         received: now_micros(),
                     })
                     .await?;
@@ -322,6 +340,59 @@ impl Inbound {
             });
         }
         Ok(())
+    }
+
+    /// Checks the signature over a response's manifest, and that the manifest was made for
+    /// this receiver by `owner` and lists as many envelopes as the response carries.
+    fn open_manifest(
+        &self,
+        signer: &VerifiedSigner,
+        owner: &str,
+        signed: pb::SignedManifest,
+        changes: usize,
+    ) -> Result<OpenManifest, ExchangeError> {
+        let manifest = pb::ChangeManifest::decode(signed.manifest.as_slice())
+            .map_err(|e| ExchangeError::Refused(format!("undecodable change manifest: {e}")))?;
+        let scheme = tls_scheme(signed.scheme)?;
+        self.verifier.verify(
+            signer,
+            manifest.first_seq,
+            &signed.manifest,
+            scheme,
+            &signed.signature,
+        )?;
+        let refuse = |why: String| {
+            ExchangeError::Refused(format!(
+                "manifest from change {} of {owner}: {why}",
+                manifest.first_seq
+            ))
+        };
+        if manifest.owner != owner {
+            return Err(refuse(format!("names owner `{}`", manifest.owner)));
+        }
+        if manifest.recipient != self.records.party() {
+            return Err(refuse(format!(
+                "prepared for `{}`, not for us",
+                manifest.recipient
+            )));
+        }
+        if manifest.envelope_sha256.len() != changes {
+            return Err(refuse(format!(
+                "lists {} envelopes, the response carries {changes}",
+                manifest.envelope_sha256.len()
+            )));
+        }
+        let digest = Sha256::digest(&signed.manifest).to_vec();
+        Ok(OpenManifest {
+            signed: SignedManifest {
+                digest,
+                manifest: signed.manifest,
+                scheme,
+                signature: signed.signature,
+            },
+            first_seq: manifest.first_seq,
+            hashes: manifest.envelope_sha256,
+        })
     }
 
     /// Checks an authenticated change against the stream (owner, recipient, order) and turns
@@ -385,6 +456,7 @@ impl Inbound {
             evidence: Evidence {
                 envelope: signed.envelope.clone(),
                 scheme,
+                // Empty when the manifest carries the signature.
                 signature: signed.signature.clone(),
                 signer: signer.fingerprint.clone(),
             },
@@ -392,15 +464,36 @@ impl Inbound {
     }
 }
 
-/// Decodes each change's envelope and checks its signature, in the changes' order, spread
-/// over the cores (ECDSA verification is what limits catch-up).
+/// A response's manifest whose signature verified: what authenticates each of its changes.
+struct OpenManifest {
+    /// What the store keeps as the evidence of the whole batch.
+    signed: SignedManifest,
+    first_seq: u64,
+    /// SHA-256 of each envelope, in order.
+    hashes: Vec<Vec<u8>>,
+}
+
+/// A signature scheme field as a TLS SignatureScheme code point.
+fn tls_scheme(scheme: u32) -> Result<u16, ExchangeError> {
+    u16::try_from(scheme).map_err(|_| {
+        ExchangeError::Refused(format!("signature scheme {scheme} is not a TLS scheme"))
+    })
+}
+
+/// Decodes each change's envelope and authenticates it — by its own signature, or by its
+/// hash in the response's verified manifest — in the changes' order, spread over the cores
+/// (ECDSA verification is what limits catch-up when each change is signed).
 async fn authenticate_all(
     verifier: Arc<SignatureVerifier>,
     signer: VerifiedSigner,
     changes: Arc<Vec<pb::SignedChange>>,
+    manifest: Option<Arc<OpenManifest>>,
 ) -> Vec<Result<(u16, pb::ChangeEnvelope), ExchangeError>> {
     let n = changes.len();
-    let check = move |signed: &pb::SignedChange| authenticate(&verifier, &signer, signed);
+    let check = move |i: usize, signed: &pb::SignedChange| match &manifest {
+        Some(manifest) => listed(manifest, i, signed),
+        None => authenticate(&verifier, &signer, signed),
+    };
     match super::on_cores(changes, check).await {
         Ok(all) => all,
         // Fails them all; the session restarts from the last applied change.
@@ -414,18 +507,39 @@ async fn authenticate_all(
     }
 }
 
+/// The `i`-th change of a response, decoded, if its envelope is the one the manifest lists at
+/// that position.
+fn listed(
+    manifest: &OpenManifest,
+    i: usize,
+    signed: &pb::SignedChange,
+) -> Result<(u16, pb::ChangeEnvelope), ExchangeError> {
+    let envelope = pb::ChangeEnvelope::decode(signed.envelope.as_slice())
+        .map_err(|e| ExchangeError::Refused(format!("undecodable change envelope: {e}")))?;
+    let bad = |reason: &str| ExchangeError::BadSignature {
+        seq: envelope.seq,
+        reason: reason.to_string(),
+    };
+    if manifest.hashes.get(i).map(Vec::as_slice)
+        != Some(Sha256::digest(&signed.envelope).as_slice())
+    {
+        return Err(bad("the envelope is not the one the signed manifest lists"));
+    }
+    if envelope.seq != manifest.first_seq + i as u64 {
+        return Err(bad(
+            "the envelope's sequence number is not its place in the manifest",
+        ));
+    }
+    Ok((manifest.signed.scheme, envelope))
+}
+
 /// One change's envelope, decoded, with its signature checked against the owner's signer.
 fn authenticate(
     verifier: &SignatureVerifier,
     signer: &VerifiedSigner,
     signed: &pb::SignedChange,
 ) -> Result<(u16, pb::ChangeEnvelope), ExchangeError> {
-    let scheme = u16::try_from(signed.scheme).map_err(|_| {
-        ExchangeError::Refused(format!(
-            "signature scheme {} is not a TLS scheme",
-            signed.scheme
-        ))
-    })?;
+    let scheme = tls_scheme(signed.scheme)?;
     let envelope = pb::ChangeEnvelope::decode(signed.envelope.as_slice())
         .map_err(|e| ExchangeError::Refused(format!("undecodable change envelope: {e}")))?;
     verifier.verify(

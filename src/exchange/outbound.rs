@@ -1,11 +1,14 @@
 //! The owner side of `PullChanges`: a live stream of this party's change log for one peer,
-//! filtered by the sharing policy and signed change by change. The channel to the gRPC layer
-//! is small and bounded, so a slow peer slows the producer down instead of growing a buffer.
+//! filtered by the sharing policy and signed by the owner's key: once per response over a
+//! manifest of its envelopes when the peer accepts that, else change by change. The channel
+//! to the gRPC layer is small and bounded, so a slow peer slows the producer down instead of
+//! growing a buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -62,13 +65,8 @@ impl Outbound {
         }
     }
 
-    /// The envelope of one change as `peer` may see it, signed.
-    fn sign(
-        &self,
-        signer: &ChangeSigner,
-        peer: &str,
-        change: &Change,
-    ) -> Result<pb::SignedChange, ExchangeError> {
+    /// The encoded envelope of one change as `peer` may see it.
+    fn envelope(&self, peer: &str, change: &Change) -> Vec<u8> {
         let mut envelope = pb::ChangeEnvelope {
             owner: change.owner.clone(),
             seq: change.seq,
@@ -83,35 +81,74 @@ impl Outbound {
             envelope.record_json = out.body.into_bytes();
             envelope.withheld_fields = out.withheld;
         }
-        let bytes = envelope.encode_to_vec();
-        let (scheme, signature) = signer.sign(&bytes)?;
-        Ok(pb::SignedChange {
-            envelope: bytes,
-            scheme: u32::from(scheme),
-            signature,
-        })
+        envelope.encode_to_vec()
     }
 
-    /// Signs a batch of changes for `peer`, in order, spread over the cores.
-    async fn sign_all(
+    /// Prepares a batch of changes for `peer`, in order, spread over the cores: with
+    /// `manifest`, the envelopes and one signature over the manifest of their hashes;
+    /// without, each envelope signed on its own.
+    async fn seal(
         &self,
         signer: &Arc<ChangeSigner>,
         peer: &str,
         changes: Vec<Change>,
-    ) -> Result<Vec<pb::SignedChange>, ExchangeError> {
-        let (this, signer, peer) = (self.clone(), signer.clone(), peer.to_string());
-        super::on_cores(Arc::new(changes), move |c| this.sign(&signer, &peer, c))
-            .await
-            .map_err(|e| ExchangeError::Transport(format!("signing task failed: {e}")))?
-            .into_iter()
-            .collect()
+        manifest: bool,
+    ) -> Result<(Vec<pb::SignedChange>, Option<pb::SignedManifest>), ExchangeError> {
+        let Some(first_seq) = changes.first().map(|c| c.seq) else {
+            return Ok((Vec::new(), None));
+        };
+        let (this, each, recipient) = (self.clone(), signer.clone(), peer.to_string());
+        let sealed = super::on_cores(Arc::new(changes), move |_, c| {
+            let envelope = this.envelope(&recipient, c);
+            if manifest {
+                let digest = Sha256::digest(&envelope).to_vec();
+                return Ok((
+                    pb::SignedChange {
+                        envelope,
+                        ..Default::default()
+                    },
+                    digest,
+                ));
+            }
+            let (scheme, signature) = each.sign(&envelope)?;
+            let signed = pb::SignedChange {
+                envelope,
+                scheme: u32::from(scheme),
+                signature,
+            };
+            Ok((signed, Vec::new()))
+        })
+        .await
+        .map_err(|e| ExchangeError::Transport(format!("signing task failed: {e}")))?
+        .into_iter()
+        .collect::<Result<Vec<_>, ExchangeError>>()?;
+        let (changes, digests): (Vec<_>, Vec<_>) = sealed.into_iter().unzip();
+        if !manifest {
+            return Ok((changes, None));
+        }
+        let bytes = pb::ChangeManifest {
+            owner: self.records.party().to_string(),
+            recipient: peer.to_string(),
+            first_seq,
+            envelope_sha256: digests,
+        }
+        .encode_to_vec();
+        let (scheme, signature) = signer.sign(&bytes)?;
+        let signed = pb::SignedManifest {
+            manifest: bytes,
+            scheme: u32::from(scheme),
+            signature,
+        };
+        Ok((changes, Some(signed)))
     }
 
-    /// Streams this party's changes after `after` to `peer`, then new ones as they commit.
+    /// Streams this party's changes after `after` to `peer`, then new ones as they commit;
+    /// `manifests` when the peer accepts one signature per response.
     pub fn stream(
         &self,
         peer: String,
         after: u64,
+        manifests: bool,
     ) -> ReceiverStream<Result<pb::PullChangesResponse, ExchangeError>> {
         let (tx, rx) = mpsc::channel(2);
         let this = self.clone();
@@ -125,17 +162,17 @@ impl Outbound {
             // One signer per stream: the certificate sent first must match every signature.
             let signer = this.tls.borrow().signer.clone();
             let mut idle = Duration::ZERO;
-            tracing::info!(peer = %peer, after, "peer stream opened");
+            tracing::info!(peer = %peer, after, manifests, "peer stream opened");
             loop {
                 let result = async {
                     let changes = store.changes(&owner, cursor, BATCH).await?;
                     let head_seq = store.last_seq(&owner).await?;
                     let last = changes.last().map(|c| c.seq);
-                    let signed = this.sign_all(&signer, &peer, changes).await?;
-                    Ok::<_, ExchangeError>((last, signed, head_seq))
+                    let (signed, manifest) = this.seal(&signer, &peer, changes, manifests).await?;
+                    Ok::<_, ExchangeError>((last, signed, manifest, head_seq))
                 }
                 .await;
-                let (last, signed, head_seq) = match result {
+                let (last, signed, manifest, head_seq) = match result {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::error!(peer = %peer, error = %e, "peer stream failed");
@@ -161,6 +198,7 @@ impl Outbound {
                     },
                     changes: signed,
                     head_seq,
+                    manifest,
                 };
                 first = false;
                 if tx.send(Ok(response)).await.is_err() {

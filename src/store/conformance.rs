@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::{
     Evidence, Idempotency, IndexFields, ListQuery, NewAuditEvent, RecordKind, ReplicaBatch,
-    ReplicaChange, Store, StoreError, StoredRecord, WitnessedHead, Write, WriteOutcome,
+    ReplicaChange, SignedManifest, Store, StoreError, StoredRecord, WitnessedHead, Write,
+    WriteOutcome,
 };
 
 pub fn record(owner: &str, id: Uuid, revision: i64, body: &str) -> StoredRecord {
@@ -290,11 +291,20 @@ fn replica(seq: u64, record: Option<StoredRecord>) -> ReplicaChange {
     }
 }
 
+/// A batch signed through a manifest named after its first change, so applying the same batch
+/// twice also stores its manifest twice.
 fn batch(changes: Vec<ReplicaChange>) -> ReplicaBatch {
+    let first = changes.first().map_or(0, |c| c.seq);
     ReplicaBatch {
         owner: "guangde".into(),
         signer: ("fingerprint".into(), b"certificate".to_vec()),
         changes,
+        manifest: Some(SignedManifest {
+            digest: format!("manifest from {first}").into_bytes(),
+            manifest: b"manifest".to_vec(),
+            scheme: 0x0403,
+            signature: b"signature".to_vec(),
+        }),
         received: 1,
     }
 }

@@ -36,7 +36,8 @@ use super::{
 };
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE records (
     kind        TEXT   NOT NULL,
     id          UUID   NOT NULL,
@@ -128,7 +129,21 @@ CREATE TABLE witnessed_heads (
     signer    BYTEA   NOT NULL,
     PRIMARY KEY (party, seq)
 );
-"#];
+"#,
+    r#"
+-- Batches the owner signed once, over a manifest of their envelopes' hashes; the evidence of
+-- each of their changes names the manifest instead of holding a signature of its own.
+CREATE TABLE manifests (
+    digest    BYTEA   PRIMARY KEY,
+    owner     TEXT    NOT NULL,
+    manifest  BYTEA   NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BYTEA   NOT NULL,
+    signer    TEXT    NOT NULL
+);
+ALTER TABLE evidence ADD COLUMN manifest BYTEA;
+"#,
+];
 
 /// First key of every advisory lock this gateway takes (ASCII "yrdg"), so its locks cannot
 /// collide with another application's on the same server.
@@ -716,10 +731,28 @@ async fn apply_batch(
     )
     .await
     .map_err(db)?;
+    let manifest = batch.manifest.as_ref().map(|m| m.digest.as_slice());
+    if let Some(m) = &batch.manifest {
+        tx.execute(
+            "INSERT INTO manifests (digest, owner, manifest, scheme, signature, signer) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &m.digest,
+                &batch.owner,
+                &m.manifest,
+                &i32::from(m.scheme),
+                &m.signature,
+                &batch.signer.0,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
     let evidence = tx
         .prepare_cached(
-            "INSERT INTO evidence (owner, seq, envelope, scheme, signature, signer, received) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO evidence \
+             (owner, seq, envelope, scheme, signature, signer, received, manifest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .await
         .map_err(db)?;
@@ -757,6 +790,7 @@ async fn apply_batch(
                 &e.signature,
                 &e.signer,
                 &batch.received,
+                &manifest,
             ],
         )
         .await

@@ -123,6 +123,19 @@ CREATE TABLE witnessed_heads (
     PRIMARY KEY (party, seq)
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Batches the owner signed once, over a manifest of their envelopes' hashes; the evidence of
+-- each of their changes names the manifest instead of holding a signature of its own.
+CREATE TABLE manifests (
+    digest    BLOB    PRIMARY KEY,
+    owner     TEXT    NOT NULL,
+    manifest  BLOB    NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BLOB    NOT NULL,
+    signer    TEXT    NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE evidence ADD COLUMN manifest BLOB;
+"#,
 ];
 
 /// Reads that run at once, each on its own connection (kept open for reuse).
@@ -508,6 +521,24 @@ fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<u64, StoreE
         params![batch.signer.0, batch.signer.1],
     )
     .map_err(unavailable)?;
+    let manifest = batch.manifest.as_ref().map(|m| m.digest.as_slice());
+    if let Some(m) = &batch.manifest {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO manifests (digest, owner, manifest, scheme, signature, signer) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                m.digest,
+                batch.owner,
+                m.manifest,
+                m.scheme,
+                m.signature,
+                batch.signer.0
+            ])
+        })
+        .map_err(unavailable)?;
+    }
     for change in batch.changes {
         if change.seq <= cursor {
             continue;
@@ -531,8 +562,9 @@ fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<u64, StoreE
         }
         let e = &change.evidence;
         tx.prepare_cached(
-            "INSERT INTO evidence (owner, seq, envelope, scheme, signature, signer, received) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO evidence \
+             (owner, seq, envelope, scheme, signature, signer, received, manifest) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -542,7 +574,8 @@ fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<u64, StoreE
                 e.scheme,
                 e.signature,
                 e.signer,
-                batch.received
+                batch.received,
+                manifest
             ])
         })
         .map_err(unavailable)?;

@@ -141,6 +141,8 @@ struct Relay {
     upstream: FederationServiceClient<tonic::transport::Channel>,
     mode: Arc<AtomicU8>,
     wrong_signer: Arc<ChangeSigner>,
+    /// Asks the zone for changes signed one by one, as an owner that predates manifests sends.
+    legacy: bool,
 }
 
 type RelayStream = std::pin::Pin<
@@ -155,10 +157,14 @@ impl FederationService for Relay {
         &self,
         request: Request<pb::PullChangesRequest>,
     ) -> Result<Response<RelayStream>, Status> {
+        let mut request = request.into_inner();
+        if self.legacy {
+            request.accept_manifests = false;
+        }
         let upstream = self
             .upstream
             .clone()
-            .pull_changes(request.into_inner())
+            .pull_changes(request)
             .await?
             .into_inner();
         let mode = self.mode.clone();
@@ -176,10 +182,17 @@ impl FederationService for Relay {
                     if !response.signer_certificate.is_empty() {
                         response.signer_certificate = wrong.certificate().to_vec();
                     }
+                    if let Some(manifest) = &mut response.manifest {
+                        let (scheme, signature) = wrong.sign(&manifest.manifest).unwrap();
+                        manifest.scheme = u32::from(scheme);
+                        manifest.signature = signature;
+                    }
                     for change in &mut response.changes {
-                        let (scheme, signature) = wrong.sign(&change.envelope).unwrap();
-                        change.scheme = u32::from(scheme);
-                        change.signature = signature;
+                        if !change.signature.is_empty() {
+                            let (scheme, signature) = wrong.sign(&change.envelope).unwrap();
+                            change.scheme = u32::from(scheme);
+                            change.signature = signature;
+                        }
                     }
                 }
                 _ => {}
@@ -210,6 +223,17 @@ impl FederationService for Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arrive() {
+    tampering_is_refused(false).await;
+}
+
+/// The same against an owner that signs each change (a gateway older than manifests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_signed_one_by_one_are_checked_the_same_way() {
+    tampering_is_refused(true).await;
+}
+
+/// guangde pulls the zone's changes through a relay that alters them on demand.
+async fn tampering_is_refused(legacy: bool) {
     let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay_listener.local_addr().unwrap().to_string();
     let options = Options {
@@ -236,6 +260,7 @@ async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arri
         ),
         mode: mode.clone(),
         wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths("changxing")).unwrap()),
+        legacy,
     };
     let server_tls = tls::TlsMaterial::load(&party_paths("zone"))
         .unwrap()
@@ -289,6 +314,86 @@ async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arri
     assert_eq!(copy.display_name, "after tampering");
     replicated(&fed, "guangde", &second.name).await;
     assert_eq!(guangde.peer("zone").cursor, 3);
+    let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths("guangde"));
+    assert_eq!(evidence.len(), 3, "one piece of evidence per applied change");
+    let by_manifest = evidence.iter().filter(|e| **e).count();
+    assert_eq!(by_manifest, if legacy { 0 } else { 3 }, "{evidence:?}");
+}
+
+/// Checks every piece of evidence `party` stored of `owner`'s changes against the owner's
+/// certificate, as a third party holding only the CA would: the signature over the envelope,
+/// or over a manifest that lists the envelope's SHA-256 at the change's place. Returns, per
+/// change in order, whether a manifest carried its signature.
+fn stored_evidence(fed: &TestFederation, party: &str, owner: &str, tls: &TlsPaths) -> Vec<bool> {
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+    use yrd_gateway::exchange::signing::SignatureVerifier;
+
+    let verifier = SignatureVerifier::new(
+        tls::TlsMaterial::load(tls).unwrap().fixed(),
+        TRUST_DOMAIN,
+    );
+    let conn = rusqlite::Connection::open(fed.root.path().join(party).join("store.db")).unwrap();
+    let mut rows = conn
+        .prepare(
+            "SELECT e.seq, e.envelope, e.scheme, e.signature, s.certificate, \
+                    m.manifest, m.scheme, m.signature \
+             FROM evidence e JOIN signers s ON s.fingerprint = e.signer \
+             LEFT JOIN manifests m ON m.digest = e.manifest \
+             WHERE e.owner = ?1 ORDER BY e.seq",
+        )
+        .unwrap();
+    let rows = rows
+        .query_map([owner], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, u16>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+                r.get::<_, Option<Vec<u8>>>(5)?,
+                r.get::<_, Option<u16>>(6)?,
+                r.get::<_, Option<Vec<u8>>>(7)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let mut by_manifest = Vec::new();
+    for (seq, envelope, scheme, signature, certificate, manifest, m_scheme, m_signature) in rows {
+        let signer = verifier.check_signer(&certificate, owner).unwrap();
+        let decoded = pb::ChangeEnvelope::decode(envelope.as_slice()).unwrap();
+        assert_eq!((decoded.owner.as_str(), decoded.seq), (owner, seq));
+        match manifest {
+            None => {
+                verifier
+                    .verify(&signer, seq, &envelope, scheme, &signature)
+                    .unwrap();
+                by_manifest.push(false);
+            }
+            Some(manifest) => {
+                verifier
+                    .verify(
+                        &signer,
+                        seq,
+                        &manifest,
+                        m_scheme.unwrap(),
+                        &m_signature.unwrap(),
+                    )
+                    .unwrap();
+                let listed = pb::ChangeManifest::decode(manifest.as_slice()).unwrap();
+                assert_eq!(listed.recipient, party);
+                let place = (seq - listed.first_seq) as usize;
+                assert_eq!(
+                    listed.envelope_sha256[place],
+                    Sha256::digest(&envelope).to_vec(),
+                    "change {seq} is not the one its manifest lists"
+                );
+                by_manifest.push(true);
+            }
+        }
+    }
+    by_manifest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,7 +642,7 @@ async fn a_client_identity_cannot_pull_and_a_peer_cannot_pull_another_owner() {
     let err = FederationServiceClient::new(fed.client("zone", "zone"))
         .pull_changes(pb::PullChangesRequest {
             owner: "zone".into(),
-            after_seq: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -546,7 +651,7 @@ async fn a_client_identity_cannot_pull_and_a_peer_cannot_pull_another_owner() {
     let err = FederationServiceClient::new(peer)
         .pull_changes(pb::PullChangesRequest {
             owner: "changxing".into(),
-            after_seq: 0,
+            ..Default::default()
         })
         .await
         .unwrap_err();

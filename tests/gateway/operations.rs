@@ -612,7 +612,7 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
     )
     .pull_changes(pb::PullChangesRequest {
         owner: "zone".into(),
-        after_seq: 0,
+        ..Default::default()
     })
     .await
     .unwrap()
