@@ -205,8 +205,7 @@ impl PostgresOptions {
 pub struct PostgresStore {
     options: PostgresOptions,
     pool: Pool,
-    /// Serialises this replica's group-commit leaders (replicas serialise on the feed lock).
-    writer: Arc<tokio::sync::Mutex<()>>,
+    /// Writes waiting for this replica's group commit (replicas serialise on the feed lock).
     queued: WriteQueue,
     signal: Arc<watch::Sender<u64>>,
     listener: tokio::task::AbortHandle,
@@ -266,7 +265,6 @@ impl PostgresStore {
         Ok(PostgresStore {
             options,
             pool,
-            writer: Arc::new(tokio::sync::Mutex::new(())),
             queued: WriteQueue::default(),
             signal,
             listener,
@@ -942,26 +940,22 @@ impl Store for PostgresStore {
     }
 
     async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
-        let answer = self.queued.push(write);
-        let queued = self.queued.clone();
-        let writer = self.writer.clone();
-        let pool = self.pool.clone();
-        // A task of its own, so a caller that goes away cannot cut a group commit short.
-        tokio::spawn(async move {
-            let _leader = writer.lock().await;
-            let batch = queued.take();
-            if batch.is_empty() {
-                return;
-            }
-            match pool.get().await {
-                Ok(mut conn) => apply_writes(&mut conn, batch).await,
-                Err(e) => {
-                    for (_, reply) in batch {
-                        let _ = reply.send(Err(unavailable(format!("postgres pool: {e}"))));
+        let (answer, drain) = self.queued.push(write);
+        if let Some(mut drain) = drain {
+            let pool = self.pool.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = drain.next_batch() {
+                    match pool.get().await {
+                        Ok(mut conn) => apply_writes(&mut conn, batch).await,
+                        Err(e) => {
+                            for (_, reply) in batch {
+                                let _ = reply.send(Err(unavailable(format!("postgres pool: {e}"))));
+                            }
+                        }
                     }
                 }
-            }
-        });
+            });
+        }
         answer_of(answer).await
     }
 

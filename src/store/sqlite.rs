@@ -783,16 +783,16 @@ impl Store for SqliteStore {
     }
 
     async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
-        let answer = self.queued.push(write);
-        let queued = self.queued.clone();
-        self.with_writer(move |c| {
-            let batch = queued.take();
-            if !batch.is_empty() {
-                apply_writes(c, batch);
-            }
-            Ok(())
-        })
-        .await?;
+        let (answer, drain) = self.queued.push(write);
+        if let Some(mut drain) = drain {
+            let writer = self.writer.clone();
+            tokio::task::spawn_blocking(move || {
+                // The writer is taken per batch, so audit appends and other writes interleave.
+                while let Some(batch) = drain.next_batch() {
+                    apply_writes(&mut lock(&writer), batch);
+                }
+            });
+        }
         answer_of(answer).await
     }
 

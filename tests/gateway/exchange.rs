@@ -315,7 +315,11 @@ async fn tampering_is_refused(legacy: bool) {
     replicated(&fed, "guangde", &second.name).await;
     assert_eq!(guangde.peer("zone").cursor, 3);
     let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths("guangde"));
-    assert_eq!(evidence.len(), 3, "one piece of evidence per applied change");
+    assert_eq!(
+        evidence.len(),
+        3,
+        "one piece of evidence per applied change"
+    );
     let by_manifest = evidence.iter().filter(|e| **e).count();
     assert_eq!(by_manifest, if legacy { 0 } else { 3 }, "{evidence:?}");
 }
@@ -329,10 +333,8 @@ fn stored_evidence(fed: &TestFederation, party: &str, owner: &str, tls: &TlsPath
     use sha2::{Digest, Sha256};
     use yrd_gateway::exchange::signing::SignatureVerifier;
 
-    let verifier = SignatureVerifier::new(
-        tls::TlsMaterial::load(tls).unwrap().fixed(),
-        TRUST_DOMAIN,
-    );
+    let verifier =
+        SignatureVerifier::new(tls::TlsMaterial::load(tls).unwrap().fixed(), TRUST_DOMAIN);
     let conn = rusqlite::Connection::open(fed.root.path().join(party).join("store.db")).unwrap();
     let mut rows = conn
         .prepare(
