@@ -605,7 +605,7 @@ mod tests {
         assert!(listed(&manifest, 0, &altered).is_err());
 
         // Listed at its place, but the manifest numbers that place differently.
-        let misnumbered = manifest_of(4, &[five.clone()]);
+        let misnumbered = manifest_of(4, std::slice::from_ref(&five));
         let err = listed(&misnumbered, 0, &five).unwrap_err();
         assert!(
             err.to_string().contains("its place in the manifest"),
