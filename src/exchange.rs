@@ -8,6 +8,8 @@
 //!   response; receivers check the signer certificate against the federation CA.
 //! - [`outbound`]: the owner side of `FederationService.PullChanges`: a live, back-pressured
 //!   stream of filtered, signed changes.
+//! - [`evidence`]: checking after the fact that every change applied here is provably what its
+//!   owner signed.
 //! - [`inbound`]: the receiver side: one long-lived stream per peer, verification, in-order
 //!   apply with the cursor in the same transaction, reconnect with capped exponential backoff
 //!   and jitter.
@@ -15,6 +17,7 @@
 //! This module speaks the federation wire protocol, so it uses the generated `pb` types of
 //! that service; records cross into it only as JSON bodies produced by `records`.
 
+pub mod evidence;
 pub mod inbound;
 pub mod outbound;
 pub mod policy;

@@ -192,6 +192,34 @@ pub struct ReplicaBatch {
     pub received: i64,
 }
 
+/// A stored piece of evidence with everything needed to check it without the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvidence {
+    pub seq: u64,
+    pub envelope: Vec<u8>,
+    /// TLS SignatureScheme code point.
+    pub scheme: u16,
+    /// Empty when `manifest` carries the signature.
+    pub signature: Vec<u8>,
+    /// DER of the signer certificate.
+    pub signer: Vec<u8>,
+    /// SHA-256 of the manifest this change's evidence names, if any.
+    pub manifest_digest: Option<Vec<u8>>,
+    /// The named manifest as stored (`None` when it is missing).
+    pub manifest: Option<SignedManifest>,
+    /// When the change was received (microseconds since the epoch).
+    pub received: i64,
+}
+
+/// The evidence of an owner's changes after a sequence number, with its signer certificate and
+/// the manifest it names (`$1` owner, `$2` after, `$3` limit). Both backends run it as is.
+pub(crate) const EVIDENCE_QUERY: &str = "\
+    SELECT e.seq, e.envelope, e.scheme, e.signature, s.certificate, e.manifest, \
+           m.manifest, m.scheme, m.signature, e.received \
+    FROM evidence e JOIN signers s ON s.fingerprint = e.signer \
+    LEFT JOIN manifests m ON m.digest = e.manifest \
+    WHERE e.owner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
+
 /// An encoded `ChangeManifest` (the SHA-256 of each envelope of a batch, in order) and the
 /// owner's signature over exactly these bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +382,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The last change of `owner` applied here (0 when none).
     async fn cursor(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// The evidence kept of `owner`'s changes after `after_seq`, in sequence order, at most
+    /// `limit`.
+    async fn evidence(
+        &self,
+        owner: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError>;
 
     /// Applies verified changes of one owner, their evidence and the new cursor in one durable
     /// transaction. Changes at or below the cursor are skipped (already applied); a change

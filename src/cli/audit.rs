@@ -1,5 +1,6 @@
 //! `yrd-gateway audit`: offline verification of a gateway's audit chain (stopped or running),
-//! cross-checks against heads its peers witnessed, and export-then-prune for retention.
+//! cross-checks against heads its peers witnessed, verification of the evidence kept of every
+//! change received from peers, and export-then-prune for retention.
 //!
 //! Export format (`yrd-audit-export/1`), JSON lines: a header
 //! `{"format":"yrd-audit-export/1","party":..,"anchor":{"seq":N,"hash":"hex"}|null,"through":M}`
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{ChainVerifier, hex, verify_chain};
 use crate::config::{Config, StoreConfig};
+use crate::exchange::evidence::{EvidenceError, verify_evidence};
 use crate::store::{AuditAnchor, AuditEvent, AuditQuery, NewAuditEvent, Store};
 
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +43,13 @@ pub enum AuditCommand {
         out: PathBuf,
         #[arg(long)]
         prune: bool,
+    },
+    /// Prove that every change applied from each configured peer is what that peer signed
+    /// (the kept envelope, signer certificate and signature or signed manifest), or name the
+    /// first change whose evidence does not (exit code 1).
+    VerifyEvidence {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Verify an export file on its own.
     VerifyExport {
@@ -184,6 +193,32 @@ pub async fn run(
                 );
             }
             Ok(true)
+        }
+        AuditCommand::VerifyEvidence { config } => {
+            let config = Config::load(&config, env)?;
+            let store = open_store(&config).await?;
+            let material = crate::identity::tls::TlsMaterial::load(&config.tls)?.fixed();
+            let verifier =
+                crate::exchange::signing::SignatureVerifier::new(material, &config.trust_domain);
+            let mut intact = true;
+            for peer in &config.peers {
+                let owner = &peer.party;
+                match verify_evidence(&*store, &verifier, owner, &config.party).await {
+                    Ok(s) => say!(
+                        "{owner}: evidence of {} changes verified ({} through {} signed manifests, {} signed one by one)",
+                        s.changes,
+                        s.by_manifest,
+                        s.manifests,
+                        s.changes - s.by_manifest
+                    ),
+                    Err(EvidenceError::Bad { seq, reason }) => {
+                        say!("{owner}: evidence BAD at change {seq}: {reason}");
+                        intact = false;
+                    }
+                    Err(EvidenceError::Store(e)) => return Err(e.into()),
+                }
+            }
+            Ok(intact)
         }
         AuditCommand::VerifyExport { file } => verify_export(&file),
     }

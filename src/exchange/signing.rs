@@ -103,10 +103,21 @@ impl SignatureVerifier {
     /// Accepts `der` as the signer of `owner`'s changes only if it chains to the CA, is valid
     /// now, and carries `owner`'s gateway SPIFFE id.
     pub fn check_signer(&self, der: &[u8], owner: &str) -> Result<VerifiedSigner, ExchangeError> {
+        self.check_signer_at(der, owner, UnixTime::now())
+    }
+
+    /// As [`Self::check_signer`], with the certificate's validity checked at `at` (for
+    /// evidence: when the change was received).
+    pub fn check_signer_at(
+        &self,
+        der: &[u8],
+        owner: &str,
+        at: UnixTime,
+    ) -> Result<VerifiedSigner, ExchangeError> {
         let cert = CertificateDer::from(der.to_vec());
         let chain = self.tls.borrow().chain.clone();
         chain
-            .verify_client_cert(&cert, &[], UnixTime::now())
+            .verify_client_cert(&cert, &[], at)
             .map_err(|e| ExchangeError::BadSigner(e.to_string()))?;
         let id = spiffe_id_of(&cert).map_err(ExchangeError::BadSigner)?;
         let expected = SpiffeId {

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::{
     Evidence, Idempotency, IndexFields, ListQuery, NewAuditEvent, RecordKind, ReplicaBatch,
-    ReplicaChange, SignedManifest, Store, StoreError, StoredRecord, WitnessedHead, Write,
-    WriteOutcome,
+    ReplicaChange, SignedManifest, Store, StoreError, StoredEvidence, StoredRecord, WitnessedHead,
+    Write, WriteOutcome,
 };
 
 pub fn record(owner: &str, id: Uuid, revision: i64, body: &str) -> StoredRecord {
@@ -344,6 +344,22 @@ pub async fn replicas_apply_in_order_and_once(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!((now.revision, now.body.as_str()), (2, "r2"));
+
+    // Evidence: one piece per applied change, in order, with its signer and manifest.
+    let kept = store.evidence("guangde", 0, 100).await.unwrap();
+    let kept_seqs: Vec<u64> = kept.iter().map(|e| e.seq).collect();
+    assert_eq!(kept_seqs, vec![1, 2, 3, 4]);
+    assert_eq!(kept[1].envelope, b"envelope 2".to_vec());
+    assert_eq!(kept[1].signature, vec![2u8; 64]);
+    assert_eq!(kept[1].signer, b"certificate".to_vec());
+    let named = |e: &StoredEvidence| e.manifest.as_ref().map(|m| m.digest.clone());
+    assert_eq!(named(&kept[2]), Some(b"manifest from 1".to_vec()));
+    assert_eq!(named(&kept[3]), Some(b"manifest from 4".to_vec()));
+    assert_eq!(kept[3].manifest_digest, named(&kept[3]));
+    assert_eq!(kept[3].manifest.as_ref().unwrap().signature, b"signature");
+    let page = store.evidence("guangde", 2, 1).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(store.evidence("anji", 0, 10).await.unwrap().is_empty());
 
     applied(
         store

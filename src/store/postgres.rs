@@ -30,9 +30,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AuditAnchor, AuditEvent, AuditQuery, Change, FeedEntry, Idempotency, IndexFields, ListQuery,
-    NewAuditEvent, PullLease, QueuedWrite, RecordKind, ReplicaBatch, Store, StoreError,
-    StoredRecord, WitnessedHead, Write, WriteOutcome, WriteQueue, answer_of,
+    AuditAnchor, AuditEvent, AuditQuery, Change, EVIDENCE_QUERY, FeedEntry, Idempotency,
+    IndexFields, ListQuery, NewAuditEvent, PullLease, QueuedWrite, RecordKind, ReplicaBatch,
+    SignedManifest, Store, StoreError, StoredEvidence, StoredRecord, WitnessedHead, Write,
+    WriteOutcome, WriteQueue, answer_of,
 };
 
 /// Schema migrations, applied in order; `schema_version` records how many ran.
@@ -1030,6 +1031,48 @@ impl Store for PostgresStore {
     async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         read_cursor(&conn, owner).await
+    }
+
+    async fn evidence(
+        &self,
+        owner: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError> {
+        let conn = self.conn().await?;
+        let stmt = conn.prepare_cached(EVIDENCE_QUERY).await.map_err(db)?;
+        let rows = conn
+            .query(&stmt, &[&owner, &(after_seq as i64), &(limit as i64)])
+            .await
+            .map_err(db)?;
+        let scheme = |v: i32| {
+            u16::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("signature scheme {v} out of range")))
+        };
+        rows.iter()
+            .map(|r| {
+                let digest: Option<Vec<u8>> = r.get(5);
+                let manifest = match (&digest, r.get::<_, Option<Vec<u8>>>(6)) {
+                    (Some(digest), Some(manifest)) => Some(SignedManifest {
+                        digest: digest.clone(),
+                        manifest,
+                        scheme: scheme(r.get(7))?,
+                        signature: r.get(8),
+                    }),
+                    _ => None,
+                };
+                Ok(StoredEvidence {
+                    seq: r.get::<_, i64>(0) as u64,
+                    envelope: r.get(1),
+                    scheme: scheme(r.get(2))?,
+                    signature: r.get(3),
+                    signer: r.get(4),
+                    manifest_digest: digest,
+                    manifest,
+                    received: r.get(9),
+                })
+            })
+            .collect()
     }
 
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {

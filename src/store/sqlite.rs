@@ -15,9 +15,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::{
-    AuditAnchor, AuditEvent, AuditQuery, Change, FeedEntry, Idempotency, IndexFields, ListQuery,
-    NewAuditEvent, QueuedWrite, RecordKind, ReplicaBatch, Store, StoreError, StoredRecord,
-    WitnessedHead, Write, WriteOutcome, WriteQueue, answer_of,
+    AuditAnchor, AuditEvent, AuditQuery, Change, EVIDENCE_QUERY, FeedEntry, Idempotency,
+    IndexFields, ListQuery, NewAuditEvent, QueuedWrite, RecordKind, ReplicaBatch, SignedManifest,
+    Store, StoreError, StoredEvidence, StoredRecord, WitnessedHead, Write, WriteOutcome,
+    WriteQueue, answer_of,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -872,6 +873,44 @@ impl Store for SqliteStore {
     async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_string();
         self.read(move |c| read_cursor(c, &owner)).await
+    }
+
+    async fn evidence(
+        &self,
+        owner: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(EVIDENCE_QUERY).map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![owner, after_seq as i64, limit as i64], |r| {
+                    let digest: Option<Vec<u8>> = r.get(5)?;
+                    let manifest = match (&digest, r.get::<_, Option<Vec<u8>>>(6)?) {
+                        (Some(digest), Some(manifest)) => Some(SignedManifest {
+                            digest: digest.clone(),
+                            manifest,
+                            scheme: r.get(7)?,
+                            signature: r.get(8)?,
+                        }),
+                        _ => None,
+                    };
+                    Ok(StoredEvidence {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        envelope: r.get(1)?,
+                        scheme: r.get(2)?,
+                        signature: r.get(3)?,
+                        signer: r.get(4)?,
+                        manifest_digest: digest,
+                        manifest,
+                        received: r.get(9)?,
+                    })
+                })
+                .map_err(unavailable)?;
+            rows.collect::<Result<_, _>>().map_err(unavailable)
+        })
+        .await
     }
 
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {

@@ -5,14 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
 use yrd_gateway::api::pb;
 use yrd_gateway::api::pb::federation_service_client::FederationServiceClient;
 use yrd_gateway::api::pb::federation_service_server::{FederationService, FederationServiceServer};
+use yrd_gateway::cli::audit::AuditCommand;
 use yrd_gateway::config::{TlsPaths, default_share_rules};
-use yrd_gateway::exchange::signing::ChangeSigner;
+use yrd_gateway::exchange::evidence::{EvidenceError, verify_evidence};
+use yrd_gateway::exchange::signing::{ChangeSigner, SignatureVerifier};
 use yrd_gateway::identity::tls;
+use yrd_gateway::store::sqlite::SqliteStore;
 use yrd_gateway::store::{RecordKind, Store};
 
 use crate::common::*;
@@ -322,6 +326,52 @@ async fn tampering_is_refused(legacy: bool) {
     );
     let by_manifest = evidence.iter().filter(|e| **e).count();
     assert_eq!(by_manifest, if legacy { 0 } else { 3 }, "{evidence:?}");
+
+    // The operator's command agrees, and names a change whose kept record was altered.
+    let no_env = HashMap::new();
+    let verify = || {
+        yrd_gateway::cli::audit::run(
+            AuditCommand::VerifyEvidence {
+                config: guangde.config.clone(),
+            },
+            &no_env,
+        )
+    };
+    assert!(verify().await.unwrap(), "intact evidence verifies");
+    let db = rusqlite::Connection::open(fed.root.path().join("guangde/store.db")).unwrap();
+    let kept: Vec<u8> = db
+        .query_row(
+            "SELECT envelope FROM evidence WHERE owner = 'zone' AND seq = 2",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut altered = pb::ChangeEnvelope::decode(kept.as_slice()).unwrap();
+    altered.revision += 1;
+    db.execute(
+        "UPDATE evidence SET envelope = ?1 WHERE owner = 'zone' AND seq = 2",
+        [altered.encode_to_vec()],
+    )
+    .unwrap();
+    assert!(!verify().await.unwrap(), "altered evidence is caught");
+    let store = SqliteStore::open(&fed.root.path().join("guangde/store.db")).unwrap();
+    let verifier = SignatureVerifier::new(
+        tls::TlsMaterial::load(&party_paths("guangde"))
+            .unwrap()
+            .fixed(),
+        TRUST_DOMAIN,
+    );
+    match verify_evidence(&store, &verifier, "zone", "guangde").await {
+        Err(EvidenceError::Bad { seq: 2, reason }) => assert!(
+            reason.contains(if legacy {
+                "does not verify"
+            } else {
+                "does not list"
+            }),
+            "{reason}"
+        ),
+        other => panic!("expected change 2 to be named, got {other:?}"),
+    }
 }
 
 /// Checks every piece of evidence `party` stored of `owner`'s changes against the owner's
@@ -329,9 +379,7 @@ async fn tampering_is_refused(legacy: bool) {
 /// or over a manifest that lists the envelope's SHA-256 at the change's place. Returns, per
 /// change in order, whether a manifest carried its signature.
 fn stored_evidence(fed: &TestFederation, party: &str, owner: &str, tls: &TlsPaths) -> Vec<bool> {
-    use prost::Message;
     use sha2::{Digest, Sha256};
-    use yrd_gateway::exchange::signing::SignatureVerifier;
 
     let verifier =
         SignatureVerifier::new(tls::TlsMaterial::load(tls).unwrap().fixed(), TRUST_DOMAIN);

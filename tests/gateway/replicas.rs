@@ -48,6 +48,7 @@ fn config(
 
 struct Replica {
     gateway: ChildGateway,
+    config: PathBuf,
     admin: SocketAddr,
 }
 
@@ -55,6 +56,7 @@ impl Replica {
     fn spawn(config: &Path, admin: SocketAddr) -> Replica {
         Replica {
             gateway: ChildGateway::spawn(config),
+            config: config.to_owned(),
             admin,
         }
     }
@@ -353,6 +355,16 @@ async fn the_replica_holding_the_pull_lease_dies_and_the_other_takes_over() {
         (evidence.get::<_, i64>(0), evidence.get::<_, i64>(1)),
         (90, 90)
     );
+    // Kept by two replicas in turn, the evidence still proves every change.
+    let verified = yrd_gateway::cli::audit::run(
+        yrd_gateway::cli::audit::AuditCommand::VerifyEvidence {
+            config: survivor.config.clone(),
+        },
+        &std::collections::HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert!(verified, "the evidence of changxing's changes verifies");
 }
 
 /// The gateway's health for the whole server.
