@@ -80,5 +80,14 @@ client zone "$YRD_ZONE_PORT" project get "$G" >/dev/null || fail "$G gone at the
 client anji "$YRD_ANJI_PORT" project get "$(first_line cat "$acked")" >/dev/null || fail "anji's data gone after down/up"
 echo "all records still there"
 
+step "inside each container: the audit chain and the evidence of every change received verify"
+for party in zone changxing anji guangde; do
+  echo "-- at $party"
+  docker exec "$(container "$party")" yrd-gateway audit verify --config /etc/yrd/gateway.toml ||
+    fail "$party's audit chain does not verify"
+  docker exec "$(container "$party")" yrd-gateway audit verify-evidence --config /etc/yrd/gateway.toml ||
+    fail "$party's evidence does not verify"
+done
+
 step "compose scenario passed"
 echo "1 passed, 0 failed"
