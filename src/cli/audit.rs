@@ -103,6 +103,15 @@ fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
 
 const FORMAT: &str = "yrd-audit-export/1";
 
+/// "1 change", "2 changes".
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Runs an audit command; `Ok(false)` when the chain is not intact.
 pub async fn run(
     command: AuditCommand,
@@ -205,10 +214,10 @@ pub async fn run(
                 let owner = &peer.party;
                 match verify_evidence(&*store, &verifier, owner, &config.party).await {
                     Ok(s) => say!(
-                        "{owner}: evidence of {} changes verified ({} through {} signed manifests, {} signed one by one)",
-                        s.changes,
+                        "{owner}: evidence of {} verified ({} through {}, {} signed one by one)",
+                        count(s.changes, "change"),
                         s.by_manifest,
-                        s.manifests,
+                        count(s.manifests, "signed manifest"),
                         s.changes - s.by_manifest
                     ),
                     Err(EvidenceError::Bad { seq, reason }) => {
