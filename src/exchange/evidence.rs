@@ -3,14 +3,14 @@
 //! the change's own signature over its envelope, or the signature over the manifest that lists
 //! the envelope's SHA-256 at its place.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use prost::Message;
 use rustls::pki_types::UnixTime;
 use sha2::{Digest, Sha256};
 
-use super::signing::SignatureVerifier;
+use super::signing::{SignatureVerifier, VerifiedSigner};
 use crate::api::pb;
 use crate::store::{Store, StoreError, StoredEvidence};
 
@@ -52,7 +52,7 @@ pub async fn verify_evidence(
         verifier,
         owner,
         recipient,
-        verified: HashSet::new(),
+        verified: HashMap::new(),
         summary: EvidenceSummary::default(),
     };
     loop {
@@ -82,8 +82,9 @@ struct Checker<'a> {
     verifier: &'a SignatureVerifier,
     owner: &'a str,
     recipient: &'a str,
-    /// Digests of the manifests whose signature already verified.
-    verified: HashSet<Vec<u8>>,
+    /// The manifests already checked, decoded, by digest: each is decoded, hashed and
+    /// verified once, not once per change it lists.
+    verified: HashMap<Vec<u8>, pb::ChangeManifest>,
     summary: EvidenceSummary,
 }
 
@@ -122,32 +123,12 @@ impl Checker<'_> {
             self.summary.changes = e.seq;
             return Ok(());
         };
-        let manifest = e
-            .manifest
-            .as_ref()
-            .filter(|m| Sha256::digest(&m.manifest).as_slice() == digest.as_slice())
-            .ok_or("the manifest this change names is missing or altered")?;
-        if !self.verified.contains(digest) {
-            self.verifier
-                .verify(
-                    &signer,
-                    e.seq,
-                    &manifest.manifest,
-                    manifest.scheme,
-                    &manifest.signature,
-                )
-                .map_err(|x| format!("its manifest's {x}"))?;
-            self.verified.insert(digest.clone());
+        if !self.verified.contains_key(digest) {
+            let opened = self.open_manifest(&signer, e, digest)?;
+            self.verified.insert(digest.clone(), opened);
             self.summary.manifests += 1;
         }
-        let listed = pb::ChangeManifest::decode(manifest.manifest.as_slice())
-            .map_err(|x| format!("its manifest does not decode: {x}"))?;
-        if (listed.owner.as_str(), listed.recipient.as_str()) != (self.owner, self.recipient) {
-            return Err(format!(
-                "its manifest is of `{}` for `{}`",
-                listed.owner, listed.recipient
-            ));
-        }
+        let listed = &self.verified[digest];
         let place = e
             .seq
             .checked_sub(listed.first_seq)
@@ -158,5 +139,38 @@ impl Checker<'_> {
         self.summary.changes = e.seq;
         self.summary.by_manifest += 1;
         Ok(())
+    }
+
+    /// The manifest `e` names, checked once for all the changes it lists: stored unaltered,
+    /// signed by the owner, made by the owner for this party.
+    fn open_manifest(
+        &self,
+        signer: &VerifiedSigner,
+        e: &StoredEvidence,
+        digest: &[u8],
+    ) -> Result<pb::ChangeManifest, String> {
+        let manifest = e
+            .manifest
+            .as_ref()
+            .filter(|m| Sha256::digest(&m.manifest).as_slice() == digest)
+            .ok_or("the manifest this change names is missing or altered")?;
+        self.verifier
+            .verify(
+                signer,
+                e.seq,
+                &manifest.manifest,
+                manifest.scheme,
+                &manifest.signature,
+            )
+            .map_err(|x| format!("its manifest's {x}"))?;
+        let listed = pb::ChangeManifest::decode(manifest.manifest.as_slice())
+            .map_err(|x| format!("its manifest does not decode: {x}"))?;
+        if (listed.owner.as_str(), listed.recipient.as_str()) != (self.owner, self.recipient) {
+            return Err(format!(
+                "its manifest is of `{}` for `{}`",
+                listed.owner, listed.recipient
+            ));
+        }
+        Ok(listed)
     }
 }
