@@ -10,33 +10,10 @@ pub mod witness;
 use std::fmt;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{AuditAnchor, AuditEvent, AuditQuery, NewAuditEvent, Store, StoreError};
-
-/// The previous hash of the first event.
-pub const GENESIS: [u8; 32] = [0; 32];
-
-/// The hash of event `seq` with content `e`, chained to `prev`. The encoding is
-/// length-prefixed and versioned, so no two different events hash alike.
-pub fn link(seq: u64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"yrd-audit-v1");
-    h.update(seq.to_be_bytes());
-    h.update(e.time.to_be_bytes());
-    for s in [&e.caller, &e.method, &e.code, &e.request_id] {
-        h.update((s.len() as u32).to_be_bytes());
-        h.update(s.as_bytes());
-    }
-    h.update((e.records.len() as u32).to_be_bytes());
-    for r in &e.records {
-        h.update((r.len() as u32).to_be_bytes());
-        h.update(r.as_bytes());
-    }
-    h.update(prev);
-    h.finalize().into()
-}
+pub use crate::store::{GENESIS, link};
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -23,7 +23,8 @@ use serde::Deserialize;
 pub use client::{ClientArgs, run as run_client};
 pub use dev::{DevArgs, run as run_dev};
 
-use crate::config::{Federation, PartyInfo, RawParty};
+use crate::config::RawParty;
+use crate::domain::{Federation, PartyInfo};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -123,7 +124,7 @@ pub fn certs_init(
             .collect()
     } else {
         for p in parties {
-            crate::config::check_party_id(p).map_err(anyhow::Error::msg)?;
+            crate::domain::check_party_id(p).map_err(anyhow::Error::msg)?;
         }
         parties.to_vec()
     };

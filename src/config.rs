@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::store::RecordKind;
+use crate::domain::{Federation, MembershipError, PartyInfo, RecordKind, check_party_id};
+use crate::identity::tls::TlsPaths;
+use crate::store::StoreConfig;
 
 /// The trust domain of the SPIFFE ids when the config names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "yrd-huzhou";
@@ -31,6 +33,12 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+}
+
+impl From<MembershipError> for ConfigError {
+    fn from(e: MembershipError) -> Self {
+        ConfigError::invalid(e.key, e.message)
+    }
 }
 
 impl ConfigError {
@@ -295,15 +303,6 @@ pub const WITHHOLDABLE_FIELDS: &[&str] = &[
     "allocation.description",
 ];
 
-/// File paths of the gateway's TLS material (resolved against the config file's folder).
-#[derive(Debug, Clone)]
-pub struct TlsPaths {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub crl: Option<PathBuf>,
-}
-
 /// Protective limits, applied to every call by one tower layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -331,14 +330,6 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// Embedded SQLite database file.
-    Sqlite { path: PathBuf },
-    /// A PostgreSQL database, which several replicas of this party's gateway may share.
-    Postgres(Box<crate::store::postgres::PostgresOptions>),
-}
-
 /// Connections a PostgreSQL store keeps open unless `store.pool_size` says otherwise.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
@@ -353,95 +344,6 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter directive, e.g. "info" or "yrd_gateway=debug,info".
     pub level: String,
-}
-
-/// One member of the federation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartyInfo {
-    pub id: String,
-    pub display_name: String,
-    pub province: String,
-    pub division_code: String,
-}
-
-/// The federation's members in party order. The order is part of the contract: it breaks ties
-/// between competing counter-proposals, so every gateway must be configured with the same list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Federation {
-    parties: Vec<PartyInfo>,
-}
-
-impl Federation {
-    /// Builds a federation from an ordered member list. Ids must be valid and distinct.
-    pub fn new(parties: Vec<PartyInfo>) -> Result<Self, ConfigError> {
-        if parties.is_empty() {
-            return Err(ConfigError::invalid(
-                "parties",
-                "at least one party is required",
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, p) in parties.iter().enumerate() {
-            if let Err(m) = check_party_id(&p.id) {
-                return Err(ConfigError::invalid(format!("parties[{i}].id"), m));
-            }
-            if !seen.insert(p.id.clone()) {
-                return Err(ConfigError::invalid(
-                    format!("parties[{i}].id"),
-                    format!("party `{}` is listed twice", p.id),
-                ));
-            }
-            if p.display_name.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("parties[{i}].display_name"),
-                    "must not be empty",
-                ));
-            }
-            let code = &p.division_code;
-            if !(code.is_empty() || (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()))) {
-                return Err(ConfigError::invalid(
-                    format!("parties[{i}].division_code"),
-                    "must be six digits (GB/T 2260) or empty",
-                ));
-            }
-        }
-        Ok(Federation { parties })
-    }
-
-    /// Members in party order.
-    pub fn parties(&self) -> &[PartyInfo] {
-        &self.parties
-    }
-
-    pub fn get(&self, id: &str) -> Option<&PartyInfo> {
-        self.parties.iter().find(|p| p.id == id)
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.get(id).is_some()
-    }
-
-    /// Position of a party in the federation's order.
-    pub fn order_of(&self, id: &str) -> Option<usize> {
-        self.parties.iter().position(|p| p.id == id)
-    }
-}
-
-/// Party ids appear in resource names, SPIFFE ids and file names: lowercase ASCII only.
-pub fn check_party_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 32
-        && id.as_bytes()[0].is_ascii_lowercase()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{id}` is not a party id: 1-32 characters of a-z, 0-9 and '-', starting with a letter"
-        ))
-    }
 }
 
 impl Config {

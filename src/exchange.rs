@@ -77,6 +77,12 @@ pub enum ExchangeError {
     Key(String),
 }
 
+impl From<crate::identity::signer::KeyError> for ExchangeError {
+    fn from(e: crate::identity::signer::KeyError) -> Self {
+        ExchangeError::Key(e.0)
+    }
+}
+
 impl ExchangeError {
     /// True for failures that mean the peer sent something that must not be applied.
     pub fn is_refusal(&self) -> bool {

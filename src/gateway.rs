@@ -13,12 +13,6 @@ use tokio::sync::watch;
 
 use crate::api::authz::AuthzLayer;
 use crate::api::calls::CallLayer;
-use crate::api::pb::audit_service_server::AuditServiceServer;
-use crate::api::pb::directory_service_server::DirectoryServiceServer;
-use crate::api::pb::factor_service_server::FactorServiceServer;
-use crate::api::pb::federation_service_server::FederationServiceServer;
-use crate::api::pb::project_service_server::ProjectServiceServer;
-use crate::api::pb::watch_service_server::WatchServiceServer;
 use crate::api::{AuditApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi};
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -31,8 +25,14 @@ use crate::identity::AccessPolicy;
 use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
 use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
-use crate::records::Records;
+use crate::records::{Feed, Records};
 use crate::store::{NewAuditEvent, Store, StoreError};
+use crate::wire::pb::audit_service_server::AuditServiceServer;
+use crate::wire::pb::directory_service_server::DirectoryServiceServer;
+use crate::wire::pb::factor_service_server::FactorServiceServer;
+use crate::wire::pb::federation_service_server::FederationServiceServer;
+use crate::wire::pb::project_service_server::ProjectServiceServer;
+use crate::wire::pb::watch_service_server::WatchServiceServer;
 
 /// How often the TLS files are checked for changes.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,7 +54,12 @@ pub enum GatewayError {
 /// A gateway ready to serve: everything that can fail on bad files has been checked.
 pub struct Gateway {
     config: Config,
+    /// The whole store, for the parts of the gateway that are not record rules: the audit
+    /// trail, witnessing, health and the checkpoint at shutdown.
+    store: Arc<dyn Store>,
     records: Records,
+    /// The change feed, handed to Watch, the outbound streams and the inbound pullers.
+    feed: Feed,
     tls_tx: watch::Sender<Arc<TlsMaterial>>,
     tls: TlsSource,
     verifier: Arc<SignatureVerifier>,
@@ -71,8 +76,14 @@ impl Gateway {
         let (tls_tx, tls) = watch::channel(Arc::new(material));
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
         let store: Arc<dyn Store> = crate::store::open(&config.store).await?;
-        let records = Records::new(store, config.party.clone(), config.federation.clone());
-        let inbound = Inbound::new(records.clone(), verifier.clone(), tls.clone());
+        let feed = Feed::new(store.clone());
+        let records = Records::new(
+            store.clone(),
+            feed.clone(),
+            config.party.clone(),
+            config.federation.clone(),
+        );
+        let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone());
         let ops = Arc::new(OpsState {
             party: config.party.clone(),
             federation: config.federation.clone(),
@@ -86,7 +97,9 @@ impl Gateway {
         });
         Ok(Gateway {
             config,
+            store,
             records,
+            feed,
             tls_tx,
             tls,
             verifier,
@@ -105,6 +118,11 @@ impl Gateway {
 
     pub fn records(&self) -> &Records {
         &self.records
+    }
+
+    /// The gateway's store (benchmarks and tools read it directly).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Replication state of each configured peer.
@@ -127,86 +145,33 @@ impl Gateway {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), GatewayError> {
-        let config = self.config;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let mut background = self.spawn_background(admin, health_reporter, &stop_rx);
+        let audit = self.audit.then(|| AuditLog::start(self.store.clone()));
+        let on_refused = self.on_refused_handshake(audit.clone());
+        // Referral answers that arrived just before a crash are settled now.
+        if let Err(e) = self.records.settle_referrals().await {
+            tracing::warn!(error = %e, "settling referrals at start failed");
+        }
+        let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+
+        let config = &self.config;
         let policy = Arc::new(AccessPolicy {
             party: config.party.clone(),
             trust_domain: config.trust_domain.clone(),
             federation: config.federation.clone(),
             read_only_systems: config.read_only_systems.clone(),
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut background = self.inbound.spawn(&config.peers, stop_rx.clone());
-        background.spawn(tls::reload_on_change(
-            config.tls.clone(),
-            self.tls_tx,
-            TLS_RELOAD_INTERVAL,
-            stop_rx.clone(),
-        ));
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        background.spawn(crate::ops::health::monitor(
-            health_reporter,
-            self.records.store().clone(),
-            self.ops.clone(),
-            stop_rx.clone(),
-        ));
-        if let Some(admin) = admin {
-            background.spawn(crate::ops::admin::serve(
-                admin,
-                self.ops.clone(),
-                stop_rx.clone(),
-            ));
-        }
-        let audit = self
-            .audit
-            .then(|| AuditLog::start(self.records.store().clone()));
-        background.spawn(crate::audit::witness::publish(
-            self.records.store().clone(),
-            config.party.clone(),
-            config.peers.clone(),
-            self.tls.clone(),
-            config.witness_interval,
-            stop_rx.clone(),
-        ));
-        let refused_audit = audit.clone();
-        let refused_metrics = self.ops.metrics.clone();
-        let on_refused: tls::RefusedHandshake = Arc::new(move |remote, reason| {
-            refused_metrics.handshake_refused();
-            let Some(log) = &refused_audit else { return };
-            log.record(NewAuditEvent {
-                time: crate::records::now_micros(),
-                caller: format!("unknown ({remote})"),
-                method: "tls-handshake".into(),
-                records: Vec::new(),
-                code: "UNAUTHENTICATED".into(),
-                request_id: reason,
-            });
-        });
-        // Referral answers that arrived just before a crash are settled now.
-        if let Err(e) = self.records.settle_referrals().await {
-            tracing::warn!(error = %e, "settling referrals at start failed");
-        }
-
-        fn reflection(
-            b: tonic_reflection::server::Builder<'static>,
-        ) -> tonic_reflection::server::Builder<'static> {
-            b.register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        }
-        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-            .build_v1()
-            .map_err(|e| GatewayError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-            .build_v1alpha()
-            .map_err(|e| GatewayError::Reflection(e.to_string()))?;
-
         let outbound = Outbound::new(
-            self.records.clone(),
+            config.party.clone(),
+            self.feed.clone(),
             Arc::new(SharingPolicy::new(&config.share)),
             self.tls.clone(),
             stop_rx.clone(),
         );
         let limit = config.max_message_bytes;
-        let records = self.records;
+        let records = &self.records;
         let party = config.party.clone();
         let addr = listener
             .local_addr()
@@ -214,6 +179,7 @@ impl Gateway {
             .unwrap_or_default();
         tracing::info!(party = %party, addr = %addr, peers = config.peers.len(), "gateway serving");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let grace = config.limits.shutdown_grace;
         let server = tonic::transport::Server::builder()
             .layer(CallLayer::new(self.ops.metrics.clone(), audit, config.limits.clone()))
             .layer(AuthzLayer::new(policy))
@@ -226,43 +192,137 @@ impl Gateway {
                 DirectoryServiceServer::new(DirectoryApi::new(records.clone())).max_decoding_message_size(limit),
             )
             .add_service(
-                WatchServiceServer::new(WatchApi::new(records.clone(), stop_rx.clone()))
+                WatchServiceServer::new(WatchApi::new(records.clone(), self.feed.clone(), stop_rx.clone()))
                     .max_decoding_message_size(limit),
             )
             .add_service(
                 FederationServiceServer::new(FederationApi::new(
                     outbound,
                     party.clone(),
-                    records.store().clone(),
+                    self.store.clone(),
                     self.verifier.clone(),
                 ))
                 .max_decoding_message_size(limit),
             )
-            .add_service(AuditServiceServer::new(AuditApi::new(records.store().clone())).max_decoding_message_size(limit))
+            .add_service(AuditServiceServer::new(AuditApi::new(self.store.clone())).max_decoding_message_size(limit))
             .serve_with_incoming_shutdown(tls::incoming(listener, self.tls.clone(), Some(on_refused)), async {
                 shutdown.await;
-                tracing::info!(party = %party, grace_ms = config.limits.shutdown_grace.as_millis() as u64, "shutting down: draining calls");
+                tracing::info!(party = %party, grace_ms = grace.as_millis() as u64, "shutting down: draining calls");
                 let _ = stop_tx.send(true);
                 let _ = drain_tx.send(());
             });
-        tokio::pin!(server);
-        let grace = config.limits.shutdown_grace;
-        let result = tokio::select! {
-            r = &mut server => r,
-            _ = async {
-                let _ = drain_rx.await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!(party = %party, in_flight = self.ops.metrics.in_flight(), "grace period over; remaining calls are cut");
-                Ok(())
-            }
-        };
+        let result = within_grace(server, drain_rx, grace, &self.ops).await;
         let _ = stop_tx.send(true);
         while background.join_next().await.is_some() {}
-        if let Err(e) = records.store().checkpoint().await {
+        if let Err(e) = self.store.checkpoint().await {
             tracing::warn!(error = %e, "store checkpoint at shutdown failed");
         }
-        tracing::info!(party = %party, "gateway stopped");
+        tracing::info!(party = %self.config.party, "gateway stopped");
         Ok(result?)
+    }
+
+    /// Starts what runs beside the gRPC server until `stop`: the peer pullers, TLS reloading,
+    /// health following the store, the admin HTTP server and chain-head witnessing.
+    fn spawn_background(
+        &self,
+        admin: Option<TcpListener>,
+        health: tonic_health::server::HealthReporter,
+        stop: &watch::Receiver<bool>,
+    ) -> tokio::task::JoinSet<()> {
+        let config = &self.config;
+        let mut background = self.inbound.spawn(&config.peers, stop.clone());
+        background.spawn(tls::reload_on_change(
+            config.tls.clone(),
+            self.tls_tx.clone(),
+            TLS_RELOAD_INTERVAL,
+            stop.clone(),
+        ));
+        background.spawn(crate::ops::health::monitor(
+            health,
+            self.store.clone(),
+            self.ops.clone(),
+            stop.clone(),
+        ));
+        if let Some(admin) = admin {
+            background.spawn(crate::ops::admin::serve(
+                admin,
+                self.ops.clone(),
+                stop.clone(),
+            ));
+        }
+        background.spawn(crate::audit::witness::publish(
+            self.store.clone(),
+            config.party.clone(),
+            config.peers.clone(),
+            self.tls.clone(),
+            config.witness_interval,
+            stop.clone(),
+        ));
+        background
+    }
+
+    /// What happens when a TLS handshake is refused: counted, and audited when auditing is on.
+    fn on_refused_handshake(&self, audit: Option<AuditLog>) -> tls::RefusedHandshake {
+        let metrics = self.ops.metrics.clone();
+        Arc::new(move |remote, reason| {
+            metrics.handshake_refused();
+            let Some(log) = &audit else { return };
+            log.record(NewAuditEvent {
+                time: crate::domain::now_micros(),
+                caller: format!("unknown ({remote})"),
+                method: "tls-handshake".into(),
+                records: Vec::new(),
+                code: "UNAUTHENTICATED".into(),
+                request_id: reason,
+            });
+        })
+    }
+}
+
+/// Server reflection (v1 and v1alpha) over every proto this gateway serves, for grpcurl.
+fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    GatewayError,
+> {
+    fn reflection(
+        b: tonic_reflection::server::Builder<'static>,
+    ) -> tonic_reflection::server::Builder<'static> {
+        b.register_encoded_file_descriptor_set(crate::wire::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    }
+    let v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| GatewayError::Reflection(e.to_string()))?;
+    let v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| GatewayError::Reflection(e.to_string()))?;
+    Ok((v1, v1alpha))
+}
+
+/// Runs `server` to its end, but once shutdown began (`drained` fired) for at most `grace`:
+/// calls still in flight then are cut.
+async fn within_grace(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    drained: tokio::sync::oneshot::Receiver<()>,
+    grace: Duration,
+    ops: &OpsState,
+) -> Result<(), tonic::transport::Error> {
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = drained.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(party = %ops.party, in_flight = ops.metrics.in_flight(), "grace period over; remaining calls are cut");
+            Ok(())
+        }
     }
 }

@@ -5,13 +5,15 @@
 //! [`authorize`], whether that identity may call a method at this gateway. The gRPC layer in
 //! `api::authz` applies the decision to every call, so handlers never repeat it.
 
+pub mod pem;
 pub mod pki;
+pub mod signer;
 pub mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::config::{Federation, check_party_id};
+use crate::domain::{Federation, check_party_id};
 
 /// What a certificate's SPIFFE id makes its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]

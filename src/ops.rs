@@ -15,7 +15,7 @@ use crate::identity::tls::TlsSource;
 /// Shared, read-mostly state the operations surfaces show.
 pub struct OpsState {
     pub party: String,
-    pub federation: crate::config::Federation,
+    pub federation: crate::domain::Federation,
     pub metrics: Arc<metrics::Metrics>,
     pub peers: PeerStatuses,
     pub tls: TlsSource,

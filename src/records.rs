@@ -7,6 +7,8 @@
 
 pub mod allocation;
 pub mod credit_code;
+mod feed;
+pub mod negotiation;
 pub mod project;
 pub mod referral;
 mod service;
@@ -17,6 +19,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
+pub use feed::Feed;
 pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, Project, Stage};
 pub use referral::{Referral, ReferralResponse, ReferralState};
 pub use service::{
@@ -24,7 +27,8 @@ pub use service::{
     ReferralFilter, ReferralView, WriteMeta, decode_record,
 };
 
-use crate::store::{RecordKind, StoreError};
+use crate::domain::RecordKind;
+use crate::store::StoreError;
 
 /// One bad field: its path in the request (e.g. `project.investor.credit_code`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +159,7 @@ impl ResourceName {
         let parts: Vec<&str> = name.split('/').collect();
         match parts.as_slice() {
             ["parties", owner, c, id] if *c == collection => {
-                crate::config::check_party_id(owner)?;
+                crate::domain::check_party_id(owner)?;
                 let id = Uuid::parse_str(id).map_err(|_| format!("`{id}` is not a UUID"))?;
                 Ok(ResourceName {
                     owner: owner.to_string(),
@@ -187,14 +191,6 @@ pub fn etag(name: &ResourceName, revision: i64) -> String {
     let digest = Sha256::digest(format!("{name}#{revision}").as_bytes());
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("\"{revision}-{hex}\"")
-}
-
-/// Microseconds since the Unix epoch, now.
-pub fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Largest number of digits before the decimal point of a quantity.

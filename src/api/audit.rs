@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{micros, timestamp};
 use super::error::{bad_request, store_status};
-use super::pb;
 use crate::ops::metrics::code_name;
 use crate::records::Violations;
 use crate::store::{AuditQuery, Store};
+use crate::wire::convert::{micros, timestamp};
+use crate::wire::pb;
 
 pub struct AuditApi {
     store: Arc<dyn Store>,

@@ -17,6 +17,7 @@ use tonic::Code;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+pub use super::error::LimitError;
 use super::error::limit_status;
 use crate::audit::AuditLog;
 use crate::config::Limits;
@@ -69,19 +70,6 @@ fn is_streaming(path: &str) -> bool {
 /// still gets a NOT_SERVING answer rather than an error.
 fn is_probe(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/")
-}
-
-/// Why a call was refused by a limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitError {
-    /// The caller exceeded its calls per second.
-    RateLimited,
-    /// The gateway is at its concurrent-call limit.
-    Overloaded,
-    /// The call took longer than the call timeout.
-    Timeout,
-    /// The request message exceeded the configured maximum size.
-    MessageTooLarge,
 }
 
 struct Bucket {
@@ -268,7 +256,7 @@ where
         let span = tracing::info_span!("call", method = %method, request_id = %request_id, caller = %caller, remote = %remote);
         let shared = self.shared.clone();
         let event = NewAuditEvent {
-            time: crate::records::now_micros(),
+            time: crate::domain::now_micros(),
             caller: caller.clone(),
             method: method.clone(),
             records: Vec::new(),

@@ -8,12 +8,24 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::calls::LimitError;
 use crate::config::Limits;
 use crate::exchange::ExchangeError;
 use crate::identity::AuthzError;
 use crate::records::{RecordError, Violations};
 use crate::store::StoreError;
+
+/// Why a call was refused by a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitError {
+    /// The caller exceeded its calls per second.
+    RateLimited,
+    /// The gateway is at its concurrent-call limit.
+    Overloaded,
+    /// The call took longer than the call timeout.
+    Timeout,
+    /// The request message exceeded the configured maximum size.
+    MessageTooLarge,
+}
 
 /// `google.rpc.ErrorInfo.domain` of every error this gateway returns.
 pub const ERROR_DOMAIN: &str = "yrd-gateway";

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use super::error::{bad_request, exchange_status, store_status};
 use super::handlers::caller;
-use super::pb;
 use crate::audit::witness;
 use crate::exchange::outbound::Outbound;
 use crate::exchange::signing::SignatureVerifier;
 use crate::records::Violations;
 use crate::store::Store;
+use crate::wire::pb;
 
 pub struct FederationApi {
     outbound: Outbound,

@@ -6,13 +6,13 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::calls::AuditRecords;
-use super::convert::{self, allocation_from, allocation_to, project_from, project_to};
 use super::error::record_status;
-use super::pb;
 use crate::identity::{Caller, Role};
 use crate::records::{
     AllocationFilter, Decide, Page, ProjectFilter, Records, ReferralFilter, Violations, WriteMeta,
 };
+use crate::wire::convert::{self, allocation_from, allocation_to, project_from, project_to};
+use crate::wire::pb;
 
 /// The caller the authorization layer attached to the request.
 pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {

@@ -9,12 +9,12 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::convert::{allocation_to, decision_to, project_to, referral_to, timestamp};
 use super::error::{bad_request, record_status, store_status};
-use super::pb;
-use crate::records::{AnyRecord, Records, ResourceName, Violations, decode_record};
+use crate::domain::RecordKind;
+use crate::records::{AnyRecord, Feed, Records, ResourceName, Violations, decode_record};
 use crate::store::FeedEntry;
-use crate::store::RecordKind;
+use crate::wire::convert::{allocation_to, decision_to, project_to, referral_to, timestamp};
+use crate::wire::pb;
 
 /// Feed entries read per store query.
 const BATCH: usize = 256;
@@ -22,14 +22,20 @@ const BATCH: usize = 256;
 const POLL: Duration = Duration::from_secs(1);
 
 pub struct WatchApi {
+    /// Turns feed entries into the views clients see (an allocation with its status, ...).
     records: Records,
+    feed: Feed,
     stop: watch::Receiver<bool>,
 }
 
 impl WatchApi {
     /// `stop` turning true ends every stream, so a graceful shutdown is not held up.
-    pub fn new(records: Records, stop: watch::Receiver<bool>) -> Self {
-        WatchApi { records, stop }
+    pub fn new(records: Records, feed: Feed, stop: watch::Receiver<bool>) -> Self {
+        WatchApi {
+            records,
+            feed,
+            stop,
+        }
     }
 }
 
@@ -106,12 +112,13 @@ impl pb::watch_service_server::WatchService for WatchApi {
     ) -> Result<Response<WatchStream>, Status> {
         let mut after = parse_token(&request.get_ref().resume_token)?;
         let records = self.records.clone();
+        let feed = self.feed.clone();
         let mut stop = self.stop.clone();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
-            let mut changed = records.subscribe();
+            let mut changed = feed.subscribe();
             loop {
-                let entries = match records.store().feed(after, BATCH).await {
+                let entries = match feed.entries(after, BATCH).await {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = tx.send(Err(store_status(e))).await;

@@ -10,14 +10,15 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::watch;
 
-use crate::api::pb;
-use crate::api::pb::federation_service_client::FederationServiceClient;
 use crate::config::PeerConfig;
+use crate::domain::now_micros;
 use crate::exchange::ExchangeError;
-use crate::exchange::signing::{ChangeSigner, SignatureVerifier};
+use crate::exchange::signing::SignatureVerifier;
+use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
-use crate::records::now_micros;
 use crate::store::{AuditQuery, Store, WitnessedHead};
+use crate::wire::pb::federation_service_client::FederationServiceClient;
+use crate::wire::{micros_of, pb};
 
 /// Signs this gateway's current chain head.
 pub fn sign_head(
@@ -30,7 +31,7 @@ pub fn sign_head(
         party: party.to_string(),
         seq,
         hash: hash.to_vec(),
-        time: Some(crate::api::timestamp(now_micros())),
+        time: Some(crate::wire::timestamp(now_micros())),
     };
     let bytes = head.encode_to_vec();
     let (scheme, signature) = signer.sign(&bytes)?;
@@ -64,10 +65,7 @@ pub fn verify_head(
         party: head.party,
         seq: head.seq,
         hash: head.hash,
-        time: head
-            .time
-            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-            .unwrap_or(0),
+        time: micros_of(head.time),
         signed: signed.head.clone(),
         scheme,
         signature: signed.signature.clone(),

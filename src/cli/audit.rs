@@ -18,8 +18,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{ChainVerifier, hex, verify_chain};
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::exchange::evidence::{EvidenceError, verify_evidence};
+use crate::store::StoreConfig;
 use crate::store::{AuditAnchor, AuditEvent, AuditQuery, NewAuditEvent, Store};
 
 #[derive(Debug, clap::Subcommand)]

@@ -21,12 +21,12 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::api::pb;
 use crate::cli::default_federation;
 use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat, default_share_rules};
 use crate::exchange::inbound::PeerStatuses;
 use crate::gateway::Gateway;
 use crate::records::{Investor, Project, Records, Stage};
+use crate::wire::pb;
 use load::Throughput;
 use replication::{ReplicationFigures, ReplicationOptions};
 use rpc::{RpcFigures, RpcOptions};
@@ -99,6 +99,7 @@ pub enum BenchCommand {
 /// A gateway served in this process.
 struct Running {
     records: Records,
+    store: std::sync::Arc<dyn crate::store::Store>,
     peers: PeerStatuses,
     addr: std::net::SocketAddr,
     stop: oneshot::Sender<()>,
@@ -115,6 +116,7 @@ async fn start(config: &Path, listener: TcpListener) -> anyhow::Result<Running> 
 fn start_gateway(gateway: Gateway, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let records = gateway.records().clone();
+    let store = gateway.store().clone();
     let peers = gateway.peer_status();
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -129,6 +131,7 @@ fn start_gateway(gateway: Gateway, listener: TcpListener) -> anyhow::Result<Runn
     });
     Ok(Running {
         records,
+        store,
         peers,
         addr,
         stop,
@@ -608,10 +611,9 @@ async fn create_then_get(
         })
         .await;
         let names: Vec<String> = running
-            .records
-            .store()
+            .store
             .list(crate::store::ListQuery::of(
-                crate::store::RecordKind::Project,
+                crate::domain::RecordKind::Project,
                 500,
             ))
             .await?

@@ -7,10 +7,10 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use tonic::transport::Channel;
 
-use crate::api::pb;
-use crate::api::pb::directory_service_client::DirectoryServiceClient;
-use crate::api::pb::factor_service_client::FactorServiceClient;
-use crate::api::pb::project_service_client::ProjectServiceClient;
+use crate::wire::pb;
+use crate::wire::pb::directory_service_client::DirectoryServiceClient;
+use crate::wire::pb::factor_service_client::FactorServiceClient;
+use crate::wire::pb::project_service_client::ProjectServiceClient;
 
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {

@@ -133,7 +133,10 @@ fn peers_and_sharing_rules_are_checked() {
     )
     .unwrap();
     assert_eq!(c.peers[0].server_name, "guangde");
-    assert_eq!(c.share[0].kinds, [crate::store::RecordKind::Project].into());
+    assert_eq!(
+        c.share[0].kinds,
+        [crate::domain::RecordKind::Project].into()
+    );
     assert_eq!(
         key_of(with("[[peers]]\nparty = \"zone\"\naddress = \"x:1\"\n").unwrap_err()),
         "peers[0].party"

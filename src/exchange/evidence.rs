@@ -11,8 +11,8 @@ use rustls::pki_types::UnixTime;
 use sha2::{Digest, Sha256};
 
 use super::signing::{SignatureVerifier, VerifiedSigner};
-use crate::api::pb;
 use crate::store::{Store, StoreError, StoredEvidence};
+use crate::wire::pb;
 
 /// Pieces of evidence read from the store at a time.
 const PAGE: usize = 500;

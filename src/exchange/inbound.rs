@@ -17,12 +17,14 @@ use tonic::transport::Channel;
 
 use super::ExchangeError;
 use super::signing::{SignatureVerifier, VerifiedSigner};
-use crate::api::pb;
-use crate::api::pb::federation_service_client::FederationServiceClient;
 use crate::config::PeerConfig;
+use crate::domain::RecordKind;
+use crate::domain::now_micros;
 use crate::identity::tls::TlsSource;
-use crate::records::{Records, now_micros};
-use crate::store::{Evidence, PullLease, RecordKind, ReplicaBatch, ReplicaChange, SignedManifest};
+use crate::records::{Feed, Records};
+use crate::store::{Evidence, PullLease, ReplicaBatch, ReplicaChange, SignedManifest};
+use crate::wire::pb::federation_service_client::FederationServiceClient;
+use crate::wire::{kind_from_wire, micros_of, pb};
 
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -102,16 +104,24 @@ pub type PeerStatuses = Arc<Mutex<BTreeMap<String, PeerStatus>>>;
 /// Everything a puller needs.
 #[derive(Clone)]
 pub struct Inbound {
+    /// Rebuilds replicated records and settles referrals answered by peers.
     records: Records,
+    feed: Feed,
     verifier: Arc<SignatureVerifier>,
     tls: TlsSource,
     status: PeerStatuses,
 }
 
 impl Inbound {
-    pub fn new(records: Records, verifier: Arc<SignatureVerifier>, tls: TlsSource) -> Self {
+    pub fn new(
+        records: Records,
+        feed: Feed,
+        verifier: Arc<SignatureVerifier>,
+        tls: TlsSource,
+    ) -> Self {
         Inbound {
             records,
+            feed,
             verifier,
             tls,
             status: PeerStatuses::default(),
@@ -204,10 +214,9 @@ impl Inbound {
     /// Waits until this replica holds the lease to pull from `peer` (at once, unless replicas
     /// share a PostgreSQL store and another one holds it), or until `stop`.
     async fn claim(&self, peer: &str, stop: &mut watch::Receiver<bool>) -> Option<PullLease> {
-        let store = self.records.store();
         let mut standing_by = false;
         loop {
-            match store.pull_lease(peer).await {
+            match self.feed.pull_lease(peer).await {
                 Ok(Some(lease)) => {
                     if standing_by {
                         tracing::info!(peer = %peer, "took over pulling from the peer");
@@ -241,8 +250,7 @@ impl Inbound {
         owner: &str,
         progressed: &mut bool,
     ) -> Result<(), ExchangeError> {
-        let store = self.records.store();
-        let mut cursor = store.cursor(owner).await?;
+        let mut cursor = self.feed.cursor(owner).await?;
         let transport =
             |s: tonic::Status| ExchangeError::Transport(format!("{:?}: {}", s.code(), s.message()));
         let mut stream = client
@@ -307,8 +315,9 @@ impl Inbound {
                         .as_ref()
                         .is_some_and(|r| r.kind == RecordKind::ReferralResponse)
                 });
-                let applied = store
-                    .apply_replicas(ReplicaBatch {
+                let applied = self
+                    .feed
+                    .apply(ReplicaBatch {
                         owner: owner.to_string(),
                         signer: (signer.fingerprint.clone(), signer.der.clone()),
                         changes: batch,
@@ -316,7 +325,6 @@ impl Inbound {
                         received: now_micros(),
                     })
                     .await?;
-                self.records.notify_changed();
                 *progressed = true;
                 if answers {
                     // An accepted referral of ours makes our original project REFERRED.
@@ -421,19 +429,9 @@ impl Inbound {
         if envelope.seq != cursor + 1 {
             return Err(refuse(format!("expected change {}", cursor + 1)));
         }
-        let time = envelope
-            .commit_time
-            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-            .unwrap_or(0);
-        let kind = match pb::RecordKind::try_from(envelope.kind) {
-            Ok(pb::RecordKind::Unspecified) => None,
-            Ok(pb::RecordKind::Project) => Some(RecordKind::Project),
-            Ok(pb::RecordKind::Allocation) => Some(RecordKind::Allocation),
-            Ok(pb::RecordKind::Decision) => Some(RecordKind::Decision),
-            Ok(pb::RecordKind::Referral) => Some(RecordKind::Referral),
-            Ok(pb::RecordKind::ReferralResponse) => Some(RecordKind::ReferralResponse),
-            Err(_) => return Err(refuse(format!("unknown record kind {}", envelope.kind))),
-        };
+        let time = micros_of(envelope.commit_time);
+        let kind = kind_from_wire(envelope.kind)
+            .map_err(|kind| refuse(format!("unknown record kind {kind}")))?;
         let record = match kind {
             None => None,
             Some(kind) => {

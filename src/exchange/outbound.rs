@@ -14,11 +14,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::ExchangeError;
 use super::policy::SharingPolicy;
-use super::signing::ChangeSigner;
-use crate::api::pb;
+use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
-use crate::records::Records;
-use crate::store::{Change, RecordKind};
+use crate::records::Feed;
+use crate::store::Change;
+use crate::wire::{kind_to_wire, pb};
 
 /// Changes per response message.
 pub const BATCH: usize = 256;
@@ -32,33 +32,27 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Serves this party's change log to peers.
 #[derive(Clone)]
 pub struct Outbound {
-    records: Records,
+    /// This party: the owner of the change log served.
+    party: String,
+    feed: Feed,
     policy: Arc<SharingPolicy>,
     /// The current TLS material; its signer signs (rotated keys are picked up per stream).
     tls: TlsSource,
     stop: watch::Receiver<bool>,
 }
 
-fn kind_to_wire(kind: RecordKind) -> pb::RecordKind {
-    match kind {
-        RecordKind::Project => pb::RecordKind::Project,
-        RecordKind::Allocation => pb::RecordKind::Allocation,
-        RecordKind::Decision => pb::RecordKind::Decision,
-        RecordKind::Referral => pb::RecordKind::Referral,
-        RecordKind::ReferralResponse => pb::RecordKind::ReferralResponse,
-    }
-}
-
 impl Outbound {
     /// `stop` turning true ends every stream, so a graceful shutdown is not held up by peers.
     pub fn new(
-        records: Records,
+        party: String,
+        feed: Feed,
         policy: Arc<SharingPolicy>,
         tls: TlsSource,
         stop: watch::Receiver<bool>,
     ) -> Self {
         Outbound {
-            records,
+            party,
+            feed,
             policy,
             tls,
             stop,
@@ -71,7 +65,7 @@ impl Outbound {
             owner: change.owner.clone(),
             seq: change.seq,
             recipient: peer.to_string(),
-            commit_time: Some(crate::api::timestamp(change.time)),
+            commit_time: Some(crate::wire::timestamp(change.time)),
             ..Default::default()
         };
         if let Some(out) = self.policy.outgoing(peer, &change.record) {
@@ -127,7 +121,7 @@ impl Outbound {
             return Ok((changes, None));
         }
         let bytes = pb::ChangeManifest {
-            owner: self.records.party().to_string(),
+            owner: self.party.clone(),
             recipient: peer.to_string(),
             first_seq,
             envelope_sha256: digests,
@@ -153,9 +147,9 @@ impl Outbound {
         let (tx, rx) = mpsc::channel(2);
         let this = self.clone();
         tokio::spawn(async move {
-            let owner = this.records.party().to_string();
-            let store = this.records.store().clone();
-            let mut changed = this.records.subscribe();
+            let owner = this.party.clone();
+            let feed = this.feed.clone();
+            let mut changed = feed.subscribe();
             let mut stop = this.stop.clone();
             let mut cursor = after;
             let mut first = true;
@@ -165,8 +159,8 @@ impl Outbound {
             tracing::info!(peer = %peer, after, manifests, "peer stream opened");
             loop {
                 let result = async {
-                    let changes = store.changes(&owner, cursor, BATCH).await?;
-                    let head_seq = store.last_seq(&owner).await?;
+                    let changes = feed.changes(&owner, cursor, BATCH).await?;
+                    let head_seq = feed.last_seq(&owner).await?;
                     let last = changes.last().map(|c| c.seq);
                     let (signed, manifest) = this.seal(&signer, &peer, changes, manifests).await?;
                     Ok::<_, ExchangeError>((last, signed, manifest, head_seq))

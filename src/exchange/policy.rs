@@ -6,7 +6,8 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::Value;
 
 use crate::config::ShareRule;
-use crate::store::{RecordKind, StoredRecord};
+use crate::domain::RecordKind;
+use crate::store::StoredRecord;
 
 #[derive(Debug, Clone, Default)]
 pub struct SharingPolicy {

@@ -1,25 +1,14 @@
-//! Signatures over outgoing changes, made with the owner's gateway key (the key of its gateway
-//! certificate), and their verification by receivers against the federation PKI.
-
-use std::sync::Arc;
+//! Verification of the signatures over replicated changes by receivers, against the
+//! federation PKI. The owner signs with [`crate::identity::signer::ChangeSigner`], the key of
+//! its gateway certificate.
 
 use rustls::SignatureScheme;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::sign::SigningKey;
 use sha2::{Digest, Sha256};
 
 use super::ExchangeError;
-use crate::config::TlsPaths;
-use crate::identity::tls::{TlsSource, load_certs, load_key, provider, spiffe_id_of};
+use crate::identity::tls::{TlsSource, provider, spiffe_id_of};
 use crate::identity::{Role, SpiffeId};
-
-/// Schemes a gateway signs with, in order of preference; the key type decides which applies.
-const SIGNING_SCHEMES: &[SignatureScheme] = &[
-    SignatureScheme::ECDSA_NISTP256_SHA256,
-    SignatureScheme::ECDSA_NISTP384_SHA384,
-    SignatureScheme::ED25519,
-    SignatureScheme::RSA_PSS_SHA256,
-];
 
 /// Hex SHA-256 of a DER certificate: how evidence refers to its signer.
 pub fn fingerprint(der: &[u8]) -> String {
@@ -27,55 +16,6 @@ pub fn fingerprint(der: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Signs with the gateway's own key.
-pub struct ChangeSigner {
-    key: Arc<dyn SigningKey>,
-    scheme: SignatureScheme,
-    certificate: Vec<u8>,
-}
-
-impl ChangeSigner {
-    /// Loads the gateway certificate and key named in `[tls]`.
-    pub fn from_files(paths: &TlsPaths) -> Result<Self, ExchangeError> {
-        let certs = load_certs(&paths.cert).map_err(|e| ExchangeError::Key(e.to_string()))?;
-        let key = load_key(&paths.key).map_err(|e| ExchangeError::Key(e.to_string()))?;
-        let key = provider()
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| ExchangeError::Key(e.to_string()))?;
-        let scheme = key
-            .choose_scheme(SIGNING_SCHEMES)
-            .map(|s| s.scheme())
-            .ok_or_else(|| {
-                ExchangeError::Key(
-                    "the key type supports none of ECDSA P-256/P-384, Ed25519, RSA-PSS".into(),
-                )
-            })?;
-        Ok(ChangeSigner {
-            key,
-            scheme,
-            certificate: certs[0].as_ref().to_vec(),
-        })
-    }
-
-    /// DER of the certificate whose key signs.
-    pub fn certificate(&self) -> &[u8] {
-        &self.certificate
-    }
-
-    /// Signs `message`; returns the scheme's code point and the signature.
-    pub fn sign(&self, message: &[u8]) -> Result<(u16, Vec<u8>), ExchangeError> {
-        let signer = self
-            .key
-            .choose_scheme(&[self.scheme])
-            .ok_or_else(|| ExchangeError::Key("signing scheme no longer offered".into()))?;
-        let signature = signer
-            .sign(message)
-            .map_err(|e| ExchangeError::Key(e.to_string()))?;
-        Ok((u16::from(self.scheme), signature))
-    }
 }
 
 /// A signer certificate that chains to the federation CA and names the owner's gateway.

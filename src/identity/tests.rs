@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::PartyInfo;
+use crate::domain::PartyInfo;
 
 fn policy() -> AccessPolicy {
     let party = |id: &str| PartyInfo {

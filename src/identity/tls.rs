@@ -7,14 +7,14 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -27,53 +27,10 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::SpiffeId;
-use crate::config::TlsPaths;
+pub use super::pem::{TlsError, TlsPaths, load_certs, load_key, provider};
 
 /// How long a client may take to finish the TLS handshake before it is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read {what} from {path}: {message}")]
-    Load {
-        what: &'static str,
-        path: PathBuf,
-        message: String,
-    },
-    #[error("invalid TLS setup: {0}")]
-    Setup(String),
-}
-
-/// The crypto provider every TLS and signature operation of the gateway uses (ring).
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Reads every certificate in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::Load {
-        what: "certificates",
-        path: path.to_owned(),
-        message,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(err("no PEM certificate found".into()));
-    }
-    Ok(certs)
-}
-
-/// Reads the first private key in a PEM file (PKCS#8, SEC1 or PKCS#1).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Load {
-        what: "private key",
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
 
 /// Reads a CA bundle into a root store.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
@@ -236,7 +193,7 @@ pub struct TlsMaterial {
     pub ca_not_after: i64,
     /// Signs outgoing changes and chain heads with the current gateway key, so a rotated
     /// certificate is used for signatures as soon as it is for handshakes.
-    pub signer: Arc<crate::exchange::signing::ChangeSigner>,
+    pub signer: Arc<super::signer::ChangeSigner>,
 }
 
 /// The current TLS material; readers take the latest value at each handshake.
@@ -260,7 +217,7 @@ impl TlsMaterial {
             cert_not_after: not_after(&own[0]),
             ca_not_after: not_after(&ca[0]),
             signer: Arc::new(
-                crate::exchange::signing::ChangeSigner::from_files(paths)
+                super::signer::ChangeSigner::from_files(paths)
                     .map_err(|e| TlsError::Setup(e.to_string()))?,
             ),
         })

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::{EXPIRY_WARNING_DAYS, OpsState};
-use crate::records::now_micros;
+use crate::domain::now_micros;
 
 /// Serves until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<OpsState>, mut stop: watch::Receiver<bool>) {

@@ -43,7 +43,7 @@ pub async fn monitor(
     let mut last_warned_day = None;
     loop {
         let store_result = store.ping().await;
-        let now = crate::records::now_micros() / 1_000_000;
+        let now = crate::domain::now_micros() / 1_000_000;
         let cert_not_after = state.tls.borrow().cert_not_after;
         let cert_ok = now < cert_not_after;
         let serving = store_result.is_ok() && cert_ok;

@@ -123,7 +123,7 @@ impl Metrics {
         if recent.len() == RECENT_ERRORS {
             recent.pop_front();
         }
-        recent.push_back((crate::records::now_micros(), text));
+        recent.push_back((crate::domain::now_micros(), text));
     }
 
     pub fn recent_errors(&self) -> Vec<(i64, String)> {

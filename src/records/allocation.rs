@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ResourceName, Violations, check_decimal, check_text, decimal_is_positive};
-use crate::config::Federation;
-use crate::store::RecordKind;
+use crate::domain::Federation;
+use crate::domain::RecordKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

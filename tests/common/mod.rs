@@ -18,12 +18,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use yrd_gateway::api::pb;
 use yrd_gateway::config::{Config, ConfigTemplate, LogFormat, ShareRule, default_share_rules};
 use yrd_gateway::exchange::inbound::{PeerStatus, PeerStatuses};
 use yrd_gateway::gateway::Gateway;
 use yrd_gateway::identity::pki::{Authority, Issued, LeafSpec};
 use yrd_gateway::identity::tls;
+use yrd_gateway::wire::pb;
 
 pub const PARTIES: [&str; 4] = ["zone", "changxing", "anji", "guangde"];
 pub const TRUST_DOMAIN: &str = "yrd-huzhou";
@@ -101,7 +101,7 @@ pub struct Options {
 }
 
 /// The shipped federation of the four parties, as the tests configure it.
-pub fn federation() -> yrd_gateway::config::Federation {
+pub fn federation() -> yrd_gateway::domain::Federation {
     yrd_gateway::cli::default_federation()
 }
 

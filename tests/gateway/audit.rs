@@ -4,10 +4,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tonic::Code;
-use yrd_gateway::api::pb;
 use yrd_gateway::audit::{ChainBreak, link, verify_chain};
-use yrd_gateway::store::Store;
+use yrd_gateway::store::AuditStore;
 use yrd_gateway::store::sqlite::SqliteStore;
+use yrd_gateway::wire::pb;
 
 use crate::common::*;
 

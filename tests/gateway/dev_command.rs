@@ -4,9 +4,9 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use yrd_gateway::api::pb;
-use yrd_gateway::api::pb::directory_service_client::DirectoryServiceClient;
 use yrd_gateway::identity::tls;
+use yrd_gateway::wire::pb;
+use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
 
 use crate::common::PARTIES;
 

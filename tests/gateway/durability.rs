@@ -3,9 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use yrd_gateway::api::pb;
-use yrd_gateway::api::pb::project_service_client::ProjectServiceClient;
 use yrd_gateway::identity::tls;
+use yrd_gateway::wire::pb;
+use yrd_gateway::wire::pb::project_service_client::ProjectServiceClient;
 
 use crate::common::*;
 

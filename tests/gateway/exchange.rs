@@ -8,16 +8,21 @@ use std::time::Duration;
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
-use yrd_gateway::api::pb;
-use yrd_gateway::api::pb::federation_service_client::FederationServiceClient;
-use yrd_gateway::api::pb::federation_service_server::{FederationService, FederationServiceServer};
 use yrd_gateway::cli::audit::AuditCommand;
-use yrd_gateway::config::{TlsPaths, default_share_rules};
+use yrd_gateway::config::default_share_rules;
+use yrd_gateway::domain::RecordKind;
 use yrd_gateway::exchange::evidence::{EvidenceError, verify_evidence};
-use yrd_gateway::exchange::signing::{ChangeSigner, SignatureVerifier};
+use yrd_gateway::exchange::signing::SignatureVerifier;
+use yrd_gateway::identity::signer::ChangeSigner;
 use yrd_gateway::identity::tls;
+use yrd_gateway::identity::tls::TlsPaths;
 use yrd_gateway::store::sqlite::SqliteStore;
-use yrd_gateway::store::{RecordKind, Store};
+use yrd_gateway::store::{RecordStore, ReplicaStore};
+use yrd_gateway::wire::pb;
+use yrd_gateway::wire::pb::federation_service_client::FederationServiceClient;
+use yrd_gateway::wire::pb::federation_service_server::{
+    FederationService, FederationServiceServer,
+};
 
 use crate::common::*;
 

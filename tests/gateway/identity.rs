@@ -7,10 +7,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 use tonic::Code;
-use yrd_gateway::api::pb;
-use yrd_gateway::api::pb::directory_service_client::DirectoryServiceClient;
-use yrd_gateway::api::pb::project_service_client::ProjectServiceClient;
 use yrd_gateway::identity::pki::{Authority, LeafSpec};
+use yrd_gateway::wire::pb;
+use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
+use yrd_gateway::wire::pb::project_service_client::ProjectServiceClient;
 
 use crate::common::*;
 

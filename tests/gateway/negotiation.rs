@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tonic::Code;
-use yrd_gateway::api::pb;
+use yrd_gateway::wire::pb;
 
 use crate::common::*;
 

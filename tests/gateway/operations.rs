@@ -8,9 +8,9 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use yrd_gateway::api::pb;
 use yrd_gateway::identity::pki::LeafSpec;
 use yrd_gateway::identity::tls;
+use yrd_gateway::wire::pb;
 
 use crate::common::*;
 

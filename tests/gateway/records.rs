@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use prost_types::FieldMask;
 use tonic::Code;
-use yrd_gateway::api::pb;
+use yrd_gateway::wire::pb;
 
 use crate::common::*;
 

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use yrd_gateway::api::pb;
 use yrd_gateway::identity::tls;
 use yrd_gateway::store::postgres::testing;
+use yrd_gateway::wire::pb;
 
 use crate::common::*;
 
@@ -269,7 +269,7 @@ async fn two_zone_replicas_on_one_postgres_take_concurrent_writes() {
     let cx_db = root.path().join("changxing/store.db");
     let cx_store = yrd_gateway::store::sqlite::SqliteStore::open(&cx_db).unwrap();
     let changes = eventually(Duration::from_secs(60), "changxing caught up", || async {
-        use yrd_gateway::store::Store;
+        use yrd_gateway::store::RecordStore;
         let changes = cx_store.changes("zone", 0, 1000).await.unwrap();
         (changes.len() >= 161).then_some(changes)
     })

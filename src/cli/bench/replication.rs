@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 
 use super::load::percentile_ms;
 use super::{Running, client_channel, start};
-use crate::api::pb;
-use crate::records::{Violations, WriteMeta, now_micros};
+use crate::domain::now_micros;
+use crate::records::{Violations, WriteMeta};
+use crate::wire::{micros_of, pb};
 
 #[derive(Debug, Clone)]
 pub struct ReplicationOptions {
@@ -103,10 +104,7 @@ async fn lag(
             match tokio::time::timeout(Duration::from_secs(30), watch.message()).await {
                 Ok(Ok(Some(event))) => {
                     if let Some(pb::watch_response::Record::Project(p)) = event.record {
-                        let commit = p
-                            .create_time
-                            .map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-                            .unwrap_or(0);
+                        let commit = micros_of(p.create_time);
                         lags.push((now_micros() - commit).max(0) as u64);
                     }
                 }
@@ -183,12 +181,12 @@ async fn catch_up(
         r??;
     }
     let owner_writes_per_second = records as f64 / write_started.elapsed().as_secs_f64();
-    let head = zone.records.store().last_seq("zone").await?;
+    let head = zone.store.last_seq("zone").await?;
 
     let listener = TcpListener::bind(guangde_addr).await?;
     let started = Instant::now();
     let guangde = start(guangde_config, listener).await?;
-    let before = guangde.records.store().cursor("zone").await?;
+    let before = guangde.store.cursor("zone").await?;
     loop {
         let cursor = guangde
             .peers

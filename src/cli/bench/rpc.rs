@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::baseline::pb as echo;
 use super::child::Server;
 use super::load::{Throughput, drive};
-use crate::api::pb;
+use crate::wire::pb;
 
 #[derive(Debug, Clone)]
 pub struct RpcOptions {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use super::{PostgresOptions, PostgresStore, testing};
-use crate::store::Store;
+use crate::store::{LeaseStore, RecordStore};
 
 async fn fresh_store() -> PostgresStore {
     let url = testing::scratch_database().await;

@@ -1,23 +1,32 @@
-//! Conversions between wire messages (`pb`) and domain records. Type-level problems (an enum
+//! Conversions between wire messages (`pb`) and domain records, record kinds and times. Type-level problems (an enum
 //! number that does not exist, a malformed timestamp) are collected as field violations here;
 //! the `records` module adds the semantic ones.
 
 use prost_types::Timestamp;
 
 use super::pb;
-use crate::negotiation::{Decision, Verdict};
+use crate::domain::RecordKind;
+use crate::records::negotiation::{Decision, Verdict};
 use crate::records::{
     self, Allocation, AllocationStatus, AllocationView, BenefitShare, ChecklistItem,
     ChecklistStatus, Contact, FactorKind, Industry, Investor, Pollutant, Project, ReferralState,
     ReferralView, ResourceName, Stage, Violations,
 };
-use crate::store::RecordKind;
 
+/// A time in microseconds since the epoch as a protobuf timestamp.
 pub fn timestamp(micros: i64) -> Timestamp {
     Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
     }
+}
+
+/// Microseconds since the epoch of a timestamp a peer or the gateway itself wrote (0 when
+/// absent); unlike [`micros`] it does not check the range, for times that are evidence, not
+/// input.
+pub fn micros_of(ts: Option<Timestamp>) -> i64 {
+    ts.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
+        .unwrap_or(0)
 }
 
 /// Microseconds since the epoch, or a violation for a timestamp outside 0001..9999.
@@ -28,7 +37,32 @@ pub fn micros(ts: &Timestamp, field: &str, v: &mut Violations) -> i64 {
         v.add(field, "is not a valid timestamp");
         return 0;
     }
-    ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000
+    micros_of(Some(*ts))
+}
+
+/// A record kind as replication envelopes name it.
+pub fn kind_to_wire(kind: RecordKind) -> pb::RecordKind {
+    match kind {
+        RecordKind::Project => pb::RecordKind::Project,
+        RecordKind::Allocation => pb::RecordKind::Allocation,
+        RecordKind::Decision => pb::RecordKind::Decision,
+        RecordKind::Referral => pb::RecordKind::Referral,
+        RecordKind::ReferralResponse => pb::RecordKind::ReferralResponse,
+    }
+}
+
+/// The record kind an envelope names: `Ok(None)` for UNSPECIFIED (a change whose record is
+/// not shared with the receiver), `Err(value)` for a number the contract does not define.
+pub fn kind_from_wire(value: i32) -> Result<Option<RecordKind>, i32> {
+    match pb::RecordKind::try_from(value) {
+        Ok(pb::RecordKind::Unspecified) => Ok(None),
+        Ok(pb::RecordKind::Project) => Ok(Some(RecordKind::Project)),
+        Ok(pb::RecordKind::Allocation) => Ok(Some(RecordKind::Allocation)),
+        Ok(pb::RecordKind::Decision) => Ok(Some(RecordKind::Decision)),
+        Ok(pb::RecordKind::Referral) => Ok(Some(RecordKind::Referral)),
+        Ok(pb::RecordKind::ReferralResponse) => Ok(Some(RecordKind::ReferralResponse)),
+        Err(_) => Err(value),
+    }
 }
 
 /// Reads a wire enum number, reporting numbers the contract does not define.

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::config::Federation;
+use crate::domain::Federation;
 use crate::records::{Allocation, AllocationStatus, BenefitShare};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +76,7 @@ pub fn derive(
 ) -> Outcome {
     let name = crate::records::ResourceName::new(
         &allocation.owner,
-        crate::store::RecordKind::Allocation,
+        crate::domain::RecordKind::Allocation,
         allocation.id,
     )
     .to_string();

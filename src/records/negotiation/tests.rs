@@ -2,10 +2,11 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 use super::*;
-use crate::config::PartyInfo;
+use crate::domain::PartyInfo;
+use crate::domain::RecordKind;
 use crate::records::{Allocation, FactorKind, Pollutant};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Idempotency, IndexFields, ListQuery, RecordKind, Store, StoredRecord, Write};
+use crate::store::{Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write};
 
 const DAY: i64 = 86_400 * 1_000_000;
 

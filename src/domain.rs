@@ -1,0 +1,168 @@
+//! The federation's shared vocabulary, at the bottom of the crate: its members and their
+//! order ([`Federation`]), the kinds of record it exchanges ([`RecordKind`]), the rule for
+//! party ids, and the clock. Every other module may use it; it uses none of them.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+/// A member list that cannot be a federation, naming the list entry (a config key such as
+/// `parties[2].id`) it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct MembershipError {
+    pub key: String,
+    pub message: String,
+}
+
+impl MembershipError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        MembershipError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One member of the federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartyInfo {
+    pub id: String,
+    pub display_name: String,
+    pub province: String,
+    pub division_code: String,
+}
+
+/// The federation's members in party order. The order is part of the contract: it breaks ties
+/// between competing counter-proposals, so every gateway must be configured with the same list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Federation {
+    parties: Vec<PartyInfo>,
+}
+
+impl Federation {
+    /// Builds a federation from an ordered member list. Ids must be valid and distinct.
+    pub fn new(parties: Vec<PartyInfo>) -> Result<Self, MembershipError> {
+        if parties.is_empty() {
+            return Err(MembershipError::new(
+                "parties",
+                "at least one party is required",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, p) in parties.iter().enumerate() {
+            if let Err(m) = check_party_id(&p.id) {
+                return Err(MembershipError::new(format!("parties[{i}].id"), m));
+            }
+            if !seen.insert(p.id.clone()) {
+                return Err(MembershipError::new(
+                    format!("parties[{i}].id"),
+                    format!("party `{}` is listed twice", p.id),
+                ));
+            }
+            if p.display_name.trim().is_empty() {
+                return Err(MembershipError::new(
+                    format!("parties[{i}].display_name"),
+                    "must not be empty",
+                ));
+            }
+            let code = &p.division_code;
+            if !(code.is_empty() || (code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()))) {
+                return Err(MembershipError::new(
+                    format!("parties[{i}].division_code"),
+                    "must be six digits (GB/T 2260) or empty",
+                ));
+            }
+        }
+        Ok(Federation { parties })
+    }
+
+    /// Members in party order.
+    pub fn parties(&self) -> &[PartyInfo] {
+        &self.parties
+    }
+
+    pub fn get(&self, id: &str) -> Option<&PartyInfo> {
+        self.parties.iter().find(|p| p.id == id)
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Position of a party in the federation's order.
+    pub fn order_of(&self, id: &str) -> Option<usize> {
+        self.parties.iter().position(|p| p.id == id)
+    }
+}
+
+/// Party ids appear in resource names, SPIFFE ids and file names: lowercase ASCII only.
+pub fn check_party_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id.as_bytes()[0].is_ascii_lowercase()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a party id: 1-32 characters of a-z, 0-9 and '-', starting with a letter"
+        ))
+    }
+}
+
+/// Kinds of record, as stored and as named in sharing policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Project,
+    Allocation,
+    /// A party's decision on one round of an allocation; owned by the deciding party.
+    Decision,
+    /// A project handed to another party; owned by the referring party.
+    Referral,
+    /// The receiving party's answer to a referral; owned by the receiver.
+    ReferralResponse,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Project => "project",
+            RecordKind::Allocation => "allocation",
+            RecordKind::Decision => "decision",
+            RecordKind::Referral => "referral",
+            RecordKind::ReferralResponse => "referral_response",
+        }
+    }
+
+    /// Every kind, in a fixed order.
+    pub const ALL: [RecordKind; 5] = [
+        RecordKind::Project,
+        RecordKind::Allocation,
+        RecordKind::Decision,
+        RecordKind::Referral,
+        RecordKind::ReferralResponse,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "project" => Some(RecordKind::Project),
+            "allocation" => Some(RecordKind::Allocation),
+            "decision" => Some(RecordKind::Decision),
+            "referral" => Some(RecordKind::Referral),
+            "referral_response" => Some(RecordKind::ReferralResponse),
+            _ => None,
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}

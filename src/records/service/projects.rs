@@ -1,0 +1,153 @@
+//! Projects (SPEC §3): create, read, update with etag and mask, list.
+
+use uuid::Uuid;
+
+use super::{Page, Records, WriteMeta, decode, non_empty, parse_name, stale_on_conflict, stored};
+use crate::domain::RecordKind;
+use crate::records::{Industry, Project, RecordError, ResourceName, Stage, Violations, etag};
+use crate::store::{IndexFields, ListQuery, StoredRecord};
+
+#[derive(Debug, Clone)]
+pub struct ProjectFilter {
+    /// Empty: any owner.
+    pub owner: String,
+    /// Unspecified: any stage.
+    pub stage: Stage,
+    /// Unspecified: any industry.
+    pub industry: Industry,
+}
+
+impl Records {
+    pub async fn create_project(
+        &self,
+        mut project: Project,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<Project, RecordError> {
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            return decode(&first);
+        }
+        if matches!(project.stage, Stage::Referred) {
+            v.add(
+                "project.stage",
+                "REFERRED is set only by accepting a referral",
+            );
+        }
+        project.apply_defaults();
+        project.validate("project", &mut v);
+        v.into_result()?;
+        let now = self.now();
+        project.id = Uuid::now_v7();
+        project.owner = self.party.clone();
+        project.referred_from = None;
+        project.revision = 1;
+        project.create_time = now;
+        project.update_time = now;
+        self.write(project_stored(&project)?, None, vec![], None, key?, now)
+            .await
+    }
+
+    pub async fn get_project(&self, name: &str) -> Result<Project, RecordError> {
+        let name = parse_name(name, RecordKind::Project, "name")?;
+        self.fetch(&name).await
+    }
+
+    /// Applies `patch` to the fields named in `mask` of the project `name`, if `etag` is current.
+    pub async fn update_project(
+        &self,
+        name: &str,
+        etag_seen: &str,
+        patch: Project,
+        mask: Vec<String>,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<Project, RecordError> {
+        let name = match ResourceName::parse(name, RecordKind::Project) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                v.add("project.name", e);
+                None
+            }
+        };
+        if let Some(n) = &name {
+            if n.owner != self.party {
+                return Err(RecordError::NotOwner {
+                    name: n.to_string(),
+                    owner: n.owner.clone(),
+                });
+            }
+        }
+        if etag_seen.is_empty() {
+            v.add(
+                "project.etag",
+                "is required: send the etag of the version you read",
+            );
+        }
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            return decode(&first);
+        }
+        let Some(name) = name else {
+            return Err(RecordError::Invalid(v));
+        };
+        let current: Project = self.fetch(&name).await?;
+        if !etag_seen.is_empty() && etag_seen != etag(&name, current.revision) {
+            return Err(RecordError::StaleEtag {
+                name: name.to_string(),
+            });
+        }
+        let mut next = current.clone();
+        next.apply_mask(&patch, &mask, &mut v);
+        if let Err(e) = current.stage.check_move(next.stage) {
+            v.add("project.stage", e);
+        }
+        next.apply_defaults();
+        next.validate("project", &mut v);
+        v.into_result()?;
+        let now = self.now();
+        next.revision = current.revision + 1;
+        next.update_time = now;
+        self.write(
+            project_stored(&next)?,
+            Some(current.revision),
+            vec![],
+            None,
+            key?,
+            now,
+        )
+        .await
+        .map_err(|e| stale_on_conflict(e, &name))
+    }
+
+    pub async fn list_projects(
+        &self,
+        filter: &ProjectFilter,
+        page: &Page,
+    ) -> Result<(Vec<Project>, String), RecordError> {
+        let fingerprint = format!(
+            "p|{}|{:?}|{:?}",
+            filter.owner, filter.stage, filter.industry
+        );
+        let query = ListQuery {
+            owner: non_empty(&filter.owner),
+            stage: (filter.stage != Stage::Unspecified).then(|| filter.stage.as_str().to_string()),
+            industry: (filter.industry != Industry::Unspecified)
+                .then(|| filter.industry.as_str().to_string()),
+            ..ListQuery::of(RecordKind::Project, 0)
+        };
+        self.list_page(&[&filter.owner], fingerprint, page, query, |row| {
+            Box::pin(async move { Ok(Some(decode(&row)?)) })
+        })
+        .await
+    }
+}
+
+pub(super) fn project_stored(p: &Project) -> Result<StoredRecord, RecordError> {
+    let index = IndexFields {
+        stage: Some(p.stage.as_str().to_string()),
+        industry: Some(p.industry.as_str().to_string()),
+        ..IndexFields::default()
+    };
+    stored(RecordKind::Project, &p.owner, p.id, p.revision, index, p)
+}

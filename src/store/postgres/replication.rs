@@ -1,0 +1,170 @@
+//! Replicated changes, cursors and evidence on PostgreSQL.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+
+use super::records::{append_log, get_record, upsert_record};
+use super::*;
+use crate::store::*;
+
+pub(super) async fn read_cursor(c: &impl GenericClient, owner: &str) -> Result<u64, StoreError> {
+    let stmt = c
+        .prepare_cached("SELECT seq FROM cursors WHERE owner = $1")
+        .await
+        .map_err(db)?;
+    Ok(c.query_opt(&stmt, &[&owner])
+        .await
+        .map_err(db)?
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0) as u64)
+}
+
+pub(super) async fn apply_batch(
+    conn: &mut deadpool_postgres::Object,
+    batch: ReplicaBatch,
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction().await.map_err(db)?;
+    let mut position = lock_feed(&tx).await?;
+    let start = position;
+    let mut cursor = read_cursor(&tx, &batch.owner).await?;
+    tx.execute(
+        "INSERT INTO signers (fingerprint, certificate) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&batch.signer.0, &batch.signer.1],
+    )
+    .await
+    .map_err(db)?;
+    let manifest = batch.manifest.as_ref().map(|m| m.digest.as_slice());
+    if let Some(m) = &batch.manifest {
+        tx.execute(
+            "INSERT INTO manifests (digest, owner, manifest, scheme, signature, signer) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &m.digest,
+                &batch.owner,
+                &m.manifest,
+                &i32::from(m.scheme),
+                &m.signature,
+                &batch.signer.0,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    let evidence = tx
+        .prepare_cached(
+            "INSERT INTO evidence \
+             (owner, seq, envelope, scheme, signature, signer, received, manifest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await
+        .map_err(db)?;
+    for change in changes_to_apply(&batch.owner, cursor, batch.changes)? {
+        let seq = change.seq as i64;
+        if let Some(rec) = &change.record {
+            if rec.supersedes(get_record(&tx, rec.kind, rec.id).await?.as_ref()) {
+                upsert_record(&tx, rec).await?;
+            }
+            append_log(
+                &tx,
+                &mut position,
+                &batch.owner,
+                seq,
+                change.time,
+                &rec.encode()?,
+            )
+            .await?;
+        }
+        let e = &change.evidence;
+        tx.execute(
+            &evidence,
+            &[
+                &batch.owner,
+                &seq,
+                &e.envelope,
+                &i32::from(e.scheme),
+                &e.signature,
+                &e.signer,
+                &batch.received,
+                &manifest,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        cursor = change.seq;
+    }
+    tx.execute(
+        "INSERT INTO cursors (owner, seq, time) VALUES ($1, $2, $3) \
+         ON CONFLICT (owner) DO UPDATE SET seq = excluded.seq, time = excluded.time",
+        &[&batch.owner, &(cursor as i64), &batch.received],
+    )
+    .await
+    .map_err(db)?;
+    if position > start {
+        tx.execute("SELECT pg_notify($1, '')", &[&FEED_CHANNEL])
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(cursor)
+}
+
+#[async_trait]
+impl ReplicaStore for PostgresStore {
+    async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        read_cursor(&conn, owner).await
+    }
+
+    async fn evidence(
+        &self,
+        owner: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError> {
+        let conn = self.conn().await?;
+        let stmt = conn.prepare_cached(EVIDENCE_QUERY).await.map_err(db)?;
+        let rows = conn
+            .query(&stmt, &[&owner, &(after_seq as i64), &(limit as i64)])
+            .await
+            .map_err(db)?;
+        let scheme = |v: i32| {
+            u16::try_from(v)
+                .map_err(|_| StoreError::Corrupt(format!("signature scheme {v} out of range")))
+        };
+        rows.iter()
+            .map(|r| {
+                let digest: Option<Vec<u8>> = r.get(5);
+                let manifest = match (&digest, r.get::<_, Option<Vec<u8>>>(6)) {
+                    (Some(digest), Some(manifest)) => Some(SignedManifest {
+                        digest: digest.clone(),
+                        manifest,
+                        scheme: scheme(r.get(7))?,
+                        signature: r.get(8),
+                    }),
+                    _ => None,
+                };
+                Ok(StoredEvidence {
+                    seq: r.get::<_, i64>(0) as u64,
+                    envelope: r.get(1),
+                    scheme: scheme(r.get(2))?,
+                    signature: r.get(3),
+                    signer: r.get(4),
+                    manifest_digest: digest,
+                    manifest,
+                    received: r.get(9),
+                })
+            })
+            .collect()
+    }
+
+    async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {
+        let pool = self.pool.clone();
+        // Its own task, like a group commit: a cancelled caller cannot leave it half done.
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            apply_batch(&mut conn, batch).await
+        })
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+}

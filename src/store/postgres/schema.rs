@@ -1,0 +1,111 @@
+//! The PostgreSQL schema, as migrations applied in order.
+
+/// Schema migrations, applied in order; `schema_version` records how many ran.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE records (
+    kind        TEXT   NOT NULL,
+    id          UUID   NOT NULL,
+    owner       TEXT   NOT NULL,
+    revision    BIGINT NOT NULL,
+    stage       TEXT,
+    industry    TEXT,
+    factor_kind TEXT,
+    parent      TEXT,
+    body        TEXT   NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX records_by_owner ON records (kind, owner, id);
+CREATE INDEX records_by_parent ON records (kind, parent, id) WHERE parent IS NOT NULL;
+
+CREATE TABLE unique_keys (
+    key TEXT PRIMARY KEY
+);
+
+-- The feed: own change log and applied replicas in commit order. Positions are assigned under
+-- the feed lock, so they are gapless and in commit order (Watch resumes by position).
+CREATE TABLE log (
+    position BIGINT PRIMARY KEY,
+    owner    TEXT   NOT NULL,
+    seq      BIGINT NOT NULL,
+    time     BIGINT NOT NULL,
+    record   TEXT   NOT NULL,
+    UNIQUE (owner, seq)
+);
+
+CREATE TABLE cursors (
+    owner TEXT   PRIMARY KEY,
+    seq   BIGINT NOT NULL,
+    time  BIGINT NOT NULL
+);
+
+CREATE TABLE evidence (
+    owner     TEXT    NOT NULL,
+    seq       BIGINT  NOT NULL,
+    envelope  BYTEA   NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BYTEA   NOT NULL,
+    signer    TEXT    NOT NULL,
+    received  BIGINT  NOT NULL,
+    PRIMARY KEY (owner, seq)
+);
+
+CREATE TABLE signers (
+    fingerprint TEXT  PRIMARY KEY,
+    certificate BYTEA NOT NULL
+);
+
+CREATE TABLE requests (
+    party       TEXT   NOT NULL,
+    request_id  TEXT   NOT NULL,
+    fingerprint BYTEA  NOT NULL,
+    response    TEXT   NOT NULL,
+    time        BIGINT NOT NULL,
+    PRIMARY KEY (party, request_id)
+);
+
+CREATE TABLE audit (
+    seq        BIGINT PRIMARY KEY,
+    time       BIGINT NOT NULL,
+    caller     TEXT   NOT NULL,
+    method     TEXT   NOT NULL,
+    records    TEXT   NOT NULL,
+    code       TEXT   NOT NULL,
+    request_id TEXT   NOT NULL,
+    prev_hash  BYTEA  NOT NULL,
+    hash       BYTEA  NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (time);
+
+CREATE TABLE audit_anchor (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  BIGINT  NOT NULL,
+    hash BYTEA   NOT NULL
+);
+
+CREATE TABLE witnessed_heads (
+    party     TEXT    NOT NULL,
+    seq       BIGINT  NOT NULL,
+    hash      BYTEA   NOT NULL,
+    time      BIGINT  NOT NULL,
+    signed    BYTEA   NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BYTEA   NOT NULL,
+    signer    BYTEA   NOT NULL,
+    PRIMARY KEY (party, seq)
+);
+"#,
+    r#"
+-- Batches the owner signed once, over a manifest of their envelopes' hashes; the evidence of
+-- each of their changes names the manifest instead of holding a signature of its own.
+CREATE TABLE manifests (
+    digest    BYTEA   PRIMARY KEY,
+    owner     TEXT    NOT NULL,
+    manifest  BYTEA   NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BYTEA   NOT NULL,
+    signer    TEXT    NOT NULL
+);
+ALTER TABLE evidence ADD COLUMN manifest BYTEA;
+"#,
+];

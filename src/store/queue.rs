@@ -1,0 +1,151 @@
+//! Group commit of record writes: writes wait in a [`WriteQueue`] while one [`Drain`] applies
+//! everything queued per transaction. Both backends use it.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{StoreError, Write, WriteOutcome};
+
+/// A record write waiting for the next group commit, and where its answer goes.
+pub(crate) type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
+
+/// Record writes waiting for a group commit, and whether a drain is running. The first write
+/// queued while none runs starts one ([`Drain`]); the drain applies everything queued in one
+/// transaction, looks again, and stops when it finds the queue empty. A burst of concurrent
+/// writes so costs one writer task and one commit per round, not a task each.
+#[derive(Clone, Default)]
+pub(crate) struct WriteQueue(Arc<Mutex<Queued>>);
+
+#[derive(Default)]
+struct Queued {
+    writes: Vec<QueuedWrite>,
+    draining: bool,
+}
+
+impl WriteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `write`; the receiver gets its answer after the commit that applies it. Returns
+    /// a drain when none is running: the caller must run it (on a task of its own, so a caller
+    /// that goes away cannot cut a group commit short).
+    pub(crate) fn push(
+        &self,
+        write: Write,
+    ) -> (
+        oneshot::Receiver<Result<WriteOutcome, StoreError>>,
+        Option<Drain>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let mut queued = self.lock();
+        queued.writes.push((write, reply));
+        let start = !std::mem::replace(&mut queued.draining, true);
+        let drain = start.then(|| Drain {
+            queue: self.clone(),
+            done: false,
+        });
+        (answer, drain)
+    }
+}
+
+/// The one running drain of a [`WriteQueue`].
+pub(crate) struct Drain {
+    queue: WriteQueue,
+    done: bool,
+}
+
+impl Drain {
+    /// Everything queued since the last batch; `None` when nothing is, which ends the drain
+    /// (the next write queued starts another).
+    pub(crate) fn next_batch(&mut self) -> Option<Vec<QueuedWrite>> {
+        let mut queued = self.queue.lock();
+        if queued.writes.is_empty() {
+            queued.draining = false;
+            self.done = true;
+            return None;
+        }
+        Some(std::mem::take(&mut queued.writes))
+    }
+}
+
+impl Drop for Drain {
+    /// A drain that ends before the queue is empty (its task panicked or was cancelled) fails
+    /// what is still queued instead of leaving it waiting, and lets the next write start anew.
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let rest = {
+            let mut queued = self.queue.lock();
+            queued.draining = false;
+            std::mem::take(&mut queued.writes)
+        };
+        for (_, reply) in rest {
+            let _ = reply.send(Err(StoreError::Unavailable(
+                "the store writer stopped before applying this write; retry it".into(),
+            )));
+        }
+    }
+}
+
+/// Waits for a queued write's answer.
+pub(crate) async fn answer_of(
+    answer: oneshot::Receiver<Result<WriteOutcome, StoreError>>,
+) -> Result<WriteOutcome, StoreError> {
+    answer
+        .await
+        .map_err(|_| StoreError::Unavailable("the store writer dropped a queued write".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::{record, write};
+    use uuid::Uuid;
+
+    fn queued(request_id: &str) -> Write {
+        write(record("zone", Uuid::now_v7(), 1, "{}"), None, request_id)
+    }
+
+    #[test]
+    fn one_drain_runs_at_a_time_and_takes_everything_queued() {
+        let queue = WriteQueue::default();
+        let (_a, first) = queue.push(queued("a"));
+        let (_b, second) = queue.push(queued("b"));
+        assert!(second.is_none(), "a drain is already running");
+        let mut drain = first.expect("the first write starts the drain");
+        assert_eq!(drain.next_batch().map(|b| b.len()), Some(2));
+        let (_c, third) = queue.push(queued("c"));
+        assert!(third.is_none(), "still draining");
+        assert_eq!(drain.next_batch().map(|b| b.len()), Some(1));
+        assert!(drain.next_batch().is_none(), "empty: the drain ends");
+        drop(drain);
+        let (_d, fourth) = queue.push(queued("d"));
+        assert!(
+            fourth.is_some(),
+            "after a drain ends, the next write starts one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drain_that_stops_early_fails_what_is_left_and_lets_the_next_write_start() {
+        let queue = WriteQueue::default();
+        let (_, drain) = queue.push(queued("a"));
+        let mut drain = drain.unwrap();
+        drain.next_batch().unwrap();
+        let (left, none) = queue.push(queued("b"));
+        assert!(none.is_none());
+        drop(drain); // as when its task panics
+        match answer_of(left).await {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("retry"), "{why}"),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        let (_, next) = queue.push(queued("c"));
+        assert!(
+            next.is_some(),
+            "the stopped drain no longer blocks new ones"
+        );
+    }
+}

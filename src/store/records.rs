@@ -1,0 +1,222 @@
+//! The records and the change log: records by kind, owner and id; writes with their
+//! idempotency key and change-log entry in one transaction; the owner's change log and this
+//! gateway's feed (own changes and applied replicas in commit order).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::RecordKind;
+
+/// Columns list filters use; which ones are set depends on the kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexFields {
+    /// Project stage.
+    pub stage: Option<String>,
+    /// Project industry.
+    pub industry: Option<String>,
+    /// Allocation factor kind.
+    pub factor_kind: Option<String>,
+    /// Resource name of the record this one belongs to: a decision's allocation, a referral's
+    /// project, a referral response's referral.
+    pub parent: Option<String>,
+}
+
+/// One record version as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub kind: RecordKind,
+    pub owner: String,
+    pub id: Uuid,
+    /// 1 on create, +1 on every accepted update.
+    pub revision: i64,
+    pub index: IndexFields,
+    /// The record itself, serialized by the `records` module.
+    pub body: String,
+}
+
+/// The client-chosen request id scoped to the party that sent it, plus a fingerprint of the
+/// request so that reusing an id for a different request is caught.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub party: String,
+    pub request_id: String,
+    pub fingerprint: Vec<u8>,
+}
+
+/// A record write.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub record: StoredRecord,
+    /// `None` to create; `Some(r)` to update a record currently at revision `r`.
+    pub expected_revision: Option<i64>,
+    /// New records created in the same transaction (e.g. the project an accepted referral
+    /// creates); each gets its own change-log entry.
+    pub also_create: Vec<StoredRecord>,
+    /// A natural key that may be written once only (e.g. one decision per party and round);
+    /// a second write with the same key fails with [`StoreError::AlreadyExists`].
+    pub unique: Option<String>,
+    pub key: Idempotency,
+    /// Time of the write (microseconds since the epoch), recorded in the change log.
+    pub time: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// Written now (and appended to the owner's change log).
+    Applied(StoredRecord),
+    /// The same request was already applied; this is its first result.
+    Replayed(StoredRecord),
+}
+
+impl WriteOutcome {
+    pub fn into_record(self) -> StoredRecord {
+        match self {
+            WriteOutcome::Applied(record) | WriteOutcome::Replayed(record) => record,
+        }
+    }
+}
+
+/// One entry of an owner's change log: the record as it was after change `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub owner: String,
+    pub seq: u64,
+    pub time: i64,
+    pub record: StoredRecord,
+}
+
+/// A change as it appears in this gateway's feed: own changes and applied replicas, in the
+/// order they were committed here. `position` is what Watch resume tokens encode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub position: u64,
+    pub change: Change,
+}
+
+/// What to list: one kind, optional filters, keyset pagination on the (time-ordered) id.
+/// Build with [`ListQuery::of`] and set the filters that apply.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub kind: RecordKind,
+    pub owner: Option<String>,
+    pub stage: Option<String>,
+    pub industry: Option<String>,
+    pub factor_kind: Option<String>,
+    pub parent: Option<String>,
+    /// Only records with an id greater than this.
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+impl ListQuery {
+    /// Every record of `kind`, up to `limit`, no filter.
+    pub fn of(kind: RecordKind, limit: usize) -> Self {
+        ListQuery {
+            kind,
+            owner: None,
+            stage: None,
+            industry: None,
+            factor_kind: None,
+            parent: None,
+            after: None,
+            limit,
+        }
+    }
+}
+
+/// Records, their writes and the change feed.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    async fn get(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<StoredRecord>, StoreError>;
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError>;
+
+    /// The first result of an already-applied request, `None` if the key is new, or
+    /// [`StoreError::RequestIdReused`] when the key was used for a different request.
+    async fn replay(&self, key: &Idempotency) -> Result<Option<StoredRecord>, StoreError>;
+
+    /// Applies a create or update, its change-log entry and its idempotency key atomically and
+    /// durably.
+    async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError>;
+
+    /// Up to `limit` entries of `owner`'s change log with sequence numbers above `after`.
+    async fn changes(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// The last sequence number of `owner`'s change log (0 when empty).
+    async fn last_seq(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Up to `limit` feed entries after position `after`.
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// The last feed position (0 when the feed is empty).
+    async fn feed_position(&self) -> Result<u64, StoreError>;
+
+    /// A signal bumped whenever the feed grows through another process sharing this store
+    /// (another replica of the gateway), for backends that can be shared; `None` when only
+    /// this process writes (then the caller's own signal is enough).
+    fn feed_signal(&self) -> Option<Arc<tokio::sync::watch::Sender<u64>>> {
+        None
+    }
+}
+
+impl Write {
+    /// Whether this write may apply to the record as stored now (`None`: no such record): a
+    /// create needs none, an update the expected revision.
+    pub(crate) fn check_revision(&self, current: Option<&StoredRecord>) -> Result<(), StoreError> {
+        match (self.expected_revision, current) {
+            (None, Some(_)) => Err(StoreError::AlreadyExists),
+            (Some(_), None) => Err(StoreError::NotFound),
+            (Some(expected), Some(cur)) if cur.revision != expected => Err(StoreError::Conflict {
+                current: cur.revision,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Change {
+    /// A change-log row as both backends store it: the record version as JSON.
+    pub(crate) fn decode(
+        owner: String,
+        seq: i64,
+        time: i64,
+        record: &str,
+    ) -> Result<Change, StoreError> {
+        let record: StoredRecord = serde_json::from_str(record)
+            .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
+        Ok(Change {
+            owner,
+            seq: seq as u64,
+            time,
+            record,
+        })
+    }
+}
+
+impl StoredRecord {
+    /// The record version as both backends keep it in the change log (and an idempotent
+    /// write's first answer): JSON.
+    pub(crate) fn encode(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// Whether this replicated version is newer than the one stored (`None`: none is), so a
+    /// replica never goes back to an older revision.
+    pub(crate) fn supersedes(&self, current: Option<&StoredRecord>) -> bool {
+        current.is_none_or(|cur| cur.revision < self.revision)
+    }
+}

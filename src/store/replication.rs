@@ -1,0 +1,133 @@
+//! Replication and its evidence: applying a peer's verified changes with the cursor that
+//! follows them, and keeping what proves each change authentic (the received bytes, the
+//! owner's signature or signed manifest, the signer certificate).
+
+use async_trait::async_trait;
+
+use super::{StoreError, StoredRecord};
+
+/// What a receiver keeps of each change it applied: the exact bytes it received and the
+/// owner's signature over them, or over the manifest of its batch that lists their hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    pub envelope: Vec<u8>,
+    /// TLS SignatureScheme code point.
+    pub scheme: u16,
+    /// Empty when the batch's manifest carries the signature.
+    pub signature: Vec<u8>,
+    /// SHA-256 fingerprint (hex) of the signer's certificate, stored once in the store.
+    pub signer: String,
+}
+
+/// One verified change from a peer.
+#[derive(Debug, Clone)]
+pub struct ReplicaChange {
+    pub seq: u64,
+    pub time: i64,
+    /// `None` when the owner does not share this change's kind with us: only the cursor moves.
+    pub record: Option<StoredRecord>,
+    pub evidence: Evidence,
+}
+
+/// Consecutive verified changes of one owner, applied in one transaction.
+#[derive(Debug, Clone)]
+pub struct ReplicaBatch {
+    pub owner: String,
+    /// The signer certificate (fingerprint, DER) the evidence refers to.
+    pub signer: (String, Vec<u8>),
+    pub changes: Vec<ReplicaChange>,
+    /// The owner's one signature over the whole batch, when it signed a manifest instead of
+    /// each change; stored once, and each change's evidence refers to it.
+    pub manifest: Option<SignedManifest>,
+    /// When the batch was received (microseconds since the epoch).
+    pub received: i64,
+}
+
+/// A stored piece of evidence with everything needed to check it without the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvidence {
+    pub seq: u64,
+    pub envelope: Vec<u8>,
+    /// TLS SignatureScheme code point.
+    pub scheme: u16,
+    /// Empty when `manifest` carries the signature.
+    pub signature: Vec<u8>,
+    /// DER of the signer certificate.
+    pub signer: Vec<u8>,
+    /// SHA-256 of the manifest this change's evidence names, if any.
+    pub manifest_digest: Option<Vec<u8>>,
+    /// The named manifest as stored (`None` when it is missing).
+    pub manifest: Option<SignedManifest>,
+    /// When the change was received (microseconds since the epoch).
+    pub received: i64,
+}
+
+/// The evidence of an owner's changes after a sequence number, with its signer certificate and
+/// the manifest it names (`$1` owner, `$2` after, `$3` limit). Both backends run it as is.
+pub(crate) const EVIDENCE_QUERY: &str = "\
+    SELECT e.seq, e.envelope, e.scheme, e.signature, s.certificate, e.manifest, \
+           m.manifest, m.scheme, m.signature, e.received \
+    FROM evidence e JOIN signers s ON s.fingerprint = e.signer \
+    LEFT JOIN manifests m ON m.digest = e.manifest \
+    WHERE e.owner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
+
+/// An encoded `ChangeManifest` (the SHA-256 of each envelope of a batch, in order) and the
+/// owner's signature over exactly these bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedManifest {
+    /// SHA-256 of `manifest`: how evidence rows refer to it.
+    pub digest: Vec<u8>,
+    pub manifest: Vec<u8>,
+    /// TLS SignatureScheme code point.
+    pub scheme: u16,
+    pub signature: Vec<u8>,
+}
+
+/// Replicas of other owners' records, their cursors and evidence.
+#[async_trait]
+pub trait ReplicaStore: Send + Sync + 'static {
+    /// The last change of `owner` applied here (0 when none).
+    async fn cursor(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// The evidence kept of `owner`'s changes after `after_seq`, in sequence order, at most
+    /// `limit`.
+    async fn evidence(
+        &self,
+        owner: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError>;
+
+    /// Applies verified changes of one owner, their evidence and the new cursor in one durable
+    /// transaction. Changes at or below the cursor are skipped (already applied); a change
+    /// that does not follow the cursor fails the batch with [`StoreError::OutOfOrder`] and
+    /// nothing of it is applied. Returns the new cursor.
+    async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError>;
+}
+
+/// The changes of `batch` that follow `cursor`, in order: changes at or below the cursor were
+/// applied before and are dropped; a change that does not follow fails the whole batch with
+/// [`StoreError::OutOfOrder`]. Both backends apply exactly what this returns.
+pub(crate) fn changes_to_apply(
+    owner: &str,
+    cursor: u64,
+    changes: Vec<ReplicaChange>,
+) -> Result<Vec<ReplicaChange>, StoreError> {
+    let mut next = cursor;
+    let mut out = Vec::with_capacity(changes.len());
+    for change in changes {
+        if change.seq <= next {
+            continue;
+        }
+        if change.seq != next + 1 {
+            return Err(StoreError::OutOfOrder {
+                owner: owner.to_string(),
+                cursor: next,
+                got: change.seq,
+            });
+        }
+        next = change.seq;
+        out.push(change);
+    }
+    Ok(out)
+}

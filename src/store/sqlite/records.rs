@@ -1,0 +1,367 @@
+//! Records, writes (group-committed, a savepoint per write) and the change log on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::{SqliteStore, cached_row, unavailable};
+use crate::domain::RecordKind;
+use crate::store::*;
+
+pub(super) const RECORD_COLUMNS: &str =
+    "kind, id, owner, revision, stage, industry, factor_kind, parent, body";
+
+pub(super) fn row_to_record(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
+    let kind: String = row.get(0)?;
+    let id: String = row.get(1)?;
+    let parsed = (|| {
+        Ok(StoredRecord {
+            kind: RecordKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown record kind `{kind}`")))?,
+            id: Uuid::parse_str(&id)
+                .map_err(|e| StoreError::Corrupt(format!("bad id `{id}`: {e}")))?,
+            owner: row.get(2).map_err(unavailable)?,
+            revision: row.get(3).map_err(unavailable)?,
+            index: IndexFields {
+                stage: row.get(4).map_err(unavailable)?,
+                industry: row.get(5).map_err(unavailable)?,
+                factor_kind: row.get(6).map_err(unavailable)?,
+                parent: row.get(7).map_err(unavailable)?,
+            },
+            body: row.get(8).map_err(unavailable)?,
+        })
+    })();
+    Ok(parsed)
+}
+
+pub(super) static GET_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND id = ?2")
+});
+
+pub(super) fn get_record(
+    conn: &Connection,
+    kind: RecordKind,
+    id: Uuid,
+) -> Result<Option<StoredRecord>, StoreError> {
+    cached_row(
+        conn,
+        &GET_RECORD,
+        params![kind.as_str(), id.to_string()],
+        row_to_record,
+    )
+    .optional()
+    .map_err(unavailable)?
+    .transpose()
+}
+
+pub(super) fn lookup_request(
+    conn: &Connection,
+    key: &Idempotency,
+) -> Result<Option<StoredRecord>, StoreError> {
+    let found: Option<(Vec<u8>, String)> = cached_row(
+        conn,
+        "SELECT fingerprint, response FROM requests WHERE party = ?1 AND request_id = ?2",
+        params![key.party, key.request_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(unavailable)?;
+    match found {
+        None => Ok(None),
+        Some((fingerprint, _)) if fingerprint != key.fingerprint => {
+            Err(StoreError::RequestIdReused(key.request_id.clone()))
+        }
+        Some((_, response)) => serde_json::from_str(&response)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}"))),
+    }
+}
+
+/// Applies queued writes in one transaction and answers each after the commit. A write that
+/// fails its checks rolls back to its savepoint and gets its error; a failed commit fails all.
+pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            for (_, reply) in queued {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+            return;
+        }
+    };
+    let mut answers = Vec::with_capacity(queued.len());
+    for (write, reply) in queued {
+        let result = match tx.savepoint() {
+            Ok(mut sp) => {
+                let result = apply_write(&sp, write);
+                let kept = if result.is_ok() {
+                    sp.commit()
+                } else {
+                    sp.rollback()
+                };
+                kept.map_err(unavailable).and(result)
+            }
+            Err(e) => Err(unavailable(e)),
+        };
+        answers.push((reply, result));
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for (reply, _) in answers {
+                let _ = reply.send(Err(unavailable(&e)));
+            }
+        }
+    }
+}
+
+/// One write's checks and inserts, inside the caller's transaction.
+pub(super) fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, StoreError> {
+    if let Some(first) = lookup_request(tx, &w.key)? {
+        return Ok(WriteOutcome::Replayed(first));
+    }
+    let rec = &w.record;
+    let current = get_record(tx, rec.kind, rec.id)?;
+    w.check_revision(current.as_ref())?;
+    if let Some(unique) = &w.unique {
+        let fresh = tx
+            .prepare_cached("INSERT OR IGNORE INTO unique_keys (key) VALUES (?1)")
+            .and_then(|mut stmt| stmt.execute(params![unique]))
+            .map_err(unavailable)?;
+        if fresh == 0 {
+            return Err(StoreError::AlreadyExists);
+        }
+    }
+    for extra in &w.also_create {
+        if get_record(tx, extra.kind, extra.id)?.is_some() {
+            return Err(StoreError::AlreadyExists);
+        }
+        upsert_record(tx, extra)?;
+        append_own_change(tx, extra, w.time)?;
+    }
+    upsert_record(tx, rec)?;
+    let encoded = append_own_change(tx, rec, w.time)?;
+    tx.prepare_cached(
+        "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time])
+    })
+    .map_err(unavailable)?;
+    Ok(WriteOutcome::Applied(w.record))
+}
+
+pub(super) fn upsert_record(conn: &Connection, rec: &StoredRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            rec.kind.as_str(),
+            rec.id.to_string(),
+            rec.owner,
+            rec.revision,
+            rec.index.stage,
+            rec.index.industry,
+            rec.index.factor_kind,
+            rec.index.parent,
+            rec.body,
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+pub(super) fn append_log(
+    conn: &Connection,
+    owner: &str,
+    seq: u64,
+    time: i64,
+    encoded: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO log (owner, seq, time, record) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.execute(params![owner, seq as i64, time, encoded]))
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Appends a record version to its owner's change log with the next sequence number; returns
+/// the encoded record.
+pub(super) fn append_own_change(
+    conn: &Connection,
+    rec: &StoredRecord,
+    time: i64,
+) -> Result<String, StoreError> {
+    let seq: i64 = cached_row(
+        conn,
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
+        params![rec.owner],
+        |r| r.get(0),
+    )
+    .map_err(unavailable)?;
+    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    append_log(conn, &rec.owner, seq as u64, time, &encoded)?;
+    Ok(encoded)
+}
+
+pub(super) fn list_records(
+    conn: &Connection,
+    q: &ListQuery,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![q.kind.as_str().to_string().into()];
+    let mut eq = |column: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(v.clone().into());
+        }
+    };
+    eq("owner", &q.owner);
+    eq("stage", &q.stage);
+    eq("industry", &q.industry);
+    eq("factor_kind", &q.factor_kind);
+    eq("parent", &q.parent);
+    if let Some(after) = q.after {
+        sql.push_str(" AND id > ?");
+        args.push(after.to_string().into());
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    args.push((q.limit as i64).into());
+    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), row_to_record)
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(unavailable)??);
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl RecordStore for SqliteStore {
+    async fn get(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        self.point_read(|c| Ok(get_record(c, kind, id)?.filter(|r| r.owner == owner)))
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read(move |c| list_records(c, &query)).await
+    }
+
+    async fn replay(&self, key: &Idempotency) -> Result<Option<StoredRecord>, StoreError> {
+        self.point_read(|c| lookup_request(c, key))
+    }
+
+    async fn write(&self, write: Write) -> Result<WriteOutcome, StoreError> {
+        let (answer, drain) = self.queued.push(write);
+        if let Some(mut drain) = drain {
+            // The writer is held for the whole drain (record commits go before audit appends
+            // until the writes pause), and the write that started it waits for the drain:
+            // measured, both keep replication lag's tail at half of what it is otherwise. The
+            // blocking task runs to its end even if this caller goes away.
+            self.with_writer(move |c| {
+                while let Some(batch) = drain.next_batch() {
+                    apply_writes(c, batch);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        answer_of(answer).await
+    }
+
+    async fn changes(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT seq, time, record FROM log WHERE owner = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![owner, after as i64, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, time, record) = row.map_err(unavailable)?;
+                out.push(Change::decode(owner.clone(), seq, time, &record)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_seq(&self, owner: &str) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM log WHERE owner = ?1",
+                params![owner],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|s| s as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT position, owner, seq, time, record FROM log WHERE position > ?1 ORDER BY position LIMIT ?2",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![after as i64, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (position, owner, seq, time, record) = row.map_err(unavailable)?;
+                out.push(FeedEntry {
+                    position: position as u64,
+                    change: Change::decode(owner, seq, time, &record)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn feed_position(&self) -> Result<u64, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT COALESCE(MAX(position), 0) FROM log", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|p| p as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+}

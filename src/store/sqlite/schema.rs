@@ -1,0 +1,119 @@
+//! The SQLite schema, as migrations applied in order.
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE records (
+    kind        TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    revision    INTEGER NOT NULL,
+    stage       TEXT,
+    industry    TEXT,
+    factor_kind TEXT,
+    parent      TEXT,
+    body        TEXT    NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE INDEX records_by_owner ON records (kind, owner, id);
+CREATE INDEX records_by_parent ON records (kind, parent, id) WHERE parent IS NOT NULL;
+
+-- Natural keys that may be written once (one decision per party per round, one answer per
+-- referral).
+CREATE TABLE unique_keys (
+    key TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
+-- The feed: this party's own change log and every replicated change applied here, in commit
+-- order. (owner, seq) is the owner's gapless numbering; position orders the feed (Watch).
+CREATE TABLE log (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner    TEXT    NOT NULL,
+    seq      INTEGER NOT NULL,
+    time     INTEGER NOT NULL,
+    record   TEXT    NOT NULL,
+    UNIQUE (owner, seq)
+);
+
+-- Last change applied from each peer owner, committed with the change itself.
+CREATE TABLE cursors (
+    owner TEXT    PRIMARY KEY,
+    seq   INTEGER NOT NULL,
+    time  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- What each applied change looked like on the wire, with the owner's signature.
+CREATE TABLE evidence (
+    owner     TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    envelope  BLOB    NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BLOB    NOT NULL,
+    signer    TEXT    NOT NULL,
+    received  INTEGER NOT NULL,
+    PRIMARY KEY (owner, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE signers (
+    fingerprint TEXT PRIMARY KEY,
+    certificate BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE requests (
+    party       TEXT    NOT NULL,
+    request_id  TEXT    NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    response    TEXT    NOT NULL,
+    time        INTEGER NOT NULL,
+    PRIMARY KEY (party, request_id)
+) WITHOUT ROWID;
+"#,
+    r#"
+-- The hash-chained audit trail: every call, allowed or refused.
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY,
+    time       INTEGER NOT NULL,
+    caller     TEXT    NOT NULL,
+    method     TEXT    NOT NULL,
+    records    TEXT    NOT NULL,
+    code       TEXT    NOT NULL,
+    request_id TEXT    NOT NULL,
+    prev_hash  BLOB    NOT NULL,
+    hash       BLOB    NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (time);
+
+-- Where the chain continues from after old events were exported and pruned.
+CREATE TABLE audit_anchor (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash BLOB    NOT NULL
+);
+
+-- Chain heads other parties signed and sent us: evidence against rewritten history.
+CREATE TABLE witnessed_heads (
+    party     TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,
+    hash      BLOB    NOT NULL,
+    time      INTEGER NOT NULL,
+    signed    BLOB    NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BLOB    NOT NULL,
+    signer    BLOB    NOT NULL,
+    PRIMARY KEY (party, seq)
+) WITHOUT ROWID;
+"#,
+    r#"
+-- Batches the owner signed once, over a manifest of their envelopes' hashes; the evidence of
+-- each of their changes names the manifest instead of holding a signature of its own.
+CREATE TABLE manifests (
+    digest    BLOB    PRIMARY KEY,
+    owner     TEXT    NOT NULL,
+    manifest  BLOB    NOT NULL,
+    scheme    INTEGER NOT NULL,
+    signature BLOB    NOT NULL,
+    signer    TEXT    NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE evidence ADD COLUMN manifest BLOB;
+"#,
+];
