@@ -7,16 +7,16 @@ use tonic::{Request, Response, Status};
 use super::error::{bad_request, store_status};
 use crate::ops::metrics::code_name;
 use crate::records::Violations;
-use crate::store::{AuditQuery, Store};
+use crate::store::{AuditQuery, AuditStore};
 use crate::wire::convert::{micros, timestamp};
 use crate::wire::pb;
 
 pub struct AuditApi {
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditStore>,
 }
 
 impl AuditApi {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn AuditStore>) -> Self {
         AuditApi { store }
     }
 }

@@ -236,37 +236,13 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        let method = req.uri().path().to_string();
-        let request_id = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_string)
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let peer = req.extensions().get::<PeerInfo>();
-        let caller = match peer.map(|p| &p.identity) {
-            Some(Ok(id)) => id.to_string(),
-            _ => "unauthenticated".to_string(),
-        };
-        let remote = peer
-            .and_then(|p| p.remote_addr)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let span = tracing::info_span!("call", method = %method, request_id = %request_id, caller = %caller, remote = %remote);
+        let (event, remote) = call_event(&req);
+        let span = tracing::info_span!("call", method = %event.method, request_id = %event.request_id, caller = %event.caller, remote = %remote);
         let shared = self.shared.clone();
-        let event = NewAuditEvent {
-            time: crate::domain::now_micros(),
-            caller: caller.clone(),
-            method: method.clone(),
-            records: Vec::new(),
-            code: String::new(),
-            request_id: request_id.clone(),
-        };
         let records = AuditRecords::default();
         req.extensions_mut().insert(records.clone());
 
-        if !shared.admit(&caller) {
+        if !shared.admit(&event.caller) {
             let response = span.in_scope(|| refuse(&shared, event, LimitError::RateLimited));
             return Box::pin(async move { Ok(response) });
         }
@@ -277,7 +253,7 @@ where
         shared.metrics.call_started();
         let guard = CallGuard {
             shared: shared.clone(),
-            method,
+            method: event.method.clone(),
             started,
             span: span.clone(),
             permit: Some(permit),
@@ -285,81 +261,123 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let future = inner.call(req);
-        Box::pin(
-            async move {
-                let mut response =
-                    match tokio::time::timeout(shared.limits.call_timeout, future).await {
-                        Ok(Ok(response)) => response,
-                        Ok(Err(e)) => {
-                            guard.finish(Code::Internal);
-                            return Err(e);
-                        }
-                        Err(_) => {
-                            tracing::warn!(
-                                timeout_ms = shared.limits.call_timeout.as_millis() as u64,
-                                "call timed out"
-                            );
-                            let response =
-                                limit_status(LimitError::Timeout, &shared.limits).into_http();
-                            guard.finish(Code::DeadlineExceeded);
-                            return Ok(response);
-                        }
-                    };
-                if too_large(response.headers()) {
-                    response =
-                        limit_status(LimitError::MessageTooLarge, &shared.limits).into_http();
-                }
-                if let Some(code) = status_of(response.headers()) {
-                    // Trailers-only answer: the call is complete.
-                    if audit(&shared, event, &records, code).await.is_err() {
-                        guard.finish(Code::Unavailable);
-                        return Ok(audit_unavailable());
-                    }
-                    guard.finish(code);
-                    return Ok(response);
-                }
-                if is_streaming(&guard.method) {
-                    // Audited as opened; what flows is in the feed and the change logs.
-                    if audit(&shared, event, &records, Code::Ok).await.is_err() {
-                        guard.finish(Code::Unavailable);
-                        return Ok(audit_unavailable());
-                    }
-                } else {
-                    // A unary answer is small: hold it until its audit event is durable.
-                    let (parts, mut body) = response.into_parts();
-                    let mut frames: Vec<Result<Frame<bytes::Bytes>, tonic::Status>> = Vec::new();
-                    let mut code = Code::Ok;
-                    while let Some(frame) =
-                        std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-                    {
-                        if let Ok(f) = &frame {
-                            if let Some(t) = f.trailers_ref() {
-                                code = status_of(t).unwrap_or(Code::Unknown);
-                            }
-                        } else {
-                            code = Code::Internal;
-                        }
-                        frames.push(frame);
-                    }
-                    if audit(&shared, event, &records, code).await.is_err() {
-                        guard.finish(Code::Unavailable);
-                        return Ok(audit_unavailable());
-                    }
-                    let replay = http_body_util::StreamBody::new(tokio_stream::iter(frames));
-                    response = http::Response::from_parts(parts, tonic::body::Body::new(replay));
-                }
-                let limits = shared.limits.clone();
-                Ok(response.map(|body| {
-                    tonic::body::Body::new(CallBody {
-                        inner: body,
-                        guard: Some(guard),
-                        limits,
-                    })
-                }))
-            }
-            .instrument(span),
-        )
+        Box::pin(answer(shared, guard, event, records, future).instrument(span))
     }
+}
+
+/// The audit event a call starts with (time, method, caller, request id; the outcome is filled
+/// in later) and the caller's address, from the request and the identity the TLS layer found.
+fn call_event<B>(req: &http::Request<B>) -> (NewAuditEvent, String) {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let peer = req.extensions().get::<PeerInfo>();
+    let caller = match peer.map(|p| &p.identity) {
+        Some(Ok(id)) => id.to_string(),
+        _ => "unauthenticated".to_string(),
+    };
+    let remote = peer
+        .and_then(|p| p.remote_addr)
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let event = NewAuditEvent {
+        time: crate::domain::now_micros(),
+        caller,
+        method: req.uri().path().to_string(),
+        records: Vec::new(),
+        code: String::new(),
+        request_id,
+    };
+    (event, remote)
+}
+
+/// Runs an admitted call under the call timeout and answers it once its audit event is
+/// durable: a trailers-only or unary answer with its outcome, a stream as opened. A call whose
+/// event cannot be written is answered UNAVAILABLE instead.
+async fn answer<E>(
+    shared: Arc<Shared>,
+    guard: CallGuard,
+    event: NewAuditEvent,
+    records: AuditRecords,
+    future: impl Future<Output = Result<http::Response<tonic::body::Body>, E>>,
+) -> Result<http::Response<tonic::body::Body>, E> {
+    let mut response = match tokio::time::timeout(shared.limits.call_timeout, future).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            guard.finish(Code::Internal);
+            return Err(e);
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = shared.limits.call_timeout.as_millis() as u64,
+                "call timed out"
+            );
+            let response = limit_status(LimitError::Timeout, &shared.limits).into_http();
+            guard.finish(Code::DeadlineExceeded);
+            return Ok(response);
+        }
+    };
+    if too_large(response.headers()) {
+        response = limit_status(LimitError::MessageTooLarge, &shared.limits).into_http();
+    }
+    if let Some(code) = status_of(response.headers()) {
+        // Trailers-only answer: the call is complete.
+        if audit(&shared, event, &records, code).await.is_err() {
+            guard.finish(Code::Unavailable);
+            return Ok(audit_unavailable());
+        }
+        guard.finish(code);
+        return Ok(response);
+    }
+    if is_streaming(&guard.method) {
+        // Audited as opened; what flows is in the feed and the change logs.
+        if audit(&shared, event, &records, Code::Ok).await.is_err() {
+            guard.finish(Code::Unavailable);
+            return Ok(audit_unavailable());
+        }
+    } else {
+        // A unary answer is small: hold it until its audit event is durable.
+        let (parts, body) = response.into_parts();
+        let (frames, code) = collect_frames(body).await;
+        if audit(&shared, event, &records, code).await.is_err() {
+            guard.finish(Code::Unavailable);
+            return Ok(audit_unavailable());
+        }
+        let replay = http_body_util::StreamBody::new(tokio_stream::iter(frames));
+        response = http::Response::from_parts(parts, tonic::body::Body::new(replay));
+    }
+    let limits = shared.limits.clone();
+    Ok(response.map(|body| {
+        tonic::body::Body::new(CallBody {
+            inner: body,
+            guard: Some(guard),
+            limits,
+        })
+    }))
+}
+
+/// A frame of a response body as held back for replay.
+type HeldFrame = Result<Frame<bytes::Bytes>, tonic::Status>;
+
+/// Every frame of a (unary) response body, and the status code its trailers carry.
+async fn collect_frames(mut body: tonic::body::Body) -> (Vec<HeldFrame>, Code) {
+    let mut frames = Vec::new();
+    let mut code = Code::Ok;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(f) = &frame {
+            if let Some(t) = f.trailers_ref() {
+                code = status_of(t).unwrap_or(Code::Unknown);
+            }
+        } else {
+            code = Code::Internal;
+        }
+        frames.push(frame);
+    }
+    (frames, code)
 }
 
 /// Finishes a call once: records metrics, logs the outcome, frees the concurrency permit.

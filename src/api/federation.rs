@@ -14,13 +14,13 @@ use crate::audit::witness;
 use crate::exchange::outbound::Outbound;
 use crate::exchange::signing::SignatureVerifier;
 use crate::records::Violations;
-use crate::store::Store;
+use crate::store::AuditStore;
 use crate::wire::pb;
 
 pub struct FederationApi {
     outbound: Outbound,
     party: String,
-    store: Arc<dyn Store>,
+    store: Arc<dyn AuditStore>,
     verifier: Arc<SignatureVerifier>,
 }
 
@@ -28,7 +28,7 @@ impl FederationApi {
     pub fn new(
         outbound: Outbound,
         party: String,
-        store: Arc<dyn Store>,
+        store: Arc<dyn AuditStore>,
         verifier: Arc<SignatureVerifier>,
     ) -> Self {
         FederationApi {

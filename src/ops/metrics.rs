@@ -133,6 +133,14 @@ impl Metrics {
     /// The exposition text.
     pub fn render(&self, state: &OpsState) -> String {
         let mut out = String::new();
+        self.render_calls(&mut out);
+        render_peers(&mut out, &lock(&state.peers).clone());
+        render_gateway(&mut out, state);
+        out
+    }
+
+    /// Calls by method and code, their durations, calls shed, in flight, refused handshakes.
+    fn render_calls(&self, out: &mut String) {
         let calls = lock(&self.calls);
         out.push_str("# HELP yrd_calls_total gRPC calls by method and status code.\n# TYPE yrd_calls_total counter\n");
         for ((method, code), n) in &calls.by_code {
@@ -187,141 +195,134 @@ impl Metrics {
             "# HELP yrd_tls_handshakes_refused_total TLS handshakes refused before any call (client certificate missing or untrusted, TLS below 1.3, timeout).\n# TYPE yrd_tls_handshakes_refused_total counter\nyrd_tls_handshakes_refused_total {}",
             self.handshakes_refused.load(Ordering::Relaxed)
         );
-
-        let peers = lock(&state.peers).clone();
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        // Per-peer series: name, help, type, value.
-        type PeerValue = fn(&PeerStatus) -> String;
-        let per_peer: [(&str, &str, &str, PeerValue); 9] = [
-            (
-                "yrd_peer_connected",
-                "1 while a change stream from the peer is open.",
-                "gauge",
-                |s| u8::from(s.connected).to_string(),
-            ),
-            (
-                "yrd_peer_standby",
-                "1 while another replica sharing this gateway's PostgreSQL store holds the pull lease for the peer.",
-                "gauge",
-                |s| u8::from(s.standby).to_string(),
-            ),
-            (
-                "yrd_peer_cursor",
-                "Last change of the peer applied here.",
-                "gauge",
-                |s| s.cursor.to_string(),
-            ),
-            (
-                "yrd_peer_head",
-                "The peer's last committed change, as last reported.",
-                "gauge",
-                |s| s.head_seq.to_string(),
-            ),
-            (
-                "yrd_peer_lag_changes",
-                "Changes committed at the peer not yet applied here.",
-                "gauge",
-                |s| s.head_seq.saturating_sub(s.cursor).to_string(),
-            ),
-            (
-                "yrd_peer_applied_total",
-                "Changes applied from the peer since start.",
-                "counter",
-                |s| s.applied.to_string(),
-            ),
-            (
-                "yrd_peer_refused_total",
-                "Changes refused (signature, signer, owner, order) since start.",
-                "counter",
-                |s| s.refused.to_string(),
-            ),
-            (
-                "yrd_peer_last_applied_timestamp_seconds",
-                "When a change of the peer was last applied.",
-                "gauge",
-                |s| {
-                    s.last_applied_at
-                        .map_or(0.0, |t| t as f64 / 1e6)
-                        .to_string()
-                },
-            ),
-            (
-                "yrd_peer_error",
-                "1 while the last attempt to follow the peer failed.",
-                "gauge",
-                |s| u8::from(s.last_error.is_some()).to_string(),
-            ),
-        ];
-        for (name, help, kind, value) in per_peer {
-            gauge(&mut out, name, help, kind);
-            for (p, s) in &peers {
-                let _ = writeln!(out, "{name}{{peer=\"{p}\"}} {}", value(s));
-            }
-        }
-        let (cert, ca) = {
-            let tls = state.tls.borrow();
-            (tls.cert_not_after, tls.ca_not_after)
-        };
-        gauge(
-            &mut out,
-            "yrd_certificate_expiry_timestamp_seconds",
-            "Expiry of the gateway's certificate and CA.",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "yrd_certificate_expiry_timestamp_seconds{{certificate=\"gateway\"}} {cert}"
-        );
-        let _ = writeln!(
-            out,
-            "yrd_certificate_expiry_timestamp_seconds{{certificate=\"ca\"}} {ca}"
-        );
-        gauge(
-            &mut out,
-            "yrd_store_up",
-            "1 while the store answers.",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "yrd_store_up {}",
-            u8::from(state.store_up.load(Ordering::Relaxed))
-        );
-        gauge(
-            &mut out,
-            "yrd_serving",
-            "1 while health reports SERVING.",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "yrd_serving {}",
-            u8::from(state.serving.load(Ordering::Relaxed))
-        );
-        gauge(
-            &mut out,
-            "yrd_audit_chain_length",
-            "Sequence number of the last audit event.",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "yrd_audit_chain_length {}",
-            state.audit_head.load(Ordering::Relaxed)
-        );
-        gauge(
-            &mut out,
-            "yrd_feed_position",
-            "Changes committed here (own and applied replicas).",
-            "gauge",
-        );
-        let _ = writeln!(
-            out,
-            "yrd_feed_position {}",
-            state.feed_position.load(Ordering::Relaxed)
-        );
-        out
     }
+}
+
+/// `# HELP` and `# TYPE` lines of one metric.
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric with one unlabelled value.
+fn single(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    header(out, name, help, "gauge");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Replication state of each peer, one series per peer.
+fn render_peers(out: &mut String, peers: &std::collections::BTreeMap<String, PeerStatus>) {
+    // Per-peer series: name, help, type, value.
+    type PeerValue = fn(&PeerStatus) -> String;
+    let per_peer: [(&str, &str, &str, PeerValue); 9] = [
+        (
+            "yrd_peer_connected",
+            "1 while a change stream from the peer is open.",
+            "gauge",
+            |s| u8::from(s.connected).to_string(),
+        ),
+        (
+            "yrd_peer_standby",
+            "1 while another replica sharing this gateway's PostgreSQL store holds the pull lease for the peer.",
+            "gauge",
+            |s| u8::from(s.standby).to_string(),
+        ),
+        (
+            "yrd_peer_cursor",
+            "Last change of the peer applied here.",
+            "gauge",
+            |s| s.cursor.to_string(),
+        ),
+        (
+            "yrd_peer_head",
+            "The peer's last committed change, as last reported.",
+            "gauge",
+            |s| s.head_seq.to_string(),
+        ),
+        (
+            "yrd_peer_lag_changes",
+            "Changes committed at the peer not yet applied here.",
+            "gauge",
+            |s| s.head_seq.saturating_sub(s.cursor).to_string(),
+        ),
+        (
+            "yrd_peer_applied_total",
+            "Changes applied from the peer since start.",
+            "counter",
+            |s| s.applied.to_string(),
+        ),
+        (
+            "yrd_peer_refused_total",
+            "Changes refused (signature, signer, owner, order) since start.",
+            "counter",
+            |s| s.refused.to_string(),
+        ),
+        (
+            "yrd_peer_last_applied_timestamp_seconds",
+            "When a change of the peer was last applied.",
+            "gauge",
+            |s| {
+                s.last_applied_at
+                    .map_or(0.0, |t| t as f64 / 1e6)
+                    .to_string()
+            },
+        ),
+        (
+            "yrd_peer_error",
+            "1 while the last attempt to follow the peer failed.",
+            "gauge",
+            |s| u8::from(s.last_error.is_some()).to_string(),
+        ),
+    ];
+    for (name, help, kind, value) in per_peer {
+        header(out, name, help, kind);
+        for (p, s) in peers {
+            let _ = writeln!(out, "{name}{{peer=\"{p}\"}} {}", value(s));
+        }
+    }
+}
+
+/// Certificate expiry, store and serving state, audit chain length and feed position.
+fn render_gateway(out: &mut String, state: &OpsState) {
+    let (cert, ca) = {
+        let tls = state.tls.borrow();
+        (tls.cert_not_after, tls.ca_not_after)
+    };
+    header(
+        out,
+        "yrd_certificate_expiry_timestamp_seconds",
+        "Expiry of the gateway's certificate and CA.",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "yrd_certificate_expiry_timestamp_seconds{{certificate=\"gateway\"}} {cert}"
+    );
+    let _ = writeln!(
+        out,
+        "yrd_certificate_expiry_timestamp_seconds{{certificate=\"ca\"}} {ca}"
+    );
+    single(
+        out,
+        "yrd_store_up",
+        "1 while the store answers.",
+        u8::from(state.store_up.load(Ordering::Relaxed)),
+    );
+    single(
+        out,
+        "yrd_serving",
+        "1 while health reports SERVING.",
+        u8::from(state.serving.load(Ordering::Relaxed)),
+    );
+    single(
+        out,
+        "yrd_audit_chain_length",
+        "Sequence number of the last audit event.",
+        state.audit_head.load(Ordering::Relaxed),
+    );
+    single(
+        out,
+        "yrd_feed_position",
+        "Changes committed here (own and applied replicas).",
+        state.feed_position.load(Ordering::Relaxed),
+    );
 }

@@ -1,0 +1,542 @@
+//! The config file as written ([`RawConfig`], every table refusing keys it does not know) and
+//! its validation into [`Config`], one named step per section.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::*;
+use crate::domain::{Federation, PartyInfo, RecordKind, check_party_id};
+use crate::identity::tls::TlsPaths;
+use crate::store::StoreConfig;
+
+/// The file as written. Every table refuses keys it does not know.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Party id of the party this gateway serves.
+    pub party: String,
+    pub trust_domain: Option<String>,
+    pub listen: RawListen,
+    pub tls: RawTls,
+    pub store: RawStore,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub access: RawAccess,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub audit: RawAudit,
+    /// The federation's members, in party order.
+    #[serde(default)]
+    pub parties: Vec<RawParty>,
+    /// Peer gateways to pull changes from.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    /// What this party shares with each peer.
+    #[serde(default)]
+    pub share: Vec<RawShare>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    pub party: String,
+    /// host:port of the peer's gRPC listener.
+    pub address: String,
+    /// Name the peer's certificate must carry; default: the host part of `address`.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShare {
+    pub peer: String,
+    /// Record kinds the peer receives: "project", "allocation".
+    pub kinds: Vec<String>,
+    /// Field paths removed before a record leaves, e.g. "project.contact.phone".
+    #[serde(default)]
+    pub withhold: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub grpc: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Certificate revocation list (PEM), reloaded when it changes.
+    pub crl: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// How often the signed audit chain head is sent to peers.
+    pub witness_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub backend: String,
+    pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub pool_size: Option<usize>,
+}
+
+impl RawStore {
+    fn check(self, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<StoreConfig, ConfigError> {
+        let only_for = |key: &str, set: bool, backend: &str| {
+            if set {
+                Err(ConfigError::invalid(
+                    format!("store.{key}"),
+                    format!("only the {backend} backend takes this key"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self.backend.as_str() {
+            "sqlite" => {
+                only_for("url", self.url.is_some(), "postgres")?;
+                only_for("password_file", self.password_file.is_some(), "postgres")?;
+                only_for("pool_size", self.pool_size.is_some(), "postgres")?;
+                let path = self.path.ok_or_else(|| {
+                    ConfigError::invalid("store.path", "required for the sqlite backend")
+                })?;
+                Ok(StoreConfig::Sqlite {
+                    path: resolve(path),
+                })
+            }
+            "postgres" => {
+                only_for("path", self.path.is_some(), "sqlite")?;
+                let url = self.url.ok_or_else(|| {
+                    ConfigError::invalid(
+                        "store.url",
+                        "required for the postgres backend, e.g. \"postgres://yrd@db.internal:5432/yrd_zone\"",
+                    )
+                })?;
+                let password = match self.password_file {
+                    None => None,
+                    Some(file) => {
+                        let file = resolve(file);
+                        let text = std::fs::read_to_string(&file).map_err(|e| {
+                            ConfigError::invalid(
+                                "store.password_file",
+                                format!("cannot read {}: {e}", file.display()),
+                            )
+                        })?;
+                        Some(text.trim_end_matches(['\r', '\n']).to_string())
+                    }
+                };
+                let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+                if !(2..=1000).contains(&pool_size) {
+                    return Err(ConfigError::invalid(
+                        "store.pool_size",
+                        format!("{pool_size} is not between 2 and 1000"),
+                    ));
+                }
+                crate::store::postgres::PostgresOptions::parse(&url, password, pool_size)
+                    .map(|options| StoreConfig::Postgres(Box::new(options)))
+                    .map_err(|e| {
+                        ConfigError::invalid(
+                            "store.url",
+                            format!("not a PostgreSQL connection string: {e}"),
+                        )
+                    })
+            }
+            other => Err(ConfigError::invalid(
+                "store.backend",
+                format!("`{other}` is not a backend; use \"sqlite\" or \"postgres\""),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    /// Client systems of this party that may only read.
+    #[serde(default)]
+    pub read_only_systems: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_message_bytes: Option<usize>,
+    pub call_timeout_ms: Option<u64>,
+    pub max_concurrent_calls: Option<usize>,
+    pub calls_per_second_per_caller: Option<u32>,
+    pub burst_per_caller: Option<u32>,
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParty {
+    pub id: String,
+    pub display_name: String,
+    pub province: String,
+    #[serde(default)]
+    pub division_code: String,
+}
+
+impl RawConfig {
+    /// Turns the file as written into a typed config, or names the first bad key.
+    pub fn validate(
+        self,
+        base: &Path,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let trust_domain = check_trust_domain(self.trust_domain)?;
+        let federation = check_parties(self.parties, &self.party)?;
+        let listen_grpc = check_address(
+            "listen.grpc",
+            env.get("YRD_LISTEN_GRPC")
+                .cloned()
+                .unwrap_or(self.listen.grpc),
+            "0.0.0.0:50051",
+        )?;
+        let store = self.store.with_env(env).check(resolve)?;
+        let log = self.log.check(env)?;
+        let read_only_systems = self.access.check()?;
+        let (max_message_bytes, limits) = self.limits.check()?;
+        let peers = check_peers(self.peers, &federation, &self.party)?;
+        let share = check_share(self.share, &federation, &self.party)?;
+        let admin_listen = check_address(
+            "admin.listen",
+            env.get("YRD_LISTEN_ADMIN")
+                .cloned()
+                .or(self.admin.listen)
+                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_string()),
+            "127.0.0.1:9090",
+        )?;
+        let witness_interval = self.audit.check()?;
+        Ok(Config {
+            party: self.party,
+            trust_domain,
+            federation,
+            listen_grpc,
+            tls: TlsPaths {
+                ca: resolve(self.tls.ca),
+                cert: resolve(self.tls.cert),
+                key: resolve(self.tls.key),
+                crl: self.tls.crl.map(resolve),
+            },
+            store,
+            log,
+            read_only_systems,
+            max_message_bytes,
+            limits,
+            admin_listen,
+            witness_interval,
+            peers,
+            share,
+        })
+    }
+}
+
+/// The trust domain of every SPIFFE id (the default when the config names none).
+fn check_trust_domain(trust_domain: Option<String>) -> Result<String, ConfigError> {
+    let trust_domain = trust_domain.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_string());
+    let ok = !trust_domain.is_empty()
+        && trust_domain.len() <= 255
+        && trust_domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !ok {
+        return Err(ConfigError::invalid(
+            "trust_domain",
+            "must be lowercase letters, digits, '-' and '.'",
+        ));
+    }
+    Ok(trust_domain)
+}
+
+/// The federation from `[[parties]]`, which must include this gateway's own `party`.
+fn check_parties(parties: Vec<RawParty>, party: &str) -> Result<Federation, ConfigError> {
+    let federation = Federation::new(
+        parties
+            .into_iter()
+            .map(|p| PartyInfo {
+                id: p.id,
+                display_name: p.display_name,
+                province: p.province,
+                division_code: p.division_code,
+            })
+            .collect(),
+    )?;
+    check_party_id(party).map_err(|m| ConfigError::invalid("party", m))?;
+    if !federation.contains(party) {
+        return Err(ConfigError::invalid(
+            "party",
+            format!("`{party}` is not one of the [[parties]]"),
+        ));
+    }
+    Ok(federation)
+}
+
+/// A socket address at `key`; `example` shows the expected form in the error.
+fn check_address(key: &str, value: String, example: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::invalid(key, format!("`{value}` is not an address like {example}"))
+    })
+}
+
+/// The peers this gateway pulls from: members of the federation, not itself, each once.
+fn check_peers(
+    raw: Vec<RawPeer>,
+    federation: &Federation,
+    party: &str,
+) -> Result<Vec<PeerConfig>, ConfigError> {
+    let mut peers: Vec<PeerConfig> = Vec::new();
+    for (i, p) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("peers[{i}].{k}");
+        if !federation.contains(&p.party) {
+            return Err(ConfigError::invalid(
+                key("party"),
+                format!("`{}` is not one of the [[parties]]", p.party),
+            ));
+        }
+        if p.party == party {
+            return Err(ConfigError::invalid(
+                key("party"),
+                "a gateway does not pull from itself",
+            ));
+        }
+        if peers.iter().any(|q| q.party == p.party) {
+            return Err(ConfigError::invalid(
+                key("party"),
+                format!("`{}` is listed twice", p.party),
+            ));
+        }
+        let host = match p.address.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            _ => {
+                return Err(ConfigError::invalid(
+                    key("address"),
+                    format!("`{}` is not host:port", p.address),
+                ));
+            }
+        };
+        peers.push(PeerConfig {
+            party: p.party,
+            address: p.address,
+            server_name: p.server_name.unwrap_or(host),
+        });
+    }
+    Ok(peers)
+}
+
+/// The sharing rules: one per other member, naming record kinds and withholdable fields.
+fn check_share(
+    raw: Vec<RawShare>,
+    federation: &Federation,
+    party: &str,
+) -> Result<Vec<ShareRule>, ConfigError> {
+    let mut share: Vec<ShareRule> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("share[{i}].{k}");
+        if !federation.contains(&r.peer) || r.peer == party {
+            return Err(ConfigError::invalid(
+                key("peer"),
+                format!("`{}` is not another member of the [[parties]]", r.peer),
+            ));
+        }
+        if share.iter().any(|s| s.peer == r.peer) {
+            return Err(ConfigError::invalid(
+                key("peer"),
+                format!("`{}` is listed twice", r.peer),
+            ));
+        }
+        let mut kinds = BTreeSet::new();
+        for (j, k) in r.kinds.iter().enumerate() {
+            let kind = RecordKind::parse(k).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("share[{i}].kinds[{j}]"),
+                    format!(
+                        "`{k}` is not a record kind; use project, allocation, decision, referral or referral_response"
+                    ),
+                )
+            })?;
+            kinds.insert(kind);
+        }
+        let mut withhold = BTreeSet::new();
+        for (j, f) in r.withhold.into_iter().enumerate() {
+            if !WITHHOLDABLE_FIELDS.contains(&f.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("share[{i}].withhold[{j}]"),
+                    format!(
+                        "`{f}` cannot be withheld; possible: {}",
+                        WITHHOLDABLE_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            withhold.insert(f);
+        }
+        share.push(ShareRule {
+            peer: r.peer,
+            kinds,
+            withhold,
+        });
+    }
+    Ok(share)
+}
+
+impl RawStore {
+    /// The same config file serves every replica; the environment points it at the party's
+    /// database (`YRD_STORE_URL`, `YRD_STORE_PASSWORD_FILE`).
+    fn with_env(mut self, env: &HashMap<String, String>) -> Self {
+        if let Some(url) = env.get("YRD_STORE_URL") {
+            self.backend = "postgres".into();
+            self.url = Some(url.clone());
+            self.path = None;
+        }
+        if let Some(file) = env.get("YRD_STORE_PASSWORD_FILE") {
+            self.password_file = Some(file.into());
+        }
+        self
+    }
+}
+
+impl RawLog {
+    /// Format and filter, `YRD_LOG_FORMAT` and `YRD_LOG_LEVEL` overriding the file.
+    fn check(self, env: &HashMap<String, String>) -> Result<LogConfig, ConfigError> {
+        let format = env
+            .get("YRD_LOG_FORMAT")
+            .cloned()
+            .or(self.format)
+            .unwrap_or_else(|| "text".into());
+        let format = match format.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    format!("`{other}` is not a format; use \"json\" or \"text\""),
+                ));
+            }
+        };
+        let level = env
+            .get("YRD_LOG_LEVEL")
+            .cloned()
+            .or(self.level)
+            .unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!("`{level}` is not a filter like \"info\" or \"yrd_gateway=debug\""),
+            ));
+        }
+        Ok(LogConfig { format, level })
+    }
+}
+
+impl RawAccess {
+    /// The party systems that may only read.
+    fn check(self) -> Result<BTreeSet<String>, ConfigError> {
+        let mut read_only_systems = BTreeSet::new();
+        for (i, s) in self.read_only_systems.into_iter().enumerate() {
+            if crate::identity::check_system_name(&s).is_err() {
+                return Err(ConfigError::invalid(
+                    format!("access.read_only_systems[{i}]"),
+                    format!("`{s}` is not a system name"),
+                ));
+            }
+            read_only_systems.insert(s);
+        }
+        Ok(read_only_systems)
+    }
+}
+
+impl RawLimits {
+    /// The largest message accepted and the per-call limits, defaults filled in.
+    fn check(self) -> Result<(usize, Limits), ConfigError> {
+        let max_message_bytes = self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if !(1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
+            return Err(ConfigError::invalid(
+                "limits.max_message_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        let defaults = Limits::default();
+        let ms =
+            |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_millis);
+        let limits = Limits {
+            call_timeout: ms(self.call_timeout_ms, defaults.call_timeout),
+            max_concurrent_calls: self
+                .max_concurrent_calls
+                .unwrap_or(defaults.max_concurrent_calls),
+            calls_per_second_per_caller: self
+                .calls_per_second_per_caller
+                .unwrap_or(defaults.calls_per_second_per_caller),
+            burst_per_caller: self.burst_per_caller.unwrap_or(defaults.burst_per_caller),
+            shutdown_grace: ms(self.shutdown_grace_ms, defaults.shutdown_grace),
+        };
+        if limits.call_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "limits.call_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if limits.max_concurrent_calls == 0 {
+            return Err(ConfigError::invalid(
+                "limits.max_concurrent_calls",
+                "must be greater than 0",
+            ));
+        }
+        if limits.calls_per_second_per_caller > 0 && limits.burst_per_caller == 0 {
+            return Err(ConfigError::invalid(
+                "limits.burst_per_caller",
+                "must be greater than 0 when a rate is set",
+            ));
+        }
+        Ok((max_message_bytes, limits))
+    }
+}
+
+impl RawAudit {
+    /// How often the chain head is signed and sent to peers.
+    fn check(self) -> Result<std::time::Duration, ConfigError> {
+        let witness_interval =
+            std::time::Duration::from_millis(self.witness_interval_ms.unwrap_or(30_000));
+        if witness_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "audit.witness_interval_ms",
+                "must be greater than 0",
+            ));
+        }
+        Ok(witness_interval)
+    }
+}

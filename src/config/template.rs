@@ -1,0 +1,127 @@
+//! Config files to write — for `yrd-gateway dev`, tests and deployment templates — rendered
+//! as the TOML an operator would write by hand, and the shipped default sharing policy.
+
+use super::*;
+use crate::domain::Federation;
+
+/// A config file to write, for `yrd-gateway dev`, tests and deployment templates. Renders the
+/// same TOML an operator would write by hand.
+#[derive(Debug, Clone)]
+pub struct ConfigTemplate {
+    pub party: String,
+    pub trust_domain: String,
+    pub listen_grpc: String,
+    pub listen_admin: String,
+    /// Folder holding `ca.crt` and `<party>/gateway.{crt,key}`, relative to the config file.
+    pub certs_dir: String,
+    /// Certificate revocation list path, if any.
+    pub crl: Option<String>,
+    pub store_path: String,
+    /// A PostgreSQL connection string; when set, the store is PostgreSQL and `store_path`
+    /// is not used.
+    pub postgres_url: Option<String>,
+    pub log_format: LogFormat,
+    pub federation: Federation,
+    /// (party, host:port) of each peer to pull from.
+    pub peers: Vec<(String, String)>,
+    pub share: Vec<ShareRule>,
+}
+
+/// The shipped default sharing policy of `party`: every other member receives every kind of
+/// record (projects, allocations, decisions, referrals and their answers); contact phone
+/// numbers do not cross a provincial border.
+pub fn default_share_rules(federation: &Federation, party: &str) -> Vec<ShareRule> {
+    let province = federation
+        .get(party)
+        .map(|p| p.province.as_str())
+        .unwrap_or_default();
+    federation
+        .parties()
+        .iter()
+        .filter(|p| p.id != party)
+        .map(|p| ShareRule {
+            peer: p.id.clone(),
+            kinds: RecordKind::ALL.into(),
+            withhold: if p.province == province {
+                BTreeSet::new()
+            } else {
+                ["project.contact.phone".to_string()].into()
+            },
+        })
+        .collect()
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn toml_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items.into_iter().map(toml_str).collect();
+    format!("[{}]", items.join(", "))
+}
+
+impl ConfigTemplate {
+    pub fn render(&self) -> String {
+        let party = &self.party;
+        let certs = &self.certs_dir;
+        let mut t = format!(
+            "party = {}\ntrust_domain = {}\n\n[listen]\ngrpc = {}\n\n\
+             [admin]\nlisten = {}\n\n\
+             [tls]\nca = {}\ncert = {}\nkey = {}\n\n\
+             [store]\n{}\n\n[log]\nformat = {}\n",
+            toml_str(party),
+            toml_str(&self.trust_domain),
+            toml_str(&self.listen_grpc),
+            toml_str(&self.listen_admin),
+            toml_str(&format!("{certs}/ca.crt")),
+            toml_str(&format!("{certs}/{party}/gateway.crt")),
+            toml_str(&format!("{certs}/{party}/gateway.key")),
+            match &self.postgres_url {
+                None => format!(
+                    "backend = \"sqlite\"\npath = {}",
+                    toml_str(&self.store_path)
+                ),
+                Some(url) => format!("backend = \"postgres\"\nurl = {}", toml_str(url)),
+            },
+            toml_str(match self.log_format {
+                LogFormat::Json => "json",
+                LogFormat::Text => "text",
+            }),
+        );
+        if let Some(crl) = &self.crl {
+            t = t.replacen(
+                "\n\n[store]",
+                &format!("\ncrl = {}\n\n[store]", toml_str(crl)),
+                1,
+            );
+        }
+        t.push_str("\n# The federation, in party order: the same list at every party.\n");
+        for p in self.federation.parties() {
+            t.push_str(&format!(
+                "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n\n",
+                toml_str(&p.id),
+                toml_str(&p.display_name),
+                toml_str(&p.province),
+                toml_str(&p.division_code)
+            ));
+        }
+        t.push_str("# Peer gateways whose change logs this gateway pulls.\n");
+        for (peer, address) in &self.peers {
+            t.push_str(&format!(
+                "[[peers]]\nparty = {}\naddress = {}\n\n",
+                toml_str(peer),
+                toml_str(address)
+            ));
+        }
+        t.push_str("# What each peer receives of this party's records.\n");
+        for rule in &self.share {
+            t.push_str(&format!(
+                "[[share]]\npeer = {}\nkinds = {}\nwithhold = {}\n\n",
+                toml_str(&rule.peer),
+                toml_list(rule.kinds.iter().map(|k| k.as_str())),
+                toml_list(rule.withhold.iter().map(String::as_str)),
+            ));
+        }
+        t
+    }
+}
