@@ -3,32 +3,54 @@
 //!
 //! # Layout
 //!
+//! Modules from the bottom up; each uses only modules listed above it (no import circle):
+//!
+//! - [`domain`]: the shared vocabulary — the federation's members and their order
+//!   ([`domain::Federation`]), record kinds, the party-id rule, the clock. Uses nothing else.
+//! - [`store`]: durable storage, one trait per concern — [`store::RecordStore`] (records,
+//!   writes, change log, feed), [`store::ReplicaStore`] (peers' changes, cursors, evidence),
+//!   [`store::AuditStore`] (the audit hash chain, witnessed heads), [`store::LeaseStore`] (pull
+//!   lease, health, checkpoint); [`store::Store`] is all four. One file per concern in each
+//!   backend: [`store::sqlite`] (embedded) and [`store::postgres`] (several replicas of a
+//!   gateway on one database), both held to one conformance suite.
+//! - [`identity`]: SPIFFE ids in certificates and the access rules of SPEC §2; key files
+//!   ([`identity::pem`]), TLS configs for both directions ([`identity::tls`]), the gateway's
+//!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]).
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`] before anything binds.
-//! - [`identity`]: SPIFFE ids in certificates, the access rules of SPEC §2, TLS configs for
-//!   both directions ([`identity::tls`]) and the development PKI ([`identity::pki`]).
-//! - [`records`]: projects and factor allocations, their validation, and [`records::Records`],
-//!   which applies ownership, idempotency and etag rules to every read and write.
-//! - [`negotiation`]: the pure derivation of an allocation's status from its decisions.
-//! - [`store`]: one storage trait; [`store::sqlite`] is the embedded backend,
-//!   [`store::postgres`] the one several replicas of a gateway can share.
-//! - [`exchange`]: replication between gateways — sharing policy, signatures, the owner's
-//!   outbound stream and the receiver's inbound pullers.
-//! - [`api`]: the gRPC surface — generated types, handlers, the authorization layer and the
-//!   single error-to-status mapping.
+//! - [`records`]: projects, factor allocations and referrals, their validation, and
+//!   [`records::Records`], which applies ownership, idempotency and etag rules to every read
+//!   and write — one file per record family under `records/service/`, the negotiation status
+//!   derivation in [`records::negotiation`]. [`records::Feed`] is the change feed with its
+//!   wake-up signal, handed to whatever follows or extends it.
+//! - [`wire`]: the generated protobuf types ([`wire::pb`]) and every conversion between them
+//!   and the domain (records, record kinds, timestamps), shared by api, exchange, audit and cli.
+//! - [`exchange`]: replication between gateways — sharing policy, signature verification, the
+//!   owner's outbound stream and the receiver's inbound pullers, evidence checks.
+//! - [`audit`]: the audit trail's single writer, chain verification and cross-party witnessing.
 //! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
 //!   and status page.
-//! - [`audit`]: the hash-chained audit trail, its verification, and cross-party witnessing.
+//! - [`api`]: the gRPC surface — handlers, the authorization and call layers, the single
+//!   error-to-status mapping.
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
-//! - [`cli`]: `serve`, `dev`, `certs init` and the demo `client`.
+//! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `bench` and the demo `client`.
 //!
 //! # How a call flows
 //!
 //! TCP accept → TLS 1.3 handshake with a mandatory client certificate
-//! ([`identity::tls::incoming`] records the SPIFFE id) → tonic → [`api::authz`] decides from the
-//! identity and the method whether the call may proceed → the handler converts the message →
-//! [`records::Records`] validates and applies the rules → [`store::Store`] commits record,
-//! change-log entry and idempotency key in one durable transaction → the call's audit event
-//! is committed ([`api::calls`]) → the reply.
+//! ([`identity::tls::incoming`] records the SPIFFE id) → tonic → [`api::calls`] admits the call
+//! (rate, concurrency, timeout) and starts its audit event → [`api::authz`] decides from the
+//! identity and the method whether the call may proceed → the handler converts the message
+//! ([`wire::convert`]) → [`records::Records`] validates and applies the rules of the record's
+//! family → [`store::RecordStore::write`] commits record, change-log entry and idempotency key
+//! in one durable group commit → [`records::Feed`] wakes Watch streams and peers' outbound
+//! streams → the call's audit event is committed ([`api::calls`], [`audit::AuditLog`]) → the
+//! reply.
+//!
+//! A change reaches a peer the other way round: the peer's inbound puller
+//! ([`exchange::inbound`]) pulls the owner's [`exchange::outbound`] stream, which reads the
+//! owner's change log through its [`records::Feed`], filters each record by the sharing policy
+//! and signs the batch; the puller verifies, and [`records::Feed::apply`] commits the changes,
+//! their evidence and the cursor in one transaction.
 
 #![forbid(unsafe_code)]
 

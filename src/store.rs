@@ -16,8 +16,8 @@
 //! feed), [`ReplicaStore`] (applying peers' changes, cursors, evidence), [`AuditStore`] (the
 //! audit chain and witnessed heads) and [`LeaseStore`] (pull lease, health, checkpoint).
 //! [`Store`] is all four, which is what a gateway opens. What both backends must compute alike
-//! is computed here once: the audit chain's links ([`chain`]), which replicated changes a batch
-//! applies ([`changes_to_apply`]), and the group commit of writes ([`WriteQueue`]).
+//! is computed here once: the audit chain's links (`chain`), which replicated changes a batch
+//! applies (`changes_to_apply`), and the group commit of writes (`WriteQueue`).
 
 mod audit;
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub struct WitnessedHead {
 /// The audit chain and witnessed heads.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Appends audit events in order, chained with [`chain`] (one
+    /// Appends audit events in order, chained with `store::chain` (one
     /// linking for every backend), in one durable transaction. Returns the last sequence number.
     async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError>;
 
