@@ -6,12 +6,14 @@
 mod audit;
 pub mod authz;
 pub mod calls;
+mod catalog;
 pub mod error;
 mod federation;
 mod handlers;
 mod watch;
 
 pub use audit::AuditApi;
+pub use catalog::CatalogApi;
 pub use federation::FederationApi;
 pub use handlers::{DirectoryApi, FactorApi, ProjectApi};
 pub use watch::WatchApi;

@@ -125,6 +125,9 @@ pub enum RecordKind {
     Referral,
     /// The receiving party's answer to a referral; owned by the receiver.
     ReferralResponse,
+    /// An entry of a party's resource catalog (政务数据目录); owned by the publishing party and
+    /// always shared with every member.
+    CatalogEntry,
 }
 
 impl RecordKind {
@@ -135,11 +138,23 @@ impl RecordKind {
             RecordKind::Decision => "decision",
             RecordKind::Referral => "referral",
             RecordKind::ReferralResponse => "referral_response",
+            RecordKind::CatalogEntry => "catalog_entry",
         }
     }
 
     /// Every kind, in a fixed order.
-    pub const ALL: [RecordKind; 5] = [
+    pub const ALL: [RecordKind; 6] = [
+        RecordKind::Project,
+        RecordKind::Allocation,
+        RecordKind::Decision,
+        RecordKind::Referral,
+        RecordKind::ReferralResponse,
+        RecordKind::CatalogEntry,
+    ];
+
+    /// The kinds an owner's sharing rules decide on, per peer. Catalog entries are not among
+    /// them: every party's catalog is visible to every member.
+    pub const GOVERNED: [RecordKind; 5] = [
         RecordKind::Project,
         RecordKind::Allocation,
         RecordKind::Decision,
@@ -154,6 +169,7 @@ impl RecordKind {
             "decision" => Some(RecordKind::Decision),
             "referral" => Some(RecordKind::Referral),
             "referral_response" => Some(RecordKind::ReferralResponse),
+            "catalog_entry" => Some(RecordKind::CatalogEntry),
             _ => None,
         }
     }

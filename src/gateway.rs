@@ -13,7 +13,9 @@ use tokio::sync::watch;
 
 use crate::api::authz::AuthzLayer;
 use crate::api::calls::CallLayer;
-use crate::api::{AuditApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi};
+use crate::api::{
+    AuditApi, CatalogApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi,
+};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::exchange::ExchangeError;
@@ -28,6 +30,7 @@ use crate::ops::metrics::Metrics;
 use crate::records::{Feed, Records};
 use crate::store::{NewAuditEvent, Store, StoreError};
 use crate::wire::pb::audit_service_server::AuditServiceServer;
+use crate::wire::pb::catalog_service_server::CatalogServiceServer;
 use crate::wire::pb::directory_service_server::DirectoryServiceServer;
 use crate::wire::pb::factor_service_server::FactorServiceServer;
 use crate::wire::pb::federation_service_server::FederationServiceServer;
@@ -191,6 +194,7 @@ impl Gateway {
             .add_service(
                 DirectoryServiceServer::new(DirectoryApi::new(records.clone())).max_decoding_message_size(limit),
             )
+            .add_service(CatalogServiceServer::new(CatalogApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(
                 WatchServiceServer::new(WatchApi::new(records.clone(), self.feed.clone(), stop_rx.clone()))
                     .max_decoding_message_size(limit),

@@ -160,6 +160,7 @@ const CLIENT_SERVICES: &[&str] = &[
     "yrd.exchange.v1.WatchService",
     "yrd.exchange.v1.AuditService",
     "yrd.exchange.v1.DirectoryService",
+    "yrd.exchange.v1.CatalogService",
 ];
 const FEDERATION_SERVICE: &str = "yrd.exchange.v1.FederationService";
 

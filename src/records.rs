@@ -6,6 +6,7 @@
 //! Types here are domain types; the `api` module converts the wire messages to and from them.
 
 pub mod allocation;
+pub mod catalog;
 pub mod credit_code;
 mod feed;
 pub mod negotiation;
@@ -19,12 +20,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
+pub use catalog::{CatalogEntry, DataItem, SharingClass};
 pub use feed::Feed;
 pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, Project, Stage};
 pub use referral::{Referral, ReferralResponse, ReferralState};
 pub use service::{
-    AllocationFilter, AllocationView, AnyRecord, Decide, Page, ProjectFilter, Records,
-    ReferralFilter, ReferralView, WriteMeta, decode_record,
+    AllocationFilter, AllocationView, AnyRecord, CatalogFilter, Decide, Page, ProjectFilter,
+    Records, ReferralFilter, ReferralView, WriteMeta, decode_record,
 };
 
 use crate::domain::RecordKind;
@@ -142,6 +144,7 @@ impl ResourceName {
             RecordKind::Decision => "decisions",
             RecordKind::Referral => "referrals",
             RecordKind::ReferralResponse => "referralResponses",
+            RecordKind::CatalogEntry => "catalogEntries",
         }
     }
 
@@ -255,6 +258,15 @@ pub fn check_date(s: &str) -> Result<(), String> {
         return Err(bad());
     }
     Ok(())
+}
+
+/// The fields an update mask names (AIP-134): an empty mask or "*" names every mutable field.
+pub(crate) fn effective_mask(mask: &[String], mutable: &[&str]) -> Vec<String> {
+    if mask.is_empty() || mask.iter().any(|p| p == "*") {
+        mutable.iter().map(|s| s.to_string()).collect()
+    } else {
+        mask.to_vec()
+    }
 }
 
 /// Checks a free-text field's length in characters; `required` refuses blank text.

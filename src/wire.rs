@@ -4,6 +4,7 @@
 //! witnessing (`audit`) and the command line (`cli`) all use these, so no conversion is
 //! written twice.
 
+pub mod catalog;
 pub mod convert;
 
 pub use convert::{kind_from_wire, kind_to_wire, micros_of, timestamp};

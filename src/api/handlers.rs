@@ -23,7 +23,7 @@ pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
 }
 
 /// Idempotency data of a write: the request id and a hash of the request without it.
-fn write_meta<M: Message + Clone>(
+pub(super) fn write_meta<M: Message + Clone>(
     msg: &M,
     request_id: &str,
     clear: impl FnOnce(&mut M),

@@ -13,6 +13,7 @@ use super::error::{bad_request, record_status, store_status};
 use crate::domain::RecordKind;
 use crate::records::{AnyRecord, Feed, Records, ResourceName, Violations, decode_record};
 use crate::store::FeedEntry;
+use crate::wire::catalog::catalog_entry_to;
 use crate::wire::convert::{allocation_to, decision_to, project_to, referral_to, timestamp};
 use crate::wire::pb;
 
@@ -90,6 +91,7 @@ async fn event(records: &Records, entry: &FeedEntry) -> Result<pb::WatchResponse
                 .await
                 .map_err(record_status)?,
         )),
+        AnyRecord::CatalogEntry(e) => Record::CatalogEntry(catalog_entry_to(e)),
     };
     Ok(pb::WatchResponse {
         resume_token: token(entry.position),

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use tonic::transport::Channel;
 
+mod catalog;
 mod print;
 
 use crate::wire::pb;
@@ -54,6 +55,9 @@ pub enum ClientCommand {
     /// Factor allocations.
     #[command(subcommand)]
     Allocation(AllocationCommand),
+    /// The resource catalog of every party (政务数据目录).
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -336,6 +340,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
         ClientCommand::Allocation(cmd) => {
             allocation(FactorServiceClient::new(channel), cmd).await?
         }
+        ClientCommand::Catalog(cmd) => catalog::run(channel, cmd).await?,
     }
     Ok(())
 }

@@ -41,7 +41,7 @@ pub fn default_share_rules(federation: &Federation, party: &str) -> Vec<ShareRul
         .filter(|p| p.id != party)
         .map(|p| ShareRule {
             peer: p.id.clone(),
-            kinds: RecordKind::ALL.into(),
+            kinds: RecordKind::GOVERNED.into(),
             withhold: if p.province == province {
                 BTreeSet::new()
             } else {

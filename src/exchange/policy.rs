@@ -29,8 +29,16 @@ impl SharingPolicy {
         }
     }
 
-    /// What `peer` may see of `record`: `None` when the kind is not shared with it.
+    /// What `peer` may see of `record`: `None` when the kind is not shared with it. Catalog
+    /// entries go to every member whole: what a party shares, and how, is public within the
+    /// federation.
     pub fn outgoing(&self, peer: &str, record: &StoredRecord) -> Option<Outgoing> {
+        if record.kind == RecordKind::CatalogEntry {
+            return Some(Outgoing {
+                body: record.body.clone(),
+                withheld: Vec::new(),
+            });
+        }
         let rule = self.by_peer.get(peer)?;
         if !rule.kinds.contains(&record.kind) {
             return None;
@@ -139,5 +147,15 @@ mod tests {
             policy.outgoing("guangde", &alloc).is_none(),
             "kind not granted"
         );
+    }
+
+    #[test]
+    fn catalog_entries_reach_every_peer_whole_whatever_the_rules() {
+        let policy = SharingPolicy::new(&[]);
+        let mut entry = record(r#"{"resource_code":"CX-1","conditions":"c"}"#);
+        entry.kind = RecordKind::CatalogEntry;
+        let out = policy.outgoing("anji", &entry).expect("sent");
+        assert_eq!(out.body, entry.body);
+        assert!(out.withheld.is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Violations, check_date, check_decimal, check_text, credit_code};
+use super::{Violations, check_date, check_decimal, check_text, credit_code, effective_mask};
 
 /// Stages of a project. Declaration order is the order stages move in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -181,14 +181,7 @@ impl Project {
     /// Copies the masked fields of `patch` into `self`; unknown or output-only paths are
     /// reported under `update_mask`.
     pub fn apply_mask(&mut self, patch: &Project, mask: &[String], v: &mut Violations) {
-        let all: Vec<String>;
-        let mask = if mask.is_empty() || mask.iter().any(|p| p == "*") {
-            all = MUTABLE_FIELDS.iter().map(|s| s.to_string()).collect();
-            &all[..]
-        } else {
-            mask
-        };
-        for path in mask {
+        for path in effective_mask(mask, MUTABLE_FIELDS) {
             match path.as_str() {
                 "display_name" => self.display_name = patch.display_name.clone(),
                 "investor" => self.investor = patch.investor.clone(),

@@ -1,15 +1,18 @@
 //! [`Records`]: every read and write of projects and allocations at one gateway goes through
 //! here, so the rules of SPEC §3 hold whichever API or test calls them. This file holds what
 //! every record family shares (idempotency, etag conflicts, paging, decoding); each family's
-//! rules are in a file of its own: [`projects`], [`allocations`] (with their negotiation) and
-//! [`referrals`].
+//! rules are in a file of its own: [`projects`], [`allocations`] (with their negotiation),
+//! [`referrals`] and [`catalog`] entries.
 
 mod allocations;
+mod catalog;
 mod projects;
 mod referrals;
 
 pub use allocations::{AllocationFilter, AllocationView, Decide};
 use allocations::{allocation_stored, decision_stored};
+pub use catalog::CatalogFilter;
+use catalog::entry_stored;
 pub use projects::ProjectFilter;
 use projects::project_stored;
 pub use referrals::{ReferralFilter, ReferralView};
@@ -25,7 +28,8 @@ use uuid::Uuid;
 
 use super::Feed;
 use super::{
-    Allocation, Project, RecordError, Referral, ReferralResponse, ResourceName, Violations,
+    Allocation, CatalogEntry, Project, RecordError, Referral, ReferralResponse, ResourceName,
+    Violations, etag,
 };
 use crate::domain::{Federation, RecordKind, now_micros};
 use crate::records::negotiation::Decision;
@@ -53,6 +57,24 @@ pub struct WriteMeta {
 pub struct Page {
     pub size: i32,
     pub token: String,
+}
+
+/// A record whose updates carry the revision the client read (as its etag).
+pub(super) trait Versioned {
+    fn revision(&self) -> i64;
+}
+
+/// How an update starts ([`Records::start_update`]).
+pub(super) enum UpdateStart<T> {
+    /// A retried request: its first result, to return as is.
+    Replayed(T),
+    /// The record as stored now, at the revision the client's etag names, and the update's
+    /// idempotency key (an error when the request id was bad; `v` then says why).
+    Current {
+        name: ResourceName,
+        current: T,
+        key: Result<Idempotency, RecordError>,
+    },
 }
 
 /// A clock returning microseconds since the epoch; replaceable so tests control time.
@@ -127,6 +149,12 @@ impl Records {
                     .map_err(|e| format!("referral response body: {e}"))?;
                 let key = (r.owner.clone(), r.id, r.revision);
                 (response_stored(&r).map_err(|e| e.to_string())?, key)
+            }
+            RecordKind::CatalogEntry => {
+                let e: CatalogEntry =
+                    serde_json::from_str(body).map_err(|e| format!("catalog entry body: {e}"))?;
+                let key = (e.owner.clone(), e.id, e.revision);
+                (entry_stored(&e).map_err(|e| e.to_string())?, key)
             }
         };
         if o != owner || i != id || r != revision {
@@ -232,21 +260,75 @@ impl Records {
         }
     }
 
-    /// One page of a list call: checks the party filters (`parties`) and the page request,
+    /// The start every update shares: parses `name` (a violation at `{prefix}.name`), refuses
+    /// a record this party does not own, requires the etag the client read, and either replays
+    /// the first result of a retried request or reads the record as stored now, refusing a
+    /// stale etag. Field violations found so far stay in `v` for the caller to complete.
+    async fn start_update<T: DeserializeOwned + Versioned>(
+        &self,
+        kind: RecordKind,
+        prefix: &str,
+        name: &str,
+        etag_seen: &str,
+        meta: &WriteMeta,
+        v: &mut Violations,
+    ) -> Result<UpdateStart<T>, RecordError> {
+        let name = match ResourceName::parse(name, kind) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                v.add(format!("{prefix}.name"), e);
+                None
+            }
+        };
+        if let Some(n) = name.as_ref().filter(|n| n.owner != self.party) {
+            return Err(RecordError::NotOwner {
+                name: n.to_string(),
+                owner: n.owner.clone(),
+            });
+        }
+        if etag_seen.is_empty() {
+            v.add(
+                format!("{prefix}.etag"),
+                "is required: send the etag of the version you read",
+            );
+        }
+        let key = self.idempotency(meta, v);
+        if let Some(first) = self.replay(&key).await? {
+            return Ok(UpdateStart::Replayed(decode(&first)?));
+        }
+        let Some(name) = name else {
+            return Err(RecordError::Invalid(v.clone()));
+        };
+        let current: T = self.fetch(&name).await?;
+        if !etag_seen.is_empty() && etag_seen != etag(&name, current.revision()) {
+            return Err(RecordError::StaleEtag {
+                name: name.to_string(),
+            });
+        }
+        Ok(UpdateStart::Current { name, current, key })
+    }
+
+    /// One page of a list call: checks the party filters (`parties`: request field and party
+    /// id) and the page request,
     /// then scans `query` (its filters set; `after` and `limit` come from the page) keeping what
     /// `keep` returns. `fingerprint` names the filters, so a page token is accepted only with
     /// the filters it was issued for.
     async fn list_page<'a, T: Send + 'a>(
         &'a self,
-        parties: &[&str],
+        parties: &[(&str, &str)],
         fingerprint: String,
         page: &Page,
         query: ListQuery,
         keep: impl FnMut(StoredRecord) -> BoxFuture<'a, Result<Option<T>, RecordError>> + Send,
     ) -> Result<(Vec<T>, String), RecordError> {
         let mut v = Violations::new();
-        for party in parties {
-            self.check_owner_filter(party, &mut v);
+        for (field, party) in parties {
+            if !party.is_empty() && !self.federation.contains(party) {
+                v.add(
+                    *field,
+                    format!("`{party}` is not a member of the federation"),
+                );
+            }
         }
         let (after, limit) = parse_page(page, &fingerprint, &mut v);
         v.into_result()?;
@@ -317,15 +399,6 @@ impl Records {
             }
         }
     }
-
-    fn check_owner_filter(&self, owner: &str, v: &mut Violations) {
-        if !owner.is_empty() && !self.federation.contains(owner) {
-            v.add(
-                "owner",
-                format!("`{owner}` is not a member of the federation"),
-            );
-        }
-    }
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -357,6 +430,7 @@ pub enum AnyRecord {
     Decision(Decision),
     Referral(Referral),
     ReferralResponse(ReferralResponse),
+    CatalogEntry(CatalogEntry),
 }
 
 /// Decodes a stored record of any kind.
@@ -367,6 +441,7 @@ pub fn decode_record(rec: &StoredRecord) -> Result<AnyRecord, RecordError> {
         RecordKind::Decision => AnyRecord::Decision(decode(rec)?),
         RecordKind::Referral => AnyRecord::Referral(decode(rec)?),
         RecordKind::ReferralResponse => AnyRecord::ReferralResponse(decode(rec)?),
+        RecordKind::CatalogEntry => AnyRecord::CatalogEntry(decode(rec)?),
     })
 }
 

@@ -48,6 +48,7 @@ pub fn kind_to_wire(kind: RecordKind) -> pb::RecordKind {
         RecordKind::Decision => pb::RecordKind::Decision,
         RecordKind::Referral => pb::RecordKind::Referral,
         RecordKind::ReferralResponse => pb::RecordKind::ReferralResponse,
+        RecordKind::CatalogEntry => pb::RecordKind::CatalogEntry,
     }
 }
 
@@ -61,12 +62,13 @@ pub fn kind_from_wire(value: i32) -> Result<Option<RecordKind>, i32> {
         Ok(pb::RecordKind::Decision) => Ok(Some(RecordKind::Decision)),
         Ok(pb::RecordKind::Referral) => Ok(Some(RecordKind::Referral)),
         Ok(pb::RecordKind::ReferralResponse) => Ok(Some(RecordKind::ReferralResponse)),
+        Ok(pb::RecordKind::CatalogEntry) => Ok(Some(RecordKind::CatalogEntry)),
         Err(_) => Err(value),
     }
 }
 
 /// Reads a wire enum number, reporting numbers the contract does not define.
-fn known<E: TryFrom<i32>>(value: i32, field: &str, v: &mut Violations) -> Option<E> {
+pub(super) fn known<E: TryFrom<i32>>(value: i32, field: &str, v: &mut Violations) -> Option<E> {
     match E::try_from(value) {
         Ok(e) => Some(e),
         Err(_) => {

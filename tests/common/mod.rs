@@ -606,3 +606,13 @@ pub async fn next_project(stream: &mut tonic::Streaming<pb::WatchResponse>) -> p
         other => panic!("expected a project event, got {other:?}"),
     }
 }
+
+impl TestFederation {
+    pub fn catalog(
+        &self,
+        gateway: &str,
+        party: &str,
+    ) -> pb::catalog_service_client::CatalogServiceClient<Channel> {
+        pb::catalog_service_client::CatalogServiceClient::new(self.client(gateway, party))
+    }
+}

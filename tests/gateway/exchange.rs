@@ -622,6 +622,7 @@ fn event_name(e: &pb::WatchResponse) -> String {
         pb::watch_response::Record::Allocation(a) => a.name.clone(),
         pb::watch_response::Record::Decision(d) => d.name.clone(),
         pb::watch_response::Record::Referral(r) => r.name.clone(),
+        pb::watch_response::Record::CatalogEntry(e) => e.name.clone(),
     }
 }
 

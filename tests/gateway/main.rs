@@ -6,6 +6,7 @@ mod common;
 
 mod audit;
 mod bench;
+mod catalog;
 mod dev_command;
 mod durability;
 mod exchange;

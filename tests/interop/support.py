@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from yrd.exchange.v1 import (
     allocation_pb2_grpc,
     audit_pb2_grpc,
+    catalog_pb2_grpc,
     directory_pb2_grpc,
     project_pb2,
     project_pb2_grpc,
@@ -51,6 +52,7 @@ class Clients:
         self.directory = directory_pb2_grpc.DirectoryServiceStub(channel)
         self.watch = watch_pb2_grpc.WatchServiceStub(channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(channel)
+        self.catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
 

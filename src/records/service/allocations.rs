@@ -112,15 +112,21 @@ impl Records {
             ..ListQuery::of(RecordKind::Allocation, 0)
         };
         let status = filter.status;
-        self.list_page(&[&filter.owner], fingerprint, page, query, |row| {
-            Box::pin(async move {
-                let view = self.allocation_view(decode(&row)?).await?;
-                Ok(
-                    (status == AllocationStatus::Unspecified || view.outcome.status == status)
-                        .then_some(view),
-                )
-            })
-        })
+        self.list_page(
+            &[("owner", &filter.owner)],
+            fingerprint,
+            page,
+            query,
+            |row| {
+                Box::pin(async move {
+                    let view = self.allocation_view(decode(&row)?).await?;
+                    Ok(
+                        (status == AllocationStatus::Unspecified || view.outcome.status == status)
+                            .then_some(view),
+                    )
+                })
+            },
+        )
         .await
     }
 

@@ -2,9 +2,12 @@
 
 use uuid::Uuid;
 
-use super::{Page, Records, WriteMeta, decode, non_empty, parse_name, stale_on_conflict, stored};
+use super::{
+    Page, Records, UpdateStart, Versioned, WriteMeta, decode, non_empty, parse_name,
+    stale_on_conflict, stored,
+};
 use crate::domain::RecordKind;
-use crate::records::{Industry, Project, RecordError, ResourceName, Stage, Violations, etag};
+use crate::records::{Industry, Project, RecordError, Stage, Violations};
 use crate::store::{IndexFields, ListQuery, StoredRecord};
 
 #[derive(Debug, Clone)]
@@ -63,40 +66,20 @@ impl Records {
         meta: WriteMeta,
         mut v: Violations,
     ) -> Result<Project, RecordError> {
-        let name = match ResourceName::parse(name, RecordKind::Project) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                v.add("project.name", e);
-                None
-            }
+        let (name, current, key) = match self
+            .start_update::<Project>(
+                RecordKind::Project,
+                "project",
+                name,
+                etag_seen,
+                &meta,
+                &mut v,
+            )
+            .await?
+        {
+            UpdateStart::Replayed(first) => return Ok(first),
+            UpdateStart::Current { name, current, key } => (name, current, key),
         };
-        if let Some(n) = &name {
-            if n.owner != self.party {
-                return Err(RecordError::NotOwner {
-                    name: n.to_string(),
-                    owner: n.owner.clone(),
-                });
-            }
-        }
-        if etag_seen.is_empty() {
-            v.add(
-                "project.etag",
-                "is required: send the etag of the version you read",
-            );
-        }
-        let key = self.idempotency(&meta, &mut v);
-        if let Some(first) = self.replay(&key).await? {
-            return decode(&first);
-        }
-        let Some(name) = name else {
-            return Err(RecordError::Invalid(v));
-        };
-        let current: Project = self.fetch(&name).await?;
-        if !etag_seen.is_empty() && etag_seen != etag(&name, current.revision) {
-            return Err(RecordError::StaleEtag {
-                name: name.to_string(),
-            });
-        }
         let mut next = current.clone();
         next.apply_mask(&patch, &mask, &mut v);
         if let Err(e) = current.stage.check_move(next.stage) {
@@ -136,10 +119,20 @@ impl Records {
                 .then(|| filter.industry.as_str().to_string()),
             ..ListQuery::of(RecordKind::Project, 0)
         };
-        self.list_page(&[&filter.owner], fingerprint, page, query, |row| {
-            Box::pin(async move { Ok(Some(decode(&row)?)) })
-        })
+        self.list_page(
+            &[("owner", &filter.owner)],
+            fingerprint,
+            page,
+            query,
+            |row| Box::pin(async move { Ok(Some(decode(&row)?)) }),
+        )
         .await
+    }
+}
+
+impl Versioned for Project {
+    fn revision(&self) -> i64 {
+        self.revision
     }
 }
 

@@ -231,7 +231,11 @@ impl Records {
             owner: non_empty(&filter.from_party),
             ..ListQuery::of(RecordKind::Referral, 0)
         };
-        let parties = [filter.from_party.as_str(), filter.to_party.as_str()];
+        // Both are reported as `owner`, as before the filters were checked here.
+        let parties = [
+            ("owner", filter.from_party.as_str()),
+            ("owner", filter.to_party.as_str()),
+        ];
         self.list_page(&parties, fingerprint, page, query, |row| {
             Box::pin(async move {
                 let view = self.referral_view(decode(&row)?).await?;

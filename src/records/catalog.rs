@@ -1,0 +1,310 @@
+//! The resource catalog (政务数据目录) of 政务数据共享条例 (国务院令第809号): each party publishes
+//! entries describing what it holds — the record kind an entry covers, its data items (信息项)
+//! and how each may be shared: 无条件共享 (unconditional), 有条件共享 (conditional: under an
+//! approved access request only) or 不予共享 (not shared, with the legal basis stated). An
+//! entry is owned by its provider, replicated to every member, and readable by all.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Violations, check_text, effective_mask};
+use crate::domain::RecordKind;
+
+/// How a data item may be shared (共享类型).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SharingClass {
+    /// Only on input: an item that names no class takes its entry's.
+    #[default]
+    Unspecified,
+    /// 无条件共享: every member receives the item.
+    Unconditional,
+    /// 有条件共享: a member receives the item under an approved access request only.
+    Conditional,
+    /// 不予共享: never shared; a legal basis must be stated.
+    NotShared,
+}
+
+/// One data item (信息项): a field of the record kind the entry covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataItem {
+    /// Field path in the gateway's record format, e.g. "contact.phone".
+    pub field: String,
+    /// Data type as published, e.g. "string".
+    pub data_type: String,
+    pub description: String,
+    /// `Unspecified`: the entry's class.
+    pub sharing_class: SharingClass,
+    /// Why the item may not be shared, when it is `NotShared`.
+    pub legal_basis: String,
+}
+
+/// A catalog entry as stored and replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub id: Uuid,
+    /// The providing party, which alone may change the entry.
+    pub owner: String,
+    /// The provider's code of the resource, unique per provider.
+    pub resource_code: String,
+    pub display_name: String,
+    pub summary: String,
+    /// `None` only on input that named no kind (refused by validation).
+    pub record_kind: Option<RecordKind>,
+    pub items: Vec<DataItem>,
+    /// The class of items that name none.
+    pub sharing_class: SharingClass,
+    /// Why the entry's items may not be shared, when its class is `NotShared`.
+    pub legal_basis: String,
+    /// Conditions of use of its conditional items (共享条件).
+    pub conditions: String,
+    /// Update cycle (更新周期), e.g. "实时", "每日".
+    pub update_cycle: String,
+    pub revision: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// Fields an update may change; the resource code and the record kind name what the entry is
+/// and stay fixed.
+pub const MUTABLE_FIELDS: &[&str] = &[
+    "display_name",
+    "summary",
+    "items",
+    "sharing_class",
+    "legal_basis",
+    "conditions",
+    "update_cycle",
+];
+
+/// Data items one entry may list at most.
+pub const MAX_ITEMS: usize = 100;
+
+impl CatalogEntry {
+    /// The class that applies to `item`: its own, or the entry's when it names none.
+    pub fn class_of(&self, item: &DataItem) -> SharingClass {
+        match item.sharing_class {
+            SharingClass::Unspecified => self.sharing_class,
+            own => own,
+        }
+    }
+
+    /// Whether any item of the entry is shared as `class`.
+    pub fn has_class(&self, class: SharingClass) -> bool {
+        self.items.iter().any(|i| self.class_of(i) == class)
+    }
+
+    /// Copies the fields named in `mask` from `patch` (empty or "*": every mutable field).
+    pub fn apply_mask(&mut self, patch: &CatalogEntry, mask: &[String], v: &mut Violations) {
+        for path in effective_mask(mask, MUTABLE_FIELDS) {
+            match path.as_str() {
+                "display_name" => self.display_name = patch.display_name.clone(),
+                "summary" => self.summary = patch.summary.clone(),
+                "items" => self.items = patch.items.clone(),
+                "sharing_class" => self.sharing_class = patch.sharing_class,
+                "legal_basis" => self.legal_basis = patch.legal_basis.clone(),
+                "conditions" => self.conditions = patch.conditions.clone(),
+                "update_cycle" => self.update_cycle = patch.update_cycle.clone(),
+                other => v.add(
+                    "update_mask",
+                    format!(
+                        "`{other}` is not a field an update can change (mutable: {})",
+                        MUTABLE_FIELDS.join(", ")
+                    ),
+                ),
+            }
+        }
+    }
+
+    /// Checks every field, prefixing paths with `prefix` (e.g. "entry").
+    pub fn validate(&self, prefix: &str, v: &mut Violations) {
+        let f = |name: &str| format!("{prefix}.{name}");
+        check_resource_code(v, &f("resource_code"), &self.resource_code);
+        check_text(v, &f("display_name"), &self.display_name, 200, true);
+        check_text(v, &f("summary"), &self.summary, 2000, false);
+        check_text(v, &f("conditions"), &self.conditions, 2000, false);
+        check_text(v, &f("update_cycle"), &self.update_cycle, 64, false);
+        check_text(v, &f("legal_basis"), &self.legal_basis, 1000, false);
+        if self.record_kind.is_none() {
+            v.add(f("record_kind"), "is required");
+        }
+        match self.sharing_class {
+            SharingClass::Unspecified => v.add(f("sharing_class"), "is required"),
+            SharingClass::NotShared if self.legal_basis.trim().is_empty() => v.add(
+                f("legal_basis"),
+                "is required when the entry is NOT_SHARED: name the law or regulation",
+            ),
+            _ => {}
+        }
+        if self.items.is_empty() {
+            v.add(f("items"), "lists no data item; list at least one");
+        } else if self.items.len() > MAX_ITEMS {
+            v.add(
+                f("items"),
+                format!("lists more than {MAX_ITEMS} data items"),
+            );
+        }
+        for (i, item) in self.items.iter().enumerate().take(MAX_ITEMS) {
+            let g = |name: &str| format!("{prefix}.items[{i}].{name}");
+            check_field_path(v, &g("field"), &item.field);
+            if self.items[..i].iter().any(|o| o.field == item.field) {
+                v.add(g("field"), format!("`{}` is listed twice", item.field));
+            }
+            check_text(v, &g("type"), &item.data_type, 64, false);
+            check_text(v, &g("description"), &item.description, 1000, false);
+            check_text(v, &g("legal_basis"), &item.legal_basis, 1000, false);
+            let own_basis = item.sharing_class == SharingClass::NotShared;
+            if own_basis && item.legal_basis.trim().is_empty() {
+                v.add(
+                    g("legal_basis"),
+                    "is required when the item is NOT_SHARED: name the law or regulation",
+                );
+            }
+        }
+    }
+}
+
+/// A resource code: 1-64 of A-Z, a-z, 0-9, '-', '_' and '.'.
+fn check_resource_code(v: &mut Violations, field: &str, code: &str) {
+    let ok = !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if code.is_empty() {
+        v.add(field, "is required");
+    } else if !ok {
+        v.add(
+            field,
+            format!("`{code}` is not a resource code: 1-64 of A-Z, a-z, 0-9, '-', '_' and '.'"),
+        );
+    }
+}
+
+/// A field path: dot-separated segments of lowercase letters, digits and '_', at most 128
+/// characters.
+fn check_field_path(v: &mut Violations, field: &str, path: &str) {
+    let ok = !path.is_empty()
+        && path.len() <= 128
+        && path.split('.').all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+    if path.is_empty() {
+        v.add(field, "is required");
+    } else if !ok {
+        v.add(
+            field,
+            format!("`{path}` is not a field path like contact.phone (a-z, 0-9, '_', '.')"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(field: &str, class: SharingClass, basis: &str) -> DataItem {
+        DataItem {
+            field: field.into(),
+            data_type: "string".into(),
+            description: String::new(),
+            sharing_class: class,
+            legal_basis: basis.into(),
+        }
+    }
+
+    fn entry(items: Vec<DataItem>) -> CatalogEntry {
+        CatalogEntry {
+            id: Uuid::nil(),
+            owner: "changxing".into(),
+            resource_code: "CX-PROJECT-001".into(),
+            display_name: "长兴县招商项目信息".into(),
+            summary: String::new(),
+            record_kind: Some(RecordKind::Project),
+            items,
+            sharing_class: SharingClass::Unconditional,
+            legal_basis: String::new(),
+            conditions: String::new(),
+            update_cycle: "实时".into(),
+            revision: 1,
+            create_time: 0,
+            update_time: 0,
+        }
+    }
+
+    fn fields(v: &Violations) -> Vec<String> {
+        v.iter().map(|f| f.field.clone()).collect()
+    }
+
+    #[test]
+    fn an_item_takes_the_entry_class_unless_it_names_its_own() {
+        let e = entry(vec![
+            item("display_name", SharingClass::Unspecified, ""),
+            item("contact.phone", SharingClass::Conditional, ""),
+        ]);
+        assert_eq!(e.class_of(&e.items[0]), SharingClass::Unconditional);
+        assert_eq!(e.class_of(&e.items[1]), SharingClass::Conditional);
+        assert!(e.has_class(SharingClass::Conditional));
+        assert!(!e.has_class(SharingClass::NotShared));
+        let mut v = Violations::new();
+        e.validate("entry", &mut v);
+        assert!(v.is_empty(), "{v}");
+    }
+
+    #[test]
+    fn not_shared_needs_a_legal_basis_and_every_bad_field_is_named() {
+        let mut e = entry(vec![
+            item("contact.phone", SharingClass::NotShared, ""),
+            item("Contact Phone", SharingClass::Unspecified, ""),
+            item("contact.phone", SharingClass::Unspecified, ""),
+        ]);
+        e.resource_code = "CX 001".into();
+        e.record_kind = None;
+        e.sharing_class = SharingClass::NotShared;
+        let mut v = Violations::new();
+        e.validate("entry", &mut v);
+        assert_eq!(
+            fields(&v),
+            [
+                "entry.resource_code",
+                "entry.record_kind",
+                "entry.legal_basis",
+                "entry.items[0].legal_basis",
+                "entry.items[1].field",
+                "entry.items[2].field",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_entry_lists_between_one_and_a_hundred_items() {
+        let mut v = Violations::new();
+        entry(vec![]).validate("entry", &mut v);
+        assert_eq!(fields(&v), ["entry.items"]);
+        let many = (0..=MAX_ITEMS)
+            .map(|i| item(&format!("f{i}"), SharingClass::Unspecified, ""))
+            .collect();
+        let mut v = Violations::new();
+        entry(many).validate("entry", &mut v);
+        assert_eq!(fields(&v), ["entry.items"]);
+    }
+
+    #[test]
+    fn an_update_changes_only_the_masked_fields() {
+        let mut current = entry(vec![item("display_name", SharingClass::Unspecified, "")]);
+        let mut patch = current.clone();
+        patch.display_name = "新名称".into();
+        patch.resource_code = "OTHER".into();
+        patch.conditions = "仅用于联合招商".into();
+        let mut v = Violations::new();
+        current.apply_mask(&patch, &["display_name".into()], &mut v);
+        assert!(v.is_empty());
+        assert_eq!(current.display_name, "新名称");
+        assert_eq!(current.conditions, "");
+        current.apply_mask(&patch, &["resource_code".into()], &mut v);
+        assert_eq!(fields(&v), ["update_mask"]);
+        assert_eq!(current.resource_code, "CX-PROJECT-001");
+    }
+}

@@ -1,0 +1,157 @@
+//! Catalog entries (政务数据目录): publish, update with etag and mask, read and list. Only the
+//! provider writes its entries; every party reads every party's entries.
+
+use uuid::Uuid;
+
+use super::{
+    Page, Records, UpdateStart, Versioned, WriteMeta, decode, non_empty, parse_name,
+    stale_on_conflict, stored,
+};
+use crate::domain::RecordKind;
+use crate::records::{CatalogEntry, RecordError, SharingClass, Violations};
+use crate::store::{IndexFields, ListQuery, StoreError, StoredRecord};
+
+/// Filters of `ListCatalogEntries`.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogFilter {
+    /// Empty: every provider.
+    pub provider: String,
+    /// `None`: any record kind.
+    pub record_kind: Option<RecordKind>,
+    /// Unspecified: any; otherwise entries with at least one item of this class.
+    pub sharing_class: SharingClass,
+}
+
+impl Records {
+    /// Publishes an entry owned by this party. A resource code is published once per provider.
+    pub async fn publish_catalog_entry(
+        &self,
+        mut entry: CatalogEntry,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<CatalogEntry, RecordError> {
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            return decode(&first);
+        }
+        entry.validate("entry", &mut v);
+        v.into_result()?;
+        let now = self.now();
+        entry.id = Uuid::now_v7();
+        entry.owner = self.party.clone();
+        entry.revision = 1;
+        entry.create_time = now;
+        entry.update_time = now;
+        let unique = format!("catalog-entry/{}/{}", entry.owner, entry.resource_code);
+        self.write(entry_stored(&entry)?, None, vec![], Some(unique), key?, now)
+            .await
+            .map_err(|e| match e {
+                RecordError::Store(StoreError::AlreadyExists) => RecordError::Duplicate {
+                    reason: "RESOURCE_CODE_TAKEN",
+                    message: format!(
+                        "{} already published an entry with resource code `{}`; update that entry instead",
+                        self.party, entry.resource_code
+                    ),
+                },
+                other => other,
+            })
+    }
+
+    /// Applies `patch` to the fields named in `mask` of the entry `name`, if `etag_seen` is
+    /// current.
+    pub async fn update_catalog_entry(
+        &self,
+        name: &str,
+        etag_seen: &str,
+        patch: CatalogEntry,
+        mask: Vec<String>,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<CatalogEntry, RecordError> {
+        let (name, current, key) = match self
+            .start_update::<CatalogEntry>(
+                RecordKind::CatalogEntry,
+                "entry",
+                name,
+                etag_seen,
+                &meta,
+                &mut v,
+            )
+            .await?
+        {
+            UpdateStart::Replayed(first) => return Ok(first),
+            UpdateStart::Current { name, current, key } => (name, current, key),
+        };
+        let mut next = current.clone();
+        next.apply_mask(&patch, &mask, &mut v);
+        next.validate("entry", &mut v);
+        v.into_result()?;
+        let now = self.now();
+        next.revision = current.revision + 1;
+        next.update_time = now;
+        self.write(
+            entry_stored(&next)?,
+            Some(current.revision),
+            vec![],
+            None,
+            key?,
+            now,
+        )
+        .await
+        .map_err(|e| stale_on_conflict(e, &name))
+    }
+
+    pub async fn get_catalog_entry(&self, name: &str) -> Result<CatalogEntry, RecordError> {
+        let name = parse_name(name, RecordKind::CatalogEntry, "name")?;
+        self.fetch(&name).await
+    }
+
+    /// Lists entries of every provider (or one), in publication order.
+    pub async fn list_catalog_entries(
+        &self,
+        filter: &CatalogFilter,
+        page: &Page,
+    ) -> Result<(Vec<CatalogEntry>, String), RecordError> {
+        let fingerprint = format!(
+            "c|{}|{:?}|{:?}",
+            filter.provider, filter.record_kind, filter.sharing_class
+        );
+        let query = ListQuery {
+            owner: non_empty(&filter.provider),
+            ..ListQuery::of(RecordKind::CatalogEntry, 0)
+        };
+        let (kind, class) = (filter.record_kind, filter.sharing_class);
+        self.list_page(
+            &[("provider", &filter.provider)],
+            fingerprint,
+            page,
+            query,
+            |row| {
+                Box::pin(async move {
+                    let entry: CatalogEntry = decode(&row)?;
+                    let kind_ok = kind.is_none() || entry.record_kind == kind;
+                    let class_ok = class == SharingClass::Unspecified || entry.has_class(class);
+                    Ok((kind_ok && class_ok).then_some(entry))
+                })
+            },
+        )
+        .await
+    }
+}
+
+impl Versioned for CatalogEntry {
+    fn revision(&self) -> i64 {
+        self.revision
+    }
+}
+
+pub(super) fn entry_stored(e: &CatalogEntry) -> Result<StoredRecord, RecordError> {
+    stored(
+        RecordKind::CatalogEntry,
+        &e.owner,
+        e.id,
+        e.revision,
+        IndexFields::default(),
+        e,
+    )
+}
