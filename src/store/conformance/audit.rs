@@ -1,0 +1,123 @@
+//! The audit chain and witnessed heads.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::*;
+
+fn audit_event(i: u64) -> NewAuditEvent {
+    NewAuditEvent {
+        time: i as i64,
+        caller: format!("spiffe://yrd-huzhou/party/zone/client/c{}", i % 2),
+        method: "/yrd.exchange.v1.ProjectService/GetProject".into(),
+        records: vec![format!("parties/zone/projects/{i}")],
+        code: "OK".into(),
+        request_id: format!("r{i}"),
+    }
+}
+
+/// Checks that the stored chain links from its anchor (or from genesis) to its head without a
+/// gap, each event's hash being [`crate::store::link`] of its content and predecessor; returns how many
+/// events it holds.
+async fn chained_events(store: &dyn Store) -> usize {
+    let anchor = store.audit_anchor().await.unwrap();
+    let (mut seq, mut prev) = anchor.map_or((0, GENESIS.to_vec()), |a| (a.seq, a.hash));
+    let events = store
+        .audit_events(AuditQuery {
+            after_seq: seq,
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for e in &events {
+        assert_eq!(e.seq, seq + 1, "the chain has no gap");
+        assert_eq!(
+            e.prev_hash, prev,
+            "event {} links to its predecessor",
+            e.seq
+        );
+        assert_eq!(
+            e.hash,
+            crate::store::link(e.seq, &prev, &e.event).to_vec(),
+            "event {}",
+            e.seq
+        );
+        seq = e.seq;
+        prev = e.hash.clone();
+    }
+    events.len()
+}
+
+/// The audit chain is single and ordered under concurrent appends, verifies, filters, and
+/// keeps verifying after pruning (from its anchor); witnessed heads are kept per party.
+pub async fn the_audit_chain_is_single_and_verifiable(store: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..4u64 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for i in 0..5 {
+                store
+                    .append_audit(vec![audit_event(t * 10 + i)])
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let all = store
+        .audit_events(AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    assert_eq!(chained_events(&*store).await, 20);
+    assert_eq!(store.audit_head().await.unwrap().unwrap().seq, 20);
+
+    let filtered = store
+        .audit_events(AuditQuery {
+            caller: Some("spiffe://yrd-huzhou/party/zone/client/c1".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // c1 made the calls with odd numbers: 2 of each task's 5.
+    assert_eq!(filtered.len(), 8);
+    assert!(filtered.iter().all(|e| e.event.caller.ends_with("/c1")));
+
+    let anchor = store.prune_audit(12).await.unwrap();
+    assert_eq!(anchor.seq, 12);
+    assert_eq!(anchor.hash, all[11].hash);
+    assert_eq!(store.audit_anchor().await.unwrap(), Some(anchor));
+    assert_eq!(chained_events(&*store).await, 8);
+    let seq = store.append_audit(vec![audit_event(99)]).await.unwrap();
+    assert_eq!(seq, 21);
+    assert_eq!(chained_events(&*store).await, 9);
+
+    for seq in [5, 7] {
+        store
+            .put_witnessed_head(WitnessedHead {
+                party: "anji".into(),
+                seq,
+                hash: vec![seq as u8; 32],
+                time: 1,
+                signed: vec![1],
+                scheme: 0x0403,
+                signature: vec![2],
+                signer: vec![3],
+            })
+            .await
+            .unwrap();
+    }
+    let heads = store.witnessed_heads("anji").await.unwrap();
+    assert_eq!(heads.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![5, 7]);
+    assert!(store.witnessed_heads("zone").await.unwrap().is_empty());
+}

@@ -1,0 +1,266 @@
+//! Records and their writes: revisions and refusals, idempotent retries, concurrent writes
+//! through the group commit, unique keys and companion records, lists.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::RecordKind;
+use crate::store::*;
+
+/// Create, read, update at the expected revision; every refusal names its reason and writes
+/// nothing to the change log.
+pub async fn create_read_update_and_refusals(store: Arc<dyn Store>) {
+    let id = Uuid::now_v7();
+    applied(
+        store
+            .write(write(record("zone", id, 1, "v1"), None, "a"))
+            .await,
+    );
+    let got = store.get(RecordKind::Project, "zone", id).await.unwrap();
+    assert_eq!(got.unwrap().body, "v1");
+    assert!(
+        store
+            .get(RecordKind::Project, "anji", id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let again = store
+        .write(write(record("zone", id, 1, "v1 again"), None, "b"))
+        .await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists)), "{again:?}");
+    applied(
+        store
+            .write(write(record("zone", id, 2, "v2"), Some(1), "c"))
+            .await,
+    );
+    let stale = store
+        .write(write(record("zone", id, 2, "v2'"), Some(1), "d"))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { current: 2 })),
+        "{stale:?}"
+    );
+    let missing = store
+        .write(write(record("zone", Uuid::now_v7(), 2, "x"), Some(1), "e"))
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2]);
+    assert_eq!(store.last_seq("zone").await.unwrap(), 2);
+    let now = store
+        .get(RecordKind::Project, "zone", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((now.revision, now.body.as_str()), (2, "v2"));
+}
+
+/// A retried request returns its first result, even after the record moved on; a request id
+/// reused for a different request is refused.
+pub async fn retries_return_the_first_result(store: Arc<dyn Store>) {
+    let id = Uuid::now_v7();
+    let first = write(record("zone", id, 1, "v1"), None, "create");
+    let created = applied(store.write(first.clone()).await);
+    applied(
+        store
+            .write(write(record("zone", id, 2, "v2"), Some(1), "update"))
+            .await,
+    );
+
+    match store.write(first.clone()).await {
+        Ok(WriteOutcome::Replayed(r)) => assert_eq!(r, created),
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    assert_eq!(store.replay(&first.key).await.unwrap(), Some(created));
+    let mut reused = write(record("zone", Uuid::now_v7(), 1, "other"), None, "create");
+    reused.key.fingerprint = b"a different request".to_vec();
+    let refused = store.write(reused.clone()).await;
+    assert!(
+        matches!(refused, Err(StoreError::RequestIdReused(_))),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        store.replay(&reused.key).await,
+        Err(StoreError::RequestIdReused(_))
+    ));
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2]);
+}
+
+/// Concurrent writes keep their own outcomes (one of many conflicting updates wins, distinct
+/// creates all apply, simultaneous retries apply once) and the change log stays gapless.
+pub async fn concurrent_writes_keep_their_own_outcomes(store: Arc<dyn Store>) {
+    concurrent_writes_through(vec![store]).await;
+}
+
+/// The concurrent writes above, spread over several handles on one database (replicas of a
+/// gateway sharing a store): the outcomes and the gapless log must be the same.
+pub async fn concurrent_writes_through(stores: Vec<Arc<dyn Store>>) {
+    let handle = |i: usize| stores[i % stores.len()].clone();
+    let store = handle(0);
+    let contested = Uuid::now_v7();
+    applied(
+        store
+            .write(write(record("zone", contested, 1, "v1"), None, "c0"))
+            .await,
+    );
+    let retried = Uuid::now_v7();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let (s1, s2) = (handle(i), handle(i + 1));
+        tasks.spawn(async move {
+            let w = write(
+                record("zone", contested, 2, &format!("v2 by {i}")),
+                Some(1),
+                &format!("u{i}"),
+            );
+            ("update", s1.write(w).await)
+        });
+        tasks.spawn(async move {
+            let w = write(
+                record("zone", Uuid::now_v7(), 1, "new"),
+                None,
+                &format!("c{}", i + 1),
+            );
+            ("create", s2.write(w).await)
+        });
+    }
+    for i in 0..10 {
+        let store = handle(i);
+        tasks.spawn(async move {
+            let w = write(record("zone", retried, 1, "retried"), None, "retried");
+            ("retry", store.write(w).await)
+        });
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = match joined.unwrap() {
+            ("update", Ok(WriteOutcome::Applied(_))) => "update applied",
+            ("update", Err(StoreError::Conflict { current: 2 })) => "update conflict",
+            ("create", Ok(WriteOutcome::Applied(_))) => "create applied",
+            ("retry", Ok(WriteOutcome::Applied(_))) => "retry applied",
+            ("retry", Ok(WriteOutcome::Replayed(r))) if r.id == retried => "retry replayed",
+            (what, other) => panic!("{what}: unexpected {other:?}"),
+        };
+        *counts.entry(outcome).or_insert(0) += 1;
+    }
+    let expected = [
+        ("create applied", 30),
+        ("retry applied", 1),
+        ("retry replayed", 9),
+        ("update applied", 1),
+        ("update conflict", 29),
+    ];
+    assert_eq!(counts.into_iter().collect::<Vec<_>>(), expected);
+    for store in &stores {
+        assert_eq!(seqs(&**store, "zone").await, (1..=33).collect::<Vec<u64>>());
+        let positions: Vec<u64> = store
+            .feed(0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(positions, (1..=33).collect::<Vec<u64>>());
+    }
+}
+
+/// A natural key is written once; records created alongside commit with their write or not
+/// at all.
+pub async fn unique_keys_and_companion_records(store: Arc<dyn Store>) {
+    let mut first = write(record("zone", Uuid::now_v7(), 1, "decision 1"), None, "d1");
+    first.unique = Some("allocation-x/round-1/zone".into());
+    applied(store.write(first).await);
+    let mut second = write(record("zone", Uuid::now_v7(), 1, "decision 2"), None, "d2");
+    second.unique = Some("allocation-x/round-1/zone".into());
+    let refused = store.write(second).await;
+    assert!(
+        matches!(refused, Err(StoreError::AlreadyExists)),
+        "{refused:?}"
+    );
+
+    let companion = record("zone", Uuid::now_v7(), 1, "companion");
+    let mut with = write(record("zone", Uuid::now_v7(), 1, "main"), None, "m1");
+    with.also_create = vec![companion.clone()];
+    let main = applied(store.write(with).await);
+    assert!(
+        store
+            .get(RecordKind::Project, "zone", companion.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // A fresh companion, then one that exists now: the whole write is refused and neither
+    // the main record nor the fresh companion is written.
+    let blocked_id = Uuid::now_v7();
+    let fresh = record("zone", Uuid::now_v7(), 1, "fresh companion");
+    let mut blocked = write(record("zone", blocked_id, 1, "blocked"), None, "m2");
+    blocked.also_create = vec![fresh.clone(), companion];
+    // Its natural key is not kept either: a later write may use it.
+    blocked.unique = Some("referral-y/answer".into());
+    let refused = store.write(blocked).await;
+    assert!(
+        matches!(refused, Err(StoreError::AlreadyExists)),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .get(RecordKind::Project, "zone", blocked_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let fresh_after = store.get(RecordKind::Project, "zone", fresh.id).await;
+    assert!(
+        fresh_after.unwrap().is_none(),
+        "half of a refused write was kept"
+    );
+    assert!(
+        store
+            .get(RecordKind::Project, "zone", main.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let mut later = write(record("zone", Uuid::now_v7(), 1, "later"), None, "m3");
+    later.unique = Some("referral-y/answer".into());
+    applied(store.write(later).await);
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2, 3, 4]);
+}
+
+/// Lists filter by owner and index fields and page by id.
+pub async fn lists_filter_and_page(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for (i, owner) in ["zone", "anji", "zone", "zone"].iter().enumerate() {
+        let id = Uuid::now_v7();
+        ids.push((owner.to_string(), id));
+        applied(
+            store
+                .write(write(record(owner, id, 1, "p"), None, &format!("l{i}")))
+                .await,
+        );
+    }
+    let zone: Vec<Uuid> = ids
+        .iter()
+        .filter(|(o, _)| o == "zone")
+        .map(|(_, id)| *id)
+        .collect();
+    let mut query = ListQuery {
+        owner: Some("zone".into()),
+        ..ListQuery::of(RecordKind::Project, 2)
+    };
+    let page1 = store.list(query.clone()).await.unwrap();
+    assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), zone[..2]);
+    query.after = page1.last().map(|r| r.id);
+    let page2 = store.list(query).await.unwrap();
+    assert_eq!(page2.iter().map(|r| r.id).collect::<Vec<_>>(), zone[2..]);
+    let none = ListQuery {
+        stage: Some("producing".into()),
+        ..ListQuery::of(RecordKind::Project, 10)
+    };
+    assert!(store.list(none).await.unwrap().is_empty());
+}

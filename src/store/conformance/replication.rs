@@ -1,0 +1,114 @@
+//! Replicated changes: applied in order and once, with their evidence and cursor.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::RecordKind;
+use crate::store::*;
+
+fn replica(seq: u64, record: Option<StoredRecord>) -> ReplicaChange {
+    ReplicaChange {
+        seq,
+        time: seq as i64,
+        record,
+        evidence: Evidence {
+            envelope: format!("envelope {seq}").into_bytes(),
+            scheme: 0x0403,
+            signature: vec![seq as u8; 64],
+            signer: "fingerprint".into(),
+        },
+    }
+}
+
+/// A batch signed through a manifest named after its first change, so applying the same batch
+/// twice also stores its manifest twice.
+fn batch(changes: Vec<ReplicaChange>) -> ReplicaBatch {
+    let first = changes.first().map_or(0, |c| c.seq);
+    ReplicaBatch {
+        owner: "guangde".into(),
+        signer: ("fingerprint".into(), b"certificate".to_vec()),
+        changes,
+        manifest: Some(SignedManifest {
+            digest: format!("manifest from {first}").into_bytes(),
+            manifest: b"manifest".to_vec(),
+            scheme: 0x0403,
+            signature: b"signature".to_vec(),
+        }),
+        received: 1,
+    }
+}
+
+/// Replicated changes apply in order and once: a repeated batch changes nothing, a gap is
+/// refused, a change of a kind not shared only moves the cursor, an older revision never
+/// replaces a newer one; the feed lists own changes and replicas in commit order.
+pub async fn replicas_apply_in_order_and_once(store: Arc<dyn Store>) {
+    let id = Uuid::now_v7();
+    let first = batch(vec![
+        replica(1, Some(record("guangde", id, 1, "r1"))),
+        replica(2, None),
+        replica(3, Some(record("guangde", id, 2, "r2"))),
+    ]);
+    assert_eq!(store.apply_replicas(first.clone()).await.unwrap(), 3);
+    assert_eq!(store.apply_replicas(first).await.unwrap(), 3);
+    assert_eq!(store.cursor("guangde").await.unwrap(), 3);
+    assert_eq!(seqs(&*store, "guangde").await, vec![1, 3]);
+
+    let gap = store.apply_replicas(batch(vec![replica(5, None)])).await;
+    assert!(
+        matches!(
+            gap,
+            Err(StoreError::OutOfOrder {
+                cursor: 3,
+                got: 5,
+                ..
+            })
+        ),
+        "{gap:?}"
+    );
+    let older = batch(vec![replica(4, Some(record("guangde", id, 1, "r1 again")))]);
+    assert_eq!(store.apply_replicas(older).await.unwrap(), 4);
+    let now = store
+        .get(RecordKind::Project, "guangde", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((now.revision, now.body.as_str()), (2, "r2"));
+
+    // Evidence: one piece per applied change, in order, with its signer and manifest.
+    let kept = store.evidence("guangde", 0, 100).await.unwrap();
+    let kept_seqs: Vec<u64> = kept.iter().map(|e| e.seq).collect();
+    assert_eq!(kept_seqs, vec![1, 2, 3, 4]);
+    assert_eq!(kept[1].envelope, b"envelope 2".to_vec());
+    assert_eq!(kept[1].signature, vec![2u8; 64]);
+    assert_eq!(kept[1].signer, b"certificate".to_vec());
+    let named = |e: &StoredEvidence| e.manifest.as_ref().map(|m| m.digest.clone());
+    assert_eq!(named(&kept[2]), Some(b"manifest from 1".to_vec()));
+    assert_eq!(named(&kept[3]), Some(b"manifest from 4".to_vec()));
+    assert_eq!(kept[3].manifest_digest, named(&kept[3]));
+    assert_eq!(kept[3].manifest.as_ref().unwrap().signature, b"signature");
+    let page = store.evidence("guangde", 2, 1).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(store.evidence("anji", 0, 10).await.unwrap().is_empty());
+
+    applied(
+        store
+            .write(write(record("zone", Uuid::now_v7(), 1, "own"), None, "own"))
+            .await,
+    );
+    let feed = store.feed(0, 100).await.unwrap();
+    let order: Vec<(String, u64)> = feed
+        .iter()
+        .map(|e| (e.change.owner.clone(), e.change.seq))
+        .collect();
+    let expected = [("guangde", 1), ("guangde", 3), ("guangde", 4), ("zone", 1)];
+    assert_eq!(order, expected.map(|(o, s)| (o.to_string(), s)));
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(
+        store.feed_position().await.unwrap(),
+        feed.last().unwrap().position
+    );
+    let after_first = store.feed(feed[0].position, 100).await.unwrap();
+    assert_eq!(after_first.len(), 3);
+}
