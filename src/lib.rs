@@ -66,3 +66,4 @@ pub mod ops;
 pub mod records;
 pub mod store;
 pub mod wire;
+pub mod workdays;
