@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yrd/exchange/v1/common.proto",
         "proto/yrd/exchange/v1/project.proto",
         "proto/yrd/exchange/v1/catalog.proto",
+        "proto/yrd/exchange/v1/access.proto",
         "proto/yrd/exchange/v1/allocation.proto",
         "proto/yrd/exchange/v1/directory.proto",
         "proto/yrd/exchange/v1/federation.proto",

@@ -3,6 +3,7 @@
 //!
 //! Handlers only translate: wire message in, `records` call, wire message out.
 
+mod access;
 mod audit;
 pub mod authz;
 pub mod calls;
@@ -12,6 +13,7 @@ mod federation;
 mod handlers;
 mod watch;
 
+pub use access::AccessApi;
 pub use audit::AuditApi;
 pub use catalog::CatalogApi;
 pub use federation::FederationApi;

@@ -53,7 +53,7 @@ mod template;
 
 pub use raw::{
     RawAccess, RawAdmin, RawAudit, RawConfig, RawLimits, RawListen, RawLog, RawParty, RawPeer,
-    RawShare, RawStore, RawTls,
+    RawShare, RawSharing, RawStore, RawTls,
 };
 pub use template::{ConfigTemplate, default_share_rules};
 
@@ -76,6 +76,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// How often the signed audit chain head is sent to peers.
     pub witness_interval: std::time::Duration,
+    /// When providers must answer access requests filed here (`[sharing]`).
+    pub deadlines: crate::workdays::Deadlines,
     /// Peers whose change logs this gateway pulls.
     pub peers: Vec<PeerConfig>,
     /// This party's sharing policy, one entry per peer that receives anything.

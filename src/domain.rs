@@ -128,6 +128,10 @@ pub enum RecordKind {
     /// An entry of a party's resource catalog (政务数据目录); owned by the publishing party and
     /// always shared with every member.
     CatalogEntry,
+    /// A request for items of another party's catalog entry; owned by the requester.
+    AccessRequest,
+    /// The provider's answer to an access request; owned by the provider.
+    AccessAnswer,
 }
 
 impl RecordKind {
@@ -139,21 +143,26 @@ impl RecordKind {
             RecordKind::Referral => "referral",
             RecordKind::ReferralResponse => "referral_response",
             RecordKind::CatalogEntry => "catalog_entry",
+            RecordKind::AccessRequest => "access_request",
+            RecordKind::AccessAnswer => "access_answer",
         }
     }
 
     /// Every kind, in a fixed order.
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::Project,
         RecordKind::Allocation,
         RecordKind::Decision,
         RecordKind::Referral,
         RecordKind::ReferralResponse,
         RecordKind::CatalogEntry,
+        RecordKind::AccessRequest,
+        RecordKind::AccessAnswer,
     ];
 
-    /// The kinds an owner's sharing rules decide on, per peer. Catalog entries are not among
-    /// them: every party's catalog is visible to every member.
+    /// The kinds an owner's sharing rules decide on, per peer. The sharing layer's own records
+    /// are not among them: every party's catalog is visible to every member, and an access
+    /// request and its answer go to the other party of the request.
     pub const GOVERNED: [RecordKind; 5] = [
         RecordKind::Project,
         RecordKind::Allocation,
@@ -170,6 +179,8 @@ impl RecordKind {
             "referral" => Some(RecordKind::Referral),
             "referral_response" => Some(RecordKind::ReferralResponse),
             "catalog_entry" => Some(RecordKind::CatalogEntry),
+            "access_request" => Some(RecordKind::AccessRequest),
+            "access_answer" => Some(RecordKind::AccessAnswer),
             _ => None,
         }
     }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::api::authz::AuthzLayer;
 use crate::api::calls::CallLayer;
 use crate::api::{
-    AuditApi, CatalogApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi,
+    AccessApi, AuditApi, CatalogApi, DirectoryApi, FactorApi, FederationApi, ProjectApi, WatchApi,
 };
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -29,6 +29,7 @@ use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
 use crate::records::{Feed, Records};
 use crate::store::{NewAuditEvent, Store, StoreError};
+use crate::wire::pb::access_service_server::AccessServiceServer;
 use crate::wire::pb::audit_service_server::AuditServiceServer;
 use crate::wire::pb::catalog_service_server::CatalogServiceServer;
 use crate::wire::pb::directory_service_server::DirectoryServiceServer;
@@ -85,7 +86,8 @@ impl Gateway {
             feed.clone(),
             config.party.clone(),
             config.federation.clone(),
-        );
+        )
+        .with_deadlines(config.deadlines.clone());
         let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone());
         let ops = Arc::new(OpsState {
             party: config.party.clone(),
@@ -195,6 +197,7 @@ impl Gateway {
                 DirectoryServiceServer::new(DirectoryApi::new(records.clone())).max_decoding_message_size(limit),
             )
             .add_service(CatalogServiceServer::new(CatalogApi::new(records.clone())).max_decoding_message_size(limit))
+            .add_service(AccessServiceServer::new(AccessApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(
                 WatchServiceServer::new(WatchApi::new(records.clone(), self.feed.clone(), stop_rx.clone()))
                     .max_decoding_message_size(limit),

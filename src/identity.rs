@@ -161,6 +161,7 @@ const CLIENT_SERVICES: &[&str] = &[
     "yrd.exchange.v1.AuditService",
     "yrd.exchange.v1.DirectoryService",
     "yrd.exchange.v1.CatalogService",
+    "yrd.exchange.v1.AccessService",
 ];
 const FEDERATION_SERVICE: &str = "yrd.exchange.v1.FederationService";
 

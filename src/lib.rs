@@ -7,6 +7,8 @@
 //!
 //! - [`domain`]: the shared vocabulary — the federation's members and their order
 //!   ([`domain::Federation`]), record kinds, the party-id rule, the clock. Uses nothing else.
+//! - [`workdays`]: working-day deadlines over a holiday calendar (statutory holidays,
+//!   adjusted working days), for answers to access requests. Uses nothing else.
 //! - [`store`]: durable storage, one trait per concern — [`store::RecordStore`] (records,
 //!   writes, change log, feed), [`store::ReplicaStore`] (peers' changes, cursors, evidence),
 //!   [`store::AuditStore`] (the audit hash chain, witnessed heads), [`store::LeaseStore`] (pull
@@ -17,7 +19,9 @@
 //!   ([`identity::pem`]), TLS configs for both directions ([`identity::tls`]), the gateway's
 //!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]).
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`] before anything binds.
-//! - [`records`]: projects, factor allocations and referrals, their validation, and
+//! - [`records`]: projects, factor allocations, referrals, and the governed-sharing records
+//!   (catalog entries with sharing classes, access requests and their answers), their
+//!   validation, and
 //!   [`records::Records`], which applies ownership, idempotency and etag rules to every read
 //!   and write — one file per record family under `records/service/`, the negotiation status
 //!   derivation in [`records::negotiation`]. [`records::Feed`] is the change feed with its

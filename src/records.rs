@@ -5,6 +5,7 @@
 //!
 //! Types here are domain types; the `api` module converts the wire messages to and from them.
 
+pub mod access;
 pub mod allocation;
 pub mod catalog;
 pub mod credit_code;
@@ -19,14 +20,15 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use access::{AccessAnswer, AccessOutcome, AccessRequest, AccessState};
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
 pub use catalog::{CatalogEntry, DataItem, SharingClass};
 pub use feed::Feed;
 pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, Project, Stage};
 pub use referral::{Referral, ReferralResponse, ReferralState};
 pub use service::{
-    AllocationFilter, AllocationView, AnyRecord, CatalogFilter, Decide, Page, ProjectFilter,
-    Records, ReferralFilter, ReferralView, WriteMeta, decode_record,
+    AccessFilter, AccessView, AllocationFilter, AllocationView, Answer, AnyRecord, CatalogFilter,
+    Decide, Page, ProjectFilter, Records, ReferralFilter, ReferralView, WriteMeta, decode_record,
 };
 
 use crate::domain::RecordKind;
@@ -145,6 +147,8 @@ impl ResourceName {
             RecordKind::Referral => "referrals",
             RecordKind::ReferralResponse => "referralResponses",
             RecordKind::CatalogEntry => "catalogEntries",
+            RecordKind::AccessRequest => "accessRequests",
+            RecordKind::AccessAnswer => "accessAnswers",
         }
     }
 

@@ -4,6 +4,7 @@
 //! witnessing (`audit`) and the command line (`cli`) all use these, so no conversion is
 //! written twice.
 
+pub mod access;
 pub mod catalog;
 pub mod convert;
 

@@ -124,6 +124,33 @@ impl WorkCalendar {
     }
 }
 
+/// Working days a provider has to answer a conditional access request when the config says
+/// nothing (several provinces' rules use ten).
+pub const DEFAULT_ANSWER_WORKING_DAYS: u32 = 10;
+
+/// When answers are due: within a number of working days of filing, over a calendar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadlines {
+    pub calendar: std::sync::Arc<WorkCalendar>,
+    pub answer_working_days: u32,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            calendar: Default::default(),
+            answer_working_days: DEFAULT_ANSWER_WORKING_DAYS,
+        }
+    }
+}
+
+impl Deadlines {
+    /// When the answer to a request filed at `filed` is due (microseconds since the epoch).
+    pub fn answer_by(&self, filed: i64) -> i64 {
+        self.calendar.deadline(filed, self.answer_working_days)
+    }
+}
+
 /// The date in China Standard Time of an instant (microseconds since the epoch).
 pub fn day_of(micros: i64) -> Date {
     let seconds = micros.div_euclid(1_000_000);

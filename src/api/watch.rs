@@ -13,6 +13,7 @@ use super::error::{bad_request, record_status, store_status};
 use crate::domain::RecordKind;
 use crate::records::{AnyRecord, Feed, Records, ResourceName, Violations, decode_record};
 use crate::store::FeedEntry;
+use crate::wire::access::access_request_to;
 use crate::wire::catalog::catalog_entry_to;
 use crate::wire::convert::{allocation_to, decision_to, project_to, referral_to, timestamp};
 use crate::wire::pb;
@@ -92,6 +93,21 @@ async fn event(records: &Records, entry: &FeedEntry) -> Result<pb::WatchResponse
                 .map_err(record_status)?,
         )),
         AnyRecord::CatalogEntry(e) => Record::CatalogEntry(catalog_entry_to(e)),
+        AnyRecord::AccessRequest(r) => {
+            let name = ResourceName::new(&r.owner, RecordKind::AccessRequest, r.id);
+            Record::AccessRequest(access_request_to(
+                records
+                    .get_access_request(&name.to_string())
+                    .await
+                    .map_err(record_status)?,
+            ))
+        }
+        AnyRecord::AccessAnswer(a) => Record::AccessRequest(access_request_to(
+            records
+                .get_access_request(&a.request)
+                .await
+                .map_err(record_status)?,
+        )),
     };
     Ok(pb::WatchResponse {
         resume_token: token(entry.position),

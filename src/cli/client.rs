@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use tonic::transport::Channel;
 
+mod access;
 mod catalog;
 mod print;
 
@@ -58,6 +59,9 @@ pub enum ClientCommand {
     /// The resource catalog of every party (政务数据目录).
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Access requests for other parties' catalog items (申请—审核).
+    #[command(subcommand)]
+    Request(access::RequestCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -341,6 +345,7 @@ pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
             allocation(FactorServiceClient::new(channel), cmd).await?
         }
         ClientCommand::Catalog(cmd) => catalog::run(channel, cmd).await?,
+        ClientCommand::Request(cmd) => access::run(channel, cmd).await?,
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use super::*;
 use crate::domain::{Federation, PartyInfo, RecordKind, check_party_id};
 use crate::identity::tls::TlsPaths;
 use crate::store::StoreConfig;
+use crate::workdays::{Deadlines, WorkCalendar};
 
 /// The file as written. Every table refuses keys it does not know.
 #[derive(Debug, Deserialize)]
@@ -32,6 +33,9 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub audit: RawAudit,
+    /// Governed sharing: answer deadlines of access requests.
+    #[serde(default)]
+    pub sharing: RawSharing,
     /// The federation's members, in party order.
     #[serde(default)]
     pub parties: Vec<RawParty>,
@@ -41,6 +45,16 @@ pub struct RawConfig {
     /// What this party shares with each peer.
     #[serde(default)]
     pub share: Vec<RawShare>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharing {
+    /// Working days a provider has to answer a conditional access request (default 10).
+    pub answer_working_days: Option<u32>,
+    /// Calendar file of statutory holidays and adjusted working days (default: none, so only
+    /// weekends are days off).
+    pub holiday_calendar: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -240,6 +254,7 @@ impl RawConfig {
             "127.0.0.1:9090",
         )?;
         let witness_interval = self.audit.check()?;
+        let deadlines = self.sharing.check(resolve)?;
         Ok(Config {
             party: self.party,
             trust_domain,
@@ -258,6 +273,7 @@ impl RawConfig {
             limits,
             admin_listen,
             witness_interval,
+            deadlines,
             peers,
             share,
         })
@@ -523,6 +539,34 @@ impl RawLimits {
             ));
         }
         Ok((max_message_bytes, limits))
+    }
+}
+
+impl RawSharing {
+    /// The answer deadline and the holiday calendar it is counted over.
+    fn check(self, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<Deadlines, ConfigError> {
+        let answer_working_days = self
+            .answer_working_days
+            .unwrap_or(crate::workdays::DEFAULT_ANSWER_WORKING_DAYS);
+        if !(1..=60).contains(&answer_working_days) {
+            return Err(ConfigError::invalid(
+                "sharing.answer_working_days",
+                "must be 1 to 60 working days",
+            ));
+        }
+        let calendar = match self.holiday_calendar {
+            None => WorkCalendar::default(),
+            Some(path) => WorkCalendar::load(&resolve(path)).map_err(|e| {
+                ConfigError::invalid(
+                    "sharing.holiday_calendar",
+                    format!("{}: {}", e.key, e.message),
+                )
+            })?,
+        };
+        Ok(Deadlines {
+            calendar: std::sync::Arc::new(calendar),
+            answer_working_days,
+        })
     }
 }
 

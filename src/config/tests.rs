@@ -218,3 +218,40 @@ fn a_postgres_store_takes_a_url_a_password_file_and_a_pool_size() {
         "store.url"
     );
 }
+
+#[test]
+fn answer_deadlines_come_from_the_sharing_section_and_its_calendar_file() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.deadlines.answer_working_days, 10, "the default");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("holidays.toml"),
+        "holidays = [\"2026-10-01..2026-10-07\"]\nworking_days = [\"2026-10-10\"]\n",
+    )
+    .unwrap();
+    let text = format!(
+        "{GOOD}\n[sharing]\nanswer_working_days = 15\nholiday_calendar = \"holidays.toml\"\n"
+    );
+    let c = Config::from_toml(&text, &dir.path().join("gateway.toml"), &HashMap::new()).unwrap();
+    assert_eq!(c.deadlines.answer_working_days, 15);
+    let oct = |d| time::Date::from_calendar_date(2026, time::Month::October, d).unwrap();
+    assert!(!c.deadlines.calendar.is_working_day(oct(5)));
+    assert!(c.deadlines.calendar.is_working_day(oct(10)));
+
+    let zero = format!("{GOOD}\n[sharing]\nanswer_working_days = 0\n");
+    assert_eq!(
+        key_of(load(&zero).unwrap_err()),
+        "sharing.answer_working_days"
+    );
+    let missing = format!("{GOOD}\n[sharing]\nholiday_calendar = \"nowhere.toml\"\n");
+    assert_eq!(
+        key_of(load(&missing).unwrap_err()),
+        "sharing.holiday_calendar"
+    );
+    std::fs::write(dir.path().join("bad.toml"), "holidays = [\"2026-13-01\"]\n").unwrap();
+    let bad = format!("{GOOD}\n[sharing]\nholiday_calendar = \"bad.toml\"\n");
+    let err =
+        Config::from_toml(&bad, &dir.path().join("gateway.toml"), &HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("holidays[0]"), "{err}");
+    assert_eq!(key_of(err), "sharing.holiday_calendar");
+}

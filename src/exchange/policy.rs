@@ -31,13 +31,17 @@ impl SharingPolicy {
 
     /// What `peer` may see of `record`: `None` when the kind is not shared with it. Catalog
     /// entries go to every member whole: what a party shares, and how, is public within the
-    /// federation.
+    /// federation. Access requests and answers go to the other party of the request only.
     pub fn outgoing(&self, peer: &str, record: &StoredRecord) -> Option<Outgoing> {
-        if record.kind == RecordKind::CatalogEntry {
-            return Some(Outgoing {
-                body: record.body.clone(),
-                withheld: Vec::new(),
-            });
+        match record.kind {
+            RecordKind::CatalogEntry => return Some(whole(record)),
+            // A request goes to the provider (its parent is the provider's catalog entry), an
+            // answer to the requester (its parent is the request): to the other party only.
+            RecordKind::AccessRequest | RecordKind::AccessAnswer => {
+                let counterpart = record.index.parent.as_deref().and_then(owner_of);
+                return (counterpart == Some(peer)).then(|| whole(record));
+            }
+            _ => {}
         }
         let rule = self.by_peer.get(peer)?;
         if !rule.kinds.contains(&record.kind) {
@@ -75,6 +79,19 @@ impl SharingPolicy {
             .map(|r| r.kinds.clone())
             .unwrap_or_default()
     }
+}
+
+/// A record as it is.
+fn whole(record: &StoredRecord) -> Outgoing {
+    Outgoing {
+        body: record.body.clone(),
+        withheld: Vec::new(),
+    }
+}
+
+/// The party of a resource name `parties/{party}/...`.
+fn owner_of(name: &str) -> Option<&str> {
+    name.strip_prefix("parties/")?.split('/').next()
 }
 
 /// Replaces the value at a dotted path by the empty value of its type. Returns false when the
@@ -157,5 +174,22 @@ mod tests {
         let out = policy.outgoing("anji", &entry).expect("sent");
         assert_eq!(out.body, entry.body);
         assert!(out.withheld.is_empty());
+    }
+
+    #[test]
+    fn an_access_request_goes_to_its_provider_and_an_answer_to_its_requester_only() {
+        let policy = SharingPolicy::new(&[]);
+        let mut request = record("{}");
+        request.kind = RecordKind::AccessRequest;
+        request.owner = "guangde".into();
+        request.index.parent = Some("parties/changxing/catalogEntries/x".into());
+        assert!(policy.outgoing("changxing", &request).is_some());
+        assert!(policy.outgoing("zone", &request).is_none());
+        let mut answer = record("{}");
+        answer.kind = RecordKind::AccessAnswer;
+        answer.owner = "changxing".into();
+        answer.index.parent = Some("parties/guangde/accessRequests/y".into());
+        assert!(policy.outgoing("guangde", &answer).is_some());
+        assert!(policy.outgoing("anji", &answer).is_none());
     }
 }

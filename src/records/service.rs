@@ -2,13 +2,16 @@
 //! here, so the rules of SPEC §3 hold whichever API or test calls them. This file holds what
 //! every record family shares (idempotency, etag conflicts, paging, decoding); each family's
 //! rules are in a file of its own: [`projects`], [`allocations`] (with their negotiation),
-//! [`referrals`] and [`catalog`] entries.
+//! [`referrals`], [`catalog`] entries and [`access`] requests.
 
+mod access;
 mod allocations;
 mod catalog;
 mod projects;
 mod referrals;
 
+pub use access::{AccessFilter, AccessView, Answer};
+use access::{answer_stored, request_stored};
 pub use allocations::{AllocationFilter, AllocationView, Decide};
 use allocations::{allocation_stored, decision_stored};
 pub use catalog::CatalogFilter;
@@ -28,14 +31,15 @@ use uuid::Uuid;
 
 use super::Feed;
 use super::{
-    Allocation, CatalogEntry, Project, RecordError, Referral, ReferralResponse, ResourceName,
-    Violations, etag,
+    AccessAnswer, AccessRequest, Allocation, CatalogEntry, Project, RecordError, Referral,
+    ReferralResponse, ResourceName, Violations, etag,
 };
 use crate::domain::{Federation, RecordKind, now_micros};
 use crate::records::negotiation::Decision;
 use crate::store::{
     Idempotency, IndexFields, ListQuery, RecordStore, StoreError, StoredRecord, Write, WriteOutcome,
 };
+use crate::workdays::Deadlines;
 
 /// Page size when the request gives none (AIP-158).
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -90,6 +94,8 @@ pub struct Records {
     clock: Clock,
     /// Woken after every write this gateway commits.
     feed: Feed,
+    /// When access requests filed here must be answered.
+    deadlines: Deadlines,
 }
 
 impl Records {
@@ -106,7 +112,15 @@ impl Records {
             federation,
             clock: Arc::new(now_micros),
             feed,
+            deadlines: Deadlines::default(),
         }
+    }
+
+    /// Answer deadlines of access requests filed here (default: 10 working days, no
+    /// holidays).
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
     }
 
     /// Rebuilds a stored record from a replicated record body, checking that the body is a
@@ -119,44 +133,18 @@ impl Records {
         revision: i64,
         body: &str,
     ) -> Result<StoredRecord, String> {
-        let (stored, (o, i, r)) = match kind {
-            RecordKind::Project => {
-                let p: Project =
-                    serde_json::from_str(body).map_err(|e| format!("project body: {e}"))?;
-                let key = (p.owner.clone(), p.id, p.revision);
-                (project_stored(&p).map_err(|e| e.to_string())?, key)
-            }
-            RecordKind::Allocation => {
-                let a: Allocation =
-                    serde_json::from_str(body).map_err(|e| format!("allocation body: {e}"))?;
-                let key = (a.owner.clone(), a.id, a.revision);
-                (allocation_stored(&a).map_err(|e| e.to_string())?, key)
-            }
-            RecordKind::Decision => {
-                let d: Decision =
-                    serde_json::from_str(body).map_err(|e| format!("decision body: {e}"))?;
-                let key = (d.owner.clone(), d.id, d.revision);
-                (decision_stored(&d).map_err(|e| e.to_string())?, key)
-            }
-            RecordKind::Referral => {
-                let r: Referral =
-                    serde_json::from_str(body).map_err(|e| format!("referral body: {e}"))?;
-                let key = (r.owner.clone(), r.id, r.revision);
-                (referral_stored(&r).map_err(|e| e.to_string())?, key)
-            }
-            RecordKind::ReferralResponse => {
-                let r: ReferralResponse = serde_json::from_str(body)
-                    .map_err(|e| format!("referral response body: {e}"))?;
-                let key = (r.owner.clone(), r.id, r.revision);
-                (response_stored(&r).map_err(|e| e.to_string())?, key)
-            }
-            RecordKind::CatalogEntry => {
-                let e: CatalogEntry =
-                    serde_json::from_str(body).map_err(|e| format!("catalog entry body: {e}"))?;
-                let key = (e.owner.clone(), e.id, e.revision);
-                (entry_stored(&e).map_err(|e| e.to_string())?, key)
-            }
-        };
+        let stored = match kind {
+            RecordKind::Project => rebuild::<Project>(body, project_stored),
+            RecordKind::Allocation => rebuild::<Allocation>(body, allocation_stored),
+            RecordKind::Decision => rebuild::<Decision>(body, decision_stored),
+            RecordKind::Referral => rebuild::<Referral>(body, referral_stored),
+            RecordKind::ReferralResponse => rebuild::<ReferralResponse>(body, response_stored),
+            RecordKind::CatalogEntry => rebuild::<CatalogEntry>(body, entry_stored),
+            RecordKind::AccessRequest => rebuild::<AccessRequest>(body, request_stored),
+            RecordKind::AccessAnswer => rebuild::<AccessAnswer>(body, answer_stored),
+        }
+        .map_err(|e| format!("{} body: {e}", kind.as_str()))?;
+        let (o, i, r) = (&stored.owner, stored.id, stored.revision);
         if o != owner || i != id || r != revision {
             return Err(format!(
                 "body is {o}/{i} revision {r}, envelope says {owner}/{id} revision {revision}"
@@ -374,6 +362,27 @@ impl Records {
         }
     }
 
+    /// The first answer (lowest id) of `kind` to the record `parent` written by `by`: the
+    /// answer of a referral or an access request. Later ones, if a race let any in, do not
+    /// count, so every gateway derives the same state.
+    async fn first_answer<T: DeserializeOwned>(
+        &self,
+        kind: RecordKind,
+        parent: &str,
+        by: &str,
+    ) -> Result<Option<T>, RecordError> {
+        match self
+            .children(kind, parent)
+            .await?
+            .iter()
+            .filter(|r| r.owner == by)
+            .min_by_key(|r| r.id)
+        {
+            Some(r) => Ok(Some(decode(r)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every record of `kind` whose parent is `parent`.
     async fn children(
         &self,
@@ -399,6 +408,15 @@ impl Records {
             }
         }
     }
+}
+
+/// A replicated body decoded as `T` and stored as `to_stored` stores it.
+fn rebuild<T: DeserializeOwned>(
+    body: &str,
+    to_stored: fn(&T) -> Result<StoredRecord, RecordError>,
+) -> Result<StoredRecord, String> {
+    let value: T = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    to_stored(&value).map_err(|e| e.to_string())
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -431,6 +449,8 @@ pub enum AnyRecord {
     Referral(Referral),
     ReferralResponse(ReferralResponse),
     CatalogEntry(CatalogEntry),
+    AccessRequest(AccessRequest),
+    AccessAnswer(AccessAnswer),
 }
 
 /// Decodes a stored record of any kind.
@@ -442,6 +462,8 @@ pub fn decode_record(rec: &StoredRecord) -> Result<AnyRecord, RecordError> {
         RecordKind::Referral => AnyRecord::Referral(decode(rec)?),
         RecordKind::ReferralResponse => AnyRecord::ReferralResponse(decode(rec)?),
         RecordKind::CatalogEntry => AnyRecord::CatalogEntry(decode(rec)?),
+        RecordKind::AccessRequest => AnyRecord::AccessRequest(decode(rec)?),
+        RecordKind::AccessAnswer => AnyRecord::AccessAnswer(decode(rec)?),
     })
 }
 

@@ -49,6 +49,8 @@ pub fn kind_to_wire(kind: RecordKind) -> pb::RecordKind {
         RecordKind::Referral => pb::RecordKind::Referral,
         RecordKind::ReferralResponse => pb::RecordKind::ReferralResponse,
         RecordKind::CatalogEntry => pb::RecordKind::CatalogEntry,
+        RecordKind::AccessRequest => pb::RecordKind::AccessRequest,
+        RecordKind::AccessAnswer => pb::RecordKind::AccessAnswer,
     }
 }
 
@@ -63,6 +65,8 @@ pub fn kind_from_wire(value: i32) -> Result<Option<RecordKind>, i32> {
         Ok(pb::RecordKind::Referral) => Ok(Some(RecordKind::Referral)),
         Ok(pb::RecordKind::ReferralResponse) => Ok(Some(RecordKind::ReferralResponse)),
         Ok(pb::RecordKind::CatalogEntry) => Ok(Some(RecordKind::CatalogEntry)),
+        Ok(pb::RecordKind::AccessRequest) => Ok(Some(RecordKind::AccessRequest)),
+        Ok(pb::RecordKind::AccessAnswer) => Ok(Some(RecordKind::AccessAnswer)),
         Err(_) => Err(value),
     }
 }

@@ -608,6 +608,14 @@ pub async fn next_project(stream: &mut tonic::Streaming<pb::WatchResponse>) -> p
 }
 
 impl TestFederation {
+    pub fn access(
+        &self,
+        gateway: &str,
+        party: &str,
+    ) -> pb::access_service_client::AccessServiceClient<Channel> {
+        pb::access_service_client::AccessServiceClient::new(self.client(gateway, party))
+    }
+
     pub fn catalog(
         &self,
         gateway: &str,

@@ -623,6 +623,7 @@ fn event_name(e: &pb::WatchResponse) -> String {
         pb::watch_response::Record::Decision(d) => d.name.clone(),
         pb::watch_response::Record::Referral(r) => r.name.clone(),
         pb::watch_response::Record::CatalogEntry(e) => e.name.clone(),
+        pb::watch_response::Record::AccessRequest(r) => r.name.clone(),
     }
 }
 

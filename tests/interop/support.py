@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from yrd.exchange.v1 import (
+    access_pb2_grpc,
     allocation_pb2_grpc,
     audit_pb2_grpc,
     catalog_pb2_grpc,
@@ -53,6 +54,7 @@ class Clients:
         self.watch = watch_pb2_grpc.WatchServiceStub(channel)
         self.audit = audit_pb2_grpc.AuditServiceStub(channel)
         self.catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+        self.access = access_pb2_grpc.AccessServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
 

@@ -1,6 +1,8 @@
-"""The resource catalog from Python: a county system publishes its party's entry, another
-party's system finds it with one List call naming the provider, bad entries are refused field
-by field, and only the provider may change an entry."""
+"""The resource catalog and access requests from Python: a county system publishes its party's
+entry, another party's system finds it with one List call naming the provider, bad entries are
+refused field by field, only the provider may change an entry; a request for a conditional item
+is approved by the provider and the approval reaches the requester, a NOT_SHARED item is refused
+at once with its legal basis."""
 
 import uuid
 
@@ -8,7 +10,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from support import eventually, failure, new_request_id
-from yrd.exchange.v1 import catalog_pb2, common_pb2
+from yrd.exchange.v1 import access_pb2, catalog_pb2, common_pb2
 
 
 def phones_entry(code: str) -> catalog_pb2.CatalogEntry:
@@ -102,3 +104,78 @@ def _get(clients, name):
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return None
         raise
+
+
+def test_a_conditional_item_is_requested_approved_and_the_answer_comes_back(federation):
+    changxing = federation.clients("changxing")
+    guangde = federation.clients("guangde")
+    entry = publish(changxing, phones_entry(f"CX-{uuid.uuid4().hex[:8]}"))
+    eventually("the entry at guangde", lambda: _get(guangde, entry.name))
+    filed = guangde.access.CreateAccessRequest(
+        access_pb2.CreateAccessRequestRequest(
+            access_request=access_pb2.AccessRequest(
+                entry=entry.name,
+                items=["contact.phone"],
+                purpose="联合招商对接",
+                validity_days=30,
+            ),
+            request_id=new_request_id(),
+        ),
+        timeout=10,
+    ).access_request
+    assert filed.state == access_pb2.ACCESS_REQUEST_STATE_REQUESTED
+    assert filed.provider == "changxing"
+
+    def at(clients, state):
+        try:
+            r = clients.access.GetAccessRequest(
+                access_pb2.GetAccessRequestRequest(name=filed.name), timeout=5
+            ).access_request
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return r if r.state == state else None
+
+    eventually("the request at changxing", lambda: at(changxing, access_pb2.ACCESS_REQUEST_STATE_REQUESTED))
+    changxing.access.AnswerAccessRequest(
+        access_pb2.AnswerAccessRequestRequest(
+            name=filed.name, approve=True, reason="同意", request_id=new_request_id()
+        ),
+        timeout=10,
+    )
+    approved = eventually(
+        "the approval at guangde", lambda: at(guangde, access_pb2.ACCESS_REQUEST_STATE_APPROVED)
+    )
+    assert list(approved.granted_items) == ["contact.phone"]
+
+
+def test_a_not_shared_item_is_refused_at_once_with_its_legal_basis(federation):
+    changxing = federation.clients("changxing")
+    guangde = federation.clients("guangde")
+    secret = phones_entry(f"CX-{uuid.uuid4().hex[:8]}")
+    secret.items.append(
+        catalog_pb2.DataItem(
+            field="investor.credit_code",
+            sharing_class=catalog_pb2.SHARING_CLASS_NOT_SHARED,
+            legal_basis="《个人信息保护法》第十三条",
+        )
+    )
+    entry = publish(changxing, secret)
+    eventually("the entry at guangde", lambda: _get(guangde, entry.name))
+    error = failure(
+        guangde.access.CreateAccessRequest,
+        access_pb2.CreateAccessRequestRequest(
+            access_request=access_pb2.AccessRequest(
+                entry=entry.name,
+                items=["investor.credit_code"],
+                purpose="联合招商对接",
+                validity_days=30,
+            ),
+            request_id=new_request_id(),
+        ),
+        timeout=10,
+    )
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.reason == "NOT_SHARED"
+    assert "个人信息保护法" in error.message

@@ -250,16 +250,9 @@ impl Records {
     async fn referral_view(&self, referral: Referral) -> Result<ReferralView, RecordError> {
         let name =
             ResourceName::new(&referral.owner, RecordKind::Referral, referral.id).to_string();
-        let response: Option<ReferralResponse> = match self
-            .children(RecordKind::ReferralResponse, &name)
-            .await?
-            .iter()
-            .filter(|r| r.owner == referral.to_party)
-            .min_by_key(|r| r.id)
-        {
-            Some(r) => Some(decode(r)?),
-            None => None,
-        };
+        let response: Option<ReferralResponse> = self
+            .first_answer(RecordKind::ReferralResponse, &name, &referral.to_party)
+            .await?;
         Ok(ReferralView {
             state: ReferralResponse::state(response.as_ref()),
             referral,

@@ -1,0 +1,248 @@
+//! Access requests (申请—审核) under 政务数据共享条例: a party asks for items of another party's
+//! catalog entry, stating purpose (使用用途) and scenario; the provider approves, possibly for
+//! fewer items or a shorter period, or refuses with a reason. The request is owned by the
+//! requester, the answer by the provider, and the state is derived from both — identically at
+//! every gateway holding them, whatever order they arrived in — never written by two parties.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{Violations, check_text};
+
+/// Items one request may name at most (an entry lists at most as many).
+pub const MAX_ITEMS: usize = 100;
+/// Longest validity a request may ask for, in days (ten years).
+pub const MAX_VALIDITY_DAYS: i32 = 3650;
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
+
+/// A request as stored and replicated (to the provider).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRequest {
+    pub id: Uuid,
+    /// The requesting party.
+    pub owner: String,
+    /// The providing party (the entry's owner).
+    pub provider: String,
+    /// Resource name of the catalog entry.
+    pub entry: String,
+    /// Field paths of the entry's items requested.
+    pub items: Vec<String>,
+    pub purpose: String,
+    pub scenario: String,
+    pub validity_days: i32,
+    /// When the answer is due (microseconds since the epoch; the first instant past it).
+    pub answer_by: i64,
+    /// Every item requested is UNCONDITIONAL: granted at filing.
+    pub granted_at_once: bool,
+    /// Set when the requester withdrew the request.
+    pub withdraw_time: Option<i64>,
+    pub revision: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// The provider's answer, as stored and replicated (to the requester).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessAnswer {
+    pub id: Uuid,
+    /// The providing party.
+    pub owner: String,
+    /// Resource name of the request answered.
+    pub request: String,
+    pub approve: bool,
+    /// On approval: the items granted (a subset of those requested).
+    pub items: Vec<String>,
+    /// On approval: end of the grant (microseconds since the epoch).
+    pub valid_until: i64,
+    pub reason: String,
+    pub revision: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessState {
+    Requested,
+    Approved,
+    Refused,
+    Withdrawn,
+}
+
+/// What a request amounts to now: its state, whether its answer is overdue, and the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessOutcome {
+    pub state: AccessState,
+    /// REQUESTED and past the deadline.
+    pub overdue: bool,
+    /// The items granted (APPROVED only).
+    pub granted: Vec<String>,
+    /// End of the grant (APPROVED only; 0 otherwise).
+    pub valid_until: i64,
+}
+
+impl AccessRequest {
+    /// Checks what the requester wrote, prefixing paths with `prefix`.
+    pub fn validate(&self, prefix: &str, v: &mut Violations) {
+        let f = |name: &str| format!("{prefix}.{name}");
+        if self.entry.is_empty() {
+            v.add(f("entry"), "is required");
+        }
+        check_text(v, &f("purpose"), &self.purpose, 500, true);
+        check_text(v, &f("scenario"), &self.scenario, 1000, false);
+        if !(1..=MAX_VALIDITY_DAYS).contains(&self.validity_days) {
+            v.add(
+                f("validity_days"),
+                format!("must be 1 to {MAX_VALIDITY_DAYS} days"),
+            );
+        }
+        if self.items.is_empty() {
+            v.add(f("items"), "names no item; name at least one");
+        } else if self.items.len() > MAX_ITEMS {
+            v.add(f("items"), format!("names more than {MAX_ITEMS} items"));
+        }
+        for (i, item) in self.items.iter().enumerate().take(MAX_ITEMS) {
+            if self.items[..i].contains(item) {
+                v.add(
+                    format!("{prefix}.items[{i}]"),
+                    format!("`{item}` is named twice"),
+                );
+            }
+        }
+    }
+
+    /// The state derived from the request, its answer (if any arrived) and the time `now`. A
+    /// withdrawal wins over an answer that crossed it; a request granted at filing needs none.
+    pub fn outcome(&self, answer: Option<&AccessAnswer>, now: i64) -> AccessOutcome {
+        let none = |state, overdue| AccessOutcome {
+            state,
+            overdue,
+            granted: Vec::new(),
+            valid_until: 0,
+        };
+        if self.withdraw_time.is_some() {
+            return none(AccessState::Withdrawn, false);
+        }
+        if self.granted_at_once {
+            return AccessOutcome {
+                state: AccessState::Approved,
+                overdue: false,
+                granted: self.items.clone(),
+                valid_until: self.create_time + i64::from(self.validity_days) * DAY_MICROS,
+            };
+        }
+        match answer {
+            Some(a) if a.approve => AccessOutcome {
+                state: AccessState::Approved,
+                overdue: false,
+                granted: a.items.clone(),
+                valid_until: a.valid_until,
+            },
+            Some(_) => none(AccessState::Refused, false),
+            None => none(AccessState::Requested, now >= self.answer_by),
+        }
+    }
+
+    /// End of the grant when approved for `days` from `from`.
+    pub fn valid_until(from: i64, days: i32) -> i64 {
+        from + i64::from(days) * DAY_MICROS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AccessRequest {
+        AccessRequest {
+            id: Uuid::nil(),
+            owner: "guangde".into(),
+            provider: "changxing".into(),
+            entry: format!("parties/changxing/catalogEntries/{}", Uuid::nil()),
+            items: vec!["contact.phone".into()],
+            purpose: "联合招商对接".into(),
+            scenario: String::new(),
+            validity_days: 30,
+            answer_by: 1_000,
+            granted_at_once: false,
+            withdraw_time: None,
+            revision: 1,
+            create_time: 0,
+            update_time: 0,
+        }
+    }
+
+    fn answer(approve: bool) -> AccessAnswer {
+        AccessAnswer {
+            id: Uuid::nil(),
+            owner: "changxing".into(),
+            request: String::new(),
+            approve,
+            items: vec!["contact.phone".into()],
+            valid_until: 5_000,
+            reason: String::new(),
+            revision: 1,
+            create_time: 10,
+            update_time: 10,
+        }
+    }
+
+    #[test]
+    fn the_state_follows_the_answer_and_the_deadline() {
+        let r = request();
+        let waiting = r.outcome(None, 999);
+        assert_eq!(
+            (waiting.state, waiting.overdue),
+            (AccessState::Requested, false)
+        );
+        let late = r.outcome(None, 1_000);
+        assert_eq!((late.state, late.overdue), (AccessState::Requested, true));
+        let approved = r.outcome(Some(&answer(true)), 2_000);
+        assert_eq!(approved.state, AccessState::Approved);
+        assert!(
+            !approved.overdue,
+            "an answer, even late, ends the overdue flag"
+        );
+        assert_eq!(approved.granted, ["contact.phone"]);
+        assert_eq!(approved.valid_until, 5_000);
+        assert_eq!(
+            r.outcome(Some(&answer(false)), 0).state,
+            AccessState::Refused
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_wins_over_a_crossing_answer_and_at_once_grants_need_none() {
+        let mut r = request();
+        r.withdraw_time = Some(5);
+        assert_eq!(
+            r.outcome(Some(&answer(true)), 0).state,
+            AccessState::Withdrawn
+        );
+        let mut r = request();
+        r.granted_at_once = true;
+        let o = r.outcome(None, 10_000_000);
+        assert_eq!((o.state, o.overdue), (AccessState::Approved, false));
+        assert_eq!(o.valid_until, 30 * DAY_MICROS);
+    }
+
+    #[test]
+    fn every_bad_field_of_a_request_is_named() {
+        let mut r = request();
+        r.entry.clear();
+        r.purpose = " ".into();
+        r.validity_days = 0;
+        r.items = vec!["a".into(), "a".into()];
+        let mut v = Violations::new();
+        r.validate("access_request", &mut v);
+        let fields: Vec<_> = v.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "access_request.entry",
+                "access_request.purpose",
+                "access_request.validity_days",
+                "access_request.items[1]",
+            ]
+        );
+    }
+}

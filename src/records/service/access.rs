@@ -1,0 +1,380 @@
+//! Access requests (申请—审核): filed by the requester at its own gateway against a catalog entry
+//! replicated there, answered by the provider at the provider's gateway, withdrawn by the
+//! requester. Deadlines count working days ([`crate::workdays`]).
+
+use uuid::Uuid;
+
+use super::{
+    Page, Records, WriteMeta, decode, non_empty, parent, parse_name, stale_on_conflict, stored,
+};
+use crate::domain::RecordKind;
+use crate::records::access::MAX_ITEMS;
+use crate::records::{
+    AccessAnswer, AccessOutcome, AccessRequest, AccessState, CatalogEntry, RecordError,
+    ResourceName, SharingClass, Violations, check_text,
+};
+use crate::store::{ListQuery, StoreError, StoredRecord};
+
+/// Filters of `ListAccessRequests`.
+#[derive(Debug, Clone, Default)]
+pub struct AccessFilter {
+    /// Empty: any requester.
+    pub requester: String,
+    /// Empty: any provider.
+    pub provider: String,
+    /// `None`: any state.
+    pub state: Option<AccessState>,
+    /// Only requests past their deadline without an answer.
+    pub overdue_only: bool,
+}
+
+/// A request with its answer, if one arrived, and what they amount to now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessView {
+    pub request: AccessRequest,
+    pub answer: Option<AccessAnswer>,
+    pub outcome: AccessOutcome,
+}
+
+/// The provider's answer as requested by one of its systems.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// Resource name of the request.
+    pub request: String,
+    pub approve: bool,
+    /// Empty: every item requested.
+    pub items: Vec<String>,
+    /// 0: the period requested.
+    pub validity_days: i32,
+    pub reason: String,
+}
+
+impl Records {
+    /// Files a request of this party for items of another party's catalog entry. A request
+    /// naming a NOT_SHARED item is refused with the entry's legal basis; one naming only
+    /// UNCONDITIONAL items is granted at once.
+    pub async fn create_access_request(
+        &self,
+        mut request: AccessRequest,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<AccessView, RecordError> {
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            return self.access_view(decode(&first)?).await;
+        }
+        request.validate("access_request", &mut v);
+        let entry_name = match ResourceName::parse(&request.entry, RecordKind::CatalogEntry) {
+            Ok(n) if n.owner == self.party => {
+                v.add("access_request.entry", "is this party's own entry");
+                None
+            }
+            Ok(n) => Some(n),
+            Err(e) => {
+                if !request.entry.is_empty() {
+                    v.add("access_request.entry", e);
+                }
+                None
+            }
+        };
+        let Some(entry_name) = entry_name else {
+            return Err(RecordError::Invalid(v));
+        };
+        let entry: CatalogEntry = self.fetch(&entry_name).await?;
+        let mut not_shared = Vec::new();
+        let mut all_unconditional = true;
+        for (i, field) in request.items.iter().enumerate().take(MAX_ITEMS) {
+            match entry.items.iter().find(|item| &item.field == field) {
+                None => v.add(
+                    format!("access_request.items[{i}]"),
+                    format!("`{field}` is not an item of {entry_name}"),
+                ),
+                Some(item) => match entry.class_of(item) {
+                    SharingClass::NotShared => {
+                        let basis = if item.legal_basis.is_empty() {
+                            &entry.legal_basis
+                        } else {
+                            &item.legal_basis
+                        };
+                        not_shared.push(format!("`{field}` ({basis})"));
+                    }
+                    SharingClass::Conditional | SharingClass::Unspecified => {
+                        all_unconditional = false
+                    }
+                    SharingClass::Unconditional => {}
+                },
+            }
+        }
+        v.into_result()?;
+        if !not_shared.is_empty() {
+            return Err(RecordError::Precondition {
+                reason: "NOT_SHARED",
+                message: format!(
+                    "{} does not share {}; such items are refused at once",
+                    entry_name.owner,
+                    not_shared.join(", ")
+                ),
+            });
+        }
+        let now = self.now();
+        request.id = Uuid::now_v7();
+        request.owner = self.party.clone();
+        request.provider = entry_name.owner.clone();
+        request.entry = entry_name.to_string();
+        request.answer_by = self.deadlines.answer_by(now);
+        request.granted_at_once = all_unconditional;
+        request.withdraw_time = None;
+        request.revision = 1;
+        request.create_time = now;
+        request.update_time = now;
+        let written: AccessRequest = self
+            .write(request_stored(&request)?, None, vec![], None, key?, now)
+            .await?;
+        self.access_view(written).await
+    }
+
+    pub async fn get_access_request(&self, name: &str) -> Result<AccessView, RecordError> {
+        let name = parse_name(name, RecordKind::AccessRequest, "name")?;
+        let request: AccessRequest = self.fetch(&name).await?;
+        self.access_view(request).await
+    }
+
+    /// Lists the requests visible here: those this party made, and those made to it.
+    pub async fn list_access_requests(
+        &self,
+        filter: &AccessFilter,
+        page: &Page,
+    ) -> Result<(Vec<AccessView>, String), RecordError> {
+        let fingerprint = format!(
+            "q|{}|{}|{:?}|{}",
+            filter.requester, filter.provider, filter.state, filter.overdue_only
+        );
+        let query = ListQuery {
+            owner: non_empty(&filter.requester),
+            ..ListQuery::of(RecordKind::AccessRequest, 0)
+        };
+        let parties = [
+            ("requester", filter.requester.as_str()),
+            ("provider", filter.provider.as_str()),
+        ];
+        self.list_page(&parties, fingerprint, page, query, |row| {
+            Box::pin(async move {
+                let view = self.access_view(decode(&row)?).await?;
+                let keep = (filter.provider.is_empty() || view.request.provider == filter.provider)
+                    && filter.state.is_none_or(|s| s == view.outcome.state)
+                    && (!filter.overdue_only || view.outcome.overdue);
+                Ok(keep.then_some(view))
+            })
+        })
+        .await
+    }
+
+    /// The provider's answer to a request made to this party.
+    pub async fn answer_access_request(
+        &self,
+        answer: Answer,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<AccessView, RecordError> {
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            let answer: AccessAnswer = decode(&first)?;
+            return self.get_access_request(&answer.request).await;
+        }
+        let name = match ResourceName::parse(&answer.request, RecordKind::AccessRequest) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                v.add("name", e);
+                None
+            }
+        };
+        check_text(&mut v, "reason", &answer.reason, 1000, !answer.approve);
+        let Some(name) = name else {
+            return Err(RecordError::Invalid(v));
+        };
+        let view = self.get_access_request(&name.to_string()).await?;
+        let request = &view.request;
+        if request.provider != self.party {
+            return Err(RecordError::Denied {
+                reason: "NOT_PROVIDER",
+                message: format!(
+                    "{name} asks {} for data; only {}'s systems answer it",
+                    request.provider, request.provider
+                ),
+            });
+        }
+        for (i, item) in answer.items.iter().enumerate() {
+            if !request.items.contains(item) {
+                v.add(
+                    format!("items[{i}]"),
+                    format!("`{item}` was not requested; grant only requested items"),
+                );
+            }
+        }
+        if answer.validity_days < 0 || answer.validity_days > request.validity_days {
+            v.add(
+                "validity_days",
+                format!(
+                    "must be 0 (as requested) to the {} days requested",
+                    request.validity_days
+                ),
+            );
+        }
+        v.into_result()?;
+        match view.outcome.state {
+            AccessState::Withdrawn => {
+                return Err(RecordError::Precondition {
+                    reason: "WITHDRAWN",
+                    message: format!("{name} was withdrawn by {}", request.owner),
+                });
+            }
+            AccessState::Approved if request.granted_at_once => {
+                return Err(RecordError::Precondition {
+                    reason: "GRANTED_AT_ONCE",
+                    message: format!(
+                        "{name} names only unconditional items and was granted at once"
+                    ),
+                });
+            }
+            _ => {}
+        }
+        let now = self.now();
+        let days = match answer.validity_days {
+            0 => request.validity_days,
+            d => d,
+        };
+        let written = AccessAnswer {
+            id: Uuid::now_v7(),
+            owner: self.party.clone(),
+            request: name.to_string(),
+            approve: answer.approve,
+            items: match (answer.approve, answer.items.is_empty()) {
+                (false, _) => Vec::new(),
+                (true, true) => request.items.clone(),
+                (true, false) => answer.items,
+            },
+            valid_until: if answer.approve {
+                AccessRequest::valid_until(now, days)
+            } else {
+                0
+            },
+            reason: answer.reason,
+            revision: 1,
+            create_time: now,
+            update_time: now,
+        };
+        let unique = format!("access-answer/{name}");
+        self.write::<AccessAnswer>(
+            answer_stored(&written)?,
+            None,
+            vec![],
+            Some(unique),
+            key?,
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            RecordError::Store(StoreError::AlreadyExists) => RecordError::Duplicate {
+                reason: "ALREADY_ANSWERED",
+                message: format!("{name} was already answered"),
+            },
+            other => other,
+        })?;
+        self.get_access_request(&name.to_string()).await
+    }
+
+    /// Withdraws a request this party made that has no answer yet.
+    pub async fn withdraw_access_request(
+        &self,
+        name: &str,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<AccessView, RecordError> {
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            return self.access_view(decode(&first)?).await;
+        }
+        let name = parse_name(name, RecordKind::AccessRequest, "name")?;
+        if name.owner != self.party {
+            return Err(RecordError::NotOwner {
+                name: name.to_string(),
+                owner: name.owner.clone(),
+            });
+        }
+        v.into_result()?;
+        let view = self.get_access_request(&name.to_string()).await?;
+        match view.outcome.state {
+            AccessState::Withdrawn => return Ok(view),
+            AccessState::Approved | AccessState::Refused if view.answer.is_some() => {
+                return Err(RecordError::Precondition {
+                    reason: "ALREADY_ANSWERED",
+                    message: format!("{name} was already answered by {}", view.request.provider),
+                });
+            }
+            _ => {}
+        }
+        let now = self.now();
+        let mut next = view.request.clone();
+        next.withdraw_time = Some(now);
+        next.revision += 1;
+        next.update_time = now;
+        let written: AccessRequest = self
+            .write(
+                request_stored(&next)?,
+                Some(view.request.revision),
+                vec![],
+                None,
+                key?,
+                now,
+            )
+            .await
+            .map_err(|e| stale_on_conflict(e, &name))?;
+        self.access_view(written).await
+    }
+
+    /// A request with its answer (the provider's earliest) and derived outcome.
+    async fn access_view(&self, request: AccessRequest) -> Result<AccessView, RecordError> {
+        let name = ResourceName::new(&request.owner, RecordKind::AccessRequest, request.id);
+        let answer: Option<AccessAnswer> = self
+            .first_answer(
+                RecordKind::AccessAnswer,
+                &name.to_string(),
+                &request.provider,
+            )
+            .await?;
+        let outcome = request.outcome(answer.as_ref(), self.now());
+        Ok(AccessView {
+            request,
+            answer,
+            outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
+
+/// A request as stored: its parent is the catalog entry, whose owner is the provider (so the
+/// request is replicated to the provider only).
+pub(super) fn request_stored(r: &AccessRequest) -> Result<StoredRecord, RecordError> {
+    stored(
+        RecordKind::AccessRequest,
+        &r.owner,
+        r.id,
+        r.revision,
+        parent(&r.entry),
+        r,
+    )
+}
+
+/// An answer as stored: its parent is the request, whose owner is the requester.
+pub(super) fn answer_stored(a: &AccessAnswer) -> Result<StoredRecord, RecordError> {
+    stored(
+        RecordKind::AccessAnswer,
+        &a.owner,
+        a.id,
+        a.revision,
+        parent(&a.request),
+        a,
+    )
+}
