@@ -99,6 +99,8 @@ impl Gateway {
             serving: AtomicBool::new(false),
             feed_position: AtomicU64::new(0),
             audit_head: AtomicU64::new(0),
+            access_overdue_to_answer: AtomicU64::new(0),
+            access_overdue_awaiting: AtomicU64::new(0),
         });
         Ok(Gateway {
             config,
@@ -229,7 +231,8 @@ impl Gateway {
     }
 
     /// Starts what runs beside the gRPC server until `stop`: the peer pullers, TLS reloading,
-    /// health following the store, the admin HTTP server and chain-head witnessing.
+    /// health following the store, the admin HTTP server, the count of overdue access
+    /// requests and chain-head witnessing.
     fn spawn_background(
         &self,
         admin: Option<TcpListener>,
@@ -257,6 +260,11 @@ impl Gateway {
                 stop.clone(),
             ));
         }
+        background.spawn(crate::ops::sharing::monitor(
+            self.records.clone(),
+            self.ops.clone(),
+            stop.clone(),
+        ));
         background.spawn(crate::audit::witness::publish(
             self.store.clone(),
             config.party.clone(),

@@ -1,10 +1,12 @@
 //! Operations: what keeps a party's gateway observable and healthy — Prometheus metrics
 //! ([`metrics`]), `grpc.health.v1` status that follows the store and the certificate
-//! ([`health`]), and the admin HTTP server with the status page ([`admin`]).
+//! ([`health`]), overdue access requests ([`sharing`]), and the admin HTTP server with the
+//! status page ([`admin`]).
 
 pub mod admin;
 pub mod health;
 pub mod metrics;
+pub mod sharing;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -26,6 +28,10 @@ pub struct OpsState {
     pub feed_position: std::sync::atomic::AtomicU64,
     /// Sequence number of the last audit event, refreshed by the health monitor.
     pub audit_head: std::sync::atomic::AtomicU64,
+    /// Access requests to this party past their answer deadline ([`sharing`]).
+    pub access_overdue_to_answer: std::sync::atomic::AtomicU64,
+    /// Access requests this party filed, past their deadline at the provider.
+    pub access_overdue_awaiting: std::sync::atomic::AtomicU64,
 }
 
 /// How many days before expiry a certificate is warned about.

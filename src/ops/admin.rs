@@ -97,7 +97,8 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
          <title>yrd-gateway {party}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.bad{{color:#b00}}.warn{{color:#a60}}.ok{{color:#070}}</style>\
-         <h1>yrd-gateway — {party}</h1><p>Health: {health} · store {store} · calls in flight: {inflight} · feed position: {feed} · audit events: {audit}</p>",
+         <h1>yrd-gateway — {party}</h1><p>Health: {health} · store {store} · calls in flight: {inflight} · feed position: {feed} · audit events: {audit}</p>\
+         <p>Access requests past their answer deadline: {to_answer} to answer here · {awaiting} filed here, awaiting another party (<code>client request list --overdue</code>)</p>",
         party = esc(&state.party),
         health = if serving {
             "<b class=ok>SERVING</b>"
@@ -112,6 +113,11 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
         inflight = state.metrics.in_flight(),
         feed = state.feed_position.load(Ordering::Relaxed),
         audit = state.audit_head.load(Ordering::Relaxed),
+        to_answer = match state.access_overdue_to_answer.load(Ordering::Relaxed) {
+            0 => "0".to_string(),
+            n => format!("<b class=bad>{n}</b>"),
+        },
+        awaiting = state.access_overdue_awaiting.load(Ordering::Relaxed),
     );
     h.push_str("<h2>Federation</h2><table><tr><th>order</th><th>party</th><th>name</th><th>province</th></tr>");
     for (i, p) in state.federation.parties().iter().enumerate() {

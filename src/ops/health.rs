@@ -19,6 +19,8 @@ pub const SERVICES: &[&str] = &[
     "yrd.exchange.v1.WatchService",
     "yrd.exchange.v1.DirectoryService",
     "yrd.exchange.v1.AuditService",
+    "yrd.exchange.v1.CatalogService",
+    "yrd.exchange.v1.AccessService",
     "yrd.exchange.v1.FederationService",
 ];
 

@@ -319,6 +319,22 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         "Sequence number of the last audit event.",
         state.audit_head.load(Ordering::Relaxed),
     );
+    header(
+        out,
+        "yrd_access_requests_overdue",
+        "Access requests past their answer deadline: to_answer here, or awaiting another party.",
+        "gauge",
+    );
+    for (side, n) in [
+        ("to_answer", &state.access_overdue_to_answer),
+        ("awaiting", &state.access_overdue_awaiting),
+    ] {
+        let _ = writeln!(
+            out,
+            "yrd_access_requests_overdue{{side=\"{side}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
     single(
         out,
         "yrd_feed_position",

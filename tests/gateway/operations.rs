@@ -218,6 +218,13 @@ async fn metrics_count_a_known_sequence_of_calls_exactly() {
     .await;
     assert!(audited >= 7.0);
     assert_eq!(sample(&all, "yrd_store_up"), 1.0);
+    for side in ["to_answer", "awaiting"] {
+        let series = format!("yrd_access_requests_overdue{{side=\"{side}\"}}");
+        assert!(
+            all.iter().any(|(s, v)| *s == series && *v == 0.0),
+            "{series} is exported, 0 with no request"
+        );
+    }
     assert!(
         sample(
             &all,

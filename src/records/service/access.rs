@@ -332,6 +332,49 @@ impl Records {
         self.access_view(written).await
     }
 
+    /// Overdue requests visible here: (made to this party and waiting for its answer, made by
+    /// this party and waiting for another's), for the status page and metrics.
+    pub async fn count_overdue_access_requests(&self) -> Result<(u64, u64), RecordError> {
+        let mut counts = (0, 0);
+        for (to_answer, filter) in [
+            (
+                true,
+                AccessFilter {
+                    provider: self.party.clone(),
+                    overdue_only: true,
+                    ..AccessFilter::default()
+                },
+            ),
+            (
+                false,
+                AccessFilter {
+                    requester: self.party.clone(),
+                    overdue_only: true,
+                    ..AccessFilter::default()
+                },
+            ),
+        ] {
+            let mut page = Page {
+                size: super::MAX_PAGE_SIZE as i32,
+                token: String::new(),
+            };
+            loop {
+                let (views, next) = self.list_access_requests(&filter, &page).await?;
+                let n = views.len() as u64;
+                if to_answer {
+                    counts.0 += n;
+                } else {
+                    counts.1 += n;
+                }
+                if next.is_empty() {
+                    break;
+                }
+                page.token = next;
+            }
+        }
+        Ok(counts)
+    }
+
     /// A request with its answer (the provider's earliest) and derived outcome.
     async fn access_view(&self, request: AccessRequest) -> Result<AccessView, RecordError> {
         let name = ResourceName::new(&request.owner, RecordKind::AccessRequest, request.id);

@@ -194,6 +194,11 @@ async fn an_unanswered_request_turns_overdue_after_ten_working_days_across_a_hol
         .outcome;
     assert_eq!((o.state, o.overdue), (AccessState::Requested, true));
     assert_eq!(overdue_names(&g).await, 1);
+    assert_eq!(
+        g.records.count_overdue_access_requests().await.unwrap(),
+        (0, 1),
+        "guangde waits for changxing's answer"
+    );
 
     // Withdrawn, it is no longer overdue.
     let o = g
