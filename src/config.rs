@@ -78,6 +78,9 @@ pub struct Config {
     pub witness_interval: std::time::Duration,
     /// When providers must answer access requests filed here (`[sharing]`).
     pub deadlines: crate::workdays::Deadlines,
+    /// The coordinating party (`[sharing] coordinator`): receives every access request and
+    /// answer, and escalated disputes.
+    pub coordinator: String,
     /// Peers whose change logs this gateway pulls.
     pub peers: Vec<PeerConfig>,
     /// This party's sharing policy, one entry per peer that receives anything.

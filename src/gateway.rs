@@ -173,7 +173,7 @@ impl Gateway {
         let outbound = Outbound::new(
             config.party.clone(),
             self.feed.clone(),
-            Arc::new(SharingPolicy::new(&config.share)),
+            Arc::new(SharingPolicy::new(&config.share).with_coordinator(&config.coordinator)),
             self.tls.clone(),
             stop_rx.clone(),
         );

@@ -81,6 +81,7 @@ impl pb::access_service_server::AccessService for AccessApi {
             provider: req.provider,
             state: access_state_from(req.state, "state", &mut v),
             overdue_only: req.overdue_only,
+            escalated_only: req.escalated_only,
         };
         if !v.is_empty() {
             return Err(bad_request(&v));
@@ -139,6 +140,24 @@ impl pb::access_service_server::AccessService for AccessApi {
             .await
             .map_err(record_status)?;
         Ok(Response::new(pb::WithdrawAccessRequestResponse {
+            access_request: Some(access_request_to(view)),
+        }))
+    }
+
+    async fn escalate_access_request(
+        &self,
+        request: Request<pb::EscalateAccessRequestRequest>,
+    ) -> Result<Response<pb::EscalateAccessRequestResponse>, Status> {
+        let audit = AuditRecords::of(&request);
+        let req = request.into_inner();
+        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        audit.note(req.name.clone());
+        let view = self
+            .records
+            .escalate_access_request(&req.name, &req.reason, meta, Violations::new())
+            .await
+            .map_err(record_status)?;
+        Ok(Response::new(pb::EscalateAccessRequestResponse {
             access_request: Some(access_request_to(view)),
         }))
     }

@@ -55,6 +55,9 @@ pub struct RawSharing {
     /// Calendar file of statutory holidays and adjusted working days (default: none, so only
     /// weekends are days off).
     pub holiday_calendar: Option<PathBuf>,
+    /// The coordinating party, which receives every access request and answer and settles
+    /// disputes (default: the first of `[[parties]]`, the zone in the shipped federation).
+    pub coordinator: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,7 +257,7 @@ impl RawConfig {
             "127.0.0.1:9090",
         )?;
         let witness_interval = self.audit.check()?;
-        let deadlines = self.sharing.check(resolve)?;
+        let (deadlines, coordinator) = self.sharing.check(resolve, &federation)?;
         Ok(Config {
             party: self.party,
             trust_domain,
@@ -274,6 +277,7 @@ impl RawConfig {
             admin_listen,
             witness_interval,
             deadlines,
+            coordinator,
             peers,
             share,
         })
@@ -543,8 +547,23 @@ impl RawLimits {
 }
 
 impl RawSharing {
-    /// The answer deadline and the holiday calendar it is counted over.
-    fn check(self, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<Deadlines, ConfigError> {
+    /// The answer deadline with the holiday calendar it is counted over, and the coordinating
+    /// party.
+    fn check(
+        self,
+        resolve: impl Fn(PathBuf) -> PathBuf,
+        federation: &Federation,
+    ) -> Result<(Deadlines, String), ConfigError> {
+        let coordinator = match self.coordinator {
+            Some(c) if !federation.contains(&c) => {
+                return Err(ConfigError::invalid(
+                    "sharing.coordinator",
+                    format!("`{c}` is not one of the [[parties]]"),
+                ));
+            }
+            Some(c) => c,
+            None => federation.parties()[0].id.clone(),
+        };
         let answer_working_days = self
             .answer_working_days
             .unwrap_or(crate::workdays::DEFAULT_ANSWER_WORKING_DAYS);
@@ -563,10 +582,11 @@ impl RawSharing {
                 )
             })?,
         };
-        Ok(Deadlines {
+        let deadlines = Deadlines {
             calendar: std::sync::Arc::new(calendar),
             answer_working_days,
-        })
+        };
+        Ok((deadlines, coordinator))
     }
 }
 

@@ -255,3 +255,12 @@ fn answer_deadlines_come_from_the_sharing_section_and_its_calendar_file() {
     assert!(err.to_string().contains("holidays[0]"), "{err}");
     assert_eq!(key_of(err), "sharing.holiday_calendar");
 }
+
+#[test]
+fn the_coordinator_is_the_first_party_unless_the_sharing_section_names_another() {
+    assert_eq!(load(GOOD).unwrap().coordinator, "zone");
+    let named = format!("{GOOD}\n[sharing]\ncoordinator = \"guangde\"\n");
+    assert_eq!(load(&named).unwrap().coordinator, "guangde");
+    let stranger = format!("{GOOD}\n[sharing]\ncoordinator = \"shanghai\"\n");
+    assert_eq!(key_of(load(&stranger).unwrap_err()), "sharing.coordinator");
+}

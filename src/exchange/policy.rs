@@ -12,6 +12,8 @@ use crate::store::StoredRecord;
 #[derive(Debug, Clone, Default)]
 pub struct SharingPolicy {
     by_peer: HashMap<String, ShareRule>,
+    /// The coordinating party, which receives every access request and answer.
+    coordinator: Option<String>,
 }
 
 /// A record as it may leave for one peer.
@@ -26,20 +28,29 @@ impl SharingPolicy {
     pub fn new(rules: &[ShareRule]) -> Self {
         SharingPolicy {
             by_peer: rules.iter().map(|r| (r.peer.clone(), r.clone())).collect(),
+            coordinator: None,
         }
+    }
+
+    /// Sends every access request and answer to `coordinator` too.
+    pub fn with_coordinator(mut self, coordinator: &str) -> Self {
+        self.coordinator = Some(coordinator.to_string());
+        self
     }
 
     /// What `peer` may see of `record`: `None` when the kind is not shared with it. Catalog
     /// entries go to every member whole: what a party shares, and how, is public within the
-    /// federation. Access requests and answers go to the other party of the request only.
+    /// federation. Access requests and answers go to the other party of the request and to the
+    /// coordinating party.
     pub fn outgoing(&self, peer: &str, record: &StoredRecord) -> Option<Outgoing> {
         match record.kind {
             RecordKind::CatalogEntry => return Some(whole(record)),
             // A request goes to the provider (its parent is the provider's catalog entry), an
-            // answer to the requester (its parent is the request): to the other party only.
+            // answer to the requester (its parent is the request), both to the coordinator.
             RecordKind::AccessRequest | RecordKind::AccessAnswer => {
                 let counterpart = record.index.parent.as_deref().and_then(owner_of);
-                return (counterpart == Some(peer)).then(|| whole(record));
+                let to = counterpart == Some(peer) || self.coordinator.as_deref() == Some(peer);
+                return to.then(|| whole(record));
             }
             _ => {}
         }
@@ -177,19 +188,22 @@ mod tests {
     }
 
     #[test]
-    fn an_access_request_goes_to_its_provider_and_an_answer_to_its_requester_only() {
-        let policy = SharingPolicy::new(&[]);
+    fn an_access_request_goes_to_its_provider_and_an_answer_to_its_requester_and_both_to_the_coordinator()
+     {
+        let policy = SharingPolicy::new(&[]).with_coordinator("zone");
         let mut request = record("{}");
         request.kind = RecordKind::AccessRequest;
         request.owner = "guangde".into();
         request.index.parent = Some("parties/changxing/catalogEntries/x".into());
         assert!(policy.outgoing("changxing", &request).is_some());
-        assert!(policy.outgoing("zone", &request).is_none());
+        assert!(policy.outgoing("zone", &request).is_some());
+        assert!(policy.outgoing("anji", &request).is_none());
         let mut answer = record("{}");
         answer.kind = RecordKind::AccessAnswer;
         answer.owner = "changxing".into();
         answer.index.parent = Some("parties/guangde/accessRequests/y".into());
         assert!(policy.outgoing("guangde", &answer).is_some());
+        assert!(policy.outgoing("zone", &answer).is_some());
         assert!(policy.outgoing("anji", &answer).is_none());
     }
 }

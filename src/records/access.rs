@@ -36,6 +36,12 @@ pub struct AccessRequest {
     pub granted_at_once: bool,
     /// Set when the requester withdrew the request.
     pub withdraw_time: Option<i64>,
+    /// Set when the requester escalated the request to the coordinating party.
+    #[serde(default)]
+    pub escalate_time: Option<i64>,
+    /// Why the requester escalated.
+    #[serde(default)]
+    pub escalation_reason: String,
     pub revision: i64,
     pub create_time: i64,
     pub update_time: i64,
@@ -165,6 +171,8 @@ mod tests {
             answer_by: 1_000,
             granted_at_once: false,
             withdraw_time: None,
+            escalate_time: None,
+            escalation_reason: String::new(),
             revision: 1,
             create_time: 0,
             update_time: 0,

@@ -39,6 +39,8 @@ pub fn access_request_from(r: pb::AccessRequest) -> AccessRequest {
         answer_by: 0,
         granted_at_once: false,
         withdraw_time: None,
+        escalate_time: None,
+        escalation_reason: String::new(),
         revision: 0,
         create_time: 0,
         update_time: 0,
@@ -70,5 +72,8 @@ pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
         answer_time: answer.map(|a| timestamp(a.create_time)),
         create_time: Some(timestamp(r.create_time)),
         update_time: Some(timestamp(r.update_time)),
+        escalated: r.escalate_time.is_some(),
+        escalation_reason: r.escalation_reason,
+        escalate_time: r.escalate_time.map(timestamp),
     }
 }

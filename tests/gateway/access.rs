@@ -1,7 +1,8 @@
 //! Access requests between real gateways: Guangde asks for Changxing's contact phones, the
-//! request reaches Changxing (and no third party), Changxing approves for fewer days and the
-//! answer reaches Guangde; refusals (not shared, not the provider, answered twice, unknown
-//! item) change nothing.
+//! request reaches Changxing and the coordinating zone (and no other party), Changxing approves
+//! for fewer days and the answer reaches Guangde; a refusal is escalated to the zone, which
+//! sees it with its history; refusals (not shared, not the provider, answered twice, unknown
+//! item, nothing to dispute) change nothing.
 
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ fn answer(name: &str, approve: bool, days: i32, reason: &str) -> pb::AnswerAcces
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
-    let fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    let fed = TestFederation::start(&["zone", "changxing", "anji", "guangde"]).await;
     let entry = publish_entry(&fed).await;
     eventually(WAIT, "the entry at guangde", || async {
         fed.catalog("guangde", "guangde")
@@ -168,8 +169,113 @@ async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
         "the provider narrowed the period to 20 days"
     );
 
-    // The zone is neither requester nor provider: the request never reached it.
-    assert!(get(&fed, "zone", &filed.name).await.is_none());
+    // The zone, the coordinating party, holds the request with its answer; anji, neither
+    // requester, provider nor coordinator, never received it.
+    let at_zone = eventually(WAIT, "the approval at the zone", || async {
+        get(&fed, "zone", &filed.name)
+            .await
+            .filter(|r| r.state == pb::AccessRequestState::Approved as i32)
+    })
+    .await;
+    assert_eq!(at_zone.answer_reason, "同意，限联合招商使用");
+    assert!(get(&fed, "anji", &filed.name).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disputed_refusal_is_escalated_to_the_zone_with_its_history() {
+    let fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    let entry = publish_entry(&fed).await;
+    eventually(WAIT, "the entry at guangde", || async {
+        fed.catalog("guangde", "guangde")
+            .get_catalog_entry(pb::GetCatalogEntryRequest {
+                name: entry.clone(),
+            })
+            .await
+            .ok()
+    })
+    .await;
+    let filed = fed
+        .access("guangde", "guangde")
+        .create_access_request(request(&entry, &["contact.phone"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_request
+        .unwrap();
+    let escalate = |name: &str| pb::EscalateAccessRequestRequest {
+        name: name.into(),
+        reason: "拒绝理由不成立：用途已限定于联合招商".into(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let err = fed
+        .access("guangde", "guangde")
+        .escalate_access_request(escalate(&filed.name))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "nothing to dispute yet"
+    );
+    assert_eq!(error_reason(&err), "NOT_DISPUTABLE");
+
+    eventually(WAIT, "the request at changxing", || {
+        get(&fed, "changxing", &filed.name)
+    })
+    .await;
+    fed.access("changxing", "changxing")
+        .answer_access_request(answer(&filed.name, false, 0, "联系人电话属个人信息"))
+        .await
+        .unwrap();
+    eventually(WAIT, "the refusal at guangde", || async {
+        get(&fed, "guangde", &filed.name)
+            .await
+            .filter(|r| r.state == pb::AccessRequestState::Refused as i32)
+    })
+    .await;
+    let err = fed
+        .access("zone", "zone")
+        .escalate_access_request(escalate(&filed.name))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "only the requester escalates"
+    );
+    let escalated = fed
+        .access("guangde", "guangde")
+        .escalate_access_request(escalate(&filed.name))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_request
+        .unwrap();
+    assert!(escalated.escalated);
+
+    let disputes = eventually(WAIT, "the dispute at the zone", || async {
+        let page = fed
+            .access("zone", "zone")
+            .list_access_requests(pb::ListAccessRequestsRequest {
+                escalated_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (!page.access_requests.is_empty()).then_some(page.access_requests)
+    })
+    .await;
+    assert_eq!(disputes.len(), 1);
+    let dispute = &disputes[0];
+    assert_eq!(dispute.name, filed.name);
+    assert_eq!(dispute.state, pb::AccessRequestState::Refused as i32);
+    assert_eq!(dispute.answer_reason, "联系人电话属个人信息");
+    assert_eq!(
+        dispute.escalation_reason,
+        "拒绝理由不成立：用途已限定于联合招商"
+    );
+    assert_eq!(dispute.purpose, "联合招商对接");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

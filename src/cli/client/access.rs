@@ -1,4 +1,5 @@
-//! `yrd-gateway client request …`: file, read, list, answer and withdraw access requests.
+//! `yrd-gateway client request …`: file, read, list, answer, withdraw and escalate access
+//! requests.
 
 use clap::Subcommand;
 use tonic::transport::Channel;
@@ -27,11 +28,14 @@ pub enum RequestCommand {
     },
     /// Read one request by name.
     Get { name: String },
-    /// List requests this party made or received.
+    /// List requests this party made or received (at the zone: every request).
     List {
         /// Only requests past their deadline without an answer.
         #[arg(long)]
         overdue: bool,
+        /// Only requests escalated to the coordinating party.
+        #[arg(long)]
+        escalated: bool,
     },
     /// Approve a request made to this party (optionally fewer items or days).
     Approve {
@@ -53,6 +57,12 @@ pub enum RequestCommand {
     },
     /// Withdraw a request this party made.
     Withdraw { name: String },
+    /// Take an overdue or refused request of this party to the coordinating party.
+    Escalate {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn print_request(r: &pb::AccessRequest) {
@@ -88,6 +98,13 @@ fn print_request(r: &pb::AccessRequest) {
     }
     if !r.answer_reason.is_empty() {
         say!("  answer: {}", r.answer_reason);
+    }
+    if r.escalated {
+        say!(
+            "  escalated {}: {}",
+            when(&r.escalate_time),
+            r.escalation_reason
+        );
     }
 }
 
@@ -130,13 +147,14 @@ pub(super) async fn run(channel: Channel, cmd: RequestCommand) -> anyhow::Result
                 .into_inner()
                 .access_request
         }
-        RequestCommand::List { overdue } => {
+        RequestCommand::List { overdue, escalated } => {
             let mut page_token = String::new();
             loop {
                 let page = client
                     .list_access_requests(pb::ListAccessRequestsRequest {
                         page_token,
                         overdue_only: overdue,
+                        escalated_only: escalated,
                         ..Default::default()
                     })
                     .await
@@ -178,6 +196,18 @@ pub(super) async fn run(channel: Channel, cmd: RequestCommand) -> anyhow::Result
                     reason,
                     request_id: request_id(),
                     ..Default::default()
+                })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .access_request
+        }
+        RequestCommand::Escalate { name, reason } => {
+            client
+                .escalate_access_request(pb::EscalateAccessRequestRequest {
+                    name,
+                    reason,
+                    request_id: request_id(),
                 })
                 .await
                 .map_err(explain)?

@@ -1,6 +1,7 @@
 //! Access requests (申请—审核): filed by the requester at its own gateway against a catalog entry
 //! replicated there, answered by the provider at the provider's gateway, withdrawn by the
-//! requester. Deadlines count working days ([`crate::workdays`]).
+//! requester, escalated by the requester to the coordinating party. Deadlines count working
+//! days ([`crate::workdays`]).
 
 use uuid::Uuid;
 
@@ -26,6 +27,8 @@ pub struct AccessFilter {
     pub state: Option<AccessState>,
     /// Only requests past their deadline without an answer.
     pub overdue_only: bool,
+    /// Only requests escalated to the coordinating party.
+    pub escalated_only: bool,
 }
 
 /// A request with its answer, if one arrived, and what they amount to now.
@@ -146,8 +149,12 @@ impl Records {
         page: &Page,
     ) -> Result<(Vec<AccessView>, String), RecordError> {
         let fingerprint = format!(
-            "q|{}|{}|{:?}|{}",
-            filter.requester, filter.provider, filter.state, filter.overdue_only
+            "q|{}|{}|{:?}|{}|{}",
+            filter.requester,
+            filter.provider,
+            filter.state,
+            filter.overdue_only,
+            filter.escalated_only
         );
         let query = ListQuery {
             owner: non_empty(&filter.requester),
@@ -162,7 +169,8 @@ impl Records {
                 let view = self.access_view(decode(&row)?).await?;
                 let keep = (filter.provider.is_empty() || view.request.provider == filter.provider)
                     && filter.state.is_none_or(|s| s == view.outcome.state)
-                    && (!filter.overdue_only || view.outcome.overdue);
+                    && (!filter.overdue_only || view.outcome.overdue)
+                    && (!filter.escalated_only || view.request.escalate_time.is_some());
                 Ok(keep.then_some(view))
             })
         })
@@ -288,7 +296,76 @@ impl Records {
         &self,
         name: &str,
         meta: WriteMeta,
+        v: Violations,
+    ) -> Result<AccessView, RecordError> {
+        self.change_own_request(name, meta, v, |name, view, now| {
+            match view.outcome.state {
+                AccessState::Withdrawn => return Ok(None),
+                AccessState::Approved | AccessState::Refused if view.answer.is_some() => {
+                    return Err(RecordError::Precondition {
+                        reason: "ALREADY_ANSWERED",
+                        message: format!(
+                            "{name} was already answered by {}",
+                            view.request.provider
+                        ),
+                    });
+                }
+                _ => {}
+            }
+            let mut next = view.request.clone();
+            next.withdraw_time = Some(now);
+            Ok(Some(next))
+        })
+        .await
+    }
+
+    /// Takes a request this party made to the coordinating party: one that is overdue, or was
+    /// refused. The reason is required. Escalating again changes nothing.
+    pub async fn escalate_access_request(
+        &self,
+        name: &str,
+        reason: &str,
+        meta: WriteMeta,
         mut v: Violations,
+    ) -> Result<AccessView, RecordError> {
+        check_text(&mut v, "reason", reason, 1000, true);
+        let view = self
+            .change_own_request(name, meta, v, |name, view, now| {
+                if view.request.escalate_time.is_some() {
+                    return Ok(None);
+                }
+                let outcome = &view.outcome;
+                if !(outcome.overdue || outcome.state == AccessState::Refused) {
+                    return Err(RecordError::Precondition {
+                        reason: "NOT_DISPUTABLE",
+                        message: format!(
+                            "{name} is neither overdue nor refused; escalate it when its answer is late or a refusal is disputed"
+                        ),
+                    });
+                }
+                let mut next = view.request.clone();
+                next.escalate_time = Some(now);
+                next.escalation_reason = reason.to_string();
+                Ok(Some(next))
+            })
+            .await?;
+        tracing::warn!(request = %ResourceName::new(&view.request.owner, RecordKind::AccessRequest, view.request.id), provider = %view.request.provider, "access request escalated to the coordinating party");
+        Ok(view)
+    }
+
+    /// A change by the requester to its own request: `change` sees the name, the request as it
+    /// stands and the time, and returns the next version (`None`: nothing to change), which is
+    /// written at the next revision if nobody changed the request meanwhile.
+    async fn change_own_request(
+        &self,
+        name: &str,
+        meta: WriteMeta,
+        mut v: Violations,
+        change: impl FnOnce(
+            &ResourceName,
+            &AccessView,
+            i64,
+        ) -> Result<Option<AccessRequest>, RecordError>,
     ) -> Result<AccessView, RecordError> {
         let key = self.idempotency(&meta, &mut v);
         if let Some(first) = self.replay(&key).await? {
@@ -303,20 +380,11 @@ impl Records {
         }
         v.into_result()?;
         let view = self.get_access_request(&name.to_string()).await?;
-        match view.outcome.state {
-            AccessState::Withdrawn => return Ok(view),
-            AccessState::Approved | AccessState::Refused if view.answer.is_some() => {
-                return Err(RecordError::Precondition {
-                    reason: "ALREADY_ANSWERED",
-                    message: format!("{name} was already answered by {}", view.request.provider),
-                });
-            }
-            _ => {}
-        }
         let now = self.now();
-        let mut next = view.request.clone();
-        next.withdraw_time = Some(now);
-        next.revision += 1;
+        let Some(mut next) = change(&name, &view, now)? else {
+            return Ok(view);
+        };
+        next.revision = view.request.revision + 1;
         next.update_time = now;
         let written: AccessRequest = self
             .write(

@@ -140,6 +140,8 @@ fn ask(entry: &str, items: &[&str]) -> AccessRequest {
         answer_by: 0,
         granted_at_once: false,
         withdraw_time: None,
+        escalate_time: None,
+        escalation_reason: String::new(),
         revision: 0,
         create_time: 0,
         update_time: 0,
@@ -198,6 +200,18 @@ async fn an_unanswered_request_turns_overdue_after_ten_working_days_across_a_hol
         g.records.count_overdue_access_requests().await.unwrap(),
         (0, 1),
         "guangde waits for changxing's answer"
+    );
+
+    // Overdue, it may be escalated to the coordinating party; the escalation is kept.
+    let escalated = g
+        .records
+        .escalate_access_request(&name.to_string(), "逾期未答复", meta(), Violations::new())
+        .await
+        .unwrap();
+    assert_eq!(escalated.request.escalation_reason, "逾期未答复");
+    assert_eq!(
+        escalated.request.escalate_time,
+        Some(cst(2026, 10, 15, 0, 0))
     );
 
     // Withdrawn, it is no longer overdue.
