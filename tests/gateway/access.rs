@@ -169,6 +169,56 @@ async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
         "the provider narrowed the period to 20 days"
     );
 
+    // Visible in Watch at the requester, and audited at both ends with the request's name.
+    let mut stream = fed
+        .watch("guangde", "guangde")
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let seen = tokio::time::timeout(WAIT, async {
+        while let Some(event) = stream.message().await.unwrap() {
+            if let Some(pb::watch_response::Record::AccessRequest(r)) = event.record {
+                if r.name == filed.name {
+                    return r;
+                }
+            }
+        }
+        panic!("the watch stream ended");
+    })
+    .await
+    .expect("the request in guangde's Watch");
+    assert_eq!(seen.requester, "guangde");
+    for (at, method) in [
+        (
+            "guangde",
+            "/yrd.exchange.v1.AccessService/CreateAccessRequest",
+        ),
+        (
+            "changxing",
+            "/yrd.exchange.v1.AccessService/AnswerAccessRequest",
+        ),
+    ] {
+        let events = eventually(WAIT, "the audit event", || async {
+            let events = pb::audit_service_client::AuditServiceClient::new(fed.client(at, at))
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    method: method.into(),
+                    code: "OK".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .events;
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+        assert!(
+            events.iter().any(|e| e.records.contains(&filed.name)),
+            "{at} audited {method} naming the request: {events:?}"
+        );
+    }
+
     // The zone, the coordinating party, holds the request with its answer; anji, neither
     // requester, provider nor coordinator, never received it.
     let at_zone = eventually(WAIT, "the approval at the zone", || async {

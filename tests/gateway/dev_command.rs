@@ -10,11 +10,17 @@ use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
 
 use crate::common::PARTIES;
 
+/// Eight ports (four gRPC, four admin) for `dev` in this test process: below the usual
+/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0 or 1 keeps the
+/// tests of this file apart when one process runs both.
+fn port_base(slot: u16) -> u16 {
+    10_000 + (std::process::id() % 1_250) as u16 * 16 + slot * 8
+}
+
 #[tokio::test]
 async fn dev_starts_four_gateways_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    // Below the usual ephemeral range, so port-0 servers of parallel tests cannot collide.
-    let base = 10_000 + (std::process::id() % 2_500) as u16 * 8;
+    let base = port_base(0);
     let admin_base = base + 4;
     let mut child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
         .args([
@@ -107,4 +113,164 @@ fn the_docker_configs_are_valid() {
         }
         assert_eq!(config.federation, yrd_gateway::cli::default_federation());
     }
+}
+
+/// Runs `yrd-gateway client` as `party` against the `dev` gateway of `party`; its output.
+fn client(data: &std::path::Path, base: u16, party: &str, args: &[&str]) -> String {
+    let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["client", "--party", party, "--gateway"])
+        .arg(format!("127.0.0.1:{}", base + order))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "client {args:?} as {party} failed: {}{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The README's catalog and access-request walkthrough, command for command, on `dev`.
+#[tokio::test]
+async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
+    let data = tempfile::tempdir().unwrap();
+    let base = port_base(1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args([
+            "dev",
+            "--grpc-port-base",
+            &base.to_string(),
+            "--admin-port-base",
+            &(base + 4).to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = |what: &str, check: &dyn Fn() -> Option<String>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let try_client = |party: &str, args: &[&str]| {
+        let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
+        Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+            .args(["client", "--party", party, "--gateway"])
+            .arg(format!("127.0.0.1:{}", base + order))
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    until("every dev gateway answers", &|| {
+        PARTIES
+            .iter()
+            .all(|p| try_client(p, &["whoami"]).is_some())
+            .then(String::new)
+    });
+
+    let published = client(
+        data.path(),
+        base,
+        "changxing",
+        &[
+            "catalog",
+            "publish",
+            "--code",
+            "CX-PROJECT-001",
+            "--name",
+            "长兴县招商项目信息",
+            "--kind",
+            "project",
+            "--class",
+            "unconditional",
+            "--item",
+            "display_name",
+            "--item",
+            "investor.name",
+            "--item",
+            "contact.phone=conditional",
+            "--item",
+            "investor.credit_code=not-shared:《个人信息保护法》第十三条",
+            "--conditions",
+            "仅用于联合招商对接",
+            "--update-cycle",
+            "实时",
+        ],
+    );
+    let entry = published.lines().next().unwrap().to_string();
+    assert!(
+        entry.starts_with("parties/changxing/catalogEntries/"),
+        "{published}"
+    );
+    let listed = until("changxing's entry at guangde", &|| {
+        try_client("guangde", &["catalog", "list", "--provider", "changxing"])
+            .filter(|out| out.contains(&entry))
+    });
+    assert!(
+        listed.contains("contact.phone: SHARING_CLASS_CONDITIONAL"),
+        "{listed}"
+    );
+
+    let filed = client(
+        data.path(),
+        base,
+        "guangde",
+        &[
+            "request",
+            "file",
+            &entry,
+            "--item",
+            "contact.phone",
+            "--purpose",
+            "联合招商对接",
+            "--days",
+            "30",
+        ],
+    );
+    let request = filed.lines().next().unwrap().to_string();
+    assert!(filed.contains("ACCESS_REQUEST_STATE_REQUESTED"), "{filed}");
+    until("the request at changxing", &|| {
+        try_client("changxing", &["request", "list"]).filter(|out| out.contains(&request))
+    });
+    let approved = client(
+        data.path(),
+        base,
+        "changxing",
+        &[
+            "request", "approve", &request, "--days", "20", "--reason", "同意",
+        ],
+    );
+    assert!(
+        approved.contains("ACCESS_REQUEST_STATE_APPROVED"),
+        "{approved}"
+    );
+    let at_guangde = until("the approval at guangde", &|| {
+        try_client("guangde", &["request", "get", &request])
+            .filter(|out| out.contains("ACCESS_REQUEST_STATE_APPROVED"))
+    });
+    assert!(
+        at_guangde.contains("granted: contact.phone"),
+        "{at_guangde}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
 }
