@@ -12,6 +12,7 @@ mod dev_command;
 mod durability;
 mod exchange;
 mod identity;
+mod layout;
 mod negotiation;
 mod operations;
 mod records;
