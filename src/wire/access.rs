@@ -47,6 +47,7 @@ pub fn access_request_from(r: pb::AccessRequest) -> AccessRequest {
     }
 }
 
+/// A request as both parties read it: with its derived state, its answer and its grant.
 pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
     let r = view.request;
     let name = ResourceName::new(&r.owner, RecordKind::AccessRequest, r.id);

@@ -68,6 +68,7 @@ pub fn catalog_entry_from(e: pb::CatalogEntry, v: &mut Violations) -> CatalogEnt
     }
 }
 
+/// A catalog entry as every party reads it.
 pub fn catalog_entry_to(e: CatalogEntry) -> pb::CatalogEntry {
     let name = ResourceName::new(&e.owner, RecordKind::CatalogEntry, e.id);
     pb::CatalogEntry {

@@ -136,6 +136,7 @@ impl Records {
         self.access_view(written).await
     }
 
+    /// Reads one request this party made, received or (as coordinator) holds.
     pub async fn get_access_request(&self, name: &str) -> Result<AccessView, RecordError> {
         let name = parse_name(name, RecordKind::AccessRequest, "name")?;
         let request: AccessRequest = self.fetch(&name).await?;

@@ -101,6 +101,7 @@ impl Records {
         .map_err(|e| stale_on_conflict(e, &name))
     }
 
+    /// Reads one entry, of any party.
     pub async fn get_catalog_entry(&self, name: &str) -> Result<CatalogEntry, RecordError> {
         let name = parse_name(name, RecordKind::CatalogEntry, "name")?;
         self.fetch(&name).await
