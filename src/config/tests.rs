@@ -22,7 +22,7 @@ province = "Zhejiang"
 id = "guangde"
 display_name = "Guangde"
 province = "Anhui"
-division_code = "341822"
+division_code = "341882"
 "#;
 
 fn load(text: &str) -> Result<Config, ConfigError> {
@@ -70,7 +70,7 @@ fn each_bad_value_names_its_key() {
         "store.backend"
     );
     assert_eq!(
-        key_of(load(&GOOD.replace("341822", "3418")).unwrap_err()),
+        key_of(load(&GOOD.replace("341882", "3418")).unwrap_err()),
         "parties[1].division_code"
     );
     assert_eq!(
