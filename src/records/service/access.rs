@@ -212,7 +212,10 @@ impl Records {
                 ),
             });
         }
-        for (i, item) in answer.items.iter().enumerate() {
+        if answer.items.len() > MAX_ITEMS {
+            v.add("items", format!("names more than {MAX_ITEMS} items"));
+        }
+        for (i, item) in answer.items.iter().enumerate().take(MAX_ITEMS) {
             if !request.items.contains(item) {
                 v.add(
                     format!("items[{i}]"),
