@@ -64,22 +64,35 @@ pub struct Page {
 }
 
 /// A record whose updates carry the revision the client read (as its etag).
-pub(super) trait Versioned {
+pub(super) trait Versioned: DeserializeOwned + Clone {
     fn revision(&self) -> i64;
+    /// Makes this version the next revision, written at `now`.
+    fn advance(&mut self, now: i64);
+    /// The version as the store keeps it.
+    fn to_stored(&self) -> Result<StoredRecord, RecordError>;
 }
 
-/// How an update starts ([`Records::start_update`]).
-pub(super) enum UpdateStart<T> {
-    /// A retried request: its first result, to return as is.
-    Replayed(T),
-    /// The record as stored now, at the revision the client's etag names, and the update's
-    /// idempotency key (an error when the request id was bad; `v` then says why).
-    Current {
-        name: ResourceName,
-        current: T,
-        key: Result<Idempotency, RecordError>,
-    },
+/// Implements [`Versioned`] for a record type with `revision` and `update_time` fields,
+/// stored by `$stored`.
+macro_rules! versioned {
+    ($record:ty, $stored:path) => {
+        impl super::Versioned for $record {
+            fn revision(&self) -> i64 {
+                self.revision
+            }
+
+            fn advance(&mut self, now: i64) {
+                self.revision += 1;
+                self.update_time = now;
+            }
+
+            fn to_stored(&self) -> Result<StoredRecord, RecordError> {
+                $stored(self)
+            }
+        }
+    };
 }
+use versioned;
 
 /// A clock returning microseconds since the epoch; replaceable so tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -248,19 +261,21 @@ impl Records {
         }
     }
 
-    /// The start every update shares: parses `name` (a violation at `{prefix}.name`), refuses
-    /// a record this party does not own, requires the etag the client read, and either replays
-    /// the first result of a retried request or reads the record as stored now, refusing a
-    /// stale etag. Field violations found so far stay in `v` for the caller to complete.
-    async fn start_update<T: DeserializeOwned + Versioned>(
+    /// An update with the etag the client read: parses `name` (a violation at
+    /// `{prefix}.name`), refuses a record this party does not own, requires the etag, replays
+    /// the first result of a retried request, refuses a stale etag, lets `change` turn a copy
+    /// of the current version into the next one (adding violations of its own), and writes it.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_with_etag<T: Versioned>(
         &self,
         kind: RecordKind,
         prefix: &str,
         name: &str,
         etag_seen: &str,
         meta: &WriteMeta,
-        v: &mut Violations,
-    ) -> Result<UpdateStart<T>, RecordError> {
+        mut v: Violations,
+        change: impl FnOnce(&T, &mut T, &mut Violations),
+    ) -> Result<T, RecordError> {
         let name = match ResourceName::parse(name, kind) {
             Ok(n) => Some(n),
             Err(e) => {
@@ -280,12 +295,12 @@ impl Records {
                 "is required: send the etag of the version you read",
             );
         }
-        let key = self.idempotency(meta, v);
+        let key = self.idempotency(meta, &mut v);
         if let Some(first) = self.replay(&key).await? {
-            return Ok(UpdateStart::Replayed(decode(&first)?));
+            return decode(&first);
         }
         let Some(name) = name else {
-            return Err(RecordError::Invalid(v.clone()));
+            return Err(RecordError::Invalid(v));
         };
         let current: T = self.fetch(&name).await?;
         if !etag_seen.is_empty() && etag_seen != etag(&name, current.revision()) {
@@ -293,7 +308,26 @@ impl Records {
                 name: name.to_string(),
             });
         }
-        Ok(UpdateStart::Current { name, current, key })
+        let mut next = current.clone();
+        change(&current, &mut next, &mut v);
+        v.into_result()?;
+        self.write_next(next, key?, &name, self.now()).await
+    }
+
+    /// Writes `next` (a changed copy of the version stored now) as the following revision at
+    /// `now`, if nobody changed the record meanwhile (a conflict reads as a stale etag).
+    async fn write_next<T: Versioned>(
+        &self,
+        mut next: T,
+        key: Idempotency,
+        name: &ResourceName,
+        now: i64,
+    ) -> Result<T, RecordError> {
+        let expected = next.revision();
+        next.advance(now);
+        self.write(next.to_stored()?, Some(expected), vec![], None, key, now)
+            .await
+            .map_err(|e| stale_on_conflict(e, name))
     }
 
     /// One page of a list call: checks the party filters (`parties`: request field and party

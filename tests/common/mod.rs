@@ -624,3 +624,30 @@ impl TestFederation {
         pb::catalog_service_client::CatalogServiceClient::new(self.client(gateway, party))
     }
 }
+
+/// A catalog data item of a project entry.
+pub fn data_item(field: &str, class: pb::SharingClass, legal_basis: &str) -> pb::DataItem {
+    pb::DataItem {
+        field: field.into(),
+        r#type: "string".into(),
+        description: format!("{field} of the project"),
+        sharing_class: class as i32,
+        legal_basis: legal_basis.into(),
+    }
+}
+
+/// Waits until the catalog entry `name` has reached `gateway`.
+pub async fn replicated_entry(fed: &TestFederation, gateway: &str, name: &str) -> pb::CatalogEntry {
+    eventually(
+        Duration::from_secs(10),
+        "the catalog entry at another party",
+        || async {
+            fed.catalog(gateway, gateway)
+                .get_catalog_entry(pb::GetCatalogEntryRequest { name: name.into() })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().entry)
+        },
+    )
+    .await
+}

@@ -9,19 +9,11 @@ use std::time::Duration;
 use tonic::Code;
 use yrd_gateway::wire::pb;
 
-use crate::common::{TestFederation, bad_fields, error_reason, eventually};
+use crate::common::{
+    TestFederation, bad_fields, data_item, error_reason, eventually, replicated_entry,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn item(field: &str, class: pb::SharingClass, legal_basis: &str) -> pb::DataItem {
-    pb::DataItem {
-        field: field.into(),
-        r#type: "string".into(),
-        description: String::new(),
-        sharing_class: class as i32,
-        legal_basis: legal_basis.into(),
-    }
-}
 
 async fn publish_entry(fed: &TestFederation) -> String {
     let entry = pb::CatalogEntry {
@@ -29,9 +21,9 @@ async fn publish_entry(fed: &TestFederation) -> String {
         display_name: "长兴县招商项目信息".into(),
         record_kind: pb::RecordKind::Project as i32,
         items: vec![
-            item("display_name", pb::SharingClass::Unspecified, ""),
-            item("contact.phone", pb::SharingClass::Conditional, ""),
-            item(
+            data_item("display_name", pb::SharingClass::Unspecified, ""),
+            data_item("contact.phone", pb::SharingClass::Conditional, ""),
+            data_item(
                 "investor.credit_code",
                 pb::SharingClass::NotShared,
                 "《中华人民共和国个人信息保护法》第十三条",
@@ -90,15 +82,7 @@ fn answer(name: &str, approve: bool, days: i32, reason: &str) -> pb::AnswerAcces
 async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
     let fed = TestFederation::start(&["zone", "changxing", "anji", "guangde"]).await;
     let entry = publish_entry(&fed).await;
-    eventually(WAIT, "the entry at guangde", || async {
-        fed.catalog("guangde", "guangde")
-            .get_catalog_entry(pb::GetCatalogEntryRequest {
-                name: entry.clone(),
-            })
-            .await
-            .ok()
-    })
-    .await;
+    replicated_entry(&fed, "guangde", &entry).await;
 
     let filed = fed
         .access("guangde", "guangde")
@@ -235,15 +219,7 @@ async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
 async fn a_disputed_refusal_is_escalated_to_the_zone_with_its_history() {
     let fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
     let entry = publish_entry(&fed).await;
-    eventually(WAIT, "the entry at guangde", || async {
-        fed.catalog("guangde", "guangde")
-            .get_catalog_entry(pb::GetCatalogEntryRequest {
-                name: entry.clone(),
-            })
-            .await
-            .ok()
-    })
-    .await;
+    replicated_entry(&fed, "guangde", &entry).await;
     let filed = fed
         .access("guangde", "guangde")
         .create_access_request(request(&entry, &["contact.phone"]))
@@ -332,15 +308,7 @@ async fn a_disputed_refusal_is_escalated_to_the_zone_with_its_history() {
 async fn not_shared_items_are_refused_at_once_and_unconditional_ones_granted_at_once() {
     let fed = TestFederation::start(&["changxing", "guangde"]).await;
     let entry = publish_entry(&fed).await;
-    eventually(WAIT, "the entry at guangde", || async {
-        fed.catalog("guangde", "guangde")
-            .get_catalog_entry(pb::GetCatalogEntryRequest {
-                name: entry.clone(),
-            })
-            .await
-            .ok()
-    })
-    .await;
+    replicated_entry(&fed, "guangde", &entry).await;
     let mut guangde = fed.access("guangde", "guangde");
     let err = guangde
         .create_access_request(request(&entry, &["investor.credit_code"]))

@@ -8,19 +8,9 @@ use std::time::Duration;
 use tonic::Code;
 use yrd_gateway::wire::pb;
 
-use crate::common::{Options, TestFederation, bad_fields, error_reason, eventually};
+use crate::common::{Options, TestFederation, bad_fields, data_item, error_reason, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn item(field: &str, class: pb::SharingClass, legal_basis: &str) -> pb::DataItem {
-    pb::DataItem {
-        field: field.into(),
-        r#type: "string".into(),
-        description: format!("{field} of the project"),
-        sharing_class: class as i32,
-        legal_basis: legal_basis.into(),
-    }
-}
 
 /// Changxing's catalog entry of its investment projects: most items unconditional, contact
 /// phones conditional, the investor's credit code not shared.
@@ -31,9 +21,9 @@ fn projects_entry() -> pb::CatalogEntry {
         summary: "长兴县在谈和落地的招商项目".into(),
         record_kind: pb::RecordKind::Project as i32,
         items: vec![
-            item("display_name", pb::SharingClass::Unspecified, ""),
-            item("contact.phone", pb::SharingClass::Conditional, ""),
-            item(
+            data_item("display_name", pb::SharingClass::Unspecified, ""),
+            data_item("contact.phone", pb::SharingClass::Conditional, ""),
+            data_item(
                 "investor.credit_code",
                 pb::SharingClass::NotShared,
                 "《中华人民共和国个人信息保护法》第十三条",
@@ -143,8 +133,11 @@ async fn bad_entries_are_refused_naming_every_field_and_nothing_is_published() {
     bad.resource_code = "CX 001".into();
     bad.record_kind = 0;
     bad.sharing_class = pb::SharingClass::NotShared as i32;
-    bad.items
-        .push(item("contact.phone", pb::SharingClass::Unspecified, ""));
+    bad.items.push(data_item(
+        "contact.phone",
+        pb::SharingClass::Unspecified,
+        "",
+    ));
     bad.items[2].legal_basis.clear();
     let err = catalog
         .publish_catalog_entry(publish(bad))

@@ -5,9 +5,7 @@
 
 use uuid::Uuid;
 
-use super::{
-    Page, Records, WriteMeta, decode, non_empty, parent, parse_name, stale_on_conflict, stored,
-};
+use super::{Page, Records, WriteMeta, decode, non_empty, parent, parse_name, stored};
 use crate::domain::RecordKind;
 use crate::records::access::MAX_ITEMS;
 use crate::records::{
@@ -167,9 +165,13 @@ impl Records {
         ];
         self.list_page(&parties, fingerprint, page, query, |row| {
             Box::pin(async move {
-                let view = self.access_view(decode(&row)?).await?;
-                let keep = (filter.provider.is_empty() || view.request.provider == filter.provider)
-                    && filter.state.is_none_or(|s| s == view.outcome.state)
+                let request: AccessRequest = decode(&row)?;
+                if !filter.provider.is_empty() && request.provider != filter.provider {
+                    // Decided by the request alone: no need to look for its answer.
+                    return Ok(None);
+                }
+                let view = self.access_view(request).await?;
+                let keep = filter.state.is_none_or(|s| s == view.outcome.state)
                     && (!filter.overdue_only || view.outcome.overdue)
                     && (!filter.escalated_only || view.request.escalate_time.is_some());
                 Ok(keep.then_some(view))
@@ -385,66 +387,40 @@ impl Records {
         v.into_result()?;
         let view = self.get_access_request(&name.to_string()).await?;
         let now = self.now();
-        let Some(mut next) = change(&name, &view, now)? else {
+        let Some(next) = change(&name, &view, now)? else {
             return Ok(view);
         };
-        next.revision = view.request.revision + 1;
-        next.update_time = now;
-        let written: AccessRequest = self
-            .write(
-                request_stored(&next)?,
-                Some(view.request.revision),
-                vec![],
-                None,
-                key?,
-                now,
-            )
-            .await
-            .map_err(|e| stale_on_conflict(e, &name))?;
+        let written = self.write_next(next, key?, &name, now).await?;
         self.access_view(written).await
     }
 
     /// Overdue requests visible here: (made to this party and waiting for its answer, made by
     /// this party and waiting for another's), for the status page and metrics.
     pub async fn count_overdue_access_requests(&self) -> Result<(u64, u64), RecordError> {
+        // One pass over the overdue requests held here, counted by this party's side.
+        let filter = AccessFilter {
+            overdue_only: true,
+            ..AccessFilter::default()
+        };
+        let mut page = Page {
+            size: super::MAX_PAGE_SIZE as i32,
+            token: String::new(),
+        };
         let mut counts = (0, 0);
-        for (to_answer, filter) in [
-            (
-                true,
-                AccessFilter {
-                    provider: self.party.clone(),
-                    overdue_only: true,
-                    ..AccessFilter::default()
-                },
-            ),
-            (
-                false,
-                AccessFilter {
-                    requester: self.party.clone(),
-                    overdue_only: true,
-                    ..AccessFilter::default()
-                },
-            ),
-        ] {
-            let mut page = Page {
-                size: super::MAX_PAGE_SIZE as i32,
-                token: String::new(),
-            };
-            loop {
-                let (views, next) = self.list_access_requests(&filter, &page).await?;
-                let n = views.len() as u64;
-                if to_answer {
-                    counts.0 += n;
-                } else {
-                    counts.1 += n;
+        loop {
+            let (views, next) = self.list_access_requests(&filter, &page).await?;
+            for view in &views {
+                if view.request.provider == self.party {
+                    counts.0 += 1;
+                } else if view.request.owner == self.party {
+                    counts.1 += 1;
                 }
-                if next.is_empty() {
-                    break;
-                }
-                page.token = next;
             }
+            if next.is_empty() {
+                return Ok(counts);
+            }
+            page.token = next;
         }
-        Ok(counts)
     }
 
     /// A request with its answer (the provider's earliest) and derived outcome.
@@ -468,6 +444,8 @@ impl Records {
 
 #[cfg(test)]
 mod tests;
+
+super::versioned!(AccessRequest, request_stored);
 
 /// A request as stored: its parent is the catalog entry, whose owner is the provider (so the
 /// request is replicated to the provider only).

@@ -3,10 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{
-    Page, Records, UpdateStart, Versioned, WriteMeta, decode, non_empty, parse_name,
-    stale_on_conflict, stored,
-};
+use super::{Page, Records, WriteMeta, decode, non_empty, parse_name, stored};
 use crate::domain::RecordKind;
 use crate::records::{CatalogEntry, RecordError, SharingClass, Violations};
 use crate::store::{IndexFields, ListQuery, StoreError, StoredRecord};
@@ -66,39 +63,21 @@ impl Records {
         patch: CatalogEntry,
         mask: Vec<String>,
         meta: WriteMeta,
-        mut v: Violations,
+        v: Violations,
     ) -> Result<CatalogEntry, RecordError> {
-        let (name, current, key) = match self
-            .start_update::<CatalogEntry>(
-                RecordKind::CatalogEntry,
-                "entry",
-                name,
-                etag_seen,
-                &meta,
-                &mut v,
-            )
-            .await?
-        {
-            UpdateStart::Replayed(first) => return Ok(first),
-            UpdateStart::Current { name, current, key } => (name, current, key),
-        };
-        let mut next = current.clone();
-        next.apply_mask(&patch, &mask, &mut v);
-        next.validate("entry", &mut v);
-        v.into_result()?;
-        let now = self.now();
-        next.revision = current.revision + 1;
-        next.update_time = now;
-        self.write(
-            entry_stored(&next)?,
-            Some(current.revision),
-            vec![],
-            None,
-            key?,
-            now,
+        self.update_with_etag(
+            RecordKind::CatalogEntry,
+            "entry",
+            name,
+            etag_seen,
+            &meta,
+            v,
+            |_: &CatalogEntry, next, v| {
+                next.apply_mask(&patch, &mask, v);
+                next.validate("entry", v);
+            },
         )
         .await
-        .map_err(|e| stale_on_conflict(e, &name))
     }
 
     /// Reads one entry, of any party.
@@ -140,11 +119,7 @@ impl Records {
     }
 }
 
-impl Versioned for CatalogEntry {
-    fn revision(&self) -> i64 {
-        self.revision
-    }
-}
+super::versioned!(CatalogEntry, entry_stored);
 
 pub(super) fn entry_stored(e: &CatalogEntry) -> Result<StoredRecord, RecordError> {
     stored(

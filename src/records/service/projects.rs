@@ -2,10 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{
-    Page, Records, UpdateStart, Versioned, WriteMeta, decode, non_empty, parse_name,
-    stale_on_conflict, stored,
-};
+use super::{Page, Records, WriteMeta, decode, non_empty, parse_name, stored};
 use crate::domain::RecordKind;
 use crate::records::{Industry, Project, RecordError, Stage, Violations};
 use crate::store::{IndexFields, ListQuery, StoredRecord};
@@ -64,43 +61,25 @@ impl Records {
         patch: Project,
         mask: Vec<String>,
         meta: WriteMeta,
-        mut v: Violations,
+        v: Violations,
     ) -> Result<Project, RecordError> {
-        let (name, current, key) = match self
-            .start_update::<Project>(
-                RecordKind::Project,
-                "project",
-                name,
-                etag_seen,
-                &meta,
-                &mut v,
-            )
-            .await?
-        {
-            UpdateStart::Replayed(first) => return Ok(first),
-            UpdateStart::Current { name, current, key } => (name, current, key),
-        };
-        let mut next = current.clone();
-        next.apply_mask(&patch, &mask, &mut v);
-        if let Err(e) = current.stage.check_move(next.stage) {
-            v.add("project.stage", e);
-        }
-        next.apply_defaults();
-        next.validate("project", &mut v);
-        v.into_result()?;
-        let now = self.now();
-        next.revision = current.revision + 1;
-        next.update_time = now;
-        self.write(
-            project_stored(&next)?,
-            Some(current.revision),
-            vec![],
-            None,
-            key?,
-            now,
+        self.update_with_etag(
+            RecordKind::Project,
+            "project",
+            name,
+            etag_seen,
+            &meta,
+            v,
+            |current: &Project, next, v| {
+                next.apply_mask(&patch, &mask, v);
+                if let Err(e) = current.stage.check_move(next.stage) {
+                    v.add("project.stage", e);
+                }
+                next.apply_defaults();
+                next.validate("project", v);
+            },
         )
         .await
-        .map_err(|e| stale_on_conflict(e, &name))
     }
 
     pub async fn list_projects(
@@ -130,11 +109,7 @@ impl Records {
     }
 }
 
-impl Versioned for Project {
-    fn revision(&self) -> i64 {
-        self.revision
-    }
-}
+super::versioned!(Project, project_stored);
 
 pub(super) fn project_stored(p: &Project) -> Result<StoredRecord, RecordError> {
     let index = IndexFields {
