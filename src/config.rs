@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::domain::{Federation, MembershipError, RecordKind};
+use crate::domain::{Federation, MembershipError};
 use crate::identity::tls::TlsPaths;
 use crate::store::StoreConfig;
 
@@ -53,9 +53,9 @@ mod template;
 
 pub use raw::{
     RawAccess, RawAdmin, RawAudit, RawConfig, RawLimits, RawListen, RawLog, RawParty, RawPeer,
-    RawShare, RawSharing, RawStore, RawTls,
+    RawSharing, RawStore, RawTls,
 };
-pub use template::{ConfigTemplate, default_share_rules};
+pub use template::ConfigTemplate;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -83,8 +83,9 @@ pub struct Config {
     pub coordinator: String,
     /// Peers whose change logs this gateway pulls.
     pub peers: Vec<PeerConfig>,
-    /// This party's sharing policy, one entry per peer that receives anything.
-    pub share: Vec<ShareRule>,
+    /// Publish the default catalog at start for record kinds this party has no entry for
+    /// (`[sharing] default_catalog`, default true; see [`crate::sharing::default_catalog`]).
+    pub default_catalog: bool,
 }
 
 /// A peer gateway to pull from.
@@ -94,30 +95,6 @@ pub struct PeerConfig {
     pub address: String,
     pub server_name: String,
 }
-
-/// What one peer receives of this party's records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShareRule {
-    pub peer: String,
-    pub kinds: BTreeSet<RecordKind>,
-    pub withhold: BTreeSet<String>,
-}
-
-/// Field paths a sharing policy may withhold, by record kind. Identity fields (name, owner,
-/// id) and what a negotiation needs cannot be withheld.
-pub const WITHHOLDABLE_FIELDS: &[&str] = &[
-    "project.contact",
-    "project.contact.name",
-    "project.contact.phone",
-    "project.service_officer",
-    "project.investor.credit_code",
-    "project.total_investment_yuan",
-    "project.land_area_mu",
-    "project.platform",
-    "project.checklist",
-    "project.labels",
-    "allocation.description",
-];
 
 /// Protective limits, applied to every call by one tower layer.
 #[derive(Debug, Clone, PartialEq, Eq)]

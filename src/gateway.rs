@@ -28,6 +28,7 @@ use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
 use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
 use crate::records::{Feed, Records};
+use crate::sharing::Sharing;
 use crate::store::{NewAuditEvent, Store, StoreError};
 use crate::wire::pb::access_service_server::AccessServiceServer;
 use crate::wire::pb::audit_service_server::AuditServiceServer;
@@ -53,6 +54,8 @@ pub enum GatewayError {
     Serve(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
     Reflection(String),
+    #[error("cannot read or publish the catalog: {0}")]
+    Catalog(String),
 }
 
 /// A gateway ready to serve: everything that can fail on bad files has been checked.
@@ -142,6 +145,20 @@ impl Gateway {
         self.ops.clone()
     }
 
+    /// Publishes the default catalog where it applies, then reads this party's sharing view
+    /// (its catalog entries and the grants it gave), which decides what peers receive.
+    async fn sharing(&self) -> Result<Arc<Sharing>, GatewayError> {
+        let failed = |e: crate::records::RecordError| GatewayError::Catalog(e.to_string());
+        if self.config.default_catalog {
+            crate::sharing::seed_default_catalog(&self.records)
+                .await
+                .map_err(failed)?;
+        }
+        Sharing::load(self.records.clone(), self.feed.clone())
+            .await
+            .map_err(failed)
+    }
+
     /// Serves gRPC on `listener` (and the admin HTTP server on `admin`, if given), follows the
     /// configured peers and reloads changed TLS files, until `shutdown` resolves. Then health
     /// turns NOT_SERVING, pulling stops, live streams end, the listener closes and in-flight
@@ -162,6 +179,7 @@ impl Gateway {
             tracing::warn!(error = %e, "settling referrals at start failed");
         }
         let (reflection_v1, reflection_v1alpha) = reflection_services()?;
+        let sharing = self.sharing().await?;
 
         let config = &self.config;
         let policy = Arc::new(AccessPolicy {
@@ -173,7 +191,8 @@ impl Gateway {
         let outbound = Outbound::new(
             config.party.clone(),
             self.feed.clone(),
-            Arc::new(SharingPolicy::new(&config.share).with_coordinator(&config.coordinator)),
+            Arc::new(SharingPolicy::with_coordinator(&config.coordinator)),
+            sharing,
             self.tls.clone(),
             stop_rx.clone(),
         );

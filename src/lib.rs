@@ -26,6 +26,8 @@
 //!   and write — one file per record family under `records/service/`, the negotiation status
 //!   derivation in [`records::negotiation`]. [`records::Feed`] is the change feed with its
 //!   wake-up signal, handed to whatever follows or extends it.
+//! - [`sharing`]: what an owner sends each peer, decided by its catalog entries and the
+//!   grants it gave (approved access requests, not expired), and the default catalog.
 //! - [`wire`]: the generated protobuf types ([`wire::pb`]) and every conversion between them
 //!   and the domain (records, record kinds, timestamps), shared by api, exchange, audit and cli.
 //! - [`exchange`]: replication between gateways — sharing policy, signature verification, the
@@ -68,6 +70,7 @@ pub mod gateway;
 pub mod identity;
 pub mod ops;
 pub mod records;
+pub mod sharing;
 pub mod store;
 pub mod wire;
 pub mod workdays;

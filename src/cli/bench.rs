@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::cli::default_federation;
-use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat, default_share_rules};
+use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat};
 use crate::exchange::inbound::PeerStatuses;
 use crate::gateway::Gateway;
 use crate::records::{Investor, Project, Records, Stage};
@@ -193,7 +193,7 @@ impl Setup {
                 .iter()
                 .map(|(p, a)| (p.to_string(), a.to_string()))
                 .collect(),
-            share: default_share_rules(&federation, party),
+            default_catalog: true,
         }
         .render();
         let path = self.root().join(format!("{party}.toml"));

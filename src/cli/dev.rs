@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat, default_share_rules};
+use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat};
 use crate::gateway::Gateway;
 
 #[derive(Debug, clap::Args)]
@@ -61,7 +61,7 @@ pub async fn run(
             log_format: LogFormat::Text,
             federation: federation.clone(),
             peers,
-            share: default_share_rules(&federation, party),
+            default_catalog: true,
         }
         .render();
         let path = data.join(format!("{party}.toml"));

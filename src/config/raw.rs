@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::*;
-use crate::domain::{Federation, PartyInfo, RecordKind, check_party_id};
+use crate::domain::{Federation, PartyInfo, check_party_id};
 use crate::identity::tls::TlsPaths;
 use crate::store::StoreConfig;
 use crate::workdays::{Deadlines, WorkCalendar};
@@ -42,9 +42,9 @@ pub struct RawConfig {
     /// Peer gateways to pull changes from.
     #[serde(default)]
     pub peers: Vec<RawPeer>,
-    /// What this party shares with each peer.
+    /// The sharing rules of before the catalog: refused with the way to migrate them.
     #[serde(default)]
-    pub share: Vec<RawShare>,
+    pub share: Vec<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +58,9 @@ pub struct RawSharing {
     /// The coordinating party, which receives every access request and answer and settles
     /// disputes (default: the first of `[[parties]]`, the zone in the shipped federation).
     pub coordinator: Option<String>,
+    /// Publish the default catalog entry of every record kind this party has none for, at
+    /// start (default true).
+    pub default_catalog: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,17 +71,6 @@ pub struct RawPeer {
     pub address: String,
     /// Name the peer's certificate must carry; default: the host part of `address`.
     pub server_name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawShare {
-    pub peer: String,
-    /// Record kinds the peer receives: "project", "allocation".
-    pub kinds: Vec<String>,
-    /// Field paths removed before a record leaves, e.g. "project.contact.phone".
-    #[serde(default)]
-    pub withhold: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,7 +239,7 @@ impl RawConfig {
         let read_only_systems = self.access.check()?;
         let (max_message_bytes, limits) = self.limits.check()?;
         let peers = check_peers(self.peers, &federation, &self.party)?;
-        let share = check_share(self.share, &federation, &self.party)?;
+        refuse_share(&self.share)?;
         let admin_listen = check_address(
             "admin.listen",
             env.get("YRD_LISTEN_ADMIN")
@@ -257,6 +249,7 @@ impl RawConfig {
             "127.0.0.1:9090",
         )?;
         let witness_interval = self.audit.check()?;
+        let default_catalog = self.sharing.default_catalog.unwrap_or(true);
         let (deadlines, coordinator) = self.sharing.check(resolve, &federation)?;
         Ok(Config {
             party: self.party,
@@ -279,7 +272,7 @@ impl RawConfig {
             deadlines,
             coordinator,
             peers,
-            share,
+            default_catalog,
         })
     }
 }
@@ -379,59 +372,25 @@ fn check_peers(
     Ok(peers)
 }
 
-/// The sharing rules: one per other member, naming record kinds and withholdable fields.
-fn check_share(
-    raw: Vec<RawShare>,
-    federation: &Federation,
-    party: &str,
-) -> Result<Vec<ShareRule>, ConfigError> {
-    let mut share: Vec<ShareRule> = Vec::new();
-    for (i, r) in raw.into_iter().enumerate() {
-        let key = |k: &str| format!("share[{i}].{k}");
-        if !federation.contains(&r.peer) || r.peer == party {
-            return Err(ConfigError::invalid(
-                key("peer"),
-                format!("`{}` is not another member of the [[parties]]", r.peer),
-            ));
-        }
-        if share.iter().any(|s| s.peer == r.peer) {
-            return Err(ConfigError::invalid(
-                key("peer"),
-                format!("`{}` is listed twice", r.peer),
-            ));
-        }
-        let mut kinds = BTreeSet::new();
-        for (j, k) in r.kinds.iter().enumerate() {
-            let kind = RecordKind::parse(k).ok_or_else(|| {
-                ConfigError::invalid(
-                    format!("share[{i}].kinds[{j}]"),
-                    format!(
-                        "`{k}` is not a record kind; use project, allocation, decision, referral or referral_response"
-                    ),
-                )
-            })?;
-            kinds.insert(kind);
-        }
-        let mut withhold = BTreeSet::new();
-        for (j, f) in r.withhold.into_iter().enumerate() {
-            if !WITHHOLDABLE_FIELDS.contains(&f.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("share[{i}].withhold[{j}]"),
-                    format!(
-                        "`{f}` cannot be withheld; possible: {}",
-                        WITHHOLDABLE_FIELDS.join(", ")
-                    ),
-                ));
-            }
-            withhold.insert(f);
-        }
-        share.push(ShareRule {
-            peer: r.peer,
-            kinds,
-            withhold,
-        });
+/// `[[share]]` blocks, from before the catalog decided what leaves: refused, saying how to
+/// express them.
+fn refuse_share(raw: &[toml::Value]) -> Result<(), ConfigError> {
+    if raw.is_empty() {
+        return Ok(());
     }
-    Ok(share)
+    Err(ConfigError::invalid(
+        "share",
+        "[[share]] blocks are replaced by the resource catalog: what leaves this gateway is \
+         decided by the catalog entries it publishes and the access requests it approves. \
+         Remove the [[share]] blocks. With `[sharing] default_catalog = true` (the default) \
+         the gateway publishes at start, for each record kind it has no entry for, an entry \
+         shared with every member in which a project's contact.phone is CONDITIONAL and open \
+         to the members of its own province: the shipped [[share]] rules. A field you withheld \
+         from some peers becomes a CONDITIONAL item open to the peers that did receive it \
+         (`yrd-gateway client catalog update` or `publish --item contact.phone=conditional@anji,zone`); \
+         a kind you did not send to a peer becomes a CONDITIONAL entry that the peer requests \
+         and you approve (README, \"Catalog\" and \"Access requests\")",
+    ))
 }
 
 impl RawStore {

@@ -1,5 +1,5 @@
 //! Config files to write — for `yrd-gateway dev`, tests and deployment templates — rendered
-//! as the TOML an operator would write by hand, and the shipped default sharing policy.
+//! as the TOML an operator would write by hand.
 
 use super::*;
 use crate::domain::Federation;
@@ -24,40 +24,12 @@ pub struct ConfigTemplate {
     pub federation: Federation,
     /// (party, host:port) of each peer to pull from.
     pub peers: Vec<(String, String)>,
-    pub share: Vec<ShareRule>,
-}
-
-/// The shipped default sharing policy of `party`: every other member receives every kind of
-/// record (projects, allocations, decisions, referrals and their answers); contact phone
-/// numbers do not cross a provincial border.
-pub fn default_share_rules(federation: &Federation, party: &str) -> Vec<ShareRule> {
-    let province = federation
-        .get(party)
-        .map(|p| p.province.as_str())
-        .unwrap_or_default();
-    federation
-        .parties()
-        .iter()
-        .filter(|p| p.id != party)
-        .map(|p| ShareRule {
-            peer: p.id.clone(),
-            kinds: RecordKind::GOVERNED.into(),
-            withhold: if p.province == province {
-                BTreeSet::new()
-            } else {
-                ["project.contact.phone".to_string()].into()
-            },
-        })
-        .collect()
+    /// Publish the default catalog at start (`[sharing] default_catalog`).
+    pub default_catalog: bool,
 }
 
 fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
-}
-
-fn toml_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
-    let items: Vec<String> = items.into_iter().map(toml_str).collect();
-    format!("[{}]", items.join(", "))
 }
 
 impl ConfigTemplate {
@@ -113,15 +85,13 @@ impl ConfigTemplate {
                 toml_str(address)
             ));
         }
-        t.push_str("# What each peer receives of this party's records.\n");
-        for rule in &self.share {
-            t.push_str(&format!(
-                "[[share]]\npeer = {}\nkinds = {}\nwithhold = {}\n\n",
-                toml_str(&rule.peer),
-                toml_list(rule.kinds.iter().map(|k| k.as_str())),
-                toml_list(rule.withhold.iter().map(String::as_str)),
-            ));
-        }
+        t.push_str(&format!(
+            "# What leaves this gateway is decided by its catalog entries and the access requests\n\
+             # it approves. With default_catalog, the gateway publishes at start the default\n\
+             # entry of each record kind it has none for (contact phones conditional across\n\
+             # provinces).\n[sharing]\ndefault_catalog = {}\n",
+            self.default_catalog
+        ));
         t
     }
 }

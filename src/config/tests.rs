@@ -125,18 +125,16 @@ fn environment_overrides_come_from_the_map_passed_in() {
 }
 
 #[test]
-fn peers_and_sharing_rules_are_checked() {
+fn peers_are_checked_and_share_blocks_refused_with_the_way_to_the_catalog() {
     let with = |extra: &str| load(&format!("{GOOD}\n{extra}"));
-    let c = with(
-        "[[peers]]\nparty = \"guangde\"\naddress = \"guangde:50051\"\n\
-         [[share]]\npeer = \"guangde\"\nkinds = [\"project\"]\nwithhold = [\"project.contact.phone\"]\n",
-    )
-    .unwrap();
+    let c = with("[[peers]]\nparty = \"guangde\"\naddress = \"guangde:50051\"\n").unwrap();
     assert_eq!(c.peers[0].server_name, "guangde");
-    assert_eq!(
-        c.share[0].kinds,
-        [crate::domain::RecordKind::Project].into()
+    assert!(
+        c.default_catalog,
+        "the default catalog is on unless turned off"
     );
+    let off = with("[sharing]\ndefault_catalog = false\n").unwrap();
+    assert!(!off.default_catalog);
     assert_eq!(
         key_of(with("[[peers]]\nparty = \"zone\"\naddress = \"x:1\"\n").unwrap_err()),
         "peers[0].party"
@@ -145,17 +143,14 @@ fn peers_and_sharing_rules_are_checked() {
         key_of(with("[[peers]]\nparty = \"guangde\"\naddress = \"guangde\"\n").unwrap_err()),
         "peers[0].address"
     );
-    assert_eq!(
-        key_of(with("[[share]]\npeer = \"guangde\"\nkinds = [\"audit\"]\n").unwrap_err()),
-        "share[0].kinds[0]"
-    );
-    assert_eq!(
-        key_of(
-            with("[[share]]\npeer = \"guangde\"\nkinds = [\"project\"]\nwithhold = [\"project.name\"]\n")
-                .unwrap_err()
-        ),
-        "share[0].withhold[0]"
-    );
+    let old = with(
+        "[[share]]\npeer = \"guangde\"\nkinds = [\"project\"]\nwithhold = [\"project.contact.phone\"]\n",
+    )
+    .unwrap_err();
+    let message = old.to_string();
+    assert_eq!(key_of(old), "share");
+    assert!(message.contains("default_catalog"), "{message}");
+    assert!(message.contains("conditional@"), "{message}");
 }
 
 #[test]

@@ -14,9 +14,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::ExchangeError;
 use super::policy::SharingPolicy;
+use crate::domain::RecordKind;
 use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
 use crate::records::Feed;
+use crate::sharing::{Sharing, SharingView};
 use crate::store::Change;
 use crate::wire::{kind_to_wire, pb};
 
@@ -36,6 +38,8 @@ pub struct Outbound {
     party: String,
     feed: Feed,
     policy: Arc<SharingPolicy>,
+    /// The owner's catalog and grants, read anew when a batch holds a newer entry or answer.
+    sharing: Arc<Sharing>,
     /// The current TLS material; its signer signs (rotated keys are picked up per stream).
     tls: TlsSource,
     stop: watch::Receiver<bool>,
@@ -47,6 +51,7 @@ impl Outbound {
         party: String,
         feed: Feed,
         policy: Arc<SharingPolicy>,
+        sharing: Arc<Sharing>,
         tls: TlsSource,
         stop: watch::Receiver<bool>,
     ) -> Self {
@@ -54,13 +59,14 @@ impl Outbound {
             party,
             feed,
             policy,
+            sharing,
             tls,
             stop,
         }
     }
 
-    /// The encoded envelope of one change as `peer` may see it.
-    fn envelope(&self, peer: &str, change: &Change) -> Vec<u8> {
+    /// The encoded envelope of one change as `peer` may see it under `view` at `now`.
+    fn envelope(&self, view: &SharingView, now: i64, peer: &str, change: &Change) -> Vec<u8> {
         let mut envelope = pb::ChangeEnvelope {
             owner: change.owner.clone(),
             seq: change.seq,
@@ -68,7 +74,7 @@ impl Outbound {
             commit_time: Some(crate::wire::timestamp(change.time)),
             ..Default::default()
         };
-        if let Some(out) = self.policy.outgoing(peer, &change.record) {
+        if let Some(out) = self.policy.outgoing(view, peer, &change.record, now) {
             envelope.kind = kind_to_wire(change.record.kind) as i32;
             envelope.record_id = change.record.id.to_string();
             envelope.revision = change.record.revision;
@@ -91,9 +97,29 @@ impl Outbound {
         let Some(first_seq) = changes.first().map(|c| c.seq) else {
             return Ok((Vec::new(), None));
         };
+        // A catalog entry or answer in the batch may change what the peer receives from then
+        // on: the view must include it before anything after it is sealed.
+        let governs = changes
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.record.kind,
+                    RecordKind::CatalogEntry | RecordKind::AccessAnswer
+                )
+            })
+            .map(|c| c.seq)
+            .max();
+        let view =
+            match governs {
+                Some(seq) => self.sharing.as_of(seq).await.map_err(|e| {
+                    ExchangeError::Transport(format!("reading the sharing view: {e}"))
+                })?,
+                None => self.sharing.current(),
+            };
+        let now = crate::domain::now_micros();
         let (this, each, recipient) = (self.clone(), signer.clone(), peer.to_string());
         let sealed = super::on_cores(Arc::new(changes), move |_, c| {
-            let envelope = this.envelope(&recipient, c);
+            let envelope = this.envelope(&view, now, &recipient, c);
             if manifest {
                 let digest = Sha256::digest(&envelope).to_vec();
                 return Ok((

@@ -1,17 +1,15 @@
-//! The owner's sharing policy: for each peer, the record kinds it receives and the fields
-//! emptied before a record leaves the owner.
-
-use std::collections::{BTreeSet, HashMap};
+//! The owner's sharing policy: for each peer, whether a record goes and which fields are
+//! emptied before it leaves — from the owner's catalog and grants ([`crate::sharing`]) for
+//! the governed kinds; catalog entries, access requests and answers by their own rules.
 
 use serde_json::Value;
 
-use crate::config::ShareRule;
 use crate::domain::RecordKind;
+use crate::sharing::SharingView;
 use crate::store::StoredRecord;
 
 #[derive(Debug, Clone, Default)]
 pub struct SharingPolicy {
-    by_peer: HashMap<String, ShareRule>,
     /// The coordinating party, which receives every access request and answer.
     coordinator: Option<String>,
 }
@@ -25,24 +23,24 @@ pub struct Outgoing {
 }
 
 impl SharingPolicy {
-    pub fn new(rules: &[ShareRule]) -> Self {
+    /// Sends every access request and answer to `coordinator` too.
+    pub fn with_coordinator(coordinator: &str) -> Self {
         SharingPolicy {
-            by_peer: rules.iter().map(|r| (r.peer.clone(), r.clone())).collect(),
-            coordinator: None,
+            coordinator: Some(coordinator.to_string()),
         }
     }
 
-    /// Sends every access request and answer to `coordinator` too.
-    pub fn with_coordinator(mut self, coordinator: &str) -> Self {
-        self.coordinator = Some(coordinator.to_string());
-        self
-    }
-
-    /// What `peer` may see of `record`: `None` when the kind is not shared with it. Catalog
-    /// entries go to every member whole: what a party shares, and how, is public within the
-    /// federation. Access requests and answers go to the other party of the request and to the
-    /// coordinating party.
-    pub fn outgoing(&self, peer: &str, record: &StoredRecord) -> Option<Outgoing> {
+    /// What `peer` may see of `record` at `now` under the owner's `view`: `None` when nothing.
+    /// Catalog entries go to every member whole: what a party shares, and how, is public
+    /// within the federation. Access requests and answers go to the other party of the
+    /// request and to the coordinating party. Other records as the catalog and grants say.
+    pub fn outgoing(
+        &self,
+        view: &SharingView,
+        peer: &str,
+        record: &StoredRecord,
+        now: i64,
+    ) -> Option<Outgoing> {
         match record.kind {
             RecordKind::CatalogEntry => return Some(whole(record)),
             // A request goes to the provider (its parent is the provider's catalog entry), an
@@ -54,26 +52,15 @@ impl SharingPolicy {
             }
             _ => {}
         }
-        let rule = self.by_peer.get(peer)?;
-        if !rule.kinds.contains(&record.kind) {
-            return None;
+        let paths = view.visibility(peer, record.kind, now)?;
+        if paths.is_empty() {
+            return Some(whole(record));
         }
         let prefix = format!("{}.", record.kind.as_str());
-        let paths: BTreeSet<&str> = rule
-            .withhold
-            .iter()
-            .filter_map(|p| p.strip_prefix(&prefix))
-            .collect();
-        if paths.is_empty() {
-            return Some(Outgoing {
-                body: record.body.clone(),
-                withheld: Vec::new(),
-            });
-        }
         let mut value: Value = serde_json::from_str(&record.body).ok()?;
         let mut withheld = Vec::new();
         for path in paths {
-            if empty_path(&mut value, path) {
+            if empty_path(&mut value, &path) {
                 withheld.push(format!("{prefix}{path}"));
             }
         }
@@ -81,14 +68,6 @@ impl SharingPolicy {
             body: value.to_string(),
             withheld,
         })
-    }
-
-    /// Kinds `peer` receives.
-    pub fn kinds_for(&self, peer: &str) -> BTreeSet<RecordKind> {
-        self.by_peer
-            .get(peer)
-            .map(|r| r.kinds.clone())
-            .unwrap_or_default()
     }
 }
 
@@ -135,6 +114,8 @@ fn emptied(v: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::{CatalogEntry, DataItem, SharingClass};
+    use crate::sharing::Grant;
 
     fn record(body: &str) -> StoredRecord {
         StoredRecord {
@@ -147,42 +128,74 @@ mod tests {
         }
     }
 
+    fn project_entry(open_to: &[&str]) -> CatalogEntry {
+        CatalogEntry {
+            id: uuid::Uuid::nil(),
+            owner: "zone".into(),
+            resource_code: "ZONE-PROJECT".into(),
+            display_name: "projects".into(),
+            summary: String::new(),
+            record_kind: Some(RecordKind::Project),
+            items: vec![DataItem {
+                field: "contact.phone".into(),
+                data_type: "string".into(),
+                description: String::new(),
+                sharing_class: SharingClass::Conditional,
+                legal_basis: String::new(),
+                open_to: open_to.iter().map(|p| p.to_string()).collect(),
+            }],
+            sharing_class: SharingClass::Unconditional,
+            legal_basis: String::new(),
+            conditions: String::new(),
+            update_cycle: String::new(),
+            revision: 1,
+            create_time: 0,
+            update_time: 0,
+        }
+    }
+
     #[test]
-    fn withheld_fields_are_emptied_and_named() {
-        let policy = SharingPolicy::new(&[ShareRule {
-            peer: "guangde".into(),
-            kinds: [RecordKind::Project].into(),
-            withhold: [
-                "project.contact.phone".to_string(),
-                "allocation.description".to_string(),
-            ]
-            .into(),
-        }]);
+    fn withheld_fields_are_emptied_and_named_and_a_grant_opens_them_until_it_ends() {
+        let policy = SharingPolicy::default();
+        let entry = project_entry(&["anji"]);
         let rec = record(r#"{"contact":{"name":"张三","phone":"+86 138"},"labels":{"a":"b"}}"#);
-        let out = policy.outgoing("guangde", &rec).unwrap();
+        let view = SharingView::new(vec![entry.clone()], Vec::new(), 1);
+        let out = policy.outgoing(&view, "guangde", &rec, 0).unwrap();
         let v: Value = serde_json::from_str(&out.body).unwrap();
         assert_eq!(v["contact"]["phone"], "");
         assert_eq!(v["contact"]["name"], "张三");
         assert_eq!(v["labels"]["a"], "b");
         assert_eq!(out.withheld, vec!["project.contact.phone".to_string()]);
-        assert!(
-            policy.outgoing("anji", &rec).is_none(),
-            "no rule: nothing shared"
-        );
+        let open = policy.outgoing(&view, "anji", &rec, 0).unwrap();
+        assert_eq!(open.body, rec.body, "open to anji without a request");
         let mut alloc = rec.clone();
         alloc.kind = RecordKind::Allocation;
         assert!(
-            policy.outgoing("guangde", &alloc).is_none(),
-            "kind not granted"
+            policy.outgoing(&view, "guangde", &alloc, 0).is_none(),
+            "no catalog entry for allocations: not sent"
         );
+        let grant = Grant {
+            consumer: "guangde".into(),
+            entry: format!("parties/zone/catalogEntries/{}", uuid::Uuid::nil()),
+            items: vec!["contact.phone".into()],
+            valid_until: 100,
+        };
+        let view = SharingView::new(vec![entry], vec![grant], 2);
+        let granted = policy.outgoing(&view, "guangde", &rec, 99).unwrap();
+        assert_eq!(granted.body, rec.body);
+        assert!(granted.withheld.is_empty());
+        let expired = policy.outgoing(&view, "guangde", &rec, 100).unwrap();
+        assert_eq!(expired.withheld, vec!["project.contact.phone".to_string()]);
     }
 
     #[test]
-    fn catalog_entries_reach_every_peer_whole_whatever_the_rules() {
-        let policy = SharingPolicy::new(&[]);
+    fn catalog_entries_reach_every_peer_whole_whatever_the_catalog() {
+        let policy = SharingPolicy::default();
         let mut entry = record(r#"{"resource_code":"CX-1","conditions":"c"}"#);
         entry.kind = RecordKind::CatalogEntry;
-        let out = policy.outgoing("anji", &entry).expect("sent");
+        let out = policy
+            .outgoing(&SharingView::default(), "anji", &entry, 0)
+            .expect("sent");
         assert_eq!(out.body, entry.body);
         assert!(out.withheld.is_empty());
     }
@@ -190,20 +203,21 @@ mod tests {
     #[test]
     fn an_access_request_goes_to_its_provider_and_an_answer_to_its_requester_and_both_to_the_coordinator()
      {
-        let policy = SharingPolicy::new(&[]).with_coordinator("zone");
+        let policy = SharingPolicy::with_coordinator("zone");
+        let view = SharingView::default();
         let mut request = record("{}");
         request.kind = RecordKind::AccessRequest;
         request.owner = "guangde".into();
         request.index.parent = Some("parties/changxing/catalogEntries/x".into());
-        assert!(policy.outgoing("changxing", &request).is_some());
-        assert!(policy.outgoing("zone", &request).is_some());
-        assert!(policy.outgoing("anji", &request).is_none());
+        assert!(policy.outgoing(&view, "changxing", &request, 0).is_some());
+        assert!(policy.outgoing(&view, "zone", &request, 0).is_some());
+        assert!(policy.outgoing(&view, "anji", &request, 0).is_none());
         let mut answer = record("{}");
         answer.kind = RecordKind::AccessAnswer;
         answer.owner = "changxing".into();
         answer.index.parent = Some("parties/guangde/accessRequests/y".into());
-        assert!(policy.outgoing("guangde", &answer).is_some());
-        assert!(policy.outgoing("zone", &answer).is_some());
-        assert!(policy.outgoing("anji", &answer).is_none());
+        assert!(policy.outgoing(&view, "guangde", &answer, 0).is_some());
+        assert!(policy.outgoing(&view, "zone", &answer, 0).is_some());
+        assert!(policy.outgoing(&view, "anji", &answer, 0).is_none());
     }
 }

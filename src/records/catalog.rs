@@ -37,6 +37,10 @@ pub struct DataItem {
     pub sharing_class: SharingClass,
     /// Why the item may not be shared, when it is `NotShared`.
     pub legal_basis: String,
+    /// Parties that receive this CONDITIONAL item without a request, under a standing
+    /// agreement the entry's `conditions` name (e.g. members of the provider's province).
+    #[serde(default)]
+    pub open_to: Vec<String>,
 }
 
 /// A catalog entry as stored and replicated.
@@ -79,6 +83,43 @@ pub const MUTABLE_FIELDS: &[&str] = &[
 
 /// Data items one entry may list at most.
 pub const MAX_ITEMS: usize = 100;
+/// Parties one item may be open to at most.
+pub const MAX_OPEN_TO: usize = 100;
+
+/// Fields the gateway can empty before a record leaves, by record kind: the only fields an
+/// item may make CONDITIONAL or NOT_SHARED apart from its entry. Identity fields (name,
+/// owner, id) and what a negotiation or referral needs go with the record or not at all
+/// (the entry's own class decides).
+pub const RESTRICTABLE_FIELDS: &[(RecordKind, &str)] = &[
+    (RecordKind::Project, "contact"),
+    (RecordKind::Project, "contact.name"),
+    (RecordKind::Project, "contact.phone"),
+    (RecordKind::Project, "service_officer"),
+    (RecordKind::Project, "investor.credit_code"),
+    (RecordKind::Project, "total_investment_yuan"),
+    (RecordKind::Project, "land_area_mu"),
+    (RecordKind::Project, "platform"),
+    (RecordKind::Project, "checklist"),
+    (RecordKind::Project, "labels"),
+    (RecordKind::Allocation, "description"),
+    (RecordKind::Decision, "comment"),
+    (RecordKind::Referral, "reason"),
+    (RecordKind::ReferralResponse, "comment"),
+];
+
+/// Whether `field` of `kind` can be emptied before a record leaves.
+pub fn restrictable(kind: RecordKind, field: &str) -> bool {
+    RESTRICTABLE_FIELDS.contains(&(kind, field))
+}
+
+/// The restrictable fields of `kind`, for messages.
+pub fn restrictable_fields(kind: RecordKind) -> Vec<&'static str> {
+    RESTRICTABLE_FIELDS
+        .iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, f)| *f)
+        .collect()
+}
 
 impl CatalogEntry {
     /// The class that applies to `item`: its own, or the entry's when it names none.
@@ -125,8 +166,17 @@ impl CatalogEntry {
         check_text(v, &f("conditions"), &self.conditions, 2000, false);
         check_text(v, &f("update_cycle"), &self.update_cycle, 64, false);
         check_text(v, &f("legal_basis"), &self.legal_basis, 1000, false);
-        if self.record_kind.is_none() {
-            v.add(f("record_kind"), "is required");
+        match self.record_kind {
+            None => v.add(f("record_kind"), "is required"),
+            Some(kind) if !RecordKind::GOVERNED.contains(&kind) => v.add(
+                f("record_kind"),
+                format!(
+                    "`{}` is not shared through the catalog; an entry covers one of: {}",
+                    kind.as_str(),
+                    RecordKind::GOVERNED.map(|k| k.as_str()).join(", ")
+                ),
+            ),
+            Some(_) => {}
         }
         match self.sharing_class {
             SharingClass::Unspecified => v.add(f("sharing_class"), "is required"),
@@ -160,7 +210,57 @@ impl CatalogEntry {
                     "is required when the item is NOT_SHARED: name the law or regulation",
                 );
             }
+            let restricts = matches!(
+                item.sharing_class,
+                SharingClass::Conditional | SharingClass::NotShared
+            ) && item.sharing_class != self.sharing_class;
+            if let Some(kind) = self
+                .record_kind
+                .filter(|k| restricts && RecordKind::GOVERNED.contains(k))
+            {
+                if !restrictable(kind, &item.field) {
+                    v.add(
+                        g("sharing_class"),
+                        format!(
+                            "`{}` cannot be withheld from a {} record on its own (only the whole entry can be {}); fields that can: {}",
+                            item.field,
+                            kind.as_str(),
+                            class_name(item.sharing_class),
+                            restrictable_fields(kind).join(", ")
+                        ),
+                    );
+                }
+            }
+            if !item.open_to.is_empty() && self.class_of(item) != SharingClass::Conditional {
+                v.add(
+                    g("open_to"),
+                    "applies to CONDITIONAL items only: other items are shared with everyone or no one",
+                );
+            }
+            if item.open_to.len() > MAX_OPEN_TO {
+                v.add(
+                    g("open_to"),
+                    format!("names more than {MAX_OPEN_TO} parties"),
+                );
+            }
+            for (j, party) in item.open_to.iter().enumerate().take(MAX_OPEN_TO) {
+                if item.open_to[..j].contains(party) {
+                    v.add(
+                        format!("{prefix}.items[{i}].open_to[{j}]"),
+                        format!("`{party}` is named twice"),
+                    );
+                }
+            }
         }
+    }
+}
+
+fn class_name(class: SharingClass) -> &'static str {
+    match class {
+        SharingClass::Unspecified => "SHARING_CLASS_UNSPECIFIED",
+        SharingClass::Unconditional => "UNCONDITIONAL",
+        SharingClass::Conditional => "CONDITIONAL",
+        SharingClass::NotShared => "NOT_SHARED",
     }
 }
 
@@ -212,6 +312,7 @@ mod tests {
             description: String::new(),
             sharing_class: class,
             legal_basis: basis.into(),
+            open_to: Vec::new(),
         }
     }
 
@@ -251,6 +352,44 @@ mod tests {
         let mut v = Violations::new();
         e.validate("entry", &mut v);
         assert!(v.is_empty(), "{v}");
+    }
+
+    #[test]
+    fn only_withholdable_fields_are_restricted_on_their_own_and_open_to_needs_a_conditional_item() {
+        let mut open = item("contact.phone", SharingClass::Conditional, "");
+        open.open_to = vec!["anji".into(), "anji".into()];
+        let mut misplaced = item("land_area_mu", SharingClass::Unconditional, "");
+        misplaced.open_to = vec!["anji".into()];
+        let e = entry(vec![
+            open,
+            item("name", SharingClass::Conditional, ""),
+            item("owner", SharingClass::NotShared, "law"),
+            misplaced,
+            item("investor.credit_code", SharingClass::NotShared, "law"),
+        ]);
+        let mut v = Violations::new();
+        e.validate("entry", &mut v);
+        assert_eq!(
+            fields(&v),
+            [
+                "entry.items[0].open_to[1]",
+                "entry.items[1].sharing_class",
+                "entry.items[2].sharing_class",
+                "entry.items[3].open_to",
+            ]
+        );
+        // A whole entry may be CONDITIONAL, whatever its items: the record goes or not.
+        let mut whole = entry(vec![item("name", SharingClass::Unspecified, "")]);
+        whole.sharing_class = SharingClass::Conditional;
+        let mut v = Violations::new();
+        whole.validate("entry", &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        // The catalog covers the records that replicate by it, not its own governance records.
+        let mut meta = entry(vec![item("purpose", SharingClass::Unspecified, "")]);
+        meta.record_kind = Some(RecordKind::AccessRequest);
+        let mut v = Violations::new();
+        meta.validate("entry", &mut v);
+        assert_eq!(fields(&v), ["entry.record_kind"]);
     }
 
     #[test]

@@ -229,6 +229,7 @@ impl Records {
         key: Idempotency,
         time: i64,
     ) -> Result<T, RecordError> {
+        let resend = self.widens(&record).await?;
         let outcome = self
             .store
             .write(Write {
@@ -238,6 +239,7 @@ impl Records {
                 unique,
                 key,
                 time,
+                resend,
             })
             .await
             .map_err(|e| match e {
@@ -250,6 +252,37 @@ impl Records {
             self.feed.notify_changed();
         }
         decode(&outcome.into_record())
+    }
+
+    /// The kind of this party's records that peers may see differently once `record` is
+    /// written: the kind a catalog entry covers, the kind an approved request's entry covers.
+    /// The write sends them again (see [`Write::resend`]).
+    async fn widens(&self, record: &StoredRecord) -> Result<Option<RecordKind>, RecordError> {
+        match record.kind {
+            RecordKind::CatalogEntry => Ok(decode::<CatalogEntry>(record)?.record_kind),
+            RecordKind::AccessAnswer => {
+                let answer: AccessAnswer = decode(record)?;
+                if !answer.approve {
+                    return Ok(None);
+                }
+                let request: AccessRequest = self
+                    .fetch(&parse_name(
+                        &answer.request,
+                        RecordKind::AccessRequest,
+                        "request",
+                    )?)
+                    .await?;
+                let entry: CatalogEntry = self
+                    .fetch(&parse_name(
+                        &request.entry,
+                        RecordKind::CatalogEntry,
+                        "entry",
+                    )?)
+                    .await?;
+                Ok(entry.record_kind)
+            }
+            _ => Ok(None),
+        }
     }
 
     async fn fetch<T: DeserializeOwned>(&self, name: &ResourceName) -> Result<T, RecordError> {

@@ -33,6 +33,7 @@ pub fn record(owner: &str, id: Uuid, revision: i64, body: &str) -> StoredRecord 
 
 pub fn write(record: StoredRecord, expected_revision: Option<i64>, request_id: &str) -> Write {
     Write {
+        resend: None,
         key: Idempotency {
             party: record.owner.clone(),
             request_id: request_id.into(),
@@ -69,6 +70,7 @@ macro_rules! conformance_tests {
             concurrent_writes_keep_their_own_outcomes,
             unique_keys_and_companion_records,
             replicas_apply_in_order_and_once,
+            widening_writes_send_records_again,
             lists_filter_and_page,
             the_audit_chain_is_single_and_verifiable
         );

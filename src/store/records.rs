@@ -62,6 +62,10 @@ pub struct Write {
     pub key: Idempotency,
     /// Time of the write (microseconds since the epoch), recorded in the change log.
     pub time: i64,
+    /// Also appends to the writer's change log, after the record itself, the current version
+    /// of every record of this kind the writer owns: a write that widens what peers may
+    /// receive (a catalog entry, a grant) makes the records go out again, evaluated anew.
+    pub resend: Option<RecordKind>,
 }
 
 #[derive(Debug, Clone)]
@@ -216,7 +220,12 @@ impl StoredRecord {
 
     /// Whether this replicated version is newer than the one stored (`None`: none is), so a
     /// replica never goes back to an older revision.
+    ///
+    /// The same revision supersedes when its body differs: the owner sent it again because
+    /// what this party may see of it changed (a grant or catalog entry widened it).
     pub(crate) fn supersedes(&self, current: Option<&StoredRecord>) -> bool {
-        current.is_none_or(|cur| cur.revision < self.revision)
+        current.is_none_or(|cur| {
+            cur.revision < self.revision || (cur.revision == self.revision && cur.body != self.body)
+        })
     }
 }

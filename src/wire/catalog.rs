@@ -56,6 +56,7 @@ pub fn catalog_entry_from(e: pb::CatalogEntry, v: &mut Violations) -> CatalogEnt
                     v,
                 ),
                 legal_basis: item.legal_basis,
+                open_to: item.open_to,
             })
             .collect(),
         sharing_class: sharing_class_from(e.sharing_class, "entry.sharing_class", v),
@@ -90,6 +91,7 @@ pub fn catalog_entry_to(e: CatalogEntry) -> pb::CatalogEntry {
                 description: i.description,
                 sharing_class: sharing_class_to(i.sharing_class) as i32,
                 legal_basis: i.legal_basis,
+                open_to: i.open_to,
             })
             .collect(),
         sharing_class: sharing_class_to(e.sharing_class) as i32,

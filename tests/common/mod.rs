@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use yrd_gateway::config::{Config, ConfigTemplate, LogFormat, ShareRule, default_share_rules};
+use yrd_gateway::config::{Config, ConfigTemplate, LogFormat};
 use yrd_gateway::exchange::inbound::{PeerStatus, PeerStatuses};
 use yrd_gateway::gateway::Gateway;
 use yrd_gateway::identity::pki::{Authority, Issued, LeafSpec};
@@ -88,8 +88,9 @@ impl Pki {
 pub struct Options {
     /// Extra TOML appended to every gateway's config.
     pub extra_toml: String,
-    /// Sharing rules replacing the shipped default, by owner.
-    pub share: HashMap<String, Vec<ShareRule>>,
+    /// Parties that start without the default catalog (they publish their own, or share
+    /// nothing).
+    pub without_default_catalog: Vec<String>,
     /// Address a puller uses to reach an owner instead of the owner's own: (puller, owner).
     pub routes: HashMap<(String, String), String>,
     /// Configure `certs/crl.pem` as the revocation list (the test writes it first).
@@ -99,6 +100,10 @@ pub struct Options {
     /// Admin HTTP address instead of port 0 (for a test that reads a child's metrics).
     pub listen_admin: Option<String>,
 }
+
+/// Entries of the default catalog each party publishes at start (one per governed record
+/// kind): the first changes of every party's log.
+pub const DEFAULT_ENTRIES: u64 = 5;
 
 /// The shipped federation of the four parties, as the tests configure it.
 pub fn federation() -> yrd_gateway::domain::Federation {
@@ -127,11 +132,7 @@ pub fn write_config(
         store_path: format!("{party}/store.db"),
         postgres_url: options.postgres_url.clone(),
         log_format: LogFormat::Text,
-        share: options
-            .share
-            .get(party)
-            .cloned()
-            .unwrap_or_else(|| default_share_rules(&fed, party)),
+        default_catalog: !options.without_default_catalog.iter().any(|p| p == party),
         federation: fed,
         peers: peers.to_vec(),
     }
@@ -603,6 +604,8 @@ pub async fn next_project(stream: &mut tonic::Streaming<pb::WatchResponse>) -> p
         .expect("stream open");
     match event.record {
         Some(pb::watch_response::Record::Project(p)) => p,
+        // Catalog entries (the default catalogs at start) are not what these tests follow.
+        Some(pb::watch_response::Record::CatalogEntry(_)) => Box::pin(next_project(stream)).await,
         other => panic!("expected a project event, got {other:?}"),
     }
 }
@@ -633,6 +636,7 @@ pub fn data_item(field: &str, class: pb::SharingClass, legal_basis: &str) -> pb:
         description: format!("{field} of the project"),
         sharing_class: class as i32,
         legal_basis: legal_basis.into(),
+        open_to: Vec::new(),
     }
 }
 

@@ -2,7 +2,6 @@
 //! other (whatever its sharing rules), validation names every bad field, only the provider
 //! writes, a resource code is published once, updates need the current etag.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::Code;
@@ -52,9 +51,10 @@ fn list_by(provider: &str) -> pb::ListCatalogEntriesRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_published_at_one_party_is_listed_at_every_other() {
-    // Changxing shares no record kind with anyone: the catalog still reaches every member.
+    // Changxing starts without the default catalog: the entry it publishes still reaches
+    // every member.
     let options = Options {
-        share: HashMap::from([("changxing".to_string(), Vec::new())]),
+        without_default_catalog: vec!["changxing".to_string()],
         ..Options::default()
     };
     let fed = TestFederation::start_with(&["zone", "changxing", "guangde"], options).await;
@@ -103,7 +103,7 @@ async fn an_entry_published_at_one_party_is_listed_at_every_other() {
     assert_eq!(got, published);
 
     // Filters: by class of at least one item, by record kind.
-    let mut conditional = list_by("");
+    let mut conditional = list_by("changxing");
     conditional.sharing_class = pb::SharingClass::Conditional as i32;
     let found = fed
         .catalog("guangde", "guangde")
@@ -113,7 +113,7 @@ async fn an_entry_published_at_one_party_is_listed_at_every_other() {
         .into_inner()
         .entries;
     assert_eq!(found.len(), 1);
-    let mut allocations = list_by("");
+    let mut allocations = list_by("changxing");
     allocations.record_kind = pb::RecordKind::Allocation as i32;
     let found = fed
         .catalog("guangde", "guangde")
@@ -127,7 +127,11 @@ async fn an_entry_published_at_one_party_is_listed_at_every_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_entries_are_refused_naming_every_field_and_nothing_is_published() {
-    let fed = TestFederation::start(&["changxing"]).await;
+    let options = Options {
+        without_default_catalog: vec!["changxing".to_string()],
+        ..Options::default()
+    };
+    let fed = TestFederation::start_with(&["changxing"], options).await;
     let mut catalog = fed.catalog("changxing", "changxing");
     let mut bad = projects_entry();
     bad.resource_code = "CX 001".into();
@@ -153,6 +157,17 @@ async fn bad_entries_are_refused_naming_every_field_and_nothing_is_published() {
             "entry.items[2].legal_basis",
             "entry.items[3].field",
         ]
+    );
+    let mut stranger = projects_entry();
+    stranger.items[1].open_to = vec!["shanghai".into(), "changxing".into(), "anji".into()];
+    let err = catalog
+        .publish_catalog_entry(publish(stranger))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_fields(&err),
+        ["entry.items[1].open_to[0]", "entry.items[1].open_to[1]"],
+        "open only to other members of the federation"
     );
     let mut unknown = projects_entry();
     unknown.items[0].sharing_class = 9;

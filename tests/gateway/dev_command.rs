@@ -101,16 +101,10 @@ fn the_docker_configs_are_valid() {
         .unwrap_or_else(|e| panic!("{party}: {e}"));
         assert_eq!(config.party, party);
         assert_eq!(config.peers.len(), 3);
-        assert_eq!(config.share.len(), 3);
-        for rule in &config.share {
-            let crosses = (party == "guangde") != (rule.peer == "guangde");
-            assert_eq!(
-                rule.withhold.contains("project.contact.phone"),
-                crosses,
-                "{party} -> {}",
-                rule.peer
-            );
-        }
+        assert!(
+            config.default_catalog,
+            "{party} publishes the default catalog"
+        );
         assert_eq!(config.federation, yrd_gateway::cli::default_federation());
     }
 }
@@ -183,6 +177,35 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
             .all(|p| try_client(p, &["whoami"]).is_some())
             .then(String::new)
     });
+
+    // A Changxing project reaches Guangde without its contact phone: the default catalog makes
+    // phones CONDITIONAL across the provincial border.
+    let created = client(
+        data.path(),
+        base,
+        "changxing",
+        &[
+            "project",
+            "create",
+            "--display-name",
+            "长兴新能源电池项目",
+            "--investor-name",
+            "浙江某某电池有限公司",
+            "--credit-code",
+            "91330522MA2B3C4D57",
+            "--industry",
+            "new-energy-vehicles",
+            "--contact-name",
+            "张三",
+            "--contact-phone",
+            "+86 138-0000-0000",
+        ],
+    );
+    let project = created.lines().next().unwrap().to_string();
+    let before = until("changxing's project at guangde", &|| {
+        try_client("guangde", &["project", "get", &project])
+    });
+    assert!(before.contains("contact: 张三 \n"), "{before}");
 
     let published = client(
         data.path(),
@@ -268,6 +291,11 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         at_guangde.contains("granted: contact.phone"),
         "{at_guangde}"
     );
+    // The grant sends the project Guangde already held again, with its phone.
+    until("the phone at guangde", &|| {
+        try_client("guangde", &["project", "get", &project])
+            .filter(|out| out.contains("contact: 张三 +86 138-0000-0000"))
+    });
 
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -9,8 +9,6 @@ use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, Response, Status};
 use yrd_gateway::cli::audit::AuditCommand;
-use yrd_gateway::config::default_share_rules;
-use yrd_gateway::domain::RecordKind;
 use yrd_gateway::exchange::evidence::{EvidenceError, verify_evidence};
 use yrd_gateway::exchange::signing::SignatureVerifier;
 use yrd_gateway::identity::signer::ChangeSigner;
@@ -53,19 +51,44 @@ fn allocation() -> pb::Allocation {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_zone_project_reaches_every_party_within_its_sharing_policy() {
-    // The zone grants anji projects only; everyone else gets the shipped default.
-    let mut share = default_share_rules(&federation(), "zone");
-    for rule in &mut share {
-        if rule.peer == "anji" {
-            rule.kinds = [RecordKind::Project].into();
-        }
-    }
+async fn a_zone_project_reaches_every_party_within_its_catalog() {
+    // The zone publishes its own catalog: projects to everyone with contact phones open to
+    // the Zhejiang members only; allocations CONDITIONAL, so without a grant no one gets them.
     let options = Options {
-        share: HashMap::from([("zone".to_string(), share)]),
+        without_default_catalog: vec!["zone".to_string()],
         ..Options::default()
     };
     let fed = TestFederation::start_with(&PARTIES, options).await;
+    let mut phone = data_item("contact.phone", pb::SharingClass::Conditional, "");
+    phone.open_to = vec!["changxing".into(), "anji".into()];
+    let entries = [
+        (
+            pb::RecordKind::Project,
+            pb::SharingClass::Unconditional,
+            vec![phone],
+        ),
+        (
+            pb::RecordKind::Allocation,
+            pb::SharingClass::Conditional,
+            vec![data_item("description", pb::SharingClass::Unspecified, "")],
+        ),
+    ];
+    for (kind, class, items) in entries {
+        fed.catalog("zone", "zone")
+            .publish_catalog_entry(pb::PublishCatalogEntryRequest {
+                entry: Some(pb::CatalogEntry {
+                    resource_code: format!("ZONE-{}", kind.as_str_name()),
+                    display_name: "zone records".into(),
+                    record_kind: kind as i32,
+                    items,
+                    sharing_class: class as i32,
+                    ..Default::default()
+                }),
+                request_id: uuid::Uuid::now_v7().to_string(),
+            })
+            .await
+            .unwrap();
+    }
     let project = create(&fed, "zone", "shared with everyone").await;
     let proposed = fed
         .factors("zone", "zone")
@@ -106,37 +129,29 @@ async fn a_zone_project_reaches_every_party_within_its_sharing_policy() {
             .into_inner();
         assert_eq!(listed.projects.len(), 1);
     }
-    for party in ["changxing", "guangde"] {
-        eventually(WAIT, "allocation replicated", || async {
-            fed.factors(party, party)
-                .get_allocation(pb::GetAllocationRequest {
-                    name: proposed.name.clone(),
-                })
-                .await
-                .ok()
+    // Every party has applied the zone's four changes (two entries, the project, the
+    // allocation), but the allocation was sent to no one.
+    for party in ["changxing", "anji", "guangde"] {
+        eventually(WAIT, "cursor at the zone's head", || async {
+            (fed.gateways[party].peer("zone").cursor == 4).then_some(())
         })
         .await;
+        let err = fed
+            .factors(party, party)
+            .get_allocation(pb::GetAllocationRequest {
+                name: proposed.name.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{party}");
+        let all = fed
+            .factors(party, party)
+            .list_allocations(pb::ListAllocationsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(all.allocations.is_empty(), "{party}");
     }
-    // anji has applied both of the zone's changes, but the allocation was never sent to it.
-    eventually(WAIT, "anji's cursor at the zone's head", || async {
-        (fed.gateways["anji"].peer("zone").cursor == 2).then_some(())
-    })
-    .await;
-    let err = fed
-        .factors("anji", "anji")
-        .get_allocation(pb::GetAllocationRequest {
-            name: proposed.name.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::NotFound);
-    let all = fed
-        .factors("anji", "anji")
-        .list_allocations(pb::ListAllocationsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(all.allocations.is_empty());
 }
 
 /// What the tampering relay does to the changes it forwards.
@@ -315,22 +330,27 @@ async fn tampering_is_refused(legacy: bool) {
         try_get(&fed, "guangde", &second.name).await.is_none(),
         "a wrongly signed change was applied"
     );
-    assert_eq!(guangde.peer("zone").cursor, 1);
+    assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 1);
 
     mode.store(PASS, Ordering::SeqCst);
     let third = create(&fed, "zone", "after tampering").await;
     let copy = replicated(&fed, "guangde", &third.name).await;
     assert_eq!(copy.display_name, "after tampering");
     replicated(&fed, "guangde", &second.name).await;
-    assert_eq!(guangde.peer("zone").cursor, 3);
+    assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 3);
     let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths("guangde"));
+    let applied = DEFAULT_ENTRIES as usize + 3;
     assert_eq!(
         evidence.len(),
-        3,
+        applied,
         "one piece of evidence per applied change"
     );
     let by_manifest = evidence.iter().filter(|e| **e).count();
-    assert_eq!(by_manifest, if legacy { 0 } else { 3 }, "{evidence:?}");
+    assert_eq!(
+        by_manifest,
+        if legacy { 0 } else { applied },
+        "{evidence:?}"
+    );
 
     // The operator's command agrees, and names a change whose kept record was altered.
     let no_env = HashMap::new();
@@ -525,14 +545,15 @@ async fn a_receiver_killed_mid_stream_loses_nothing_and_applies_nothing_twice() 
     // The receiver's own bookkeeping: cursor at the head, each change once in its feed.
     let store =
         yrd_gateway::store::sqlite::SqliteStore::open(&root.join("guangde/store.db")).unwrap();
-    assert_eq!(store.cursor("zone").await.unwrap(), TOTAL as u64);
+    let head = TOTAL as u64 + DEFAULT_ENTRIES;
+    assert_eq!(store.cursor("zone").await.unwrap(), head);
     let feed = store.feed(0, TOTAL * 2).await.unwrap();
     let seqs: Vec<u64> = feed
         .iter()
         .filter(|e| e.change.owner == "zone")
         .map(|e| e.change.seq)
         .collect();
-    assert_eq!(seqs, (1..=TOTAL as u64).collect::<Vec<_>>());
+    assert_eq!(seqs, (1..=head).collect::<Vec<_>>());
     println!(
         "killed guangde with {seen_at_kill} of {TOTAL} applied; it resumed and applied the rest once"
     );
@@ -596,8 +617,14 @@ async fn after_a_network_cut_both_sides_converge_without_help() {
     for name in &guangde_side {
         replicated(&fed, "zone", name).await;
     }
-    assert_eq!(fed.gateways["guangde"].peer("zone").cursor, 6);
-    assert_eq!(fed.gateways["zone"].peer("guangde").cursor, 5);
+    assert_eq!(
+        fed.gateways["guangde"].peer("zone").cursor,
+        DEFAULT_ENTRIES + 6
+    );
+    assert_eq!(
+        fed.gateways["zone"].peer("guangde").cursor,
+        DEFAULT_ENTRIES + 5
+    );
 }
 
 async fn next_events(
@@ -611,6 +638,13 @@ async fn next_events(
             .expect("watch event in time")
             .unwrap()
             .expect("stream open");
+        // The default catalogs published at start are not what these tests follow.
+        if matches!(
+            event.record,
+            Some(pb::watch_response::Record::CatalogEntry(_))
+        ) {
+            continue;
+        }
         out.push(event);
     }
     out

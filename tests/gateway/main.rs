@@ -11,6 +11,7 @@ mod catalog;
 mod dev_command;
 mod durability;
 mod exchange;
+mod grants;
 mod identity;
 mod layout;
 mod negotiation;

@@ -23,7 +23,8 @@ pub enum CatalogCommand {
         /// The class of items that name none.
         #[arg(long, value_enum)]
         class: ClassArg,
-        /// A data item: FIELD, FIELD=CLASS or FIELD=not-shared:LEGAL BASIS; repeated.
+        /// A data item: FIELD, FIELD=CLASS, FIELD=not-shared:LEGAL BASIS or
+        /// FIELD=conditional@PARTY,PARTY (open to those parties without a request); repeated.
         #[arg(long = "item", value_parser = parse_item, required = true)]
         items: Vec<pb::DataItem>,
         /// Legal basis, when --class is not-shared.
@@ -79,10 +80,15 @@ fn kind(k: RecordKindArg) -> pb::RecordKind {
     }
 }
 
-/// `FIELD`, `FIELD=CLASS` or `FIELD=not-shared:LEGAL BASIS`.
+/// `FIELD`, `FIELD=CLASS`, `FIELD=not-shared:LEGAL BASIS` or
+/// `FIELD=conditional@PARTY,PARTY` (open to those parties without a request).
 fn parse_item(s: &str) -> Result<pb::DataItem, String> {
     let (field, rest) = s.split_once('=').unwrap_or((s, ""));
     let (class_name, legal_basis) = rest.split_once(':').unwrap_or((rest, ""));
+    let (class_name, open_to) = match class_name.split_once('@') {
+        Some((c, parties)) => (c, parties.split(',').map(str::to_string).collect()),
+        None => (class_name, Vec::new()),
+    };
     let sharing_class =
         match class_name {
             "" => pb::SharingClass::Unspecified,
@@ -96,6 +102,7 @@ fn parse_item(s: &str) -> Result<pb::DataItem, String> {
         description: String::new(),
         sharing_class: sharing_class as i32,
         legal_basis: legal_basis.to_string(),
+        open_to,
     })
 }
 
@@ -134,7 +141,12 @@ fn print_entry(e: &pb::CatalogEntry) {
         } else {
             format!(" ({})", item.legal_basis)
         };
-        say!("  - {}: {own}{basis}", item.field);
+        let open = if item.open_to.is_empty() {
+            String::new()
+        } else {
+            format!(", open to {}", item.open_to.join(", "))
+        };
+        say!("  - {}: {own}{basis}{open}", item.field);
     }
     say!("  etag: {}", e.etag);
 }

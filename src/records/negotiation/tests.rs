@@ -275,6 +275,7 @@ async fn via_store(
     for (i, d) in decisions.iter().enumerate() {
         store
             .write(Write {
+                resend: None,
                 record: stored(d),
                 expected_revision: None,
                 also_create: vec![],

@@ -32,6 +32,7 @@ impl Records {
             return decode(&first);
         }
         entry.validate("entry", &mut v);
+        self.check_open_to(&entry, &mut v);
         v.into_result()?;
         let now = self.now();
         entry.id = Uuid::now_v7();
@@ -75,9 +76,25 @@ impl Records {
             |_: &CatalogEntry, next, v| {
                 next.apply_mask(&patch, &mask, v);
                 next.validate("entry", v);
+                self.check_open_to(next, v);
             },
         )
         .await
+    }
+
+    /// Every party an item is open to must be another member of the federation.
+    fn check_open_to(&self, entry: &CatalogEntry, v: &mut Violations) {
+        use crate::records::catalog::{MAX_ITEMS, MAX_OPEN_TO};
+        for (i, item) in entry.items.iter().enumerate().take(MAX_ITEMS) {
+            for (j, party) in item.open_to.iter().enumerate().take(MAX_OPEN_TO) {
+                if party == &self.party || !self.federation.contains(party) {
+                    v.add(
+                        format!("entry.items[{i}].open_to[{j}]"),
+                        format!("`{party}` is not another member of the federation"),
+                    );
+                }
+            }
+        }
     }
 
     /// Reads one entry, of any party.

@@ -112,3 +112,71 @@ pub async fn replicas_apply_in_order_and_once(store: Arc<dyn Store>) {
     let after_first = store.feed(feed[0].position, 100).await.unwrap();
     assert_eq!(after_first.len(), 3);
 }
+
+/// A write that widens what peers may see sends the writer's records of the named kind
+/// again, after itself and in the same transaction (a refused one sends nothing); a receiver
+/// takes a version sent again when its body differs from the one it holds (the owner let it
+/// see more) and ignores one identical to it.
+pub async fn widening_writes_send_records_again(store: Arc<dyn Store>) {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    applied(
+        store
+            .write(write(record("zone", a, 1, "a"), None, "a"))
+            .await,
+    );
+    applied(
+        store
+            .write(write(record("zone", b, 1, "b"), None, "b"))
+            .await,
+    );
+    let mut entry = record("zone", Uuid::now_v7(), 1, "entry");
+    entry.kind = RecordKind::CatalogEntry;
+    let mut widening = write(entry.clone(), None, "entry");
+    widening.resend = Some(RecordKind::Project);
+    widening.unique = Some("catalog-entry/zone/X".into());
+    applied(store.write(widening).await);
+    let log = store.changes("zone", 0, 100).await.unwrap();
+    let sent: Vec<(u64, RecordKind, i64)> = log
+        .iter()
+        .map(|c| (c.seq, c.record.kind, c.record.revision))
+        .collect();
+    assert_eq!(
+        sent,
+        vec![
+            (1, RecordKind::Project, 1),
+            (2, RecordKind::Project, 1),
+            (3, RecordKind::CatalogEntry, 1),
+            (4, RecordKind::Project, 1),
+            (5, RecordKind::Project, 1),
+        ]
+    );
+    let mut refused = write(
+        record("zone", Uuid::now_v7(), 1, "entry 2"),
+        None,
+        "entry-2",
+    );
+    refused.record.kind = RecordKind::CatalogEntry;
+    refused.resend = Some(RecordKind::Project);
+    refused.unique = Some("catalog-entry/zone/X".into());
+    assert!(matches!(
+        store.write(refused).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2, 3, 4, 5]);
+
+    let id = Uuid::now_v7();
+    let withheld = r#"{"contact":{"phone":""}}"#;
+    let whole = r#"{"contact":{"phone":"+86 138"}}"#;
+    let changes = vec![
+        replica(1, Some(record("guangde", id, 3, withheld))),
+        replica(2, Some(record("guangde", id, 3, withheld))),
+        replica(3, Some(record("guangde", id, 3, whole))),
+    ];
+    assert_eq!(store.apply_replicas(batch(changes)).await.unwrap(), 3);
+    let held = store.get(RecordKind::Project, "guangde", id).await.unwrap();
+    assert_eq!(
+        held.unwrap().body,
+        whole,
+        "the same revision, sent again whole"
+    );
+}

@@ -209,6 +209,16 @@ pub(super) async fn apply_write(
         tail.position += 1;
         entries.push((r, tail.position, seq, encoded));
     }
+    let again = match w.resend {
+        Some(kind) => resend_versions(c, kind, &rec.owner).await?,
+        None => Vec::new(),
+    };
+    let mut resent = Vec::with_capacity(again.len());
+    for r in &again {
+        let seq = tail.next_seq(c, &r.owner).await?;
+        tail.position += 1;
+        resent.push((tail.position, seq, r.encode()?));
+    }
     let (log, request) = tokio::try_join!(
         async {
             c.prepare_cached(
@@ -238,21 +248,52 @@ pub(super) async fn apply_write(
             })
             .map(|_| ())
         });
-    tokio::try_join!(futures_util::future::try_join_all(inserts), async {
-        c.execute(
-            &request,
-            &[
-                &w.key.party,
-                &w.key.request_id,
-                &w.key.fingerprint,
-                encoded,
-                &w.time,
-            ],
-        )
-        .await
-        .map_err(db)
-    })?;
+    let (resent, owner) = (&resent, &rec.owner);
+    let resends = resent.iter().map(|(position, seq, encoded)| async move {
+        c.execute(log, &[position, owner, seq, time, encoded])
+            .await
+            .map(|_| ())
+            .map_err(db)
+    });
+    tokio::try_join!(
+        futures_util::future::try_join_all(inserts),
+        futures_util::future::try_join_all(resends),
+        async {
+            c.execute(
+                &request,
+                &[
+                    &w.key.party,
+                    &w.key.request_id,
+                    &w.key.fingerprint,
+                    encoded,
+                    &w.time,
+                ],
+            )
+            .await
+            .map_err(db)
+        }
+    )?;
     Ok(WriteOutcome::Applied(w.record))
+}
+
+/// The current version of every record of `kind` that `owner` owns, for [`Write::resend`].
+async fn resend_versions(
+    c: &impl GenericClient,
+    kind: RecordKind,
+    owner: &str,
+) -> Result<Vec<StoredRecord>, StoreError> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM records WHERE kind = $1 AND owner = $2 ORDER BY id"
+        ))
+        .await
+        .map_err(db)?;
+    c.query(&stmt, &[&kind.as_str(), &owner])
+        .await
+        .map_err(db)?
+        .iter()
+        .map(row_to_record)
+        .collect()
 }
 
 /// Applies queued writes in one transaction under the feed lock and answers each after the

@@ -147,6 +147,15 @@ pub(super) fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, Sto
     }
     upsert_record(tx, rec)?;
     let encoded = append_own_change(tx, rec, w.time)?;
+    if let Some(kind) = w.resend {
+        let query = ListQuery {
+            owner: Some(rec.owner.clone()),
+            ..ListQuery::of(kind, usize::MAX >> 1)
+        };
+        for again in list_records(tx, &query)? {
+            append_own_change(tx, &again, w.time)?;
+        }
+    }
     tx.prepare_cached(
         "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
     )

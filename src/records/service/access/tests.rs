@@ -43,6 +43,7 @@ fn item(field: &str, class: SharingClass) -> DataItem {
         } else {
             String::new()
         },
+        open_to: Vec::new(),
     }
 }
 
@@ -80,6 +81,7 @@ async fn guangde() -> Guangde {
     };
     store
         .write(Write {
+            resend: None,
             record: entry_stored(&entry).unwrap(),
             expected_revision: None,
             also_create: vec![],
