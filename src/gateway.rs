@@ -251,7 +251,7 @@ impl Gateway {
 
     /// Starts what runs beside the gRPC server until `stop`: the peer pullers, TLS reloading,
     /// health following the store, the admin HTTP server, the count of overdue access
-    /// requests and chain-head witnessing.
+    /// requests, the erasure of data held under grants that ended, and chain-head witnessing.
     fn spawn_background(
         &self,
         admin: Option<TcpListener>,
@@ -282,6 +282,11 @@ impl Gateway {
         background.spawn(crate::ops::sharing::monitor(
             self.records.clone(),
             self.ops.clone(),
+            stop.clone(),
+        ));
+        background.spawn(crate::sharing::erasure::run(
+            self.records.clone(),
+            self.feed.clone(),
             stop.clone(),
         ));
         background.spawn(crate::audit::witness::publish(

@@ -26,10 +26,12 @@
 //!   and write — one file per record family under `records/service/`, the negotiation status
 //!   derivation in [`records::negotiation`]. [`records::Feed`] is the change feed with its
 //!   wake-up signal, handed to whatever follows or extends it.
-//! - [`sharing`]: what an owner sends each peer, decided by its catalog entries and the
-//!   grants it gave (approved access requests, not expired), and the default catalog.
 //! - [`wire`]: the generated protobuf types ([`wire::pb`]) and every conversion between them
 //!   and the domain (records, record kinds, timestamps), shared by api, exchange, audit and cli.
+//! - [`sharing`]: what an owner sends each peer, decided by its catalog entries and the
+//!   grants it gave (approved access requests, neither revoked nor expired), the default
+//!   catalog, and ([`sharing::erasure`]) the receiver's erasure of what a grant that ended
+//!   covered, with its deletion receipt.
 //! - [`exchange`]: replication between gateways — sharing policy, signature verification, the
 //!   owner's outbound stream and the receiver's inbound pullers, evidence checks.
 //! - [`audit`]: the audit trail's single writer, chain verification and cross-party witnessing.

@@ -20,7 +20,7 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-pub use access::{AccessAnswer, AccessOutcome, AccessRequest, AccessState};
+pub use access::{AccessAnswer, AccessOutcome, AccessRequest, AccessState, DeletionReceipt};
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
 pub use catalog::{CatalogEntry, DataItem, SharingClass};
 pub use feed::Feed;

@@ -16,6 +16,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -129,6 +130,49 @@ impl SharingView {
     }
 }
 
+/// Replaces the value at a dotted path by the empty value of its type. Returns false when the
+/// path does not exist (nothing to withhold).
+pub(crate) fn empty_path(value: &mut Value, path: &str) -> bool {
+    let mut target = value;
+    for segment in path.split('.') {
+        match target.get_mut(segment) {
+            Some(next) => target = next,
+            None => return false,
+        }
+    }
+    *target = emptied(target);
+    true
+}
+
+fn emptied(v: &Value) -> Value {
+    match v {
+        Value::String(_) => Value::String(String::new()),
+        Value::Number(_) => Value::from(0),
+        Value::Bool(_) => Value::Bool(false),
+        Value::Array(_) => Value::Array(Vec::new()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), emptied(v))).collect())
+        }
+        Value::Null => Value::Null,
+    }
+}
+
+/// `body` (a record's JSON) with the values at `paths` emptied, and the paths whose value
+/// changed; `None` when none did (already empty, or absent).
+pub fn redact_body(body: &str, paths: &[String]) -> Option<(String, Vec<String>)> {
+    let mut value: Value = serde_json::from_str(body).ok()?;
+    let before = value.clone();
+    let mut changed = Vec::new();
+    for path in paths {
+        let old = path.split('.').try_fold(&before, |v, s| v.get(s));
+        if empty_path(&mut value, path) && old != path.split('.').try_fold(&value, |v, s| v.get(s))
+        {
+            changed.push(path.clone());
+        }
+    }
+    (!changed.is_empty()).then(|| (value.to_string(), changed))
+}
+
 fn entry_name(entry: &CatalogEntry) -> String {
     ResourceName::new(&entry.owner, RecordKind::CatalogEntry, entry.id).to_string()
 }
@@ -176,12 +220,22 @@ impl Sharing {
 /// The owner's entries and the grants it gave, read after its log position, so the view
 /// includes at least that position.
 async fn read_view(records: &Records, feed: &Feed) -> Result<SharingView, RecordError> {
-    let party = records.party().to_string();
-    let as_of = feed.last_seq(&party).await?;
-    let entries = own_entries(records).await?;
+    let as_of = feed.last_seq(records.party()).await?;
+    let mut view = read_view_of(records, records.party()).await?;
+    view.as_of = as_of;
+    Ok(view)
+}
+
+/// `provider`'s entries and the grants of it held here: at the provider every grant it gave,
+/// at a receiver the grants it holds (its own requests and their answers).
+pub(crate) async fn read_view_of(
+    records: &Records,
+    provider: &str,
+) -> Result<SharingView, RecordError> {
+    let entries = entries_of(records, provider).await?;
     let mut grants = Vec::new();
     let filter = AccessFilter {
-        provider: party,
+        provider: provider.to_string(),
         state: Some(AccessState::Approved),
         ..Default::default()
     };
@@ -199,7 +253,7 @@ async fn read_view(records: &Records, feed: &Feed) -> Result<SharingView, Record
         }
         page.token = next;
     }
-    Ok(SharingView::new(entries, grants, as_of))
+    Ok(SharingView::new(entries, grants, 0))
 }
 
 fn first_page() -> Page {
@@ -209,12 +263,11 @@ fn first_page() -> Page {
     }
 }
 
-/// Every catalog entry this party published.
-async fn own_entries(records: &Records) -> Result<Vec<CatalogEntry>, RecordError> {
-    let party = records.party().to_string();
+/// Every catalog entry `provider` published, as held here.
+async fn entries_of(records: &Records, provider: &str) -> Result<Vec<CatalogEntry>, RecordError> {
     let mut entries = Vec::new();
     let filter = CatalogFilter {
-        provider: party.clone(),
+        provider: provider.to_string(),
         ..Default::default()
     };
     let mut page = first_page();
@@ -308,7 +361,7 @@ pub fn default_catalog(federation: &Federation, party: &str) -> Vec<CatalogEntry
 /// derived from the party and the kind, so a second publication is a replay.
 pub async fn seed_default_catalog(records: &Records) -> Result<Vec<CatalogEntry>, RecordError> {
     let party = records.party().to_string();
-    let existing: BTreeSet<RecordKind> = own_entries(records)
+    let existing: BTreeSet<RecordKind> = entries_of(records, &party)
         .await?
         .iter()
         .filter_map(|e| e.record_kind)
@@ -339,6 +392,8 @@ pub async fn seed_default_catalog(records: &Records) -> Result<Vec<CatalogEntry>
     }
     Ok(published)
 }
+
+pub mod erasure;
 
 #[cfg(test)]
 mod tests;

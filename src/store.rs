@@ -41,9 +41,10 @@ pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,
     WriteOutcome,
 };
-pub(crate) use replication::{EVIDENCE_QUERY, changes_to_apply};
+pub(crate) use replication::{EVIDENCE_QUERY, changes_to_apply, envelope_sha256, redact_logged};
 pub use replication::{
-    Evidence, ReplicaBatch, ReplicaChange, ReplicaStore, SignedManifest, StoredEvidence,
+    Evidence, Redacted, Redaction, ReplicaBatch, ReplicaChange, ReplicaStore, SignedManifest,
+    StoredEvidence,
 };
 
 #[derive(Debug, thiserror::Error)]

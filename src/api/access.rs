@@ -161,4 +161,22 @@ impl pb::access_service_server::AccessService for AccessApi {
             access_request: Some(access_request_to(view)),
         }))
     }
+
+    async fn revoke_access_grant(
+        &self,
+        request: Request<pb::RevokeAccessGrantRequest>,
+    ) -> Result<Response<pb::RevokeAccessGrantResponse>, Status> {
+        let audit = AuditRecords::of(&request);
+        let req = request.into_inner();
+        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        audit.note(req.name.clone());
+        let view = self
+            .records
+            .revoke_access_grant(&req.name, &req.reason, meta, Violations::new())
+            .await
+            .map_err(record_status)?;
+        Ok(Response::new(pb::RevokeAccessGrantResponse {
+            access_request: Some(access_request_to(view)),
+        }))
+    }
 }

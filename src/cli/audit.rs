@@ -215,11 +215,12 @@ pub async fn run(
                 let owner = &peer.party;
                 match verify_evidence(&*store, &verifier, owner, &config.party).await {
                     Ok(s) => say!(
-                        "{owner}: evidence of {} verified ({} through {}, {} signed one by one)",
+                        "{owner}: evidence of {} verified ({} through {}, {} signed one by one; {} with items erased when a grant ended)",
                         count(s.changes, "change"),
                         s.by_manifest,
                         count(s.manifests, "signed manifest"),
-                        s.changes - s.by_manifest
+                        s.changes - s.by_manifest,
+                        s.erased
                     ),
                     Err(EvidenceError::Bad { seq, reason }) => {
                         say!("{owner}: evidence BAD at change {seq}: {reason}");

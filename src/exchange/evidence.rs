@@ -26,6 +26,10 @@ pub struct EvidenceSummary {
     pub by_manifest: u64,
     /// Distinct manifests verified.
     pub manifests: u64,
+    /// Of the changes, how many had items erased when a grant ended: their manifest still
+    /// proves the envelope as received by its kept SHA-256; an erased envelope signed on its own
+    /// proves its signer only.
+    pub erased: u64,
 }
 
 /// Why a check stopped.
@@ -117,9 +121,13 @@ impl Checker<'_> {
             ));
         }
         let Some(digest) = &e.manifest_digest else {
-            self.verifier
-                .verify(&signer, e.seq, &e.envelope, e.scheme, &e.signature)
-                .map_err(|x| x.to_string())?;
+            if e.erased_sha256.is_none() {
+                self.verifier
+                    .verify(&signer, e.seq, &e.envelope, e.scheme, &e.signature)
+                    .map_err(|x| x.to_string())?;
+            } else {
+                self.summary.erased += 1;
+            }
             self.summary.changes = e.seq;
             return Ok(());
         };
@@ -133,7 +141,14 @@ impl Checker<'_> {
             .seq
             .checked_sub(listed.first_seq)
             .and_then(|p| listed.envelope_sha256.get(p as usize));
-        if place.map(Vec::as_slice) != Some(Sha256::digest(&e.envelope).as_slice()) {
+        let received_sha = match &e.erased_sha256 {
+            Some(sha) => {
+                self.summary.erased += 1;
+                sha.clone()
+            }
+            None => Sha256::digest(&e.envelope).to_vec(),
+        };
+        if place != Some(&received_sha) {
             return Err("its manifest does not list the kept envelope at its place".into());
         }
         self.summary.changes = e.seq;

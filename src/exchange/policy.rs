@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::domain::RecordKind;
-use crate::sharing::SharingView;
+use crate::sharing::{SharingView, empty_path};
 use crate::store::StoredRecord;
 
 #[derive(Debug, Clone, Default)]
@@ -82,33 +82,6 @@ fn whole(record: &StoredRecord) -> Outgoing {
 /// The party of a resource name `parties/{party}/...`.
 fn owner_of(name: &str) -> Option<&str> {
     name.strip_prefix("parties/")?.split('/').next()
-}
-
-/// Replaces the value at a dotted path by the empty value of its type. Returns false when the
-/// path does not exist (nothing to withhold).
-fn empty_path(value: &mut Value, path: &str) -> bool {
-    let mut target = value;
-    for segment in path.split('.') {
-        match target.get_mut(segment) {
-            Some(next) => target = next,
-            None => return false,
-        }
-    }
-    *target = emptied(target);
-    true
-}
-
-fn emptied(v: &Value) -> Value {
-    match v {
-        Value::String(_) => Value::String(String::new()),
-        Value::Number(_) => Value::from(0),
-        Value::Bool(_) => Value::Bool(false),
-        Value::Array(_) => Value::Array(Vec::new()),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), emptied(v))).collect())
-        }
-        Value::Null => Value::Null,
-    }
 }
 
 #[cfg(test)]

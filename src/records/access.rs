@@ -42,6 +42,9 @@ pub struct AccessRequest {
     /// Why the requester escalated.
     #[serde(default)]
     pub escalation_reason: String,
+    /// Set once the requester's gateway erased what it held under the grant after it ended.
+    #[serde(default)]
+    pub deletion: Option<DeletionReceipt>,
     pub revision: i64,
     pub create_time: i64,
     pub update_time: i64,
@@ -61,9 +64,26 @@ pub struct AccessAnswer {
     /// On approval: end of the grant (microseconds since the epoch).
     pub valid_until: i64,
     pub reason: String,
+    /// Set when the provider revoked the grant before it expired.
+    #[serde(default)]
+    pub revoke_time: Option<i64>,
+    #[serde(default)]
+    pub revoke_reason: String,
     pub revision: i64,
     pub create_time: i64,
     pub update_time: i64,
+}
+
+/// What the requester's gateway erased when a grant ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionReceipt {
+    pub time: i64,
+    /// "revoked" or "expired".
+    pub cause: String,
+    pub items: Vec<String>,
+    pub records: u64,
+    pub log_entries: u64,
+    pub evidence: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +92,10 @@ pub enum AccessState {
     Approved,
     Refused,
     Withdrawn,
+    /// Approved, then revoked by the provider.
+    Revoked,
+    /// Approved, and past its end.
+    Expired,
 }
 
 /// What a request amounts to now: its state, whether its answer is overdue, and the grant.
@@ -82,7 +106,7 @@ pub struct AccessOutcome {
     pub overdue: bool,
     /// The items granted (APPROVED only).
     pub granted: Vec<String>,
-    /// End of the grant (APPROVED only; 0 otherwise).
+    /// End of the grant as given (APPROVED, REVOKED, EXPIRED; 0 otherwise).
     pub valid_until: i64,
 }
 
@@ -128,21 +152,31 @@ impl AccessRequest {
         if self.withdraw_time.is_some() {
             return none(AccessState::Withdrawn, false);
         }
-        if self.granted_at_once {
-            return AccessOutcome {
-                state: AccessState::Approved,
-                overdue: false,
-                granted: self.items.clone(),
-                valid_until: self.create_time + i64::from(self.validity_days) * DAY_MICROS,
+        let grant = |items: &[String], valid_until: i64, revoked: bool| {
+            let state = if revoked {
+                AccessState::Revoked
+            } else if now >= valid_until {
+                AccessState::Expired
+            } else {
+                AccessState::Approved
             };
+            AccessOutcome {
+                state,
+                overdue: false,
+                granted: if state == AccessState::Approved {
+                    items.to_vec()
+                } else {
+                    Vec::new()
+                },
+                valid_until,
+            }
+        };
+        if self.granted_at_once {
+            let until = self.create_time + i64::from(self.validity_days) * DAY_MICROS;
+            return grant(&self.items, until, false);
         }
         match answer {
-            Some(a) if a.approve => AccessOutcome {
-                state: AccessState::Approved,
-                overdue: false,
-                granted: a.items.clone(),
-                valid_until: a.valid_until,
-            },
+            Some(a) if a.approve => grant(&a.items, a.valid_until, a.revoke_time.is_some()),
             Some(_) => none(AccessState::Refused, false),
             None => none(AccessState::Requested, now >= self.answer_by),
         }
@@ -173,6 +207,7 @@ mod tests {
             withdraw_time: None,
             escalate_time: None,
             escalation_reason: String::new(),
+            deletion: None,
             revision: 1,
             create_time: 0,
             update_time: 0,
@@ -188,6 +223,8 @@ mod tests {
             items: vec!["contact.phone".into()],
             valid_until: 5_000,
             reason: String::new(),
+            revoke_time: None,
+            revoke_reason: String::new(),
             revision: 1,
             create_time: 10,
             update_time: 10,
@@ -215,6 +252,28 @@ mod tests {
         assert_eq!(
             r.outcome(Some(&answer(false)), 0).state,
             AccessState::Refused
+        );
+    }
+
+    #[test]
+    fn a_grant_ends_at_its_end_or_when_revoked_and_then_grants_nothing() {
+        let r = request();
+        let expired = r.outcome(Some(&answer(true)), 5_000);
+        assert_eq!(expired.state, AccessState::Expired);
+        assert!(
+            expired.granted.is_empty(),
+            "nothing is granted past the end"
+        );
+        assert_eq!(expired.valid_until, 5_000);
+        let mut revoked = answer(true);
+        revoked.revoke_time = Some(3_000);
+        let outcome = r.outcome(Some(&revoked), 3_001);
+        assert_eq!(outcome.state, AccessState::Revoked);
+        assert!(outcome.granted.is_empty());
+        assert_eq!(
+            r.outcome(Some(&revoked), 9_000).state,
+            AccessState::Revoked,
+            "a revocation stays what ended the grant"
         );
     }
 

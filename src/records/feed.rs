@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::store::{Change, FeedEntry, PullLease, ReplicaBatch, Store, StoreError};
+use crate::store::{
+    Change, FeedEntry, PullLease, Redacted, Redaction, ReplicaBatch, Store, StoreError,
+};
 
 /// The change feed of one gateway's store.
 #[derive(Clone)]
@@ -35,6 +37,12 @@ impl Feed {
     /// Tells live streams that the feed grew.
     pub fn notify_changed(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Rewrites every stored copy of an owner's records that `redaction` changes (a grant
+    /// ended): see [`crate::store::ReplicaStore::redact`].
+    pub async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError> {
+        self.store.redact(redaction).await
     }
 
     /// Up to `limit` feed entries after position `after` (Watch).

@@ -262,7 +262,8 @@ impl Records {
             RecordKind::CatalogEntry => Ok(decode::<CatalogEntry>(record)?.record_kind),
             RecordKind::AccessAnswer => {
                 let answer: AccessAnswer = decode(record)?;
-                if !answer.approve {
+                // A refusal or a revocation narrows: nothing to send again.
+                if !answer.approve || answer.revoke_time.is_some() {
                     return Ok(None);
                 }
                 let request: AccessRequest = self

@@ -2,9 +2,12 @@
 //! follows them, and keeping what proves each change authentic (the received bytes, the
 //! owner's signature or signed manifest, the signer certificate).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::{StoreError, StoredRecord};
+use crate::domain::RecordKind;
 
 /// What a receiver keeps of each change it applied: the exact bytes it received and the
 /// owner's signature over them, or over the manifest of its batch that lists their hash.
@@ -60,13 +63,42 @@ pub struct StoredEvidence {
     pub manifest: Option<SignedManifest>,
     /// When the change was received (microseconds since the epoch).
     pub received: i64,
+    /// Set when items of the envelope were erased (a grant ended): the SHA-256 of the
+    /// envelope as received, which its signature or manifest covers; `envelope` then holds
+    /// the envelope with those items emptied.
+    pub erased_sha256: Option<Vec<u8>>,
+}
+
+/// The new form of a record body, or `None` when it does not change.
+pub type RewriteBody = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// The new bytes of a kept envelope, or `None` when it does not change.
+pub type RewriteEnvelope = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// What a receiver rewrites of one owner's records of one kind when it must no longer hold
+/// some of their items: each function returns the new form, or `None` when nothing changes.
+#[derive(Clone)]
+pub struct Redaction {
+    pub owner: String,
+    pub kind: RecordKind,
+    /// A record body (also of the change-log copies of the kind's records).
+    pub body: RewriteBody,
+    /// A kept envelope (any kind: the function looks inside).
+    pub envelope: RewriteEnvelope,
+}
+
+/// How many stored copies a redaction rewrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Redacted {
+    pub records: u64,
+    pub log_entries: u64,
+    pub evidence: u64,
 }
 
 /// The evidence of an owner's changes after a sequence number, with its signer certificate and
 /// the manifest it names (`$1` owner, `$2` after, `$3` limit). Both backends run it as is.
 pub(crate) const EVIDENCE_QUERY: &str = "\
     SELECT e.seq, e.envelope, e.scheme, e.signature, s.certificate, e.manifest, \
-           m.manifest, m.scheme, m.signature, e.received \
+           m.manifest, m.scheme, m.signature, e.received, e.erased_sha256 \
     FROM evidence e JOIN signers s ON s.fingerprint = e.signer \
     LEFT JOIN manifests m ON m.digest = e.manifest \
     WHERE e.owner = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3";
@@ -103,6 +135,38 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// that does not follow the cursor fails the batch with [`StoreError::OutOfOrder`] and
     /// nothing of it is applied. Returns the new cursor.
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError>;
+
+    /// Rewrites, in one durable transaction, every stored copy of `owner`'s records of the
+    /// redaction's kind — the records, their change-log copies, the envelopes kept as
+    /// evidence (recording the SHA-256 of each as received, once) — and then makes sure the
+    /// old bytes are gone from the store's files where the backend can (SQLite: zeroed pages,
+    /// WAL checkpointed and truncated).
+    async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError>;
+}
+
+/// The new JSON of a change-log row (a [`StoredRecord`]) under `redaction`, if it changes.
+pub(crate) fn redact_logged(
+    redaction: &Redaction,
+    text: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut record: StoredRecord =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if record.kind != redaction.kind {
+        return Ok(None);
+    }
+    match (redaction.body)(&record.body) {
+        Some(body) => {
+            record.body = body;
+            record.encode().map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// SHA-256 of an envelope as received.
+pub(crate) fn envelope_sha256(envelope: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(envelope).to_vec()
 }
 
 /// The changes of `batch` that follow `cursor`, in order: changes at or below the cursor were

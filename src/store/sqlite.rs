@@ -51,6 +51,9 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted and overwritten content is zeroed in the file, not left in free space: data a
+    // grant no longer covers must be gone from the file once erased.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(())
 }
 

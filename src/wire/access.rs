@@ -12,6 +12,8 @@ pub fn access_state_from(value: i32, field: &str, v: &mut Violations) -> Option<
         Some(pb::AccessRequestState::Approved) => Some(AccessState::Approved),
         Some(pb::AccessRequestState::Refused) => Some(AccessState::Refused),
         Some(pb::AccessRequestState::Withdrawn) => Some(AccessState::Withdrawn),
+        Some(pb::AccessRequestState::Revoked) => Some(AccessState::Revoked),
+        Some(pb::AccessRequestState::Expired) => Some(AccessState::Expired),
         Some(pb::AccessRequestState::Unspecified) | None => None,
     }
 }
@@ -22,6 +24,8 @@ fn access_state_to(s: AccessState) -> pb::AccessRequestState {
         AccessState::Approved => pb::AccessRequestState::Approved,
         AccessState::Refused => pb::AccessRequestState::Refused,
         AccessState::Withdrawn => pb::AccessRequestState::Withdrawn,
+        AccessState::Revoked => pb::AccessRequestState::Revoked,
+        AccessState::Expired => pb::AccessRequestState::Expired,
     }
 }
 
@@ -41,6 +45,7 @@ pub fn access_request_from(r: pb::AccessRequest) -> AccessRequest {
         withdraw_time: None,
         escalate_time: None,
         escalation_reason: String::new(),
+        deletion: None,
         revision: 0,
         create_time: 0,
         update_time: 0,
@@ -52,7 +57,17 @@ pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
     let r = view.request;
     let name = ResourceName::new(&r.owner, RecordKind::AccessRequest, r.id);
     let answer = view.answer.as_ref();
-    let approved = view.outcome.state == AccessState::Approved;
+    let granted = matches!(
+        view.outcome.state,
+        AccessState::Approved | AccessState::Revoked | AccessState::Expired
+    );
+    // What was granted stays readable after the grant ended.
+    let granted_items = match (view.outcome.state, answer) {
+        (AccessState::Approved, _) => view.outcome.granted,
+        (AccessState::Revoked | AccessState::Expired, Some(a)) => a.items.clone(),
+        (AccessState::Revoked | AccessState::Expired, None) => r.items.clone(),
+        _ => Vec::new(),
+    };
     pb::AccessRequest {
         etag: records::etag(&name, r.revision),
         name: name.to_string(),
@@ -67,8 +82,8 @@ pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
         overdue: view.outcome.overdue,
         answer_by: Some(timestamp(r.answer_by)),
         granted_at_once: r.granted_at_once,
-        granted_items: view.outcome.granted,
-        valid_until: approved.then(|| timestamp(view.outcome.valid_until)),
+        granted_items,
+        valid_until: granted.then(|| timestamp(view.outcome.valid_until)),
         answer_reason: answer.map(|a| a.reason.clone()).unwrap_or_default(),
         answer_time: answer.map(|a| timestamp(a.create_time)),
         create_time: Some(timestamp(r.create_time)),
@@ -76,5 +91,15 @@ pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
         escalated: r.escalate_time.is_some(),
         escalation_reason: r.escalation_reason,
         escalate_time: r.escalate_time.map(timestamp),
+        revoke_time: answer.and_then(|a| a.revoke_time).map(timestamp),
+        revoke_reason: answer.map(|a| a.revoke_reason.clone()).unwrap_or_default(),
+        deletion_receipt: r.deletion.map(|d| pb::DeletionReceipt {
+            erase_time: Some(timestamp(d.time)),
+            cause: d.cause,
+            items: d.items,
+            records: d.records as i64,
+            log_entries: d.log_entries as i64,
+            evidence: d.evidence as i64,
+        }),
     }
 }

@@ -80,45 +80,11 @@ async fn an_approved_request_sends_the_conditional_phones_of_records_already_rep
         vec!["zone".to_string(), "anji".to_string()]
     );
 
-    let filed = fed
-        .access("guangde", "guangde")
-        .create_access_request(pb::CreateAccessRequestRequest {
-            access_request: Some(pb::AccessRequest {
-                entry: projects_entry.name.clone(),
-                items: vec!["contact.phone".into()],
-                purpose: "联合招商对接".into(),
-                validity_days: 30,
-                ..Default::default()
-            }),
-            request_id: uuid::Uuid::now_v7().to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_request
-        .unwrap();
-    eventually(WAIT, "the request at changxing", || async {
-        fed.access("changxing", "changxing")
-            .get_access_request(pb::GetAccessRequestRequest {
-                name: filed.name.clone(),
-            })
-            .await
-            .ok()
-    })
-    .await;
+    let request = file_phones(&fed, &projects_entry.name).await;
     // Still withheld while the request waits.
     let waiting = try_get(&fed, "guangde", &before.name).await.unwrap();
     assert_eq!(phone_of(&waiting), "");
-
-    fed.access("changxing", "changxing")
-        .answer_access_request(pb::AnswerAccessRequestRequest {
-            name: filed.name.clone(),
-            approve: true,
-            request_id: uuid::Uuid::now_v7().to_string(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    approve(&fed, &request).await;
     let resent = eventually(
         WAIT,
         "the phone of the earlier project at guangde",
@@ -161,4 +127,212 @@ async fn an_approved_request_sends_the_conditional_phones_of_records_already_rep
     })
     .await;
     assert_eq!(phone_of(&arrived), PHONE);
+}
+
+/// Files Guangde's request for the phones of Changxing's projects (default catalog entry) and
+/// has Changxing approve it; returns the request's name once the approval is at Guangde.
+async fn granted_phones(fed: &TestFederation) -> String {
+    let entry = eventually(WAIT, "changxing's project entry at guangde", || async {
+        default_entries(fed, "guangde", "changxing")
+            .await
+            .into_iter()
+            .find(|e| e.resource_code == "CHANGXING-PROJECT")
+    })
+    .await;
+    let request = file_phones(fed, &entry.name).await;
+    approve(fed, &request).await;
+    request
+}
+
+/// Guangde's request for the phones of `entry`'s records; its name once it is at Changxing.
+async fn file_phones(fed: &TestFederation, entry: &str) -> String {
+    let filed = fed
+        .access("guangde", "guangde")
+        .create_access_request(pb::CreateAccessRequestRequest {
+            access_request: Some(pb::AccessRequest {
+                entry: entry.into(),
+                items: vec!["contact.phone".into()],
+                purpose: "联合招商对接".into(),
+                validity_days: 30,
+                ..Default::default()
+            }),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_request
+        .unwrap();
+    eventually(WAIT, "the request at changxing", || {
+        request_at(fed, "changxing", &filed.name)
+    })
+    .await;
+    filed.name
+}
+
+/// Changxing approves `request` as asked.
+async fn approve(fed: &TestFederation, request: &str) {
+    fed.access("changxing", "changxing")
+        .answer_access_request(pb::AnswerAccessRequestRequest {
+            name: request.into(),
+            approve: true,
+            request_id: uuid::Uuid::now_v7().to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn request_at(fed: &TestFederation, at: &str, name: &str) -> Option<pb::AccessRequest> {
+    fed.access(at, at)
+        .get_access_request(pb::GetAccessRequestRequest { name: name.into() })
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().access_request)
+}
+
+fn revoke(name: &str, reason: &str) -> pb::RevokeAccessGrantRequest {
+    pb::RevokeAccessGrantRequest {
+        name: name.into(),
+        reason: reason.into(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
+/// Whether `needle` occurs in any of the store files of `party` (database and WAL).
+fn in_store_files(fed: &TestFederation, party: &str, needle: &str) -> Vec<String> {
+    let dir = fed.root.path().join(party);
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("store.db"))
+        .filter(|e| {
+            let bytes = std::fs::read(e.path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_receipt() {
+    let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    let project = create(&fed, "changxing", "长兴新能源电池项目").await;
+    let request = granted_phones(&fed).await;
+    eventually(WAIT, "the phone at guangde", || async {
+        try_get(&fed, "guangde", &project.name)
+            .await
+            .filter(|p| phone_of(p) == PHONE)
+    })
+    .await;
+    assert!(
+        !in_store_files(&fed, "guangde", PHONE).is_empty(),
+        "the phone is held"
+    );
+
+    // Refusals change nothing: not the provider, no reason, not an approved grant.
+    let err = fed
+        .access("guangde", "guangde")
+        .revoke_access_grant(revoke(&request, "不再需要"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert_eq!(crate::common::error_reason(&err), "NOT_PROVIDER");
+    let err = fed
+        .access("changxing", "changxing")
+        .revoke_access_grant(revoke(&request, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(crate::common::bad_fields(&err), ["reason"]);
+    assert_eq!(
+        request_at(&fed, "changxing", &request).await.unwrap().state,
+        pb::AccessRequestState::Approved as i32
+    );
+
+    let revoked = fed
+        .access("changxing", "changxing")
+        .revoke_access_grant(revoke(&request, "项目对接已结束"))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_request
+        .unwrap();
+    assert_eq!(revoked.state, pb::AccessRequestState::Revoked as i32);
+    assert_eq!(revoked.revoke_reason, "项目对接已结束");
+    let err = fed
+        .access("changxing", "changxing")
+        .revoke_access_grant(revoke(&request, "again"))
+        .await;
+    assert!(err.is_ok(), "revoking again changes nothing: {err:?}");
+
+    // Guangde erases what it held and answers with a receipt, which reaches Changxing.
+    let at_guangde = eventually(WAIT, "the deletion receipt at guangde", || async {
+        request_at(&fed, "guangde", &request)
+            .await
+            .filter(|r| r.deletion_receipt.is_some())
+    })
+    .await;
+    assert_eq!(at_guangde.state, pb::AccessRequestState::Revoked as i32);
+    let receipt = at_guangde.deletion_receipt.unwrap();
+    assert_eq!(receipt.cause, "revoked");
+    assert_eq!(receipt.items, vec!["contact.phone".to_string()]);
+    assert!(
+        receipt.records >= 1 && receipt.log_entries >= 1 && receipt.evidence >= 1,
+        "{receipt:?}"
+    );
+    let copy = try_get(&fed, "guangde", &project.name).await.unwrap();
+    assert_eq!(
+        phone_of(&copy),
+        "",
+        "the replica keeps the other items only"
+    );
+    assert_eq!(copy.contact.unwrap().name, "张三");
+    assert_eq!(
+        in_store_files(&fed, "guangde", PHONE),
+        Vec::<String>::new(),
+        "the phone bytes are gone from guangde's store files"
+    );
+    let kept = eventually(WAIT, "the receipt at changxing", || async {
+        request_at(&fed, "changxing", &request)
+            .await
+            .and_then(|r| r.deletion_receipt)
+    })
+    .await;
+    assert_eq!(
+        kept, receipt,
+        "the provider holds the receipt as signed by guangde"
+    );
+
+    // Evidence still verifies at both ends: the erased envelopes by their kept hashes.
+    for party in ["guangde", "changxing"] {
+        let config = fed.gateways[party].config.clone();
+        let intact = yrd_gateway::cli::audit::run(
+            yrd_gateway::cli::audit::AuditCommand::VerifyEvidence { config },
+            &std::collections::HashMap::new(),
+        )
+        .await
+        .unwrap();
+        assert!(intact, "evidence at {party} verifies");
+    }
+
+    // Nothing comes back: not with a new project, not after restarting both gateways.
+    let later = create(&fed, "changxing", "长兴储能项目").await;
+    let arrived = eventually(WAIT, "the later project at guangde", || {
+        try_get(&fed, "guangde", &later.name)
+    })
+    .await;
+    assert_eq!(phone_of(&arrived), "");
+    for party in ["changxing", "guangde"] {
+        fed.gateways.get_mut(party).unwrap().restart().await;
+    }
+    let after_restart = create(&fed, "changxing", "长兴氢能项目").await;
+    let arrived = eventually(WAIT, "a project after the restarts at guangde", || {
+        try_get(&fed, "guangde", &after_restart.name)
+    })
+    .await;
+    assert_eq!(phone_of(&arrived), "");
+    for name in [&project.name, &later.name] {
+        assert_eq!(phone_of(&try_get(&fed, "guangde", name).await.unwrap()), "");
+    }
+    assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
 }

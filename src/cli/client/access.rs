@@ -63,6 +63,12 @@ pub enum RequestCommand {
         #[arg(long)]
         reason: String,
     },
+    /// End a grant this party gave, before it expires (the provider only).
+    Revoke {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 fn print_request(r: &pb::AccessRequest) {
@@ -104,6 +110,20 @@ fn print_request(r: &pb::AccessRequest) {
             "  escalated {}: {}",
             when(&r.escalate_time),
             r.escalation_reason
+        );
+    }
+    if r.revoke_time.is_some() {
+        say!("  revoked {}: {}", when(&r.revoke_time), r.revoke_reason);
+    }
+    if let Some(d) = &r.deletion_receipt {
+        say!(
+            "  deletion receipt ({}, {}): {} erased in {} records, {} log entries, {} kept envelopes",
+            d.cause,
+            when(&d.erase_time),
+            d.items.join(", "),
+            d.records,
+            d.log_entries,
+            d.evidence
         );
     }
 }
@@ -196,6 +216,18 @@ pub(super) async fn run(channel: Channel, cmd: RequestCommand) -> anyhow::Result
                     reason,
                     request_id: request_id(),
                     ..Default::default()
+                })
+                .await
+                .map_err(explain)?
+                .into_inner()
+                .access_request
+        }
+        RequestCommand::Revoke { name, reason } => {
+            client
+                .revoke_access_grant(pb::RevokeAccessGrantRequest {
+                    name,
+                    reason,
+                    request_id: request_id(),
                 })
                 .await
                 .map_err(explain)?

@@ -9,8 +9,8 @@ use super::{Page, Records, WriteMeta, decode, non_empty, parent, parse_name, sto
 use crate::domain::RecordKind;
 use crate::records::access::MAX_ITEMS;
 use crate::records::{
-    AccessAnswer, AccessOutcome, AccessRequest, AccessState, CatalogEntry, RecordError,
-    ResourceName, SharingClass, Violations, check_text,
+    AccessAnswer, AccessOutcome, AccessRequest, AccessState, CatalogEntry, DeletionReceipt,
+    RecordError, ResourceName, SharingClass, Violations, check_text,
 };
 use crate::store::{ListQuery, StoreError, StoredRecord};
 
@@ -273,6 +273,8 @@ impl Records {
                 0
             },
             reason: answer.reason,
+            revoke_time: None,
+            revoke_reason: String::new(),
             revision: 1,
             create_time: now,
             update_time: now,
@@ -297,6 +299,97 @@ impl Records {
         self.get_access_request(&name.to_string()).await
     }
 
+    /// Ends a grant this party (the provider) gave, before it expires. The reason is required;
+    /// revoking a revoked grant again changes nothing.
+    pub async fn revoke_access_grant(
+        &self,
+        name: &str,
+        reason: &str,
+        meta: WriteMeta,
+        mut v: Violations,
+    ) -> Result<AccessView, RecordError> {
+        check_text(&mut v, "reason", reason, 1000, true);
+        let key = self.idempotency(&meta, &mut v);
+        if let Some(first) = self.replay(&key).await? {
+            let answer: AccessAnswer = decode(&first)?;
+            return self.get_access_request(&answer.request).await;
+        }
+        let name = match ResourceName::parse(name, RecordKind::AccessRequest) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                v.add("name", e);
+                None
+            }
+        };
+        let Some(name) = name else {
+            return Err(RecordError::Invalid(v));
+        };
+        v.into_result()?;
+        let view = self.get_access_request(&name.to_string()).await?;
+        if view.request.provider != self.party {
+            return Err(RecordError::Denied {
+                reason: "NOT_PROVIDER",
+                message: format!(
+                    "{name} asks {} for data; only {}'s systems revoke its grant",
+                    view.request.provider, view.request.provider
+                ),
+            });
+        }
+        match (view.outcome.state, &view.answer) {
+            (AccessState::Revoked, _) => Ok(view),
+            (AccessState::Approved, Some(answer)) => {
+                let now = self.now();
+                let mut next = answer.clone();
+                next.revoke_time = Some(now);
+                next.revoke_reason = reason.to_string();
+                let answer_name =
+                    ResourceName::new(&answer.owner, RecordKind::AccessAnswer, answer.id);
+                self.write_next(next, key?, &answer_name, now).await?;
+                tracing::warn!(request = %name, requester = %view.request.owner, "access grant revoked");
+                self.get_access_request(&name.to_string()).await
+            }
+            (AccessState::Approved, None) => Err(RecordError::Precondition {
+                reason: "NOT_REVOCABLE",
+                message: format!(
+                    "{name} names only unconditional items, granted at once: there is nothing to revoke"
+                ),
+            }),
+            (state, _) => Err(RecordError::Precondition {
+                reason: "NOT_APPROVED",
+                message: format!(
+                    "{name} is {state:?}, not an approved grant: there is nothing to revoke"
+                ),
+            }),
+        }
+    }
+
+    /// Records in this party's own request that its gateway erased what it held under the
+    /// grant after it ended. Written once (the request id is derived from the request), so a
+    /// gateway that crashed after erasing and erases again writes no second receipt.
+    pub async fn record_deletion(
+        &self,
+        name: &str,
+        receipt: DeletionReceipt,
+    ) -> Result<AccessView, RecordError> {
+        use sha2::Digest;
+        let seed = sha2::Sha256::digest(format!("deletion-receipt/{name}"));
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&seed[..16]);
+        let meta = WriteMeta {
+            request_id: uuid::Builder::from_random_bytes(id).into_uuid().to_string(),
+            fingerprint: seed.to_vec(),
+        };
+        self.change_own_request(name, meta, Violations::new(), |_, view, _| {
+            if view.request.deletion.is_some() {
+                return Ok(None);
+            }
+            let mut next = view.request.clone();
+            next.deletion = Some(receipt);
+            Ok(Some(next))
+        })
+        .await
+    }
+
     /// Withdraws a request this party made that has no answer yet.
     pub async fn withdraw_access_request(
         &self,
@@ -307,7 +400,7 @@ impl Records {
         self.change_own_request(name, meta, v, |name, view, now| {
             match view.outcome.state {
                 AccessState::Withdrawn => return Ok(None),
-                AccessState::Approved | AccessState::Refused if view.answer.is_some() => {
+                _ if view.answer.is_some() => {
                     return Err(RecordError::Precondition {
                         reason: "ALREADY_ANSWERED",
                         message: format!(
@@ -446,6 +539,7 @@ impl Records {
 mod tests;
 
 super::versioned!(AccessRequest, request_stored);
+super::versioned!(AccessAnswer, answer_stored);
 
 /// A request as stored: its parent is the catalog entry, whose owner is the provider (so the
 /// request is replicated to the provider only).

@@ -180,3 +180,68 @@ pub async fn widening_writes_send_records_again(store: Arc<dyn Store>) {
         "the same revision, sent again whole"
     );
 }
+
+/// A redaction rewrites an owner's records of one kind, their change-log copies and the kept
+/// envelopes (keeping each envelope's SHA-256 as received, once), leaves other owners, kinds
+/// and the cursor alone, and a second identical redaction changes nothing.
+pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Arc<dyn Store>) {
+    let (id, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut allocation = record("guangde", other, 1, "phone 138");
+    allocation.kind = RecordKind::Allocation;
+    let changes = vec![
+        replica(1, Some(record("guangde", id, 1, "phone 138"))),
+        replica(2, Some(allocation)),
+    ];
+    store.apply_replicas(batch(changes)).await.unwrap();
+    applied(
+        store
+            .write(write(
+                record("zone", Uuid::now_v7(), 1, "phone 138"),
+                None,
+                "own",
+            ))
+            .await,
+    );
+    let strip = |s: &str| s.contains("138").then(|| s.replace("138", ""));
+    let redaction = Redaction {
+        owner: "guangde".into(),
+        kind: RecordKind::Project,
+        body: Arc::new(move |b: &str| strip(b)),
+        envelope: Arc::new(|e: &[u8]| (e == b"envelope 1").then(|| b"envelope 1 erased".to_vec())),
+    };
+    let done = store.redact(redaction.clone()).await.unwrap();
+    assert_eq!(
+        done,
+        Redacted {
+            records: 1,
+            log_entries: 1,
+            evidence: 1
+        }
+    );
+    let held = store
+        .get(RecordKind::Project, "guangde", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.body, "phone ");
+    let logged = store.changes("guangde", 0, 10).await.unwrap();
+    assert_eq!(logged[0].record.body, "phone ");
+    assert_eq!(
+        logged[1].record.body, "phone 138",
+        "another kind is left alone"
+    );
+    let own = store.changes("zone", 0, 10).await.unwrap();
+    assert_eq!(
+        own[0].record.body, "phone 138",
+        "another owner is left alone"
+    );
+    let kept = store.evidence("guangde", 0, 10).await.unwrap();
+    assert_eq!(kept[0].envelope, b"envelope 1 erased".to_vec());
+    assert_eq!(
+        kept[0].erased_sha256,
+        Some(crate::store::envelope_sha256(b"envelope 1"))
+    );
+    assert_eq!(kept[1].erased_sha256, None);
+    assert_eq!(store.cursor("guangde").await.unwrap(), 2);
+    assert_eq!(store.redact(redaction).await.unwrap(), Redacted::default());
+}

@@ -152,9 +152,21 @@ impl ReplicaStore for PostgresStore {
                     manifest_digest: digest,
                     manifest,
                     received: r.get(9),
+                    erased_sha256: r.get(10),
                 })
             })
             .collect()
+    }
+
+    async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError> {
+        let pool = self.pool.clone();
+        // Its own task, like a group commit: a cancelled caller cannot leave it half done.
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            redact_copies(&mut conn, &redaction).await
+        })
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
     }
 
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {
@@ -167,4 +179,76 @@ impl ReplicaStore for PostgresStore {
         .await
         .map_err(|e| unavailable(format!("store task failed: {e}")))?
     }
+}
+
+/// Rewrites every stored copy `redaction` changes, in one transaction. The old row versions
+/// stay in the table's dead tuples until VACUUM reclaims them and later writes reuse the space.
+async fn redact_copies(
+    conn: &mut deadpool_postgres::Object,
+    redaction: &Redaction,
+) -> Result<Redacted, StoreError> {
+    let tx = conn.transaction().await.map_err(db)?;
+    let mut done = Redacted::default();
+    let (owner, kind) = (redaction.owner.as_str(), redaction.kind.as_str());
+    let rows = tx
+        .query(
+            "SELECT id, body FROM records WHERE kind = $1 AND owner = $2",
+            &[&kind, &owner],
+        )
+        .await
+        .map_err(db)?;
+    for row in rows {
+        let (id, body): (uuid::Uuid, String) = (row.get(0), row.get(1));
+        if let Some(new) = (redaction.body)(&body) {
+            tx.execute(
+                "UPDATE records SET body = $1 WHERE kind = $2 AND id = $3",
+                &[&new, &kind, &id],
+            )
+            .await
+            .map_err(db)?;
+            done.records += 1;
+        }
+    }
+    let rows = tx
+        .query(
+            "SELECT position, record FROM log WHERE owner = $1",
+            &[&owner],
+        )
+        .await
+        .map_err(db)?;
+    for row in rows {
+        let (position, text): (i64, String) = (row.get(0), row.get(1));
+        if let Some(new) = redact_logged(redaction, &text)? {
+            tx.execute(
+                "UPDATE log SET record = $1 WHERE position = $2",
+                &[&new, &position],
+            )
+            .await
+            .map_err(db)?;
+            done.log_entries += 1;
+        }
+    }
+    let rows = tx
+        .query(
+            "SELECT seq, envelope, erased_sha256 FROM evidence WHERE owner = $1",
+            &[&owner],
+        )
+        .await
+        .map_err(db)?;
+    for row in rows {
+        let (seq, envelope, erased): (i64, Vec<u8>, Option<Vec<u8>>) =
+            (row.get(0), row.get(1), row.get(2));
+        if let Some(new) = (redaction.envelope)(&envelope) {
+            let sha = erased.unwrap_or_else(|| envelope_sha256(&envelope));
+            tx.execute(
+                "UPDATE evidence SET envelope = $1, erased_sha256 = $2 WHERE owner = $3 AND seq = $4",
+                &[&new, &sha, &owner, &seq],
+            )
+            .await
+            .map_err(db)?;
+            done.evidence += 1;
+        }
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(done)
 }

@@ -108,4 +108,10 @@ CREATE TABLE manifests (
 );
 ALTER TABLE evidence ADD COLUMN manifest BYTEA;
 "#,
+    r#"
+-- Evidence whose envelope had items erased when a grant ended keeps the SHA-256 of the
+-- envelope as received, so the owner's signature (over it, or over the manifest listing it)
+-- still proves the change.
+ALTER TABLE evidence ADD COLUMN erased_sha256 BYTEA;
+"#,
 ];

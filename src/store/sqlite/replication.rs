@@ -122,6 +122,7 @@ impl ReplicaStore for SqliteStore {
                         manifest_digest: digest,
                         manifest,
                         received: r.get(9)?,
+                        erased_sha256: r.get(10)?,
                     })
                 })
                 .map_err(unavailable)?;
@@ -133,4 +134,83 @@ impl ReplicaStore for SqliteStore {
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {
         self.with_writer(move |c| apply_batch(c, batch)).await
     }
+
+    async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError> {
+        let done = self
+            .with_writer(move |c| redact_copies(c, &redaction))
+            .await?;
+        // The rewritten pages were zeroed where the old content stood (secure_delete); the old
+        // versions of the pages are in the WAL until it is checkpointed and truncated.
+        self.checkpoint().await?;
+        Ok(done)
+    }
+}
+
+/// Rewrites every stored copy `redaction` changes, in one transaction.
+fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacted, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let mut done = Redacted::default();
+    let (owner, kind) = (redaction.owner.as_str(), redaction.kind.as_str());
+    let bodies: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, body FROM records WHERE kind = ?1 AND owner = ?2")
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map(params![kind, owner], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    for (id, body) in bodies {
+        if let Some(new) = (redaction.body)(&body) {
+            tx.execute(
+                "UPDATE records SET body = ?1 WHERE kind = ?2 AND id = ?3",
+                params![new, kind, id],
+            )
+            .map_err(unavailable)?;
+            done.records += 1;
+        }
+    }
+    let logged: Vec<(i64, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT position, record FROM log WHERE owner = ?1")
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map(params![owner], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    for (position, text) in logged {
+        if let Some(new) = redact_logged(redaction, &text)? {
+            tx.execute(
+                "UPDATE log SET record = ?1 WHERE position = ?2",
+                params![new, position],
+            )
+            .map_err(unavailable)?;
+            done.log_entries += 1;
+        }
+    }
+    let kept: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = {
+        let mut stmt = tx
+            .prepare("SELECT seq, envelope, erased_sha256 FROM evidence WHERE owner = ?1")
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map(params![owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(unavailable)?;
+        rows.collect::<Result<_, _>>().map_err(unavailable)?
+    };
+    for (seq, envelope, erased) in kept {
+        if let Some(new) = (redaction.envelope)(&envelope) {
+            let sha = erased.unwrap_or_else(|| envelope_sha256(&envelope));
+            tx.execute(
+                "UPDATE evidence SET envelope = ?1, erased_sha256 = ?2 WHERE owner = ?3 AND seq = ?4",
+                params![new, sha, owner, seq],
+            )
+            .map_err(unavailable)?;
+            done.evidence += 1;
+        }
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(done)
 }

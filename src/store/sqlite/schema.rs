@@ -116,4 +116,10 @@ CREATE TABLE manifests (
 ) WITHOUT ROWID;
 ALTER TABLE evidence ADD COLUMN manifest BLOB;
 "#,
+    r#"
+-- Evidence whose envelope had items erased when a grant ended keeps the SHA-256 of the
+-- envelope as received, so the owner's signature (over it, or over the manifest listing it)
+-- still proves the change.
+ALTER TABLE evidence ADD COLUMN erased_sha256 BLOB;
+"#,
 ];

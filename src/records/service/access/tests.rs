@@ -144,6 +144,7 @@ fn ask(entry: &str, items: &[&str]) -> AccessRequest {
         withdraw_time: None,
         escalate_time: None,
         escalation_reason: String::new(),
+        deletion: None,
         revision: 0,
         create_time: 0,
         update_time: 0,

@@ -1,0 +1,181 @@
+//! The receiver's side of a grant that ended (revoked by the provider, or past its end): this
+//! gateway empties the granted items in every copy it holds of the provider's records — the
+//! records, their change-log copies, the envelopes kept as evidence (whose SHA-256 as received
+//! is kept, so the provider's signature still proves them) — unless another grant or a catalog
+//! item still covers them, and then writes a deletion receipt into its own request, which
+//! replicates to the provider signed by this gateway's key.
+//!
+//! A pass runs at start, after every commit to the feed (a revocation arriving is one) and at
+//! least every [`POLL`] (expiry needs no message). Passes are idempotent: a crash between the
+//! erasure and the receipt erases again (nothing left to change) and then writes the receipt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::watch;
+
+use super::{SharingView, read_view_of, redact_body};
+use crate::domain::RecordKind;
+use crate::records::{
+    AccessFilter, AccessState, AccessView, DeletionReceipt, Feed, RecordError, Records,
+    ResourceName,
+};
+use crate::store::Redaction;
+use crate::wire::{kind_to_wire, pb};
+
+/// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
+pub const POLL: Duration = Duration::from_secs(5);
+
+/// Erases what ended grants covered, until `stop`.
+pub async fn run(records: Records, feed: Feed, mut stop: watch::Receiver<bool>) {
+    let mut changed = feed.subscribe();
+    loop {
+        match erase_ended_grants(&records, &feed).await {
+            Ok(receipts) => {
+                for (name, r) in receipts {
+                    tracing::warn!(
+                        request = %name,
+                        cause = %r.cause,
+                        items = ?r.items,
+                        records = r.records,
+                        log_entries = r.log_entries,
+                        evidence = r.evidence,
+                        "grant ended: held data erased, deletion receipt written"
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "erasing data of ended grants failed; retrying"),
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One pass: for each request of this party whose grant ended and has no receipt yet, erases
+/// and writes the receipt. Returns the receipts written, by request name.
+pub async fn erase_ended_grants(
+    records: &Records,
+    feed: &Feed,
+) -> Result<Vec<(String, DeletionReceipt)>, RecordError> {
+    let mut written = Vec::new();
+    for state in [AccessState::Revoked, AccessState::Expired] {
+        let filter = AccessFilter {
+            requester: records.party().to_string(),
+            state: Some(state),
+            ..Default::default()
+        };
+        let mut page = super::first_page();
+        loop {
+            let (views, next) = records.list_access_requests(&filter, &page).await?;
+            for view in views {
+                if view.request.deletion.is_some() || view.answer.is_none() {
+                    continue;
+                }
+                let name = ResourceName::new(
+                    &view.request.owner,
+                    RecordKind::AccessRequest,
+                    view.request.id,
+                )
+                .to_string();
+                let receipt = erase(records, feed, &view, state).await?;
+                records.record_deletion(&name, receipt.clone()).await?;
+                written.push((name, receipt));
+            }
+            if next.is_empty() {
+                break;
+            }
+            page.token = next;
+        }
+    }
+    Ok(written)
+}
+
+/// Erases what `view`'s ended grant covered and no longer holds.
+async fn erase(
+    records: &Records,
+    feed: &Feed,
+    view: &AccessView,
+    state: AccessState,
+) -> Result<DeletionReceipt, RecordError> {
+    let request = &view.request;
+    let granted = view
+        .answer
+        .as_ref()
+        .map(|a| a.items.clone())
+        .unwrap_or_default();
+    let entry = records.get_catalog_entry(&request.entry).await?;
+    let now = records.now();
+    let cause = if state == AccessState::Revoked {
+        "revoked"
+    } else {
+        "expired"
+    };
+    let Some(kind) = entry.record_kind else {
+        return Ok(receipt(now, cause, Vec::new(), Default::default()));
+    };
+    // What this party may still see of the provider's records of that kind.
+    let here: SharingView = read_view_of(records, &request.provider).await?;
+    let items: Vec<String> = match here.visibility(records.party(), kind, now) {
+        None => granted,
+        Some(withheld) => granted
+            .into_iter()
+            .filter(|i| withheld.contains(i))
+            .collect(),
+    };
+    if items.is_empty() {
+        return Ok(receipt(now, cause, items, Default::default()));
+    }
+    let done = feed
+        .redact(redaction(&request.provider, kind, &items))
+        .await?;
+    Ok(receipt(now, cause, items, done))
+}
+
+fn receipt(
+    time: i64,
+    cause: &str,
+    items: Vec<String>,
+    done: crate::store::Redacted,
+) -> DeletionReceipt {
+    DeletionReceipt {
+        time,
+        cause: cause.to_string(),
+        items,
+        records: done.records,
+        log_entries: done.log_entries,
+        evidence: done.evidence,
+    }
+}
+
+/// Empties `items` in every stored copy of `owner`'s records of `kind`.
+fn redaction(owner: &str, kind: RecordKind, items: &[String]) -> Redaction {
+    let paths: Arc<Vec<String>> = Arc::new(items.to_vec());
+    let body_paths = paths.clone();
+    let wire_kind = kind_to_wire(kind) as i32;
+    let prefix = format!("{}.", kind.as_str());
+    Redaction {
+        owner: owner.to_string(),
+        kind,
+        body: Arc::new(move |body| redact_body(body, &body_paths).map(|(new, _)| new)),
+        envelope: Arc::new(move |bytes| {
+            let mut envelope = pb::ChangeEnvelope::decode(bytes).ok()?;
+            if envelope.kind != wire_kind || envelope.record_json.is_empty() {
+                return None;
+            }
+            let body = std::str::from_utf8(&envelope.record_json).ok()?;
+            let (new, emptied) = redact_body(body, &paths)?;
+            envelope.record_json = new.into_bytes();
+            for path in emptied {
+                let named = format!("{prefix}{path}");
+                if !envelope.withheld_fields.contains(&named) {
+                    envelope.withheld_fields.push(named);
+                }
+            }
+            Some(envelope.encode_to_vec())
+        }),
+    }
+}
