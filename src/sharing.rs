@@ -228,10 +228,7 @@ async fn read_view(records: &Records, feed: &Feed) -> Result<SharingView, Record
 
 /// `provider`'s entries and the grants of it held here: at the provider every grant it gave,
 /// at a receiver the grants it holds (its own requests and their answers).
-pub(crate) async fn read_view_of(
-    records: &Records,
-    provider: &str,
-) -> Result<SharingView, RecordError> {
+pub async fn read_view_of(records: &Records, provider: &str) -> Result<SharingView, RecordError> {
     let entries = entries_of(records, provider).await?;
     let mut grants = Vec::new();
     let filter = AccessFilter {

@@ -41,10 +41,10 @@ pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,
     WriteOutcome,
 };
-pub(crate) use replication::{EVIDENCE_QUERY, changes_to_apply, envelope_sha256, redact_logged};
+pub(crate) use replication::{EVIDENCE_QUERY, changes_to_apply, redact_logged};
 pub use replication::{
     Evidence, Redacted, Redaction, ReplicaBatch, ReplicaChange, ReplicaStore, SignedManifest,
-    StoredEvidence,
+    StoredEvidence, envelope_sha256,
 };
 
 #[derive(Debug, thiserror::Error)]

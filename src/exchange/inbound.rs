@@ -22,6 +22,8 @@ use crate::domain::RecordKind;
 use crate::domain::now_micros;
 use crate::identity::tls::TlsSource;
 use crate::records::{Feed, Records};
+use crate::sharing::erasure::keep_only_granted;
+use crate::sharing::{SharingView, read_view_of};
 use crate::store::{Evidence, PullLease, ReplicaBatch, ReplicaChange, SignedManifest};
 use crate::wire::pb::federation_service_client::FederationServiceClient;
 use crate::wire::{kind_from_wire, micros_of, pb};
@@ -263,6 +265,8 @@ impl Inbound {
             .map_err(transport)?
             .into_inner();
         let mut signer: Option<VerifiedSigner> = None;
+        // What this party may hold of the owner's records (read when first needed).
+        let mut view: Option<SharingView> = None;
         while let Some(msg) = stream.message().await.map_err(transport)? {
             if !msg.signer_certificate.is_empty() {
                 signer = Some(self.verifier.check_signer(&msg.signer_certificate, owner)?);
@@ -315,16 +319,26 @@ impl Inbound {
                         .as_ref()
                         .is_some_and(|r| r.kind == RecordKind::ReferralResponse)
                 });
-                let applied = self
-                    .feed
-                    .apply(ReplicaBatch {
-                        owner: owner.to_string(),
-                        signer: (signer.fingerprint.clone(), signer.der.clone()),
-                        changes: batch,
-                        manifest: manifest.map(|m| m.signed.clone()),
-                        received: now_micros(),
-                    })
-                    .await?;
+                // Each part ends at a change of the owner's catalog or grants, after which
+                // what this party may keep is read anew.
+                let mut applied = cursor;
+                for part in split_at_governance(batch) {
+                    let governs = part.last().is_some_and(governs_sharing);
+                    let part = self.keep_only_granted(owner, part, &mut view).await?;
+                    applied = self
+                        .feed
+                        .apply(ReplicaBatch {
+                            owner: owner.to_string(),
+                            signer: (signer.fingerprint.clone(), signer.der.clone()),
+                            changes: part,
+                            manifest: manifest.as_ref().map(|m| m.signed.clone()),
+                            received: now_micros(),
+                        })
+                        .await?;
+                    if governs {
+                        view = None;
+                    }
+                }
                 *progressed = true;
                 if answers {
                     // An accepted referral of ours makes our original project REFERRED.
@@ -348,6 +362,44 @@ impl Inbound {
             });
         }
         Ok(())
+    }
+
+    /// Empties, in changes about to be applied, the items this party holds no grant for now
+    /// (a grant that expired or was revoked while the change was on its way): the record and
+    /// the kept envelope (its SHA-256 as received kept, so the signature still proves it).
+    async fn keep_only_granted(
+        &self,
+        owner: &str,
+        mut changes: Vec<ReplicaChange>,
+        view: &mut Option<SharingView>,
+    ) -> Result<Vec<ReplicaChange>, ExchangeError> {
+        let governed = changes.iter().any(|c| {
+            c.record
+                .as_ref()
+                .is_some_and(|r| RecordKind::GOVERNED.contains(&r.kind))
+        });
+        if !governed {
+            return Ok(changes);
+        }
+        let current = match view {
+            Some(v) => v,
+            None => view.insert(
+                read_view_of(&self.records, owner)
+                    .await
+                    .map_err(|e| ExchangeError::Transport(format!("reading grants: {e}")))?,
+            ),
+        };
+        for (seq, items) in
+            keep_only_granted(current, self.records.party(), now_micros(), &mut changes)
+        {
+            tracing::warn!(
+                owner,
+                seq,
+                ?items,
+                "change arrived after its grant ended: items emptied before it was kept"
+            );
+        }
+        Ok(changes)
     }
 
     /// Checks the signature over a response's manifest, and that the manifest was made for
@@ -457,9 +509,33 @@ impl Inbound {
                 // Empty when the manifest carries the signature.
                 signature: signed.signature.clone(),
                 signer: signer.fingerprint.clone(),
+                erased_sha256: None,
             },
         })
     }
+}
+
+/// Whether a change is one of the owner's catalog entries or answers: what this party may hold
+/// of the owner's records may differ after it.
+fn governs_sharing(change: &ReplicaChange) -> bool {
+    change
+        .record
+        .as_ref()
+        .is_some_and(|r| matches!(r.kind, RecordKind::CatalogEntry | RecordKind::AccessAnswer))
+}
+
+/// `changes` in parts, each ending at a change that [`governs_sharing`] (the last part may not).
+fn split_at_governance(changes: Vec<ReplicaChange>) -> Vec<Vec<ReplicaChange>> {
+    let mut parts = vec![Vec::new()];
+    for change in changes {
+        let ends = governs_sharing(&change);
+        parts.last_mut().expect("never empty").push(change);
+        if ends {
+            parts.push(Vec::new());
+        }
+    }
+    parts.retain(|p| !p.is_empty());
+    parts
 }
 
 /// A response's manifest whose signature verified: what authenticates each of its changes.

@@ -21,7 +21,7 @@ use crate::records::{
     AccessFilter, AccessState, AccessView, DeletionReceipt, Feed, RecordError, Records,
     ResourceName,
 };
-use crate::store::Redaction;
+use crate::store::{Redaction, ReplicaChange, envelope_sha256};
 use crate::wire::{kind_to_wire, pb};
 
 /// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
@@ -178,4 +178,63 @@ fn redaction(owner: &str, kind: RecordKind, items: &[String]) -> Redaction {
             Some(envelope.encode_to_vec())
         }),
     }
+}
+
+/// Empties, in replicated changes about to be applied, the items `party` holds no grant for at
+/// `now` under `view` (its view of the owner's catalog and grants): a change the owner sealed
+/// while a grant held that arrives after it ended. The record and the kept envelope are
+/// emptied alike; the envelope's SHA-256 as received is kept, so the owner's signature still
+/// proves it. Returns (sequence number, items emptied) of each change touched.
+pub fn keep_only_granted(
+    view: &SharingView,
+    party: &str,
+    now: i64,
+    changes: &mut [ReplicaChange],
+) -> Vec<(u64, Vec<String>)> {
+    let mut touched = Vec::new();
+    for change in changes {
+        let Some(record) = change.record.as_mut() else {
+            continue;
+        };
+        if !RecordKind::GOVERNED.contains(&record.kind) {
+            continue;
+        }
+        let Some(withheld) = view.visibility(party, record.kind, now) else {
+            continue;
+        };
+        let paths: Vec<String> = withheld.into_iter().collect();
+        if paths.is_empty() || all_empty_already(&record.body, &paths) {
+            continue;
+        }
+        let Some((body, emptied)) = redact_body(&record.body, &paths) else {
+            continue;
+        };
+        let Ok(mut envelope) = pb::ChangeEnvelope::decode(change.evidence.envelope.as_slice())
+        else {
+            continue;
+        };
+        envelope.record_json = body.clone().into_bytes();
+        for path in &emptied {
+            let named = format!("{}.{path}", record.kind.as_str());
+            if !envelope.withheld_fields.contains(&named) {
+                envelope.withheld_fields.push(named);
+            }
+        }
+        change.evidence.erased_sha256 = Some(envelope_sha256(&change.evidence.envelope));
+        change.evidence.envelope = envelope.encode_to_vec();
+        record.body = body;
+        touched.push((change.seq, emptied));
+    }
+    touched
+}
+
+/// Whether every one of `paths` holds, as far as the text shows, an empty string (or is
+/// absent): the usual case, the owner having emptied them, needs no parsing.
+fn all_empty_already(body: &str, paths: &[String]) -> bool {
+    paths.iter().all(|path| {
+        let key = path.rsplit('.').next().unwrap_or(path);
+        let any = body.matches(&format!("\"{key}\":")).count();
+        let empty = body.matches(&format!("\"{key}\":\"\"")).count();
+        any == empty
+    })
 }

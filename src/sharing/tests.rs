@@ -6,6 +6,7 @@
 use proptest::prelude::*;
 use uuid::Uuid;
 
+use super::erasure::keep_only_granted;
 use super::*;
 
 const HOUR: i64 = 3_600 * 1_000_000;
@@ -165,4 +166,89 @@ proptest! {
             prop_assert!(view.visibility("anji", RecordKind::Allocation, now).is_none(), "a kind without an entry was sent");
         }
     }
+}
+
+/// A change the owner sealed while the grant held, arriving after it ended, is kept without the
+/// granted item, in the record and in the envelope kept as evidence (whose hash as received is
+/// kept); before the end, or when the owner already emptied the item, nothing changes.
+#[test]
+fn a_change_arriving_after_its_grant_ended_is_kept_without_the_item() {
+    use prost::Message;
+
+    use crate::store::{Evidence, ReplicaChange, StoredRecord, envelope_sha256};
+    use crate::wire::pb;
+
+    let entry = entry(
+        0,
+        SharingClass::Unconditional,
+        SharingClass::Conditional,
+        false,
+    );
+    let grant = Grant {
+        consumer: CONSUMER.into(),
+        entry: entry_name(&entry),
+        items: vec!["contact.phone".into()],
+        valid_until: 100,
+    };
+    let view = SharingView::new(vec![entry], vec![grant], 0);
+    let change = |phone: &str| {
+        let body =
+            format!(r#"{{"contact":{{"name":"张三","phone":"{phone}"}},"land_area_mu":"12"}}"#);
+        let envelope = pb::ChangeEnvelope {
+            owner: "changxing".into(),
+            seq: 7,
+            recipient: CONSUMER.into(),
+            record_json: body.clone().into_bytes(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        ReplicaChange {
+            seq: 7,
+            time: 0,
+            record: Some(StoredRecord {
+                kind: RecordKind::Project,
+                owner: "changxing".into(),
+                id: Uuid::nil(),
+                revision: 1,
+                index: Default::default(),
+                body,
+            }),
+            evidence: Evidence {
+                envelope,
+                scheme: 0x0403,
+                signature: Vec::new(),
+                signer: "fp".into(),
+                erased_sha256: None,
+            },
+        }
+    };
+
+    let mut in_time = vec![change("+86 138")];
+    assert!(keep_only_granted(&view, CONSUMER, 99, &mut in_time).is_empty());
+    assert!(in_time[0].record.as_ref().unwrap().body.contains("+86 138"));
+
+    let mut late = vec![change("+86 138")];
+    let received = late[0].evidence.envelope.clone();
+    let touched = keep_only_granted(&view, CONSUMER, 100, &mut late);
+    assert_eq!(touched, vec![(7, vec!["contact.phone".to_string()])]);
+    let kept = &late[0];
+    let body = &kept.record.as_ref().unwrap().body;
+    assert!(
+        !body.contains("+86 138") && body.contains("张三") && body.contains("12"),
+        "{body}"
+    );
+    let envelope = pb::ChangeEnvelope::decode(kept.evidence.envelope.as_slice()).unwrap();
+    assert!(!String::from_utf8_lossy(&envelope.record_json).contains("+86 138"));
+    assert_eq!(
+        envelope.withheld_fields,
+        vec!["project.contact.phone".to_string()]
+    );
+    assert_eq!(
+        kept.evidence.erased_sha256,
+        Some(envelope_sha256(&received))
+    );
+
+    let mut emptied_by_owner = vec![change("")];
+    assert!(keep_only_granted(&view, CONSUMER, 100, &mut emptied_by_owner).is_empty());
+    assert_eq!(emptied_by_owner[0].evidence.erased_sha256, None);
 }

@@ -20,6 +20,9 @@ pub struct Evidence {
     pub signature: Vec<u8>,
     /// SHA-256 fingerprint (hex) of the signer's certificate, stored once in the store.
     pub signer: String,
+    /// Set when items of the envelope were erased before it was kept (the receiver no longer
+    /// holds a grant for them): the SHA-256 of the envelope as received.
+    pub erased_sha256: Option<Vec<u8>>,
 }
 
 /// One verified change from a peer.
@@ -164,7 +167,7 @@ pub(crate) fn redact_logged(
 }
 
 /// SHA-256 of an envelope as received.
-pub(crate) fn envelope_sha256(envelope: &[u8]) -> Vec<u8> {
+pub fn envelope_sha256(envelope: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(envelope).to_vec()
 }

@@ -7,6 +7,7 @@ at once with its legal basis."""
 import uuid
 
 import grpc
+import pytest
 from google.protobuf import field_mask_pb2
 
 from support import eventually, failure, new_request_id
@@ -148,6 +149,33 @@ def test_a_conditional_item_is_requested_approved_and_the_answer_comes_back(fede
         "the approval at guangde", lambda: at(guangde, access_pb2.ACCESS_REQUEST_STATE_APPROVED)
     )
     assert list(approved.granted_items) == ["contact.phone"]
+
+    # The provider revokes; Guangde's gateway erases what it held and its deletion receipt,
+    # signed by its gateway as every change is, comes back to Changxing.
+    revoked = changxing.access.RevokeAccessGrant(
+        access_pb2.RevokeAccessGrantRequest(
+            name=filed.name, reason="项目对接已结束", request_id=new_request_id()
+        ),
+        timeout=10,
+    ).access_request
+    assert revoked.state == access_pb2.ACCESS_REQUEST_STATE_REVOKED
+    assert revoked.revoke_reason == "项目对接已结束"
+
+    def with_receipt(clients):
+        r = at(clients, access_pb2.ACCESS_REQUEST_STATE_REVOKED)
+        return r if r is not None and r.HasField("deletion_receipt") else None
+
+    receipt = eventually("the deletion receipt at changxing", lambda: with_receipt(changxing))
+    assert receipt.deletion_receipt.cause == "revoked"
+    assert list(receipt.deletion_receipt.items) == ["contact.phone"]
+    with pytest.raises(grpc.RpcError) as refused:
+        guangde.access.RevokeAccessGrant(
+            access_pb2.RevokeAccessGrantRequest(
+                name=filed.name, reason="not mine", request_id=new_request_id()
+            ),
+            timeout=10,
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_a_not_shared_item_is_refused_at_once_with_its_legal_basis(federation):

@@ -18,6 +18,7 @@ fn replica(seq: u64, record: Option<StoredRecord>) -> ReplicaChange {
             scheme: 0x0403,
             signature: vec![seq as u8; 64],
             signer: "fingerprint".into(),
+            erased_sha256: None,
         },
     }
 }

@@ -53,8 +53,8 @@ pub(super) async fn apply_batch(
     let evidence = tx
         .prepare_cached(
             "INSERT INTO evidence \
-             (owner, seq, envelope, scheme, signature, signer, received, manifest) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (owner, seq, envelope, scheme, signature, signer, received, manifest, erased_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .await
         .map_err(db)?;
@@ -86,6 +86,7 @@ pub(super) async fn apply_batch(
                 &e.signer,
                 &batch.received,
                 &manifest,
+                &e.erased_sha256,
             ],
         )
         .await

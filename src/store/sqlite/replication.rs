@@ -57,8 +57,8 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<
         let e = &change.evidence;
         tx.prepare_cached(
             "INSERT INTO evidence \
-             (owner, seq, envelope, scheme, signature, signer, received, manifest) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (owner, seq, envelope, scheme, signature, signer, received, manifest, erased_sha256) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -69,7 +69,8 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<
                 e.signature,
                 e.signer,
                 batch.received,
-                manifest
+                manifest,
+                e.erased_sha256
             ])
         })
         .map_err(unavailable)?;
