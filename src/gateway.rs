@@ -173,6 +173,12 @@ impl Gateway {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mut background = self.spawn_background(admin, health_reporter, &stop_rx);
         let audit = self.audit.then(|| AuditLog::start(self.store.clone()));
+        background.spawn(crate::sharing::erasure::run(
+            self.records.clone(),
+            self.feed.clone(),
+            self.on_erased(audit.clone()),
+            stop_rx.clone(),
+        ));
         let on_refused = self.on_refused_handshake(audit.clone());
         // Referral answers that arrived just before a crash are settled now.
         if let Err(e) = self.records.settle_referrals().await {
@@ -251,7 +257,7 @@ impl Gateway {
 
     /// Starts what runs beside the gRPC server until `stop`: the peer pullers, TLS reloading,
     /// health following the store, the admin HTTP server, the count of overdue access
-    /// requests, the erasure of data held under grants that ended, and chain-head witnessing.
+    /// requests and chain-head witnessing.
     fn spawn_background(
         &self,
         admin: Option<TcpListener>,
@@ -284,11 +290,6 @@ impl Gateway {
             self.ops.clone(),
             stop.clone(),
         ));
-        background.spawn(crate::sharing::erasure::run(
-            self.records.clone(),
-            self.feed.clone(),
-            stop.clone(),
-        ));
         background.spawn(crate::audit::witness::publish(
             self.store.clone(),
             config.party.clone(),
@@ -298,6 +299,29 @@ impl Gateway {
             stop.clone(),
         ));
         background
+    }
+
+    /// What happens when this gateway erased data of a grant that ended: audited when auditing
+    /// is on, as a call of the gateway itself.
+    fn on_erased(&self, audit: Option<AuditLog>) -> crate::sharing::erasure::OnErased {
+        Arc::new(move |request, receipt| {
+            let Some(log) = &audit else { return };
+            log.record(NewAuditEvent {
+                time: receipt.time,
+                caller: "gateway (grant ended)".into(),
+                method: "sharing/erase".into(),
+                records: vec![request.to_string()],
+                code: "OK".into(),
+                request_id: format!(
+                    "{}: {} erased in {} records, {} log entries, {} kept envelopes",
+                    receipt.cause,
+                    receipt.items.join(", "),
+                    receipt.records,
+                    receipt.log_entries,
+                    receipt.evidence
+                ),
+            });
+        })
     }
 
     /// What happens when a TLS handshake is refused: counted, and audited when auditing is on.

@@ -27,8 +27,16 @@ use crate::wire::{kind_to_wire, pb};
 /// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
 pub const POLL: Duration = Duration::from_secs(5);
 
+/// Told of each erasure (request name, receipt), e.g. to audit it.
+pub type OnErased = Arc<dyn Fn(&str, &DeletionReceipt) + Send + Sync>;
+
 /// Erases what ended grants covered, until `stop`.
-pub async fn run(records: Records, feed: Feed, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    records: Records,
+    feed: Feed,
+    on_erased: OnErased,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut changed = feed.subscribe();
     loop {
         match erase_ended_grants(&records, &feed).await {
@@ -43,6 +51,7 @@ pub async fn run(records: Records, feed: Feed, mut stop: watch::Receiver<bool>) 
                         evidence = r.evidence,
                         "grant ended: held data erased, deletion receipt written"
                     );
+                    on_erased(&name, &r);
                 }
             }
             Err(e) => tracing::error!(error = %e, "erasing data of ended grants failed; retrying"),

@@ -303,6 +303,34 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         "the provider holds the receipt as signed by guangde"
     );
 
+    // Audited at both ends: the revocation call at changxing, the erasure at guangde.
+    for (at, method) in [
+        (
+            "changxing",
+            "/yrd.exchange.v1.AccessService/RevokeAccessGrant",
+        ),
+        ("guangde", "sharing/erase"),
+    ] {
+        let events = eventually(WAIT, "the audit event", || async {
+            let events = pb::audit_service_client::AuditServiceClient::new(fed.client(at, at))
+                .list_audit_events(pb::ListAuditEventsRequest {
+                    method: method.into(),
+                    code: "OK".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .events;
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+        assert!(
+            events.iter().any(|e| e.records.contains(&request)),
+            "{at}: {events:?}"
+        );
+    }
+
     // Evidence still verifies at both ends: the erased envelopes by their kept hashes.
     for party in ["guangde", "changxing"] {
         let config = fed.gateways[party].config.clone();
