@@ -173,6 +173,35 @@ pub fn redact_body(body: &str, paths: &[String]) -> Option<(String, Vec<String>)
     (!changed.is_empty()).then(|| (value.to_string(), changed))
 }
 
+/// One consumer's visibility of every governed kind at one instant: computed once per batch,
+/// then looked up per change.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    by_kind: Vec<(RecordKind, Option<BTreeSet<String>>)>,
+}
+
+impl PeerView {
+    /// As [`SharingView::visibility`] for this consumer and instant.
+    pub fn visibility(&self, kind: RecordKind) -> Option<&BTreeSet<String>> {
+        self.by_kind
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, v)| v.as_ref())
+    }
+}
+
+impl SharingView {
+    /// What `consumer` receives of each governed kind at `now`.
+    pub fn for_peer(&self, consumer: &str, now: i64) -> PeerView {
+        PeerView {
+            by_kind: RecordKind::GOVERNED
+                .iter()
+                .map(|&kind| (kind, self.visibility(consumer, kind, now)))
+                .collect(),
+        }
+    }
+}
+
 fn entry_name(entry: &CatalogEntry) -> String {
     ResourceName::new(&entry.owner, RecordKind::CatalogEntry, entry.id).to_string()
 }

@@ -18,7 +18,7 @@ use crate::domain::RecordKind;
 use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
 use crate::records::Feed;
-use crate::sharing::{Sharing, SharingView};
+use crate::sharing::{PeerView, Sharing};
 use crate::store::Change;
 use crate::wire::{kind_to_wire, pb};
 
@@ -65,8 +65,8 @@ impl Outbound {
         }
     }
 
-    /// The encoded envelope of one change as `peer` may see it under `view` at `now`.
-    fn envelope(&self, view: &SharingView, now: i64, peer: &str, change: &Change) -> Vec<u8> {
+    /// The encoded envelope of one change as `peer` may see it under `view`.
+    fn envelope(&self, view: &PeerView, peer: &str, change: &Change) -> Vec<u8> {
         let mut envelope = pb::ChangeEnvelope {
             owner: change.owner.clone(),
             seq: change.seq,
@@ -74,7 +74,7 @@ impl Outbound {
             commit_time: Some(crate::wire::timestamp(change.time)),
             ..Default::default()
         };
-        if let Some(out) = self.policy.outgoing(view, peer, &change.record, now) {
+        if let Some(out) = self.policy.outgoing(view, peer, &change.record) {
             envelope.kind = kind_to_wire(change.record.kind) as i32;
             envelope.record_id = change.record.id.to_string();
             envelope.revision = change.record.revision;
@@ -116,10 +116,10 @@ impl Outbound {
                 })?,
                 None => self.sharing.current(),
             };
-        let now = crate::domain::now_micros();
+        let view = Arc::new(view.for_peer(peer, crate::domain::now_micros()));
         let (this, each, recipient) = (self.clone(), signer.clone(), peer.to_string());
         let sealed = super::on_cores(Arc::new(changes), move |_, c| {
-            let envelope = this.envelope(&view, now, &recipient, c);
+            let envelope = this.envelope(&view, &recipient, c);
             if manifest {
                 let digest = Sha256::digest(&envelope).to_vec();
                 return Ok((

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::domain::RecordKind;
-use crate::sharing::{SharingView, empty_path};
+use crate::sharing::{PeerView, empty_path};
 use crate::store::StoredRecord;
 
 #[derive(Debug, Clone, Default)]
@@ -30,17 +30,12 @@ impl SharingPolicy {
         }
     }
 
-    /// What `peer` may see of `record` at `now` under the owner's `view`: `None` when nothing.
+    /// What `peer` may see of `record` under `view` (the owner's catalog and grants as they
+    /// apply to that peer now): `None` when nothing.
     /// Catalog entries go to every member whole: what a party shares, and how, is public
     /// within the federation. Access requests and answers go to the other party of the
     /// request and to the coordinating party. Other records as the catalog and grants say.
-    pub fn outgoing(
-        &self,
-        view: &SharingView,
-        peer: &str,
-        record: &StoredRecord,
-        now: i64,
-    ) -> Option<Outgoing> {
+    pub fn outgoing(&self, view: &PeerView, peer: &str, record: &StoredRecord) -> Option<Outgoing> {
         match record.kind {
             RecordKind::CatalogEntry => return Some(whole(record)),
             // A request goes to the provider (its parent is the provider's catalog entry), an
@@ -52,7 +47,7 @@ impl SharingPolicy {
             }
             _ => {}
         }
-        let paths = view.visibility(peer, record.kind, now)?;
+        let paths = view.visibility(record.kind)?;
         if paths.is_empty() {
             return Some(whole(record));
         }
@@ -60,7 +55,7 @@ impl SharingPolicy {
         let mut value: Value = serde_json::from_str(&record.body).ok()?;
         let mut withheld = Vec::new();
         for path in paths {
-            if empty_path(&mut value, &path) {
+            if empty_path(&mut value, path) {
                 withheld.push(format!("{prefix}{path}"));
             }
         }
@@ -88,7 +83,7 @@ fn owner_of(name: &str) -> Option<&str> {
 mod tests {
     use super::*;
     use crate::records::{CatalogEntry, DataItem, SharingClass};
-    use crate::sharing::Grant;
+    use crate::sharing::{Grant, SharingView};
 
     fn record(body: &str) -> StoredRecord {
         StoredRecord {
@@ -133,18 +128,24 @@ mod tests {
         let entry = project_entry(&["anji"]);
         let rec = record(r#"{"contact":{"name":"张三","phone":"+86 138"},"labels":{"a":"b"}}"#);
         let view = SharingView::new(vec![entry.clone()], Vec::new(), 1);
-        let out = policy.outgoing(&view, "guangde", &rec, 0).unwrap();
+        let out = policy
+            .outgoing(&view.for_peer("guangde", 0), "guangde", &rec)
+            .unwrap();
         let v: Value = serde_json::from_str(&out.body).unwrap();
         assert_eq!(v["contact"]["phone"], "");
         assert_eq!(v["contact"]["name"], "张三");
         assert_eq!(v["labels"]["a"], "b");
         assert_eq!(out.withheld, vec!["project.contact.phone".to_string()]);
-        let open = policy.outgoing(&view, "anji", &rec, 0).unwrap();
+        let open = policy
+            .outgoing(&view.for_peer("anji", 0), "anji", &rec)
+            .unwrap();
         assert_eq!(open.body, rec.body, "open to anji without a request");
         let mut alloc = rec.clone();
         alloc.kind = RecordKind::Allocation;
         assert!(
-            policy.outgoing(&view, "guangde", &alloc, 0).is_none(),
+            policy
+                .outgoing(&view.for_peer("guangde", 0), "guangde", &alloc)
+                .is_none(),
             "no catalog entry for allocations: not sent"
         );
         let grant = Grant {
@@ -154,10 +155,14 @@ mod tests {
             valid_until: 100,
         };
         let view = SharingView::new(vec![entry], vec![grant], 2);
-        let granted = policy.outgoing(&view, "guangde", &rec, 99).unwrap();
+        let granted = policy
+            .outgoing(&view.for_peer("guangde", 99), "guangde", &rec)
+            .unwrap();
         assert_eq!(granted.body, rec.body);
         assert!(granted.withheld.is_empty());
-        let expired = policy.outgoing(&view, "guangde", &rec, 100).unwrap();
+        let expired = policy
+            .outgoing(&view.for_peer("guangde", 100), "guangde", &rec)
+            .unwrap();
         assert_eq!(expired.withheld, vec!["project.contact.phone".to_string()]);
     }
 
@@ -167,7 +172,7 @@ mod tests {
         let mut entry = record(r#"{"resource_code":"CX-1","conditions":"c"}"#);
         entry.kind = RecordKind::CatalogEntry;
         let out = policy
-            .outgoing(&SharingView::default(), "anji", &entry, 0)
+            .outgoing(&SharingView::default().for_peer("anji", 0), "anji", &entry)
             .expect("sent");
         assert_eq!(out.body, entry.body);
         assert!(out.withheld.is_empty());
@@ -182,15 +187,39 @@ mod tests {
         request.kind = RecordKind::AccessRequest;
         request.owner = "guangde".into();
         request.index.parent = Some("parties/changxing/catalogEntries/x".into());
-        assert!(policy.outgoing(&view, "changxing", &request, 0).is_some());
-        assert!(policy.outgoing(&view, "zone", &request, 0).is_some());
-        assert!(policy.outgoing(&view, "anji", &request, 0).is_none());
+        assert!(
+            policy
+                .outgoing(&view.for_peer("changxing", 0), "changxing", &request)
+                .is_some()
+        );
+        assert!(
+            policy
+                .outgoing(&view.for_peer("zone", 0), "zone", &request)
+                .is_some()
+        );
+        assert!(
+            policy
+                .outgoing(&view.for_peer("anji", 0), "anji", &request)
+                .is_none()
+        );
         let mut answer = record("{}");
         answer.kind = RecordKind::AccessAnswer;
         answer.owner = "changxing".into();
         answer.index.parent = Some("parties/guangde/accessRequests/y".into());
-        assert!(policy.outgoing(&view, "guangde", &answer, 0).is_some());
-        assert!(policy.outgoing(&view, "zone", &answer, 0).is_some());
-        assert!(policy.outgoing(&view, "anji", &answer, 0).is_none());
+        assert!(
+            policy
+                .outgoing(&view.for_peer("guangde", 0), "guangde", &answer)
+                .is_some()
+        );
+        assert!(
+            policy
+                .outgoing(&view.for_peer("zone", 0), "zone", &answer)
+                .is_some()
+        );
+        assert!(
+            policy
+                .outgoing(&view.for_peer("anji", 0), "anji", &answer)
+                .is_none()
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! least every [`POLL`] (expiry needs no message). Passes are idempotent: a crash between the
 //! erasure and the receipt erases again (nothing left to change) and then writes the receipt.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,6 +202,7 @@ pub fn keep_only_granted(
     changes: &mut [ReplicaChange],
 ) -> Vec<(u64, Vec<String>)> {
     let mut touched = Vec::new();
+    let here = view.for_peer(party, now);
     for change in changes {
         let Some(record) = change.record.as_mut() else {
             continue;
@@ -208,13 +210,13 @@ pub fn keep_only_granted(
         if !RecordKind::GOVERNED.contains(&record.kind) {
             continue;
         }
-        let Some(withheld) = view.visibility(party, record.kind, now) else {
+        let Some(withheld) = here.visibility(record.kind) else {
             continue;
         };
-        let paths: Vec<String> = withheld.into_iter().collect();
-        if paths.is_empty() || all_empty_already(&record.body, &paths) {
+        if withheld.is_empty() || all_empty_already(&record.body, withheld) {
             continue;
         }
+        let paths: Vec<String> = withheld.iter().cloned().collect();
         let Some((body, emptied)) = redact_body(&record.body, &paths) else {
             continue;
         };
@@ -239,7 +241,7 @@ pub fn keep_only_granted(
 
 /// Whether every one of `paths` holds, as far as the text shows, an empty string (or is
 /// absent): the usual case, the owner having emptied them, needs no parsing.
-fn all_empty_already(body: &str, paths: &[String]) -> bool {
+fn all_empty_already(body: &str, paths: &BTreeSet<String>) -> bool {
     paths.iter().all(|path| {
         let key = path.rsplit('.').next().unwrap_or(path);
         let any = body.matches(&format!("\"{key}\":")).count();

@@ -134,7 +134,7 @@ fn client(data: &std::path::Path, base: u16, party: &str, args: &[&str]) -> Stri
 async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
     let data = tempfile::tempdir().unwrap();
     let base = port_base(1);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
         .args([
             "dev",
             "--grpc-port-base",
@@ -148,6 +148,8 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped however the test ends: a failed assertion must not leave four gateways running.
+    let dev = Stopped(child);
     let until = |what: &str, check: &dyn Fn() -> Option<String>| {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -297,8 +299,17 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
             .filter(|out| out.contains("contact: 张三 +86 138-0000-0000"))
     });
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    drop(dev);
+}
+
+/// A child process that is stopped (SIGTERM, then waited for) when this is dropped.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
 }
