@@ -119,6 +119,14 @@ impl Gateway {
         })
     }
 
+    /// Reads the time from `clock` wherever the record rules and the sharing decisions need it
+    /// (deadlines, grant ends, what is sent and kept), so a test can move time forward.
+    pub fn with_clock(mut self, clock: crate::records::Clock) -> Self {
+        self.records = self.records.with_clock(clock);
+        self.inbound = self.inbound.with_records(self.records.clone());
+        self
+    }
+
     /// Serves without the audit trail. Exists so `bench audit-cost` can measure the cost of
     /// auditing in one run; deployments always audit (no configuration key reaches this).
     pub fn without_audit_for_benchmark(mut self) -> Self {

@@ -28,8 +28,8 @@ pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, P
 pub use referral::{Referral, ReferralResponse, ReferralState};
 pub use service::{
     AccessFilter, AccessView, AllocationFilter, AllocationView, Answer, AnyRecord, CatalogFilter,
-    Decide, MAX_PAGE_SIZE, Page, ProjectFilter, Records, ReferralFilter, ReferralView, WriteMeta,
-    decode_record,
+    Clock, Decide, MAX_PAGE_SIZE, Page, ProjectFilter, Records, ReferralFilter, ReferralView,
+    WriteMeta, decode_record,
 };
 
 use crate::domain::RecordKind;

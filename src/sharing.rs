@@ -224,6 +224,11 @@ impl Sharing {
         }))
     }
 
+    /// The time as the record rules read it.
+    pub fn now(&self) -> i64 {
+        self.records.now()
+    }
+
     /// The view as last read.
     pub fn current(&self) -> Arc<SharingView> {
         self.view.read().unwrap_or_else(|e| e.into_inner()).clone()

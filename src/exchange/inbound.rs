@@ -130,6 +130,12 @@ impl Inbound {
         }
     }
 
+    /// The same pullers over `records` (e.g. with another clock).
+    pub fn with_records(mut self, records: Records) -> Self {
+        self.records = records;
+        self
+    }
+
     pub fn status(&self) -> PeerStatuses {
         self.status.clone()
     }
@@ -389,9 +395,8 @@ impl Inbound {
                     .map_err(|e| ExchangeError::Transport(format!("reading grants: {e}")))?,
             ),
         };
-        for (seq, items) in
-            keep_only_granted(current, self.records.party(), now_micros(), &mut changes)
-        {
+        let now = self.records.now();
+        for (seq, items) in keep_only_granted(current, self.records.party(), now, &mut changes) {
             tracing::warn!(
                 owner,
                 seq,

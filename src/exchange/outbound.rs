@@ -116,7 +116,7 @@ impl Outbound {
                 })?,
                 None => self.sharing.current(),
             };
-        let view = Arc::new(view.for_peer(peer, crate::domain::now_micros()));
+        let view = Arc::new(view.for_peer(peer, self.sharing.now()));
         let (this, each, recipient) = (self.clone(), signer.clone(), peer.to_string());
         let sealed = super::on_cores(Arc::new(changes), move |_, c| {
             let envelope = this.envelope(&view, &recipient, c);

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rustls::ClientConfig;
@@ -101,6 +102,15 @@ pub struct Options {
     pub listen_admin: Option<String>,
 }
 
+/// Microseconds added to the clock of every in-process gateway of this test (each test runs in
+/// a process of its own): [`advance_clock`] moves time forward for deadlines and grant ends.
+pub static CLOCK_OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Moves the clock of every in-process gateway forward by `by`.
+pub fn advance_clock(by: Duration) {
+    CLOCK_OFFSET.fetch_add(by.as_micros() as i64, Ordering::SeqCst);
+}
+
 /// Entries of the default catalog each party publishes at start (one per governed record
 /// kind): the first changes of every party's log.
 pub const DEFAULT_ENTRIES: u64 = 5;
@@ -161,7 +171,10 @@ impl InProcess {
         let admin = admin_listener.local_addr().unwrap();
         let gateway = Gateway::open(Config::load(&config, &HashMap::new()).unwrap())
             .await
-            .unwrap();
+            .unwrap()
+            .with_clock(Arc::new(|| {
+                yrd_gateway::domain::now_micros() + CLOCK_OFFSET.load(Ordering::SeqCst)
+            }));
         let peer_status = Some(gateway.peer_status());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

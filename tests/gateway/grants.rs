@@ -364,3 +364,65 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
     }
     assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_is_erased_without_a_message_and_never_sent_again_after_restarts() {
+    let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    let project = create(&fed, "changxing", "长兴新能源电池项目").await;
+    let request = granted_phones(&fed).await;
+    eventually(WAIT, "the phone at guangde", || async {
+        try_get(&fed, "guangde", &project.name)
+            .await
+            .filter(|p| phone_of(p) == PHONE)
+    })
+    .await;
+
+    // Thirty-one days later (at both gateways), the thirty-day grant has ended by itself.
+    crate::common::advance_clock(Duration::from_secs(31 * 86_400));
+    let at_guangde = eventually(WAIT, "the expiry's deletion receipt at guangde", || async {
+        request_at(&fed, "guangde", &request)
+            .await
+            .filter(|r| r.deletion_receipt.is_some())
+    })
+    .await;
+    assert_eq!(at_guangde.state, pb::AccessRequestState::Expired as i32);
+    assert_eq!(
+        at_guangde.deletion_receipt.as_ref().unwrap().cause,
+        "expired"
+    );
+    assert_eq!(
+        phone_of(&try_get(&fed, "guangde", &project.name).await.unwrap()),
+        ""
+    );
+    assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
+    eventually(WAIT, "the receipt at changxing", || async {
+        request_at(&fed, "changxing", &request)
+            .await
+            .and_then(|r| r.deletion_receipt)
+    })
+    .await;
+
+    let later = create(&fed, "changxing", "长兴储能项目").await;
+    let arrived = eventually(WAIT, "the later project at guangde", || {
+        try_get(&fed, "guangde", &later.name)
+    })
+    .await;
+    assert_eq!(
+        phone_of(&arrived),
+        "",
+        "the owner stopped sending at the end"
+    );
+    for party in ["changxing", "guangde"] {
+        fed.gateways.get_mut(party).unwrap().restart().await;
+    }
+    let after_restart = create(&fed, "changxing", "长兴氢能项目").await;
+    let arrived = eventually(WAIT, "a project after the restarts at guangde", || {
+        try_get(&fed, "guangde", &after_restart.name)
+    })
+    .await;
+    assert_eq!(phone_of(&arrived), "");
+    for name in [&project.name, &later.name] {
+        assert_eq!(phone_of(&try_get(&fed, "guangde", name).await.unwrap()), "");
+    }
+    assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
+}
