@@ -1,4 +1,5 @@
-//! The sharing decision against random histories of publish / grant / time passing: a
+//! The sharing decision against random histories of publish / grant / revoke / time passing
+//! (restarts are shown over real gateways in `tests/gateway/grants.rs`): a
 //! CONDITIONAL item never reaches a party without an active grant for it (or a standing
 //! `open_to`), a NOT_SHARED item never reaches anyone, and a granted item does reach its
 //! consumer while the grant holds.
@@ -26,6 +27,11 @@ enum Step {
     },
     Wait {
         hours: i64,
+    },
+    /// The provider revokes grant `grant` (if there is one): a revoked request is no longer a
+    /// grant of the view.
+    Revoke {
+        grant: usize,
     },
 }
 
@@ -55,6 +61,7 @@ fn step() -> impl Strategy<Value = Step> {
             hours
         }),
         (0i64..100).prop_map(|hours| Step::Wait { hours }),
+        (0usize..6).prop_map(|grant| Step::Revoke { grant }),
     ]
 }
 
@@ -123,6 +130,11 @@ proptest! {
                     }
                 }
                 Step::Wait { hours } => now += hours * HOUR,
+                Step::Revoke { grant } => {
+                    if grant < grants.len() {
+                        grants.remove(grant);
+                    }
+                }
             }
             let view = SharingView::new(entries.clone(), grants.clone(), 0);
             let active = |e: &CatalogEntry, field: Option<&str>| grants.iter().any(|g| {

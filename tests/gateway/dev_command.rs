@@ -299,6 +299,25 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
             .filter(|out| out.contains("contact: 张三 +86 138-0000-0000"))
     });
 
+    // Changxing revokes: Guangde reads the phone empty again, and Changxing holds Guangde's
+    // deletion receipt.
+    let revoked = client(
+        data.path(),
+        base,
+        "changxing",
+        &["request", "revoke", &request, "--reason", "项目对接已结束"],
+    );
+    assert!(revoked.contains("ACCESS_REQUEST_STATE_REVOKED"), "{revoked}");
+    until("the phone erased at guangde", &|| {
+        try_client("guangde", &["project", "get", &project])
+            .filter(|out| out.contains("contact: 张三 \n"))
+    });
+    let receipt = until("the deletion receipt at changxing", &|| {
+        try_client("changxing", &["request", "get", &request])
+            .filter(|out| out.contains("deletion receipt (revoked"))
+    });
+    assert!(receipt.contains("contact.phone erased in"), "{receipt}");
+
     drop(dev);
 }
 
