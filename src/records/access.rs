@@ -84,6 +84,10 @@ pub struct DeletionReceipt {
     pub records: u64,
     pub log_entries: u64,
     pub evidence: u64,
+    /// The records themselves were deleted: the grant was what admitted them (a CONDITIONAL
+    /// entry), not just some of their items.
+    #[serde(default)]
+    pub records_deleted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

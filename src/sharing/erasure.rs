@@ -129,20 +129,27 @@ async fn erase(
     };
     // What this party may still see of the provider's records of that kind.
     let here: SharingView = read_view_of(records, &request.provider).await?;
-    let items: Vec<String> = match here.visibility(records.party(), kind, now) {
-        None => granted,
-        Some(withheld) => granted
-            .into_iter()
-            .filter(|i| withheld.contains(i))
-            .collect(),
+    let (items, whole) = match here.visibility(records.party(), kind, now) {
+        // The ended grant was what admitted the records at all (a CONDITIONAL entry): none of
+        // them may be held any more.
+        None => (granted, true),
+        Some(withheld) => (
+            granted
+                .into_iter()
+                .filter(|i| withheld.contains(i))
+                .collect::<Vec<_>>(),
+            false,
+        ),
     };
-    if items.is_empty() {
+    if items.is_empty() && !whole {
         return Ok(receipt(now, cause, items, Default::default()));
     }
     let done = feed
-        .redact(redaction(&request.provider, kind, &items))
+        .redact(redaction(&request.provider, kind, &items, whole))
         .await?;
-    Ok(receipt(now, cause, items, done))
+    let mut r = receipt(now, cause, items, done);
+    r.records_deleted = whole;
+    Ok(r)
 }
 
 fn receipt(
@@ -158,11 +165,13 @@ fn receipt(
         records: done.records,
         log_entries: done.log_entries,
         evidence: done.evidence,
+        records_deleted: false,
     }
 }
 
-/// Empties `items` in every stored copy of `owner`'s records of `kind`.
-fn redaction(owner: &str, kind: RecordKind, items: &[String]) -> Redaction {
+/// Empties `items` in every stored copy of `owner`'s records of `kind`; with `whole`, deletes
+/// the records and their change-log copies and empties the kept envelopes of their bodies.
+fn redaction(owner: &str, kind: RecordKind, items: &[String], whole: bool) -> Redaction {
     let paths: Arc<Vec<String>> = Arc::new(items.to_vec());
     let body_paths = paths.clone();
     let wire_kind = kind_to_wire(kind) as i32;
@@ -176,6 +185,11 @@ fn redaction(owner: &str, kind: RecordKind, items: &[String]) -> Redaction {
             if envelope.kind != wire_kind || envelope.record_json.is_empty() {
                 return None;
             }
+            if whole {
+                envelope.record_json = Vec::new();
+                envelope.withheld_fields = vec![kind.as_str().to_string()];
+                return Some(envelope.encode_to_vec());
+            }
             let body = std::str::from_utf8(&envelope.record_json).ok()?;
             let (new, emptied) = redact_body(body, &paths)?;
             envelope.record_json = new.into_bytes();
@@ -187,6 +201,7 @@ fn redaction(owner: &str, kind: RecordKind, items: &[String]) -> Redaction {
             }
             Some(envelope.encode_to_vec())
         }),
+        delete_records: whole,
     }
 }
 

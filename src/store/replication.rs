@@ -87,6 +87,9 @@ pub struct Redaction {
     pub body: RewriteBody,
     /// A kept envelope (any kind: the function looks inside).
     pub envelope: RewriteEnvelope,
+    /// Delete the records of the kind and their change-log copies instead of rewriting them
+    /// (nothing of them may be held any more); kept envelopes are still rewritten.
+    pub delete_records: bool,
 }
 
 /// How many stored copies a redaction rewrote.
@@ -147,22 +150,29 @@ pub trait ReplicaStore: Send + Sync + 'static {
     async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError>;
 }
 
-/// The new JSON of a change-log row (a [`StoredRecord`]) under `redaction`, if it changes.
-pub(crate) fn redact_logged(
-    redaction: &Redaction,
-    text: &str,
-) -> Result<Option<String>, StoreError> {
+/// What becomes of a change-log row under a redaction.
+pub(crate) enum LoggedCopy {
+    Keep,
+    Rewrite(String),
+    Delete,
+}
+
+/// What becomes of a change-log row (a [`StoredRecord`] as JSON) under `redaction`.
+pub(crate) fn redact_logged(redaction: &Redaction, text: &str) -> Result<LoggedCopy, StoreError> {
     let mut record: StoredRecord =
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if record.kind != redaction.kind {
-        return Ok(None);
+        return Ok(LoggedCopy::Keep);
+    }
+    if redaction.delete_records {
+        return Ok(LoggedCopy::Delete);
     }
     match (redaction.body)(&record.body) {
         Some(body) => {
             record.body = body;
-            record.encode().map(Some)
+            record.encode().map(LoggedCopy::Rewrite)
         }
-        None => Ok(None),
+        None => Ok(LoggedCopy::Keep),
     }
 }
 

@@ -100,6 +100,7 @@ pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
             records: d.records as i64,
             log_entries: d.log_entries as i64,
             evidence: d.evidence as i64,
+            records_deleted: d.records_deleted,
         }),
     }
 }

@@ -307,7 +307,10 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         "changxing",
         &["request", "revoke", &request, "--reason", "项目对接已结束"],
     );
-    assert!(revoked.contains("ACCESS_REQUEST_STATE_REVOKED"), "{revoked}");
+    assert!(
+        revoked.contains("ACCESS_REQUEST_STATE_REVOKED"),
+        "{revoked}"
+    );
     until("the phone erased at guangde", &|| {
         try_client("guangde", &["project", "get", &project])
             .filter(|out| out.contains("contact: 张三 \n"))

@@ -426,3 +426,94 @@ async fn an_expired_grant_is_erased_without_a_message_and_never_sent_again_after
     }
     assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_a_grant_of_a_conditional_entry_ends_the_records_themselves_are_deleted() {
+    // Changxing shares its projects only under a grant: one CONDITIONAL entry, no default.
+    let options = crate::common::Options {
+        without_default_catalog: vec!["changxing".to_string()],
+        ..Default::default()
+    };
+    let fed = TestFederation::start_with(&["zone", "changxing", "guangde"], options).await;
+    let entry = fed
+        .catalog("changxing", "changxing")
+        .publish_catalog_entry(pb::PublishCatalogEntryRequest {
+            entry: Some(pb::CatalogEntry {
+                resource_code: "CX-PROJECT-RESTRICTED".into(),
+                display_name: "长兴县在谈项目（有条件共享）".into(),
+                record_kind: pb::RecordKind::Project as i32,
+                items: vec![crate::common::data_item(
+                    "contact.phone",
+                    pb::SharingClass::Unspecified,
+                    "",
+                )],
+                sharing_class: pb::SharingClass::Conditional as i32,
+                ..Default::default()
+            }),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    let secret = "长兴保密在谈项目";
+    let project = create(&fed, "changxing", secret).await;
+    eventually(WAIT, "guangde at changxing's head", || async {
+        (fed.gateways["guangde"].peer("changxing").cursor >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        try_get(&fed, "guangde", &project.name).await.is_none(),
+        "no grant, no record"
+    );
+    eventually(WAIT, "the entry at guangde", || async {
+        fed.catalog("guangde", "guangde")
+            .get_catalog_entry(pb::GetCatalogEntryRequest {
+                name: entry.name.clone(),
+            })
+            .await
+            .ok()
+    })
+    .await;
+
+    let request = file_phones(&fed, &entry.name).await;
+    approve(&fed, &request).await;
+    let held = eventually(WAIT, "the project at guangde under the grant", || {
+        try_get(&fed, "guangde", &project.name)
+    })
+    .await;
+    assert_eq!(phone_of(&held), PHONE);
+    assert!(!in_store_files(&fed, "guangde", secret).is_empty());
+
+    fed.access("changxing", "changxing")
+        .revoke_access_grant(revoke(&request, "对接结束"))
+        .await
+        .unwrap();
+    let at_guangde = eventually(WAIT, "the deletion receipt at guangde", || async {
+        request_at(&fed, "guangde", &request)
+            .await
+            .filter(|r| r.deletion_receipt.is_some())
+    })
+    .await;
+    let receipt = at_guangde.deletion_receipt.unwrap();
+    assert!(receipt.records_deleted, "{receipt:?}");
+    assert_eq!(receipt.records, 1);
+    assert!(try_get(&fed, "guangde", &project.name).await.is_none());
+    assert_eq!(
+        in_store_files(&fed, "guangde", secret),
+        Vec::<String>::new(),
+        "nothing of the record is left in guangde's files"
+    );
+    let config = fed.gateways["guangde"].config.clone();
+    let intact = yrd_gateway::cli::audit::run(
+        yrd_gateway::cli::audit::AuditCommand::VerifyEvidence { config },
+        &std::collections::HashMap::new(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        intact,
+        "the evidence of the deleted record's changes still verifies"
+    );
+}

@@ -116,11 +116,15 @@ fn print_request(r: &pb::AccessRequest) {
         say!("  revoked {}: {}", when(&r.revoke_time), r.revoke_reason);
     }
     if let Some(d) = &r.deletion_receipt {
+        let what = if d.records_deleted {
+            format!("records deleted ({} granted)", d.items.join(", "))
+        } else {
+            format!("{} erased", d.items.join(", "))
+        };
         say!(
-            "  deletion receipt ({}, {}): {} erased in {} records, {} log entries, {} kept envelopes",
+            "  deletion receipt ({}, {}): {what} in {} records, {} log entries, {} kept envelopes",
             d.cause,
             when(&d.erase_time),
-            d.items.join(", "),
             d.records,
             d.log_entries,
             d.evidence

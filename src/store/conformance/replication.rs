@@ -209,6 +209,7 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
         kind: RecordKind::Project,
         body: Arc::new(move |b: &str| strip(b)),
         envelope: Arc::new(|e: &[u8]| (e == b"envelope 1").then(|| b"envelope 1 erased".to_vec())),
+        delete_records: false,
     };
     let done = store.redact(redaction.clone()).await.unwrap();
     assert_eq!(
@@ -245,4 +246,30 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
     assert_eq!(kept[1].erased_sha256, None);
     assert_eq!(store.cursor("guangde").await.unwrap(), 2);
     assert_eq!(store.redact(redaction).await.unwrap(), Redacted::default());
+
+    // Deleting: the records of the kind and their change-log copies go; other kinds stay.
+    let delete = Redaction {
+        owner: "guangde".into(),
+        kind: RecordKind::Project,
+        body: Arc::new(|_: &str| None),
+        envelope: Arc::new(|_: &[u8]| None),
+        delete_records: true,
+    };
+    let done = store.redact(delete).await.unwrap();
+    assert_eq!((done.records, done.log_entries), (1, 1));
+    assert!(
+        store
+            .get(RecordKind::Project, "guangde", id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let logged = store.changes("guangde", 0, 10).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].record.kind, RecordKind::Allocation);
+    assert_eq!(
+        store.cursor("guangde").await.unwrap(),
+        2,
+        "the cursor stays"
+    );
 }

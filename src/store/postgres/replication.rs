@@ -200,7 +200,15 @@ async fn redact_copies(
         .map_err(db)?;
     for row in rows {
         let (id, body): (uuid::Uuid, String) = (row.get(0), row.get(1));
-        if let Some(new) = (redaction.body)(&body) {
+        if redaction.delete_records {
+            tx.execute(
+                "DELETE FROM records WHERE kind = $1 AND id = $2",
+                &[&kind, &id],
+            )
+            .await
+            .map_err(db)?;
+            done.records += 1;
+        } else if let Some(new) = (redaction.body)(&body) {
             tx.execute(
                 "UPDATE records SET body = $1 WHERE kind = $2 AND id = $3",
                 &[&new, &kind, &id],
@@ -219,15 +227,22 @@ async fn redact_copies(
         .map_err(db)?;
     for row in rows {
         let (position, text): (i64, String) = (row.get(0), row.get(1));
-        if let Some(new) = redact_logged(redaction, &text)? {
-            tx.execute(
-                "UPDATE log SET record = $1 WHERE position = $2",
-                &[&new, &position],
-            )
-            .await
-            .map_err(db)?;
-            done.log_entries += 1;
+        match redact_logged(redaction, &text)? {
+            LoggedCopy::Keep => continue,
+            LoggedCopy::Rewrite(new) => {
+                tx.execute(
+                    "UPDATE log SET record = $1 WHERE position = $2",
+                    &[&new, &position],
+                )
+                .await
+            }
+            LoggedCopy::Delete => {
+                tx.execute("DELETE FROM log WHERE position = $1", &[&position])
+                    .await
+            }
         }
+        .map_err(db)?;
+        done.log_entries += 1;
     }
     let rows = tx
         .query(

@@ -164,7 +164,14 @@ fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacte
         rows.collect::<Result<_, _>>().map_err(unavailable)?
     };
     for (id, body) in bodies {
-        if let Some(new) = (redaction.body)(&body) {
+        if redaction.delete_records {
+            tx.execute(
+                "DELETE FROM records WHERE kind = ?1 AND id = ?2",
+                params![kind, id],
+            )
+            .map_err(unavailable)?;
+            done.records += 1;
+        } else if let Some(new) = (redaction.body)(&body) {
             tx.execute(
                 "UPDATE records SET body = ?1 WHERE kind = ?2 AND id = ?3",
                 params![new, kind, id],
@@ -183,14 +190,18 @@ fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacte
         rows.collect::<Result<_, _>>().map_err(unavailable)?
     };
     for (position, text) in logged {
-        if let Some(new) = redact_logged(redaction, &text)? {
-            tx.execute(
+        match redact_logged(redaction, &text)? {
+            LoggedCopy::Keep => continue,
+            LoggedCopy::Rewrite(new) => tx.execute(
                 "UPDATE log SET record = ?1 WHERE position = ?2",
                 params![new, position],
-            )
-            .map_err(unavailable)?;
-            done.log_entries += 1;
+            ),
+            LoggedCopy::Delete => {
+                tx.execute("DELETE FROM log WHERE position = ?1", params![position])
+            }
         }
+        .map_err(unavailable)?;
+        done.log_entries += 1;
     }
     let kept: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = {
         let mut stmt = tx
