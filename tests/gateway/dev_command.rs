@@ -320,6 +320,17 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
             .filter(|out| out.contains("deletion receipt (revoked"))
     });
     assert!(receipt.contains("contact.phone erased in"), "{receipt}");
+    // The phone bytes are gone from guangde's store files (database and WAL).
+    for file in std::fs::read_dir(data.path().join("guangde")).unwrap() {
+        let path = file.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let phone = "+86 138-0000-0000".as_bytes();
+        assert!(
+            !bytes.windows(phone.len()).any(|w| w == phone),
+            "{} still holds the phone",
+            path.display()
+        );
+    }
 
     drop(dev);
 }
