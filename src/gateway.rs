@@ -104,6 +104,8 @@ impl Gateway {
             audit_head: AtomicU64::new(0),
             access_overdue_to_answer: AtomicU64::new(0),
             access_overdue_awaiting: AtomicU64::new(0),
+            erasures_done: AtomicU64::new(0),
+            erasures_failed: AtomicU64::new(0),
         });
         Ok(Gateway {
             config,
@@ -309,10 +311,21 @@ impl Gateway {
         background
     }
 
-    /// What happens when this gateway erased data of a grant that ended: audited when auditing
-    /// is on, as a call of the gateway itself.
+    /// What happens when this gateway erased data of a grant that ended: counted, and audited
+    /// when auditing is on, as a call of the gateway itself; a failed pass is counted.
     fn on_erased(&self, audit: Option<AuditLog>) -> crate::sharing::erasure::OnErased {
-        Arc::new(move |request, receipt| {
+        let ops = self.ops.clone();
+        Arc::new(move |outcome| {
+            let (request, receipt) = match outcome {
+                Ok(done) => done,
+                Err(_) => {
+                    ops.erasures_failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            };
+            ops.erasures_done
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let Some(log) = &audit else { return };
             log.record(NewAuditEvent {
                 time: receipt.time,

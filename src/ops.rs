@@ -32,6 +32,10 @@ pub struct OpsState {
     pub access_overdue_to_answer: std::sync::atomic::AtomicU64,
     /// Access requests this party filed, past their deadline at the provider.
     pub access_overdue_awaiting: std::sync::atomic::AtomicU64,
+    /// Erasures of data held under grants that ended, done (receipt written) since start.
+    pub erasures_done: std::sync::atomic::AtomicU64,
+    /// Erasure passes that failed (retried) since start.
+    pub erasures_failed: std::sync::atomic::AtomicU64,
 }
 
 /// How many days before expiry a certificate is warned about.

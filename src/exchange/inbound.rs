@@ -91,6 +91,8 @@ pub struct PeerStatus {
     pub applied: u64,
     /// Changes refused (bad signer, signature, owner, recipient or order) since start.
     pub refused: u64,
+    /// Changes kept without items whose grant ended while they were on their way, since start.
+    pub emptied_late: u64,
     /// When a change was last applied (microseconds since the epoch).
     pub last_applied_at: Option<i64>,
     /// The last failure, cleared by the next progress.
@@ -396,7 +398,11 @@ impl Inbound {
             ),
         };
         let now = self.records.now();
-        for (seq, items) in keep_only_granted(current, self.records.party(), now, &mut changes) {
+        let touched = keep_only_granted(current, self.records.party(), now, &mut changes);
+        if !touched.is_empty() {
+            self.update(owner, |s| s.emptied_late += touched.len() as u64);
+        }
+        for (seq, items) in touched {
             tracing::warn!(
                 owner,
                 seq,

@@ -98,7 +98,8 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.bad{{color:#b00}}.warn{{color:#a60}}.ok{{color:#070}}</style>\
          <h1>yrd-gateway — {party}</h1><p>Health: {health} · store {store} · calls in flight: {inflight} · feed position: {feed} · audit events: {audit}</p>\
-         <p>Access requests past their answer deadline: {to_answer} to answer here · {awaiting} filed here, awaiting another party (<code>client request list --overdue</code>)</p>",
+         <p>Access requests past their answer deadline: {to_answer} to answer here · {awaiting} filed here, awaiting another party (<code>client request list --overdue</code>)</p>\
+         <p>Grants that ended, their data erased here: {erased} · failed erasure passes (retried): {erase_failed}</p>",
         party = esc(&state.party),
         health = if serving {
             "<b class=ok>SERVING</b>"
@@ -118,6 +119,11 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             n => format!("<b class=bad>{n}</b>"),
         },
         awaiting = state.access_overdue_awaiting.load(Ordering::Relaxed),
+        erased = state.erasures_done.load(Ordering::Relaxed),
+        erase_failed = match state.erasures_failed.load(Ordering::Relaxed) {
+            0 => "0".to_string(),
+            n => format!("<b class=bad>{n}</b>"),
+        },
     );
     h.push_str("<h2>Federation</h2><table><tr><th>order</th><th>party</th><th>name</th><th>province</th></tr>");
     for (i, p) in state.federation.parties().iter().enumerate() {

@@ -213,7 +213,7 @@ fn single(out: &mut String, name: &str, help: &str, value: impl std::fmt::Displa
 fn render_peers(out: &mut String, peers: &std::collections::BTreeMap<String, PeerStatus>) {
     // Per-peer series: name, help, type, value.
     type PeerValue = fn(&PeerStatus) -> String;
-    let per_peer: [(&str, &str, &str, PeerValue); 9] = [
+    let per_peer: [(&str, &str, &str, PeerValue); 10] = [
         (
             "yrd_peer_connected",
             "1 while a change stream from the peer is open.",
@@ -255,6 +255,12 @@ fn render_peers(out: &mut String, peers: &std::collections::BTreeMap<String, Pee
             "Changes refused (signature, signer, owner, order) since start.",
             "counter",
             |s| s.refused.to_string(),
+        ),
+        (
+            "yrd_peer_emptied_late_total",
+            "Changes kept without items whose grant ended while they were on their way.",
+            "counter",
+            |s| s.emptied_late.to_string(),
         ),
         (
             "yrd_peer_last_applied_timestamp_seconds",
@@ -332,6 +338,22 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         let _ = writeln!(
             out,
             "yrd_access_requests_overdue{{side=\"{side}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
+    header(
+        out,
+        "yrd_grant_erasures_total",
+        "Erasures of data held under grants that ended: done (a deletion receipt written), or failed (retried).",
+        "counter",
+    );
+    for (outcome, n) in [
+        ("done", &state.erasures_done),
+        ("failed", &state.erasures_failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "yrd_grant_erasures_total{{outcome=\"{outcome}\"}} {}",
             n.load(Ordering::Relaxed)
         );
     }

@@ -28,8 +28,9 @@ use crate::wire::{kind_to_wire, pb};
 /// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
 pub const POLL: Duration = Duration::from_secs(5);
 
-/// Told of each erasure (request name, receipt), e.g. to audit it.
-pub type OnErased = Arc<dyn Fn(&str, &DeletionReceipt) + Send + Sync>;
+/// Told of each erasure (request name, receipt; e.g. to audit and count it), or of a failed
+/// pass (with its error; the pass is retried).
+pub type OnErased = Arc<dyn Fn(Result<(&str, &DeletionReceipt), &RecordError>) + Send + Sync>;
 
 /// Erases what ended grants covered, until `stop`.
 pub async fn run(
@@ -52,10 +53,13 @@ pub async fn run(
                         evidence = r.evidence,
                         "grant ended: held data erased, deletion receipt written"
                     );
-                    on_erased(&name, &r);
+                    on_erased(Ok((&name, &r)));
                 }
             }
-            Err(e) => tracing::error!(error = %e, "erasing data of ended grants failed; retrying"),
+            Err(e) => {
+                tracing::error!(error = %e, "erasing data of ended grants failed; retrying");
+                on_erased(Err(&e));
+            }
         }
         tokio::select! {
             _ = changed.changed() => {}

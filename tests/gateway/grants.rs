@@ -303,6 +303,13 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         "the provider holds the receipt as signed by guangde"
     );
 
+    let (_, metrics) = crate::common::http_get(fed.gateways["guangde"].admin, "/metrics").await;
+    assert!(
+        metrics.contains("yrd_grant_erasures_total{outcome=\"done\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("yrd_grant_erasures_total{outcome=\"failed\"} 0"));
+
     // Audited at both ends: the revocation call at changxing, the erasure at guangde.
     for (at, method) in [
         (
