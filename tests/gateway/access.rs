@@ -183,20 +183,7 @@ async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
             "/yrd.exchange.v1.AccessService/AnswerAccessRequest",
         ),
     ] {
-        let events = eventually(WAIT, "the audit event", || async {
-            let events = pb::audit_service_client::AuditServiceClient::new(fed.client(at, at))
-                .list_audit_events(pb::ListAuditEventsRequest {
-                    method: method.into(),
-                    code: "OK".into(),
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .events;
-            (!events.is_empty()).then_some(events)
-        })
-        .await;
+        let events = crate::common::audit_events_of(&fed, at, method).await;
         assert!(
             events.iter().any(|e| e.records.contains(&filed.name)),
             "{at} audited {method} naming the request: {events:?}"

@@ -318,20 +318,7 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         ),
         ("guangde", "sharing/erase"),
     ] {
-        let events = eventually(WAIT, "the audit event", || async {
-            let events = pb::audit_service_client::AuditServiceClient::new(fed.client(at, at))
-                .list_audit_events(pb::ListAuditEventsRequest {
-                    method: method.into(),
-                    code: "OK".into(),
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .events;
-            (!events.is_empty()).then_some(events)
-        })
-        .await;
+        let events = crate::common::audit_events_of(&fed, at, method).await;
         assert!(
             events.iter().any(|e| e.records.contains(&request)),
             "{at}: {events:?}"
@@ -350,26 +337,36 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         assert!(intact, "evidence at {party} verifies");
     }
 
-    // Nothing comes back: not with a new project, not after restarting both gateways.
-    let later = create(&fed, "changxing", "长兴储能项目").await;
+    never_sent_again(&mut fed, &project.name).await;
+}
+
+/// After a grant ended: a new project of Changxing reaches Guangde without its phone, and
+/// after restarting both gateways neither a newer one nor the earlier ones (`earlier`) carry
+/// it, nor do Guangde's store files.
+async fn never_sent_again(fed: &mut TestFederation, earlier: &str) {
+    let later = create(fed, "changxing", "长兴储能项目").await;
     let arrived = eventually(WAIT, "the later project at guangde", || {
-        try_get(&fed, "guangde", &later.name)
+        try_get(fed, "guangde", &later.name)
     })
     .await;
-    assert_eq!(phone_of(&arrived), "");
+    assert_eq!(
+        phone_of(&arrived),
+        "",
+        "the owner stopped sending at the end"
+    );
     for party in ["changxing", "guangde"] {
         fed.gateways.get_mut(party).unwrap().restart().await;
     }
-    let after_restart = create(&fed, "changxing", "长兴氢能项目").await;
+    let after_restart = create(fed, "changxing", "长兴氢能项目").await;
     let arrived = eventually(WAIT, "a project after the restarts at guangde", || {
-        try_get(&fed, "guangde", &after_restart.name)
+        try_get(fed, "guangde", &after_restart.name)
     })
     .await;
     assert_eq!(phone_of(&arrived), "");
-    for name in [&project.name, &later.name] {
-        assert_eq!(phone_of(&try_get(&fed, "guangde", name).await.unwrap()), "");
+    for name in [earlier, later.name.as_str()] {
+        assert_eq!(phone_of(&try_get(fed, "guangde", name).await.unwrap()), "");
     }
-    assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
+    assert_eq!(in_store_files(fed, "guangde", PHONE), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,29 +406,7 @@ async fn an_expired_grant_is_erased_without_a_message_and_never_sent_again_after
     })
     .await;
 
-    let later = create(&fed, "changxing", "长兴储能项目").await;
-    let arrived = eventually(WAIT, "the later project at guangde", || {
-        try_get(&fed, "guangde", &later.name)
-    })
-    .await;
-    assert_eq!(
-        phone_of(&arrived),
-        "",
-        "the owner stopped sending at the end"
-    );
-    for party in ["changxing", "guangde"] {
-        fed.gateways.get_mut(party).unwrap().restart().await;
-    }
-    let after_restart = create(&fed, "changxing", "长兴氢能项目").await;
-    let arrived = eventually(WAIT, "a project after the restarts at guangde", || {
-        try_get(&fed, "guangde", &after_restart.name)
-    })
-    .await;
-    assert_eq!(phone_of(&arrived), "");
-    for name in [&project.name, &later.name] {
-        assert_eq!(phone_of(&try_get(&fed, "guangde", name).await.unwrap()), "");
-    }
-    assert_eq!(in_store_files(&fed, "guangde", PHONE), Vec::<String>::new());
+    never_sent_again(&mut fed, &project.name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
