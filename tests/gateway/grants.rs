@@ -84,7 +84,32 @@ async fn an_approved_request_sends_the_conditional_phones_of_records_already_rep
     // Still withheld while the request waits.
     let waiting = try_get(&fed, "guangde", &before.name).await.unwrap();
     assert_eq!(phone_of(&waiting), "");
+    let mut watch = fed
+        .watch("guangde", "guangde")
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     approve(&fed, &request).await;
+    // Guangde's Watch shows the approval, then the project sent again with its phone.
+    let (mut approved_seen, mut resent_seen) = (false, false);
+    while !(approved_seen && resent_seen) {
+        let event = tokio::time::timeout(WAIT, watch.message())
+            .await
+            .expect("a watch event in time")
+            .unwrap()
+            .expect("stream open");
+        match event.record {
+            Some(pb::watch_response::Record::AccessRequest(r)) => {
+                approved_seen |=
+                    r.name == request && r.state == pb::AccessRequestState::Approved as i32;
+            }
+            Some(pb::watch_response::Record::Project(p)) => {
+                resent_seen |= p.name == before.name && phone_of(&p) == PHONE;
+            }
+            _ => {}
+        }
+    }
     let resent = eventually(
         WAIT,
         "the phone of the earlier project at guangde",
@@ -249,6 +274,12 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         pb::AccessRequestState::Approved as i32
     );
 
+    let mut watch = fed
+        .watch("changxing", "changxing")
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let revoked = fed
         .access("changxing", "changxing")
         .revoke_access_grant(revoke(&request, "项目对接已结束"))
@@ -302,6 +333,22 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         kept, receipt,
         "the provider holds the receipt as signed by guangde"
     );
+    // Changxing's Watch shows the request revoked, then with the receipt.
+    loop {
+        let event = tokio::time::timeout(WAIT, watch.message())
+            .await
+            .expect("a watch event in time")
+            .unwrap()
+            .expect("stream open");
+        if let Some(pb::watch_response::Record::AccessRequest(r)) = event.record
+            && r.name == request
+            && r.deletion_receipt.is_some()
+        {
+            assert_eq!(r.state, pb::AccessRequestState::Revoked as i32);
+            break;
+        }
+    }
+    drop(watch);
 
     let (_, metrics) = crate::common::http_get(fed.gateways["guangde"].admin, "/metrics").await;
     assert!(
