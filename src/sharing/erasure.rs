@@ -27,6 +27,8 @@ use crate::wire::{kind_to_wire, pb};
 
 /// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
 pub const POLL: Duration = Duration::from_secs(5);
+/// The shortest time between two passes.
+const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// Told of each erasure (request name, receipt; e.g. to audit and count it), or of a failed
 /// pass (with its error; the pass is retried).
@@ -61,9 +63,15 @@ pub async fn run(
                 on_erased(Err(&e));
             }
         }
+        // A busy gateway commits many times a second: one pass per second at most, so the
+        // scan of ended grants does not follow every write.
+        tokio::select! {
+            _ = tokio::time::sleep(MIN_GAP) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         tokio::select! {
             _ = changed.changed() => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(POLL - MIN_GAP) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -192,13 +192,7 @@ impl Records {
             let answer: AccessAnswer = decode(&first)?;
             return self.get_access_request(&answer.request).await;
         }
-        let name = match ResourceName::parse(&answer.request, RecordKind::AccessRequest) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                v.add("name", e);
-                None
-            }
-        };
+        let name = request_name(&answer.request, &mut v);
         check_text(&mut v, "reason", &answer.reason, 1000, !answer.approve);
         let Some(name) = name else {
             return Err(RecordError::Invalid(v));
@@ -314,13 +308,7 @@ impl Records {
             let answer: AccessAnswer = decode(&first)?;
             return self.get_access_request(&answer.request).await;
         }
-        let name = match ResourceName::parse(name, RecordKind::AccessRequest) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                v.add("name", e);
-                None
-            }
-        };
+        let name = request_name(name, &mut v);
         let Some(name) = name else {
             return Err(RecordError::Invalid(v));
         };
@@ -533,6 +521,13 @@ impl Records {
             outcome,
         })
     }
+}
+
+/// The request named in a call's `name` field, or a violation naming it.
+fn request_name(name: &str, v: &mut Violations) -> Option<ResourceName> {
+    ResourceName::parse(name, RecordKind::AccessRequest)
+        .map_err(|e| v.add("name", e))
+        .ok()
 }
 
 #[cfg(test)]
