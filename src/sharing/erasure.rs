@@ -5,8 +5,8 @@
 //! item still covers them, and then writes a deletion receipt into its own request, which
 //! replicates to the provider signed by this gateway's key.
 //!
-//! A pass runs at start, after every commit to the feed (a revocation arriving is one) and at
-//! least every [`POLL`] (expiry needs no message). Passes are idempotent: a crash between the
+//! A pass runs at start, after commits to the feed (a revocation arriving is one; at most once
+//! a second) and at least every [`POLL`] (expiry needs no message). Passes are idempotent: a crash between the
 //! erasure and the receipt erases again (nothing left to change) and then writes the receipt.
 
 use std::collections::BTreeSet;
