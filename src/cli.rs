@@ -14,6 +14,7 @@ pub mod audit;
 pub mod bench;
 mod client;
 mod dev;
+pub mod store;
 
 use std::path::PathBuf;
 
@@ -65,6 +66,9 @@ pub enum Command {
     /// Verify, export and prune the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Back up a party's store while its gateway runs, and restore it on a new machine.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Measure performance on this machine (build with --release).
     #[command(subcommand)]
     Bench(bench::BenchCommand),

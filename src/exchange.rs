@@ -13,6 +13,8 @@
 //! - [`inbound`]: the receiver side: one long-lived stream per peer, verification, in-order
 //!   apply with the cursor in the same transaction, reconnect with capped exponential backoff
 //!   and jitter.
+//! - [`recovery`]: after a restore from an older backup, taking this party's own changes back
+//!   from the peers that hold them (and giving peers theirs back).
 //!
 //! This module speaks the federation wire protocol, so it uses the generated `pb` types of
 //! that service; records cross into it only as JSON bodies produced by `records`.
@@ -21,6 +23,7 @@ pub mod evidence;
 pub mod inbound;
 pub mod outbound;
 pub mod policy;
+pub mod recovery;
 pub mod signing;
 
 use std::sync::Arc;
@@ -75,6 +78,10 @@ pub enum ExchangeError {
     Store(#[from] StoreError),
     #[error("cannot load the signing key: {0}")]
     Key(String),
+    /// The peer asked for changes after `peer_seq`, beyond this store's head: the store was
+    /// restored from an older backup and lacks changes the peer already holds.
+    #[error("the peer holds changes through {peer_seq}; this store's log ends at {head}")]
+    Behind { peer_seq: u64, head: u64 },
 }
 
 impl From<crate::identity::signer::KeyError> for ExchangeError {

@@ -106,6 +106,9 @@ impl Gateway {
             access_overdue_awaiting: AtomicU64::new(0),
             erasures_done: AtomicU64::new(0),
             erasures_failed: AtomicU64::new(0),
+            feed: feed.clone(),
+            taken_back: AtomicU64::new(0),
+            take_back_failed: AtomicU64::new(0),
         });
         Ok(Gateway {
             config,
@@ -189,6 +192,25 @@ impl Gateway {
             self.on_erased(audit.clone()),
             stop_rx.clone(),
         ));
+        if let Some(time) = self.store.restored_mark().await? {
+            tracing::warn!(
+                restored_at = time,
+                "this store was restored from a backup: writes are held until every peer has given back what it holds of this party's change log"
+            );
+            self.feed
+                .hold_until_checked(self.config.peers.iter().map(|p| p.party.clone()));
+        }
+        background.spawn(
+            crate::exchange::recovery::Recovery::new(
+                self.records.clone(),
+                self.feed.clone(),
+                self.verifier.clone(),
+                self.tls.clone(),
+                self.config.peers.clone(),
+                self.on_taken_back(audit.clone()),
+            )
+            .run(stop_rx.clone()),
+        );
         let on_refused = self.on_refused_handshake(audit.clone());
         // Referral answers that arrived just before a crash are settled now.
         if let Err(e) = self.records.settle_referrals().await {
@@ -242,6 +264,7 @@ impl Gateway {
             .add_service(
                 FederationServiceServer::new(FederationApi::new(
                     outbound,
+                    self.feed.clone(),
                     party.clone(),
                     self.store.clone(),
                     self.verifier.clone(),
@@ -309,6 +332,58 @@ impl Gateway {
             stop.clone(),
         ));
         background
+    }
+
+    /// What happens after an attempt to take this party's changes back from its peers:
+    /// counted, and audited when auditing is on, as a call of the gateway itself.
+    fn on_taken_back(&self, audit: Option<AuditLog>) -> crate::exchange::recovery::OnTakenBack {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ops = self.ops.clone();
+        let party = self.config.party.clone();
+        Arc::new(move |outcome| {
+            let (code, detail) = match outcome {
+                Ok(t) => {
+                    ops.taken_back.fetch_add(t.head - t.from_head, Relaxed);
+                    if t.stopped.is_some() {
+                        ops.take_back_failed.fetch_add(1, Relaxed);
+                    }
+                    let code = if t.stopped.is_some() {
+                        "INCOMPLETE"
+                    } else {
+                        "OK"
+                    };
+                    let mut detail = format!(
+                        "changes {}..{} taken back from {}; {} with items emptied",
+                        t.from_head + 1,
+                        t.head,
+                        if t.peers.is_empty() {
+                            "no peer".to_string()
+                        } else {
+                            t.peers.join(", ")
+                        },
+                        t.with_items_emptied
+                    );
+                    if let Some(why) = &t.stopped {
+                        detail.push_str("; stopped: ");
+                        detail.push_str(why);
+                    }
+                    (code, detail)
+                }
+                Err(e) => {
+                    ops.take_back_failed.fetch_add(1, Relaxed);
+                    ("UNAVAILABLE", e.clone())
+                }
+            };
+            let Some(log) = &audit else { return };
+            log.record(NewAuditEvent {
+                time: crate::domain::now_micros(),
+                caller: "gateway (store restored)".into(),
+                method: "exchange/take-back".into(),
+                records: vec![format!("parties/{party}")],
+                code: code.into(),
+                request_id: detail,
+            });
+        })
     }
 
     /// What happens when this gateway erased data of a grant that ended: counted, and audited

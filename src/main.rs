@@ -150,6 +150,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Store(command) => {
+            init_logging(LogFormat::Text, "warn");
+            report(runtime.block_on(cli::store::run(command, &env_overrides())))
+        }
         Command::Bench(command) => {
             init_logging(LogFormat::Text, "error");
             report(runtime.block_on(cli::bench::run(command)))

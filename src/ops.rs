@@ -36,6 +36,13 @@ pub struct OpsState {
     pub erasures_done: std::sync::atomic::AtomicU64,
     /// Erasure passes that failed (retried) since start.
     pub erasures_failed: std::sync::atomic::AtomicU64,
+    /// The change feed: whether writes are held because a peer holds more of this party's
+    /// log than the store (restored from an older backup).
+    pub feed: crate::records::Feed,
+    /// Changes of this party's own log taken back from peers since start.
+    pub taken_back: std::sync::atomic::AtomicU64,
+    /// Attempts to take changes back that failed or stopped short (retried).
+    pub take_back_failed: std::sync::atomic::AtomicU64,
 }
 
 /// How many days before expiry a certificate is warned about.

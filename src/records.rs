@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub use access::{AccessAnswer, AccessOutcome, AccessRequest, AccessState, DeletionReceipt};
 pub use allocation::{Allocation, AllocationStatus, BenefitShare, FactorKind, Pollutant};
 pub use catalog::{CatalogEntry, DataItem, SharingClass};
-pub use feed::Feed;
+pub use feed::{Behind, Feed};
 pub use project::{ChecklistItem, ChecklistStatus, Contact, Industry, Investor, Project, Stage};
 pub use referral::{Referral, ReferralResponse, ReferralState};
 pub use service::{
@@ -127,6 +127,10 @@ pub enum RecordError {
         reason: &'static str,
         message: String,
     },
+    /// Writes are held for a while (the store was restored from a backup and is being
+    /// checked against the peers); retrying in a few seconds succeeds.
+    #[error("{message}")]
+    Held { message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

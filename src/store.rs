@@ -41,7 +41,9 @@ pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,
     WriteOutcome,
 };
-pub(crate) use replication::{EVIDENCE_QUERY, LoggedCopy, changes_to_apply, redact_logged};
+pub(crate) use replication::{
+    EVIDENCE_QUERY, LoggedCopy, changes_to_apply, changes_to_take_back, redact_logged,
+};
 pub use replication::{
     Evidence, Redacted, Redaction, ReplicaBatch, ReplicaChange, ReplicaStore, SignedManifest,
     StoredEvidence, envelope_sha256,

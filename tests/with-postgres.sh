@@ -60,6 +60,8 @@ fi
 echo "with-postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 
 export YRD_TEST_POSTGRES_URL="host=127.0.0.1 port=$port user=postgres dbname=postgres"
+# pg_dump and pg_restore of the same version (the backup test uses them).
+export YRD_TEST_POSTGRES_BIN="$bindir"
 status=0
 "$@" || status=$?
 exit $status

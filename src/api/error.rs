@@ -93,6 +93,12 @@ pub fn record_status(err: RecordError) -> Status {
             reason,
             ref message,
         } => with_info(Code::AlreadyExists, message.clone(), reason, &[]),
+        RecordError::Held { message } => {
+            let mut details =
+                ErrorDetails::with_error_info("WRITES_HELD", ERROR_DOMAIN, HashMap::new());
+            details.set_retry_info(Some(std::time::Duration::from_secs(2)));
+            Status::with_error_details(Code::Unavailable, message, details)
+        }
         RecordError::Store(e) => store_status(e),
     }
 }
@@ -189,6 +195,16 @@ pub fn exchange_status(err: ExchangeError) -> Status {
                 &[],
             )
         }
+        ExchangeError::Behind { peer_seq, head } => with_info(
+            Code::Unavailable,
+            format!(
+                "this gateway's store ends at change {head} of its log but you hold changes \
+                 through {peer_seq} (it was restored from an older backup); it is taking them \
+                 back from you: retry later"
+            ),
+            "STORE_BEHIND_PEERS",
+            &[],
+        ),
         ExchangeError::BadSigner(_)
         | ExchangeError::BadSignature { .. }
         | ExchangeError::Refused(_)

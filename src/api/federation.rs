@@ -12,13 +12,16 @@ use super::error::{bad_request, exchange_status, store_status};
 use super::handlers::caller;
 use crate::audit::witness;
 use crate::exchange::outbound::Outbound;
+use crate::exchange::recovery::give_back;
 use crate::exchange::signing::SignatureVerifier;
-use crate::records::Violations;
+use crate::records::{Feed, Violations};
 use crate::store::AuditStore;
 use crate::wire::pb;
 
 pub struct FederationApi {
     outbound: Outbound,
+    /// The kept evidence of peers' changes, to give a peer its own changes back.
+    feed: Feed,
     party: String,
     store: Arc<dyn AuditStore>,
     verifier: Arc<SignatureVerifier>,
@@ -27,12 +30,14 @@ pub struct FederationApi {
 impl FederationApi {
     pub fn new(
         outbound: Outbound,
+        feed: Feed,
         party: String,
         store: Arc<dyn AuditStore>,
         verifier: Arc<SignatureVerifier>,
     ) -> Self {
         FederationApi {
             outbound,
+            feed,
             party,
             store,
             verifier,
@@ -41,10 +46,12 @@ impl FederationApi {
 }
 
 type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::PullChangesResponse, Status>> + Send>>;
+type ReturnStream = Pin<Box<dyn Stream<Item = Result<pb::ReturnChangesResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::federation_service_server::FederationService for FederationApi {
     type PullChangesStream = ChangeStream;
+    type ReturnChangesStream = ReturnStream;
 
     async fn pull_changes(
         &self,
@@ -67,6 +74,18 @@ impl pb::federation_service_server::FederationService for FederationApi {
             .outbound
             .stream(peer, req.after_seq, req.accept_manifests)
             .map(|item| item.map_err(exchange_status));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn return_changes(
+        &self,
+        request: Request<pb::ReturnChangesRequest>,
+    ) -> Result<Response<ReturnStream>, Status> {
+        // A peer gets back only its own changes: the caller is the owner asked about.
+        let peer = caller(&request)?.id.party;
+        let after = request.into_inner().after_seq;
+        let stream =
+            give_back(self.feed.clone(), peer, after).map(|item| item.map_err(exchange_status));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -52,19 +52,13 @@ pub async fn verify_evidence(
     recipient: &str,
 ) -> Result<EvidenceSummary, EvidenceError> {
     let cursor = store.cursor(owner).await?;
-    let mut checker = Checker {
-        verifier,
-        owner,
-        recipient,
-        verified: HashMap::new(),
-        summary: EvidenceSummary::default(),
-    };
+    let mut checker = EvidenceChecker::new(verifier, owner, recipient, 0);
     loop {
         let page = store.evidence(owner, checker.summary.changes, PAGE).await?;
         let full = page.len() == PAGE;
         for e in &page {
             checker.check(e).map_err(|reason| EvidenceError::Bad {
-                seq: checker.summary.changes + 1,
+                seq: checker.next(),
                 reason,
             })?;
         }
@@ -82,7 +76,10 @@ pub async fn verify_evidence(
     Ok(checker.summary)
 }
 
-struct Checker<'a> {
+/// Checks kept evidence of one owner's changes for one recipient, change after change, from
+/// a given sequence number on: also what an owner uses to check its own changes a peer gives
+/// back ([`super::recovery`]).
+pub struct EvidenceChecker<'a> {
     verifier: &'a SignatureVerifier,
     owner: &'a str,
     recipient: &'a str,
@@ -92,9 +89,33 @@ struct Checker<'a> {
     summary: EvidenceSummary,
 }
 
-impl Checker<'_> {
-    /// Checks the next piece of evidence; it must be of change `summary.changes + 1`.
-    fn check(&mut self, e: &StoredEvidence) -> Result<(), String> {
+impl<'a> EvidenceChecker<'a> {
+    /// A checker of `owner`'s changes kept by `recipient`, starting after change `after`.
+    pub fn new(
+        verifier: &'a SignatureVerifier,
+        owner: &'a str,
+        recipient: &'a str,
+        after: u64,
+    ) -> Self {
+        EvidenceChecker {
+            verifier,
+            owner,
+            recipient,
+            verified: HashMap::new(),
+            summary: EvidenceSummary {
+                changes: after,
+                ..EvidenceSummary::default()
+            },
+        }
+    }
+
+    /// The sequence number the next piece of evidence must have.
+    pub fn next(&self) -> u64 {
+        self.summary.changes + 1
+    }
+
+    /// Checks the next piece of evidence; it must be of change [`Self::next`].
+    pub fn check(&mut self, e: &StoredEvidence) -> Result<(), String> {
         let expected = self.summary.changes + 1;
         if e.seq != expected {
             return Err("no evidence is kept of this change".into());

@@ -33,7 +33,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest delay between retries.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Largest response accepted from a peer (a batch of changes).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+pub(super) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How often a standby replica asks for the pull lease of a peer another replica holds.
 pub const LEASE_RETRY: Duration = Duration::from_secs(1);
 
@@ -492,24 +492,7 @@ impl Inbound {
         if envelope.seq != cursor + 1 {
             return Err(refuse(format!("expected change {}", cursor + 1)));
         }
-        let time = micros_of(envelope.commit_time);
-        let kind = kind_from_wire(envelope.kind)
-            .map_err(|kind| refuse(format!("unknown record kind {kind}")))?;
-        let record = match kind {
-            None => None,
-            Some(kind) => {
-                let id = uuid::Uuid::parse_str(&envelope.record_id).map_err(|_| {
-                    refuse(format!("record id `{}` is not a UUID", envelope.record_id))
-                })?;
-                let body = std::str::from_utf8(&envelope.record_json)
-                    .map_err(|_| refuse("record body is not UTF-8".into()))?;
-                Some(
-                    self.records
-                        .replica(kind, owner, id, envelope.revision, body)
-                        .map_err(refuse)?,
-                )
-            }
-        };
+        let (time, record) = record_of(&self.records, owner, &envelope).map_err(refuse)?;
         Ok(ReplicaChange {
             seq: envelope.seq,
             time,
@@ -524,6 +507,27 @@ impl Inbound {
             },
         })
     }
+}
+
+/// The commit time and record an envelope of `owner`'s carries (`None` when its kind is not
+/// shared with the recipient), the record rebuilt and checked against the envelope.
+pub(super) fn record_of(
+    records: &Records,
+    owner: &str,
+    envelope: &pb::ChangeEnvelope,
+) -> Result<(i64, Option<crate::store::StoredRecord>), String> {
+    let time = micros_of(envelope.commit_time);
+    let kind =
+        kind_from_wire(envelope.kind).map_err(|kind| format!("unknown record kind {kind}"))?;
+    let Some(kind) = kind else {
+        return Ok((time, None));
+    };
+    let id = uuid::Uuid::parse_str(&envelope.record_id)
+        .map_err(|_| format!("record id `{}` is not a UUID", envelope.record_id))?;
+    let body =
+        std::str::from_utf8(&envelope.record_json).map_err(|_| "record body is not UTF-8")?;
+    let record = records.replica(kind, owner, id, envelope.revision, body)?;
+    Ok((time, Some(record)))
 }
 
 /// Whether a change is one of the owner's catalog entries or answers: what this party may hold

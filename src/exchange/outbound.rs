@@ -183,6 +183,31 @@ impl Outbound {
             let signer = this.tls.borrow().signer.clone();
             let mut idle = Duration::ZERO;
             tracing::info!(peer = %peer, after, manifests, "peer stream opened");
+            match feed.last_seq(&owner).await {
+                // The peer holds nothing of this party's log beyond the head: one peer fewer
+                // to ask after a restore.
+                Ok(head) if after <= head => {
+                    feed.checked(&peer);
+                }
+                Ok(head) => {
+                    feed.checked(&peer);
+                    if feed.mark_behind(&peer, after, head) {
+                        tracing::error!(
+                            peer = %peer, peer_seq = after, head,
+                            "a peer holds more of this party's change log than this store: \
+                             writes are held until the missing changes are taken back"
+                        );
+                    }
+                    let _ = tx
+                        .send(Err(ExchangeError::Behind {
+                            peer_seq: after,
+                            head,
+                        }))
+                        .await;
+                    return;
+                }
+                _ => {}
+            }
             loop {
                 let result = async {
                     let changes = feed.changes(&owner, cursor, BATCH).await?;

@@ -99,7 +99,8 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
          td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.bad{{color:#b00}}.warn{{color:#a60}}.ok{{color:#070}}</style>\
          <h1>yrd-gateway — {party}</h1><p>Health: {health} · store {store} · calls in flight: {inflight} · feed position: {feed} · audit events: {audit}</p>\
          <p>Access requests past their answer deadline: {to_answer} to answer here · {awaiting} filed here, awaiting another party (<code>client request list --overdue</code>)</p>\
-         <p>Grants that ended, their data erased here: {erased} · failed erasure passes (retried): {erase_failed}</p>",
+         <p>Grants that ended, their data erased here: {erased} · failed erasure passes (retried): {erase_failed}</p>\
+         <p>Own change log: {own_log}</p>",
         party = esc(&state.party),
         health = if serving {
             "<b class=ok>SERVING</b>"
@@ -123,6 +124,17 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
         erase_failed = match state.erasures_failed.load(Ordering::Relaxed) {
             0 => "0".to_string(),
             n => format!("<b class=bad>{n}</b>"),
+        },
+        own_log = match state.feed.writes_held() {
+            None => format!(
+                "whole · changes taken back from peers since start: {}",
+                state.taken_back.load(Ordering::Relaxed)
+            ),
+            Some(why) => format!(
+                "<b class=bad>WRITES HELD</b>: {} (failed or incomplete attempts: {})",
+                esc(&why),
+                state.take_back_failed.load(Ordering::Relaxed)
+            ),
         },
     );
     h.push_str("<h2>Federation</h2><table><tr><th>order</th><th>party</th><th>name</th><th>province</th></tr>");

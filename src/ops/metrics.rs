@@ -359,6 +359,27 @@ fn render_gateway(out: &mut String, state: &OpsState) {
     }
     single(
         out,
+        "yrd_writes_held",
+        "1 while writes are refused because the store was restored from a backup: until every peer was asked for this party's changes it holds, and while one holds more than the store.",
+        u8::from(state.feed.writes_held().is_some()),
+    );
+    for (name, help, n) in [
+        (
+            "yrd_changes_taken_back_total",
+            "Changes of this party's own log taken back from peers after a restore, since start.",
+            &state.taken_back,
+        ),
+        (
+            "yrd_take_back_failures_total",
+            "Attempts to take changes back from peers that failed or stopped short (retried).",
+            &state.take_back_failed,
+        ),
+    ] {
+        header(out, name, help, "counter");
+        let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
+    }
+    single(
+        out,
         "yrd_feed_position",
         "Changes committed here (own and applied replicas).",
         state.feed_position.load(Ordering::Relaxed),

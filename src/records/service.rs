@@ -229,6 +229,16 @@ impl Records {
         key: Idempotency,
         time: i64,
     ) -> Result<T, RecordError> {
+        if let Some(why) = self.feed.writes_held() {
+            // A write now could take a sequence number a peer already holds another change
+            // under: the peer would never see it, and the logs would differ for good.
+            return Err(RecordError::Held {
+                message: format!(
+                    "writes are held: {why}; nothing was written, retry in a few seconds (the \
+                     status page says why)"
+                ),
+            });
+        }
         let resend = self.widens(&record).await?;
         let outcome = self
             .store

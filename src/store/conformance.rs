@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             replicas_apply_in_order_and_once,
             widening_writes_send_records_again,
             redaction_rewrites_every_copy_and_keeps_the_received_hash,
+            own_changes_taken_back_follow_the_head,
             lists_filter_and_page,
             the_audit_chain_is_single_and_verifiable
         );

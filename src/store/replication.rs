@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{StoreError, StoredRecord};
+use super::{Change, StoreError, StoredRecord};
 use crate::domain::RecordKind;
 
 /// What a receiver keeps of each change it applied: the exact bytes it received and the
@@ -148,6 +148,20 @@ pub trait ReplicaStore: Send + Sync + 'static {
     /// old bytes are gone from the store's files where the backend can (SQLite: zeroed pages,
     /// WAL checkpointed and truncated).
     async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError>;
+
+    /// Appends to `owner`'s own change log (this party's) changes a peer gave back after the
+    /// store was restored from an older backup, in one durable transaction: each change under
+    /// its own sequence number, each record kept where it supersedes the stored one. Changes
+    /// at or below the log's head are skipped; a gap fails the batch with
+    /// [`StoreError::OutOfOrder`] and nothing of it is applied. Returns the new head.
+    async fn take_back(&self, owner: &str, changes: Vec<Change>) -> Result<u64, StoreError>;
+
+    /// When the store was put in place from a backup and has not yet been checked against
+    /// every peer (`yrd-gateway store restore`): the time of the restore.
+    async fn restored_mark(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Sets (`Some(time)`) or clears (`None`) the mark of a restored store.
+    async fn set_restored_mark(&self, time: Option<i64>) -> Result<(), StoreError>;
 }
 
 /// What becomes of a change-log row under a redaction.
@@ -182,29 +196,60 @@ pub fn envelope_sha256(envelope: &[u8]) -> Vec<u8> {
     sha2::Sha256::digest(envelope).to_vec()
 }
 
-/// The changes of `batch` that follow `cursor`, in order: changes at or below the cursor were
-/// applied before and are dropped; a change that does not follow fails the whole batch with
-/// [`StoreError::OutOfOrder`]. Both backends apply exactly what this returns.
+/// The changes of `owner`'s own log given back after `head`, which must follow it without a
+/// gap (see [`following`]); a change of another owner fails the batch.
+pub(crate) fn changes_to_take_back(
+    owner: &str,
+    head: u64,
+    changes: Vec<Change>,
+) -> Result<Vec<Change>, StoreError> {
+    if let Some(c) = changes
+        .iter()
+        .find(|c| c.owner != owner || c.record.owner != owner)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "change {} of `{}` given back as `{owner}`'s",
+            c.seq, c.record.owner
+        )));
+    }
+    following(owner, head, changes, |c| c.seq)
+}
+
+/// The changes of `batch` that follow `cursor`, in order (see [`following`]). Both backends
+/// apply exactly what this returns.
 pub(crate) fn changes_to_apply(
     owner: &str,
     cursor: u64,
     changes: Vec<ReplicaChange>,
 ) -> Result<Vec<ReplicaChange>, StoreError> {
-    let mut next = cursor;
-    let mut out = Vec::with_capacity(changes.len());
-    for change in changes {
-        if change.seq <= next {
+    following(owner, cursor, changes, |c| c.seq)
+}
+
+/// The items numbered after `after`, in order: items at or below it were applied before and
+/// are dropped; an item that does not follow fails the whole batch with
+/// [`StoreError::OutOfOrder`].
+fn following<T>(
+    owner: &str,
+    after: u64,
+    items: Vec<T>,
+    seq: impl Fn(&T) -> u64,
+) -> Result<Vec<T>, StoreError> {
+    let mut next = after;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let n = seq(&item);
+        if n <= next {
             continue;
         }
-        if change.seq != next + 1 {
+        if n != next + 1 {
             return Err(StoreError::OutOfOrder {
                 owner: owner.to_string(),
                 cursor: next,
-                got: change.seq,
+                got: n,
             });
         }
-        next = change.seq;
-        out.push(change);
+        next = n;
+        out.push(item);
     }
     Ok(out)
 }

@@ -8,6 +8,7 @@
 //! one fsync for all of them. Every write is answered only after that commit.
 
 mod audit;
+pub mod backup;
 mod lease;
 mod records;
 mod replication;

@@ -176,6 +176,18 @@ type RelayStream = std::pin::Pin<
 #[tonic::async_trait]
 impl FederationService for Relay {
     type PullChangesStream = RelayStream;
+    type ReturnChangesStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::ReturnChangesResponse, Status>> + Send>,
+    >;
+
+    async fn return_changes(
+        &self,
+        _request: Request<pb::ReturnChangesRequest>,
+    ) -> Result<Response<Self::ReturnChangesStream>, Status> {
+        Err(Status::unimplemented(
+            "the test relay forwards changes only",
+        ))
+    }
 
     async fn pull_changes(
         &self,

@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod audit;
+mod backup;
 mod bench;
 mod catalog;
 mod dev_command;

@@ -17,7 +17,7 @@ use yrd_gateway::wire::pb;
 use crate::common::*;
 
 /// A free loopback port (bound, then released for the gateway to take).
-fn free_addr() -> SocketAddr {
+pub(crate) fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -26,7 +26,7 @@ fn free_addr() -> SocketAddr {
 
 /// Writes `<name>.toml` for `party` listening on `grpc` with its admin server on `admin`,
 /// pulling from `peers`; stored in PostgreSQL at `store_url` if given, else in SQLite.
-fn config(
+pub(crate) fn config(
     root: &Path,
     name: &str,
     party: &str,
@@ -116,7 +116,7 @@ async fn applied_up_to(db: &tokio_postgres::Client, owner: &str, seq: i64) {
 }
 
 /// A channel to the gateway at `addr` as `party`'s demo client.
-fn client_of(pki: &Pki, addr: SocketAddr, party: &str) -> tonic::transport::Channel {
+pub(crate) fn client_of(pki: &Pki, addr: SocketAddr, party: &str) -> tonic::transport::Channel {
     tls::channel(
         &addr.to_string(),
         "localhost",
@@ -125,7 +125,7 @@ fn client_of(pki: &Pki, addr: SocketAddr, party: &str) -> tonic::transport::Chan
     .unwrap()
 }
 
-fn projects_at(
+pub(crate) fn projects_at(
     pki: &Pki,
     addr: SocketAddr,
     party: &str,

@@ -273,3 +273,98 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
         "the cursor stays"
     );
 }
+
+/// Changes of this party's own log given back by a peer (after a restore from an older
+/// backup) follow the head without a gap, keep their sequence numbers, update records where
+/// newer, reach the feed, and own writes continue after them; a gap or another owner's change
+/// applies nothing.
+pub async fn own_changes_taken_back_follow_the_head(store: Arc<dyn Store>) {
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    applied(
+        store
+            .write(write(record("zone", a, 1, "a1"), None, "t1"))
+            .await,
+    );
+    applied(
+        store
+            .write(write(record("zone", b, 1, "b1"), None, "t2"))
+            .await,
+    );
+    let fed = store.feed_position().await.unwrap();
+    let change = |seq: u64, rec: StoredRecord| Change {
+        owner: "zone".into(),
+        seq,
+        time: 100 + seq as i64,
+        record: rec,
+    };
+    let c = Uuid::now_v7();
+    let given = vec![
+        change(2, record("zone", b, 1, "b1 as the peer holds it")),
+        change(3, record("zone", a, 2, "a2")),
+        change(4, record("zone", c, 1, "c1")),
+        change(5, record("zone", c, 2, "c2")),
+    ];
+    assert_eq!(store.take_back("zone", given).await.unwrap(), 5);
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2, 3, 4, 5]);
+    let body = |id| {
+        let store = store.clone();
+        async move {
+            let r = store
+                .get(RecordKind::Project, "zone", id)
+                .await
+                .unwrap()
+                .unwrap();
+            (r.revision, r.body)
+        }
+    };
+    assert_eq!(body(a).await, (2, "a2".to_string()));
+    assert_eq!(
+        body(b).await,
+        (1, "b1".to_string()),
+        "changes at or below the head are skipped"
+    );
+    assert_eq!(body(c).await, (2, "c2".to_string()));
+    assert_eq!(store.feed_position().await.unwrap(), fed + 3);
+    let taken = store.changes("zone", 2, 10).await.unwrap();
+    assert_eq!(taken[0].time, 103, "a change keeps its commit time");
+
+    let gap = store
+        .take_back("zone", vec![change(7, record("zone", a, 3, "a3"))])
+        .await;
+    assert!(
+        matches!(
+            gap,
+            Err(StoreError::OutOfOrder {
+                cursor: 5,
+                got: 7,
+                ..
+            })
+        ),
+        "{gap:?}"
+    );
+    let foreign = Change {
+        owner: "zone".into(),
+        ..change(6, record("anji", a, 3, "a3"))
+    };
+    let foreign = store.take_back("zone", vec![foreign]).await;
+    assert!(
+        matches!(foreign, Err(StoreError::Corrupt(_))),
+        "{foreign:?}"
+    );
+    assert_eq!(store.last_seq("zone").await.unwrap(), 5);
+    assert_eq!(body(a).await, (2, "a2".to_string()));
+
+    applied(
+        store
+            .write(write(record("zone", a, 3, "a3"), Some(2), "t3"))
+            .await,
+    );
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2, 3, 4, 5, 6]);
+
+    assert_eq!(store.restored_mark().await.unwrap(), None);
+    store.set_restored_mark(Some(42)).await.unwrap();
+    store.set_restored_mark(Some(43)).await.unwrap();
+    assert_eq!(store.restored_mark().await.unwrap(), Some(43));
+    store.set_restored_mark(None).await.unwrap();
+    assert_eq!(store.restored_mark().await.unwrap(), None);
+}

@@ -109,6 +109,47 @@ pub(super) async fn apply_batch(
     Ok(cursor)
 }
 
+pub(super) async fn take_back_changes(
+    conn: &mut deadpool_postgres::Object,
+    owner: &str,
+    changes: Vec<Change>,
+) -> Result<u64, StoreError> {
+    let tx = conn.transaction().await.map_err(db)?;
+    let mut position = lock_feed(&tx).await?;
+    let start = position;
+    let row = tx
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) FROM log WHERE owner = $1",
+            &[&owner],
+        )
+        .await
+        .map_err(db)?;
+    let mut head = row.try_get::<_, i64>(0).map_err(db)? as u64;
+    for change in changes_to_take_back(owner, head, changes)? {
+        let rec = &change.record;
+        if rec.supersedes(get_record(&tx, rec.kind, rec.id).await?.as_ref()) {
+            upsert_record(&tx, rec).await?;
+        }
+        append_log(
+            &tx,
+            &mut position,
+            owner,
+            change.seq as i64,
+            change.time,
+            &rec.encode()?,
+        )
+        .await?;
+        head = change.seq;
+    }
+    if position > start {
+        tx.execute("SELECT pg_notify($1, '')", &[&FEED_CHANNEL])
+            .await
+            .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)?;
+    Ok(head)
+}
+
 #[async_trait]
 impl ReplicaStore for PostgresStore {
     async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
@@ -176,6 +217,43 @@ impl ReplicaStore for PostgresStore {
         tokio::spawn(async move {
             let mut conn = pool.get().await.map_err(pool_error)?;
             apply_batch(&mut conn, batch).await
+        })
+        .await
+        .map_err(|e| unavailable(format!("store task failed: {e}")))?
+    }
+
+    async fn restored_mark(&self) -> Result<Option<i64>, StoreError> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_opt("SELECT time FROM restored", &[])
+            .await
+            .map_err(db)?;
+        row.map(|r| r.try_get(0).map_err(db)).transpose()
+    }
+
+    async fn set_restored_mark(&self, time: Option<i64>) -> Result<(), StoreError> {
+        let conn = self.conn().await?;
+        match time {
+            Some(time) => {
+                conn.execute(
+                    "INSERT INTO restored (one, time) VALUES (1, $1) \
+                     ON CONFLICT (one) DO UPDATE SET time = excluded.time",
+                    &[&time],
+                )
+                .await
+            }
+            None => conn.execute("DELETE FROM restored", &[]).await,
+        }
+        .map(|_| ())
+        .map_err(db)
+    }
+
+    async fn take_back(&self, owner: &str, changes: Vec<Change>) -> Result<u64, StoreError> {
+        let pool = self.pool.clone();
+        let owner = owner.to_string();
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.map_err(pool_error)?;
+            take_back_changes(&mut conn, &owner, changes).await
         })
         .await
         .map_err(|e| unavailable(format!("store task failed: {e}")))?

@@ -114,4 +114,12 @@ ALTER TABLE evidence ADD COLUMN manifest BYTEA;
 -- still proves the change.
 ALTER TABLE evidence ADD COLUMN erased_sha256 BYTEA;
 "#,
+    r#"
+-- Set when the store was put in place from a backup (`yrd-gateway store restore`): the
+-- gateway holds writes until every peer has given back what it holds of this party's log.
+CREATE TABLE restored (
+    one  INTEGER PRIMARY KEY CHECK (one = 1),
+    time BIGINT NOT NULL
+);
+"#,
 ];

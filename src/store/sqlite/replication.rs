@@ -86,6 +86,46 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<
     Ok(cursor)
 }
 
+fn take_back_changes(
+    conn: &mut Connection,
+    owner: &str,
+    changes: Vec<Change>,
+) -> Result<u64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let mut head = cached_row(
+        &tx,
+        "SELECT COALESCE(MAX(seq), 0) FROM log WHERE owner = ?1",
+        params![owner],
+        |r| r.get::<_, i64>(0),
+    )
+    .map_err(unavailable)? as u64;
+    for change in changes_to_take_back(owner, head, changes)? {
+        let rec = &change.record;
+        if rec.supersedes(get_record(&tx, rec.kind, rec.id)?.as_ref()) {
+            upsert_record(&tx, rec)?;
+        }
+        append_log(&tx, owner, change.seq, change.time, &rec.encode()?)?;
+        head = change.seq;
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(head)
+}
+
+pub(super) fn set_restored(conn: &Connection, time: Option<i64>) -> Result<(), StoreError> {
+    match time {
+        Some(time) => conn.execute(
+            "INSERT INTO restored (one, time) VALUES (1, ?1) \
+             ON CONFLICT (one) DO UPDATE SET time = excluded.time",
+            params![time],
+        ),
+        None => conn.execute("DELETE FROM restored", []),
+    }
+    .map(|_| ())
+    .map_err(unavailable)
+}
+
 #[async_trait]
 impl ReplicaStore for SqliteStore {
     async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
@@ -134,6 +174,25 @@ impl ReplicaStore for SqliteStore {
 
     async fn apply_replicas(&self, batch: ReplicaBatch) -> Result<u64, StoreError> {
         self.with_writer(move |c| apply_batch(c, batch)).await
+    }
+
+    async fn restored_mark(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT time FROM restored", [], |r| r.get(0))
+                .optional()
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn set_restored_mark(&self, time: Option<i64>) -> Result<(), StoreError> {
+        self.with_writer(move |c| set_restored(c, time)).await
+    }
+
+    async fn take_back(&self, owner: &str, changes: Vec<Change>) -> Result<u64, StoreError> {
+        let owner = owner.to_string();
+        self.with_writer(move |c| take_back_changes(c, &owner, changes))
+            .await
     }
 
     async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError> {

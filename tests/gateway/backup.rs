@@ -1,0 +1,332 @@
+//! Backing up a running party's store and restoring it on a new machine: the restored
+//! gateway holds writes until its peers have given back the changes it made after the backup
+//! (signed by its own key, checked like evidence), pulls what it missed from them, and then
+//! writes on without reusing a sequence number a peer already holds; its audit chain and the
+//! evidence it keeps still verify. Also the safety net for a store copied back by hand (no
+//! restore mark): the first peer that asks for more than the store holds stops writes the same
+//! way. And a PostgreSQL store backed up with `pg_dump` and restored with `pg_restore`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tonic::Code;
+use yrd_gateway::store::postgres::testing;
+use yrd_gateway::wire::pb;
+
+use crate::common::*;
+use crate::replicas::{config as child_config, free_addr, projects_at};
+
+/// Runs the built binary with `args`; returns whether it succeeded and its stdout and stderr.
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `yrd-gateway store backup --config CONFIG --out BACKUP`.
+fn back_up(config: &Path, backup: &Path) -> (bool, String) {
+    cli(&[
+        "store",
+        "backup",
+        "--config",
+        path(config),
+        "--out",
+        path(backup),
+    ])
+}
+
+/// The value of an unlabelled series on a gateway's metrics page.
+pub async fn metric(admin: std::net::SocketAddr, name: &str) -> u64 {
+    let (code, body) = http_get(admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let prefix = format!("{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until every project named is readable at `gateway`; returns them.
+async fn arrived(fed: &TestFederation, gateway: &str, names: &[&str]) -> Vec<pb::Project> {
+    let mut out = Vec::new();
+    for name in names {
+        out.push(
+            eventually(
+                Duration::from_secs(30),
+                &format!("{name} at {gateway}"),
+                || try_get(fed, gateway, name),
+            )
+            .await,
+        );
+    }
+    out
+}
+
+/// Creates a project through a client from `client`, retrying while writes are held; panics
+/// on any other error.
+async fn create_when_writes_resume(
+    client: impl Fn() -> pb::project_service_client::ProjectServiceClient<tonic::transport::Channel>,
+    title: &str,
+) -> pb::Project {
+    eventually(Duration::from_secs(60), "writes to resume", || async {
+        match client()
+            .create_project(create_request(sample_project(title)))
+            .await
+        {
+            Ok(r) => r.into_inner().project,
+            Err(s) if s.code() == Code::Unavailable && error_reason(&s) == "WRITES_HELD" => None,
+            Err(s) => panic!("create {title} failed: {s:?}"),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_restored_store_takes_back_what_it_wrote_after_the_backup_and_catches_up() {
+    let mut fed = TestFederation::start(&["zone", "anji", "guangde"]).await;
+    let root = fed.root.path().to_owned();
+    let config = fed.gateways["zone"].config.clone();
+    let backup = root.join("zone-backup.db");
+
+    let p1 = create(&fed, "zone", "before the backup").await;
+    arrived(&fed, "anji", &[&p1.name]).await;
+    arrived(&fed, "guangde", &[&p1.name]).await;
+
+    // Backed up while the gateway runs, by another process.
+    let (ok, out) = back_up(&config, &backup);
+    assert!(ok, "{out}");
+    assert!(out.contains("integrity ok"), "{out}");
+    let (ok, out) = back_up(&config, &backup);
+    assert!(!ok && out.contains("refusing to overwrite"), "{out}");
+
+    // After the backup: two more writes at the zone (held by both peers), one at anji.
+    let p2 = create(&fed, "zone", "after the backup").await;
+    let p3 = create(&fed, "zone", "after the backup, too").await;
+    let a1 = create(&fed, "anji", "anji's, after the backup").await;
+    arrived(&fed, "anji", &[&p2.name, &p3.name]).await;
+    arrived(&fed, "guangde", &[&p2.name, &p3.name]).await;
+    arrived(&fed, "zone", &[&a1.name]).await;
+
+    // The zone's machine is lost; its peers are down for a while too.
+    fed.gateway("zone").stop().await;
+    fed.gateway("anji").stop().await;
+    fed.gateway("guangde").stop().await;
+    std::fs::rename(root.join("zone"), root.join("zone-lost")).unwrap();
+
+    let (ok, out) = cli(&["store", "restore", "--config", path(&config), path(&backup)]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["store", "restore", "--config", path(&config), path(&backup)]);
+    assert!(!ok && out.contains("refusing to overwrite"), "{out}");
+
+    // Restarted with no peer reachable: reads work, writes are held (a write now could take
+    // a sequence number the peers already hold p2 under).
+    fed.gateway("zone").restart().await;
+    assert!(try_get(&fed, "zone", &p1.name).await.is_some());
+    assert!(try_get(&fed, "zone", &p2.name).await.is_none());
+    let held = fed
+        .projects("zone", "zone")
+        .create_project(create_request(sample_project("too early")))
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), Code::Unavailable, "{held:?}");
+    assert_eq!(error_reason(&held), "WRITES_HELD");
+    assert!(held.message().contains("anji"), "{}", held.message());
+    let admin = fed.gateways["zone"].admin;
+    assert_eq!(metric(admin, "yrd_writes_held").await, 1);
+    let (_, page) = http_get(admin, "/").await;
+    assert!(page.contains("WRITES HELD"), "{page}");
+
+    // The peers return: the zone takes back p2 and p3 (with the phone anji was allowed to
+    // hold and guangde was not), catches up with anji's project and writes on.
+    fed.gateway("anji").restart().await;
+    fed.gateway("guangde").restart().await;
+    let p4 = create_when_writes_resume(|| fed.projects("zone", "zone"), "after the restore").await;
+    let back = arrived(&fed, "zone", &[&p2.name, &p3.name, &a1.name]).await;
+    assert_eq!(
+        back[0], p2,
+        "taken back whole, from the copy with the most items"
+    );
+    assert_eq!(back[1], p3);
+    assert_eq!(metric(admin, "yrd_changes_taken_back_total").await, 2);
+    assert_eq!(metric(admin, "yrd_writes_held").await, 0);
+    // The new write reaches both peers: its sequence number follows what they hold.
+    arrived(&fed, "anji", &[&p4.name]).await;
+    arrived(&fed, "guangde", &[&p4.name]).await;
+    let events = audit_events_of(&fed, "zone", "exchange/take-back").await;
+    assert!(
+        events[0].request_id.contains("taken back from"),
+        "{:?}",
+        events[0]
+    );
+
+    // Chain and evidence verify at the restored zone and at a peer.
+    for party in ["zone", "anji"] {
+        let config = fed.gateways[party].config.clone();
+        for check in ["verify", "verify-evidence"] {
+            let (ok, out) = cli(&["audit", check, "--config", path(&config)]);
+            assert!(ok, "audit {check} at {party}: {out}");
+        }
+    }
+
+    // The restore mark is gone: a later start does not hold writes, even with no peer up.
+    fed.gateway("anji").stop().await;
+    fed.gateway("guangde").stop().await;
+    fed.gateway("zone").restart().await;
+    create(&fed, "zone", "after a plain restart").await;
+    fed.stop_all().await;
+}
+
+#[tokio::test]
+async fn a_store_copied_back_by_hand_holds_writes_when_a_peer_asks_beyond_it() {
+    let mut fed = TestFederation::start(&["zone", "anji"]).await;
+    let root = fed.root.path().to_owned();
+    let config = fed.gateways["zone"].config.clone();
+    let backup = root.join("zone-backup.db");
+    let p1 = create(&fed, "zone", "before the backup").await;
+    arrived(&fed, "anji", &[&p1.name]).await;
+    let (ok, out) = back_up(&config, &backup);
+    assert!(ok, "{out}");
+    let p2 = create(&fed, "zone", "after the backup").await;
+    arrived(&fed, "anji", &[&p2.name]).await;
+
+    // Put back with cp, not `store restore`: no mark says the store is old.
+    fed.gateway("zone").stop().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(root.join(format!("zone/store.db{suffix}")));
+    }
+    std::fs::copy(&backup, root.join("zone/store.db")).unwrap();
+    fed.gateway("zone").restart().await;
+
+    // anji asks for changes after p2's: the zone sees it is behind, takes p2 back.
+    let back = arrived(&fed, "zone", &[&p2.name]).await;
+    assert_eq!(back[0], p2);
+    let p3 = create_when_writes_resume(|| fed.projects("zone", "zone"), "after the copy").await;
+    arrived(&fed, "anji", &[&p3.name]).await;
+    assert_eq!(
+        metric(fed.gateways["zone"].admin, "yrd_changes_taken_back_total").await,
+        1
+    );
+    fed.stop_all().await;
+}
+
+/// A PostgreSQL client program (`pg_dump`, `pg_restore`) of the test server's version:
+/// `tests/with-postgres.sh` names its folder, else the newest installed, else the PATH.
+fn pg_tool(name: &str) -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("YRD_TEST_POSTGRES_BIN") {
+        return Path::new(&dir).join(name);
+    }
+    let mut installed: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("bin").join(name))
+        .filter(|p| p.exists())
+        .collect();
+    installed.sort();
+    installed.pop().unwrap_or_else(|| name.into())
+}
+
+fn run_pg_tool(name: &str, args: &[&str]) {
+    let out = Command::new(pg_tool(name)).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_restored_with_pg_restore_takes_back_and_catches_up() {
+    let url = testing::scratch_database().await;
+    let root = tempfile::tempdir().unwrap();
+    let pki = Pki::new(root.path());
+    let (zone_addr, anji_addr) = (free_addr(), free_addr());
+    let zone_peers = [("anji".to_string(), anji_addr.to_string())];
+    let zone_config = |name: &str, url: &str| {
+        child_config(
+            root.path(),
+            name,
+            "zone",
+            zone_addr,
+            free_addr(),
+            &zone_peers,
+            Some(url),
+        )
+    };
+    let anji_config = child_config(
+        root.path(),
+        "anji",
+        "anji",
+        anji_addr,
+        free_addr(),
+        &[("zone".to_string(), zone_addr.to_string())],
+        None,
+    );
+    let zone = ChildGateway::spawn(&zone_config("zone", &url));
+    let anji = ChildGateway::spawn(&anji_config);
+    let at_anji = |name: String| {
+        let pki = &pki;
+        async move {
+            eventually(Duration::from_secs(30), "the project at anji", || async {
+                projects_at(pki, anji_addr, "anji")
+                    .get_project(pb::GetProjectRequest { name: name.clone() })
+                    .await
+                    .ok()
+            })
+            .await
+        }
+    };
+    let p1 = create_with(&mut projects_at(&pki, zone_addr, "zone"), "before the dump").await;
+    at_anji(p1.name.clone()).await;
+
+    let dump = root.path().join("zone.dump");
+    run_pg_tool(
+        "pg_dump",
+        &["--format=custom", "--file", path(&dump), "--dbname", &url],
+    );
+    let p2 = create_with(&mut projects_at(&pki, zone_addr, "zone"), "after the dump").await;
+    at_anji(p2.name.clone()).await;
+    zone.kill_9();
+    anji.kill_9();
+
+    // A new database server, as on a new machine: restored, marked, started.
+    let restored = testing::scratch_database().await;
+    run_pg_tool(
+        "pg_restore",
+        &["--no-owner", "--dbname", &restored, path(&dump)],
+    );
+    let config = zone_config("zone-restored", &restored);
+    let (ok, out) = cli(&["store", "restore", "--config", path(&config)]);
+    assert!(ok && out.contains("marked restored"), "{out}");
+    let _zone = ChildGateway::spawn(&config);
+    // The mark holds writes while anji, which holds p2, is down.
+    let held = projects_at(&pki, zone_addr, "zone")
+        .create_project(create_request(sample_project("too early")))
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&held), "WRITES_HELD", "{held:?}");
+    let _anji = ChildGateway::spawn(&anji_config);
+
+    let p3 =
+        create_when_writes_resume(|| projects_at(&pki, zone_addr, "zone"), "after the restore")
+            .await;
+    let back = get_with(&mut projects_at(&pki, zone_addr, "zone"), &p2.name).await;
+    assert_eq!(back, p2);
+    at_anji(p3.name.clone()).await;
+    let (ok, out) = cli(&["audit", "verify", "--config", path(&config)]);
+    assert!(ok, "{out}");
+}
