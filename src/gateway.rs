@@ -163,9 +163,16 @@ impl Gateway {
     async fn sharing(&self) -> Result<Arc<Sharing>, GatewayError> {
         let failed = |e: crate::records::RecordError| GatewayError::Catalog(e.to_string());
         if self.config.default_catalog {
-            crate::sharing::seed_default_catalog(&self.records)
-                .await
-                .map_err(failed)?;
+            match crate::sharing::seed_default_catalog(&self.records).await {
+                Ok(_) => {}
+                // A restored store holds writes until its peers gave back what it wrote after
+                // the backup; the entries it lacks are published at the next start.
+                Err(crate::records::RecordError::Held { message }) => tracing::warn!(
+                    reason = %message,
+                    "default catalog entries not published now"
+                ),
+                Err(e) => return Err(failed(e)),
+            }
         }
         Sharing::load(self.records.clone(), self.feed.clone())
             .await
@@ -182,6 +189,15 @@ impl Gateway {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), GatewayError> {
+        // Before anything that writes (the erasure pass, the default catalog) starts.
+        if let Some(time) = self.store.restored_mark().await? {
+            tracing::warn!(
+                restored_at = time,
+                "this store was restored from a backup: writes are held until every peer has given back what it holds of this party's change log"
+            );
+            self.feed
+                .hold_until_checked(self.config.peers.iter().map(|p| p.party.clone()));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let mut background = self.spawn_background(admin, health_reporter, &stop_rx);
@@ -192,14 +208,6 @@ impl Gateway {
             self.on_erased(audit.clone()),
             stop_rx.clone(),
         ));
-        if let Some(time) = self.store.restored_mark().await? {
-            tracing::warn!(
-                restored_at = time,
-                "this store was restored from a backup: writes are held until every peer has given back what it holds of this party's change log"
-            );
-            self.feed
-                .hold_until_checked(self.config.peers.iter().map(|p| p.party.clone()));
-        }
         background.spawn(
             crate::exchange::recovery::Recovery::new(
                 self.records.clone(),
@@ -344,8 +352,13 @@ impl Gateway {
             let (code, detail) = match outcome {
                 Ok(t) => {
                     ops.taken_back.fetch_add(t.head - t.from_head, Relaxed);
-                    if t.stopped.is_some() {
+                    if t.stopped.is_some() || !t.unreachable.is_empty() {
                         ops.take_back_failed.fetch_add(1, Relaxed);
+                    }
+                    if t.head == t.from_head && t.stopped.is_none() {
+                        // Nothing taken back, nothing missing: no event (a peer that is down
+                        // is retried, counted and logged).
+                        return;
                     }
                     let code = if t.stopped.is_some() {
                         "INCOMPLETE"

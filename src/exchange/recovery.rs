@@ -164,6 +164,8 @@ pub struct TakenBack {
     pub with_items_emptied: u64,
     /// The peers whose copies were used.
     pub peers: Vec<String>,
+    /// The peers that could not be asked (down, or what they gave back did not verify).
+    pub unreachable: Vec<String>,
     /// Why the log could not be brought further (a change no peer holds with its record).
     pub stopped: Option<String>,
 }
@@ -228,12 +230,8 @@ impl Recovery {
                     Err(e) => tracing::error!(error = %e, "taking changes back failed; retrying"),
                 }
                 (self.on_taken_back)(&outcome);
-                if self.feed.writes_held().is_some() {
-                    wait = retry;
-                    retry = (retry * 2).min(RETRY_CAP);
-                } else {
-                    retry = RETRY_FIRST;
-                }
+                wait = retry;
+                retry = (retry * 2).min(RETRY_CAP);
             }
             if self.feed.unchecked().is_some_and(|u| u.is_empty()) && self.feed.behind().is_none() {
                 match self.feed.release_restored().await {
@@ -241,10 +239,13 @@ impl Recovery {
                         "the restored store was checked against every peer; writes resume"
                     ),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot clear the restore mark; retrying");
-                        wait = RETRY_FIRST;
+                        tracing::warn!(error = %e, "cannot clear the restore mark; retrying")
                     }
                 }
+            }
+            if self.feed.writes_held().is_none() {
+                wait = POLL;
+                retry = RETRY_FIRST;
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -259,21 +260,22 @@ impl Recovery {
         let party = self.records.party().to_string();
         let head = self.feed.last_seq(&party).await?;
         let mut best: BTreeMap<u64, Copy> = BTreeMap::new();
+        let mut taken = TakenBack {
+            from_head: head,
+            head,
+            ..TakenBack::default()
+        };
         for peer in &self.peers {
             match self.collect(peer, head, &mut best).await {
                 Ok(()) => {
                     self.feed.checked(&peer.party);
                 }
                 Err(e) => {
-                    tracing::warn!(peer = %peer.party, error = %e, "a peer could not give changes back")
+                    tracing::warn!(peer = %peer.party, error = %e, "a peer could not give changes back");
+                    taken.unreachable.push(peer.party.clone());
                 }
             }
         }
-        let mut taken = TakenBack {
-            from_head: head,
-            head,
-            ..TakenBack::default()
-        };
         let mut changes = Vec::new();
         let mut next = head + 1;
         while let Some(copy) = best.remove(&next) {

@@ -2,7 +2,8 @@
 //! machine. `VACUUM INTO` copies one consistent snapshot (a read transaction: the running
 //! gateway goes on writing) into a compact new file; the copy is written beside the target,
 //! checked, synced and only then renamed into place, so a crash leaves no half file under the
-//! target's name. A restored file is marked as such (see [`crate::exchange::recovery`]).
+//! target's name. A restored file is marked as such: the gateway takes back from its peers
+//! what it wrote after the backup before it writes again (`exchange::recovery`).
 
 use std::path::{Path, PathBuf};
 
