@@ -14,7 +14,8 @@
 //!   [`store::AuditStore`] (the audit hash chain, witnessed heads), [`store::LeaseStore`] (pull
 //!   lease, health, checkpoint); [`store::Store`] is all four. One file per concern in each
 //!   backend: [`store::sqlite`] (embedded) and [`store::postgres`] (several replicas of a
-//!   gateway on one database), both held to one conformance suite.
+//!   gateway on one database), both held to one conformance suite; backing up and restoring
+//!   an SQLite store file ([`store::sqlite::backup`]).
 //! - [`identity`]: SPIFFE ids in certificates and the access rules of SPEC §2; key files
 //!   ([`identity::pem`]), TLS configs for both directions ([`identity::tls`]), the gateway's
 //!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]).
@@ -33,14 +34,17 @@
 //!   catalog, and ([`sharing::erasure`]) the receiver's erasure of what a grant that ended
 //!   covered, with its deletion receipt.
 //! - [`exchange`]: replication between gateways — sharing policy, signature verification, the
-//!   owner's outbound stream and the receiver's inbound pullers, evidence checks.
+//!   owner's outbound stream and the receiver's inbound pullers, evidence checks, and
+//!   ([`exchange::recovery`]) taking this party's own changes back from its peers after a
+//!   restore from an older backup (writes held until then).
 //! - [`audit`]: the audit trail's single writer, chain verification and cross-party witnessing.
 //! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
 //!   and status page.
 //! - [`api`]: the gRPC surface — handlers, the authorization and call layers, the single
 //!   error-to-status mapping.
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
-//! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `bench` and the demo `client`.
+//! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `store backup`/`restore`, `bench` and the
+//!   demo `client`.
 //!
 //! # How a call flows
 //!

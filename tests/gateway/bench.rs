@@ -63,3 +63,26 @@ fn the_bench_suite_runs_and_writes_complete_results() {
     let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(markdown.contains("| GetProject |"), "{markdown}");
 }
+
+/// `bench replication` (the command `docs/protocol.md` shows) with tiny parameters: it runs
+/// and prints its lag and catch-up figures.
+#[test]
+fn the_replication_bench_runs() {
+    let run = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["bench", "replication", "--rate", "100", "--seconds", "1"])
+        .args(["--catch-up", "200"])
+        .output()
+        .expect("running bench replication");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench replication failed: {}\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Two lines saying what runs, then the figures as JSON.
+    let json = &stdout[stdout.find('{').expect("figures printed")..];
+    let figures: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(figures["catch_up"]["applied"], 200, "{stdout}");
+    assert_eq!(figures["lag"]["failed"], 0, "{stdout}");
+}

@@ -11,10 +11,10 @@ use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
 use crate::common::PARTIES;
 
 /// Eight ports (four gRPC, four admin) for `dev` in this test process: below the usual
-/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0 or 1 keeps the
-/// tests of this file apart when one process runs both.
+/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0, 1 or 2 keeps
+/// the tests of this file apart when one process runs them all.
 fn port_base(slot: u16) -> u16 {
-    10_000 + (std::process::id() % 1_250) as u16 * 16 + slot * 8
+    10_000 + (std::process::id() % 830) as u16 * 24 + slot * 8
 }
 
 #[tokio::test]
@@ -129,7 +129,8 @@ fn client(data: &std::path::Path, base: u16, party: &str, args: &[&str]) -> Stri
     text
 }
 
-/// The README's catalog and access-request walkthrough, command for command, on `dev`.
+/// The developer guide's catalog and access-request walkthrough (docs/developer.md), command
+/// for command, on `dev`.
 #[tokio::test]
 async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
     let data = tempfile::tempdir().unwrap();
@@ -332,6 +333,53 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         );
     }
 
+    // A refused request, escalated by its requester to the zone, which lists it; overdue
+    // requests are listed (none here: nothing is past its deadline).
+    let second = client(
+        data.path(),
+        base,
+        "guangde",
+        &[
+            "request",
+            "file",
+            &entry,
+            "--item",
+            "contact.phone",
+            "--purpose",
+            "联合招商对接",
+        ],
+    );
+    let second = second.lines().next().unwrap().to_string();
+    until("the second request at changxing", &|| {
+        try_client("changxing", &["request", "get", &second])
+    });
+    client(
+        data.path(),
+        base,
+        "changxing",
+        &["request", "refuse", &second, "--reason", "不符合共享条件"],
+    );
+    until("the refusal at guangde", &|| {
+        try_client("guangde", &["request", "get", &second])
+            .filter(|out| out.contains("ACCESS_REQUEST_STATE_REFUSED"))
+    });
+    let overdue = client(
+        data.path(),
+        base,
+        "guangde",
+        &["request", "list", "--overdue"],
+    );
+    assert!(!overdue.contains(&second), "{overdue}");
+    client(
+        data.path(),
+        base,
+        "guangde",
+        &["request", "escalate", &second, "--reason", "逾期未答复"],
+    );
+    until("the escalation at the zone", &|| {
+        try_client("zone", &["request", "list", "--escalated"]).filter(|out| out.contains(&second))
+    });
+
     drop(dev);
 }
 
@@ -345,4 +393,258 @@ impl Drop for Stopped {
             .status();
         let _ = self.0.wait();
     }
+}
+
+/// A `dev` federation in a temp folder, stopped when dropped, and its clients.
+struct Dev {
+    data: tempfile::TempDir,
+    base: u16,
+    _child: Stopped,
+}
+
+impl Dev {
+    fn start(slot: u16) -> Dev {
+        let data = tempfile::tempdir().unwrap();
+        let base = port_base(slot);
+        let child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+            .args(["dev", "--grpc-port-base", &base.to_string()])
+            .args(["--admin-port-base", &(base + 4).to_string()])
+            .arg("--data-dir")
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let dev = Dev {
+            data,
+            base,
+            _child: Stopped(child),
+        };
+        dev.until("every dev gateway answers", || {
+            PARTIES
+                .iter()
+                .all(|p| dev.try_client(p, &["whoami"]).is_some())
+                .then(String::new)
+        });
+        dev
+    }
+
+    /// `yrd-gateway client --party PARTY ARGS` against PARTY's gateway: its output, or `None`
+    /// when it failed.
+    fn try_client(&self, party: &str, args: &[&str]) -> Option<String> {
+        let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
+        Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+            .args(["client", "--party", party, "--gateway"])
+            .arg(format!("127.0.0.1:{}", self.base + order))
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    }
+
+    fn client(&self, party: &str, args: &[&str]) -> String {
+        client(self.data.path(), self.base, party, args)
+    }
+
+    fn until(&self, what: &str, check: impl Fn() -> Option<String>) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = check() {
+                return v;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The developer guide's tour, negotiation and referral (docs/developer.md), command for
+/// command, on `dev`; and the operator guide's `certs init` for a fifth party.
+#[tokio::test]
+async fn the_developer_guide_tour_negotiation_and_referral_run_on_dev() {
+    let dev = Dev::start(2);
+    assert!(
+        dev.client("zone", &["whoami"])
+            .contains("spiffe://yrd-huzhou/party/zone/client/demo")
+    );
+    let created = dev.client(
+        "changxing",
+        &[
+            "project",
+            "create",
+            "--display-name",
+            "年产10万套新能源汽车零部件项目",
+            "--investor-name",
+            "浙江某某汽车零部件有限公司",
+            "--credit-code",
+            "91330522MA2B3C4D57",
+            "--industry",
+            "new-energy-vehicles",
+            "--investment-yuan",
+            "1500000000",
+            "--land-area-mu",
+            "120.5",
+            "--platform",
+            "南华山",
+            "--contact-name",
+            "张三",
+            "--contact-phone",
+            "+86 138-0000-0000",
+        ],
+    );
+    let project = created.lines().next().unwrap().to_string();
+    assert!(
+        dev.client("changxing", &["project", "list"])
+            .contains(&project)
+    );
+    let signed = dev.client("changxing", &["project", "set-stage", &project, "signed"]);
+    assert!(signed.contains("STAGE_SIGNED"), "{signed}");
+    // At guangde without the phone, which does not cross the provincial border.
+    let at_guangde = dev.until("the project at guangde", || {
+        dev.try_client("guangde", &["project", "get", &project])
+            .filter(|p| p.contains("STAGE_SIGNED"))
+    });
+    assert!(at_guangde.contains("contact: 张三 \n"), "{at_guangde}");
+
+    // The negotiation: propose, counter, approve twice; AGREED at every gateway.
+    let proposed = dev.client(
+        "zone",
+        &[
+            "allocation",
+            "propose",
+            "--kind",
+            "land-quota",
+            "--quantity",
+            "200",
+            "--from",
+            "guangde",
+            "--to",
+            "zone",
+            "--share",
+            "zone=6000",
+            "--share",
+            "guangde=4000",
+            "--description",
+            "land quota for a new-energy-vehicle project",
+        ],
+    );
+    let allocation = proposed.lines().next().unwrap().to_string();
+    assert!(
+        proposed.contains("ALLOCATION_STATUS_PROPOSED"),
+        "{proposed}"
+    );
+    dev.until("the proposal at guangde", || {
+        dev.try_client("guangde", &["allocation", "get", &allocation])
+    });
+    dev.client(
+        "guangde",
+        &[
+            "allocation",
+            "decide",
+            &allocation,
+            "--round",
+            "1",
+            "counter",
+            "--quantity",
+            "150",
+        ],
+    );
+    dev.until("the counter at the zone", || {
+        dev.try_client("zone", &["allocation", "get", &allocation])
+            .filter(|a| a.contains("round: 2"))
+    });
+    dev.client(
+        "zone",
+        &[
+            "allocation",
+            "decide",
+            &allocation,
+            "--round",
+            "2",
+            "approve",
+        ],
+    );
+    dev.until("the zone's approval at guangde", || {
+        dev.try_client("guangde", &["allocation", "get", &allocation])
+            .filter(|a| a.contains("zone VERDICT_APPROVE"))
+    });
+    dev.client(
+        "guangde",
+        &[
+            "allocation",
+            "decide",
+            &allocation,
+            "--round",
+            "2",
+            "approve",
+        ],
+    );
+    for party in PARTIES {
+        let agreed = dev.until("AGREED everywhere", || {
+            dev.try_client(party, &["allocation", "get", &allocation])
+                .filter(|a| a.contains("ALLOCATION_STATUS_AGREED"))
+        });
+        assert!(agreed.contains("round: 2"), "{party}: {agreed}");
+    }
+
+    // The referral: changxing refers its project to anji, which accepts.
+    let referred = dev.client(
+        "changxing",
+        &[
+            "project",
+            "refer",
+            &project,
+            "--to",
+            "anji",
+            "--reason",
+            "CNC line fits Anji",
+        ],
+    );
+    let referral = referred.lines().next().unwrap().to_string();
+    assert!(
+        referral.starts_with("parties/changxing/referrals/"),
+        "{referred}"
+    );
+    dev.until("the referral at anji", || {
+        dev.try_client("anji", &["project", "referrals"])
+            .filter(|r| r.contains(&referral))
+    });
+    let answered = dev.client(
+        "anji",
+        &[
+            "project",
+            "respond",
+            &referral,
+            "--accept",
+            "--comment",
+            "welcome",
+        ],
+    );
+    assert!(
+        answered.contains("new project: parties/anji/projects/"),
+        "{answered}"
+    );
+    dev.until("the original REFERRED at changxing", || {
+        dev.try_client("changxing", &["project", "get", &project])
+            .filter(|p| p.contains("STAGE_REFERRED"))
+    });
+
+    // A fifth party's certificates added to the development CA.
+    let certs = dev.data.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .args(["--parties", "shanghai"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(certs.join("shanghai/gateway.crt").exists());
+    assert!(certs.join("shanghai/client.crt").exists());
 }

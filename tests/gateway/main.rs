@@ -10,6 +10,7 @@ mod backup;
 mod bench;
 mod catalog;
 mod dev_command;
+mod docs;
 mod durability;
 mod exchange;
 mod grants;
