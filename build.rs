@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Deterministic encoding of maps, so request fingerprints (idempotency) are stable.
         .btree_map(".")
+        // Messages that do not decode are INVALID_ARGUMENT `MALFORMED_REQUEST`, not INTERNAL.
+        .codec_path("crate::wire::codec::Codec")
         .file_descriptor_set_path(out_dir.join("yrd_descriptor.bin"))
         .compile_protos(
             &protos,

@@ -6,8 +6,10 @@
 
 pub mod access;
 pub mod catalog;
+pub mod codec;
 pub mod convert;
 
+pub use codec::{ERROR_DOMAIN, MALFORMED_REQUEST};
 pub use convert::{kind_from_wire, kind_to_wire, micros_of, timestamp};
 
 /// Generated protobuf and gRPC code for `yrd.exchange.v1`.

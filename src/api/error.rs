@@ -28,7 +28,7 @@ pub enum LimitError {
 }
 
 /// `google.rpc.ErrorInfo.domain` of every error this gateway returns.
-pub const ERROR_DOMAIN: &str = "yrd-gateway";
+pub use crate::wire::ERROR_DOMAIN;
 
 fn with_info(code: Code, message: String, reason: &str, metadata: &[(&str, &str)]) -> Status {
     let metadata: HashMap<String, String> = metadata

@@ -460,3 +460,91 @@ fn the_block_parser_finds_indented_and_fenced_blocks() {
     assert!(config_keys().contains("limits.call_timeout_ms"));
     assert!(contract_methods().contains("yrd.exchange.v1.DirectoryService/WhoAmI"));
 }
+
+/// Every `(field, limit)` the record rules enforce: each `check_text` call (field name, maximum
+/// characters) and each `const MAX_...` of `src/records/`.
+fn code_limits() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut files = vec![root().join("src/records.rs")];
+    let mut dirs = vec![root().join("src/records")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    for file in files {
+        let name = file.strip_prefix(root()).unwrap().display().to_string();
+        let text = read(&file);
+        // check_text(v, &f("display_name"), &self.display_name, 200, true)
+        for call in text.split("check_text(").skip(1) {
+            let statement = call.split(';').next().unwrap_or_default();
+            let args: Vec<&str> = statement.split(',').map(str::trim).collect();
+            if args.len() < 4 || args[0].starts_with("v:") {
+                continue;
+            }
+            let field = args[1].rsplit('"').nth(1).unwrap_or_default().to_string();
+            let max = args[3].to_string();
+            if !field.is_empty() && max.chars().all(|c| c.is_ascii_digit()) {
+                out.push((name.clone(), field, max));
+            }
+        }
+        for line in text.lines() {
+            if let Some(rest) = line
+                .trim()
+                .strip_prefix("pub const MAX_")
+                .or(line.trim().strip_prefix("const MAX_"))
+            {
+                let (constant, value) = rest.split_once(':').unwrap();
+                let value = value
+                    .rsplit('=')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .trim_end_matches(';');
+                if value.chars().all(|c| c.is_ascii_digit()) {
+                    out.push((name.clone(), format!("MAX_{constant}"), value.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_validation_limit_is_published_in_the_developer_guide() {
+    let guide = read(&root().join("docs/developer.md"));
+    let start = guide
+        .find("## Limits on what a request may carry")
+        .expect("the limits section");
+    let section = &guide[start..start + guide[start + 3..].find("\n## ").unwrap() + 3];
+    let limits = code_limits();
+    assert!(
+        limits.len() >= 25,
+        "only {} limits found: {limits:?}",
+        limits.len()
+    );
+    let mut missing = Vec::new();
+    for (file, field, max) in &limits {
+        let published = if field.starts_with("MAX_") {
+            section.contains(&format!(" {max} ")) || section.contains(&format!(" {max},"))
+        } else {
+            section.lines().any(|row| {
+                row.contains(&format!(" {max} "))
+                    && (row.contains(&format!(".{field}`")) || row.contains(&format!("`{field}`")))
+            })
+        };
+        if !published {
+            missing.push(format!("{file}: {field} = {max}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "limits not in docs/developer.md:\n{}",
+        missing.join("\n")
+    );
+}

@@ -16,6 +16,7 @@ mod exchange;
 mod grants;
 mod identity;
 mod layout;
+mod malformed;
 mod negotiation;
 mod operations;
 mod records;
