@@ -136,7 +136,12 @@ fn with_reader<T>(
     let conn = match lock(readers).pop() {
         Some(c) => c,
         None => {
-            let c = Connection::open(path).map_err(unavailable)?;
+            // Never with CREATE: a store file that went away (an unmounted volume, a file
+            // moved) must fail the read, not be replaced by an empty database that the next
+            // health check or reader then finds.
+            let flags = rusqlite::OpenFlags::default() - rusqlite::OpenFlags::SQLITE_OPEN_CREATE;
+            let c = Connection::open_with_flags(path, flags)
+                .map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
             c.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(unavailable)?;
             c.pragma_update(None, "query_only", "ON")
