@@ -12,6 +12,8 @@ pub mod error;
 mod federation;
 mod handlers;
 mod watch;
+#[cfg(test)]
+pub(crate) use watch::{parse_token, token};
 
 pub use access::AccessApi;
 pub use audit::AuditApi;

@@ -72,6 +72,8 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod exchange;
+#[cfg(test)]
+mod fuzz;
 pub mod gateway;
 pub mod identity;
 pub mod ops;

@@ -14,6 +14,8 @@ pub mod negotiation;
 pub mod project;
 pub mod referral;
 mod service;
+#[cfg(test)]
+pub(crate) use service::{page_token, parse_page};
 
 use std::fmt;
 

@@ -42,7 +42,7 @@ impl WatchApi {
 }
 
 /// Resume tokens are the feed position, hex-encoded; opaque to clients.
-fn parse_token(token: &str) -> Result<u64, Status> {
+pub(crate) fn parse_token(token: &str) -> Result<u64, Status> {
     if token.is_empty() {
         return Ok(0);
     }
@@ -53,7 +53,7 @@ fn parse_token(token: &str) -> Result<u64, Status> {
     })
 }
 
-fn token(position: u64) -> String {
+pub(crate) fn token(position: u64) -> String {
     format!("w{position:016x}")
 }
 

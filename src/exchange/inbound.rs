@@ -511,7 +511,7 @@ impl Inbound {
 
 /// The commit time and record an envelope of `owner`'s carries (`None` when its kind is not
 /// shared with the recipient), the record rebuilt and checked against the envelope.
-pub(super) fn record_of(
+pub(crate) fn record_of(
     records: &Records,
     owner: &str,
     envelope: &pb::ChangeEnvelope,

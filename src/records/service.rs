@@ -587,14 +587,18 @@ fn parent(name: &str) -> IndexFields {
 }
 
 /// A page token: the last id returned plus a hash of the filters it was issued for, hex-encoded.
-fn page_token(last: Uuid, fingerprint: &str) -> String {
+pub(crate) fn page_token(last: Uuid, fingerprint: &str) -> String {
     let mut bytes = last.as_bytes().to_vec();
     bytes.extend_from_slice(&Sha256::digest(fingerprint.as_bytes())[..8]);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads page size and token; returns (after, limit).
-fn parse_page(page: &Page, fingerprint: &str, v: &mut Violations) -> (Option<Uuid>, usize) {
+pub(crate) fn parse_page(
+    page: &Page,
+    fingerprint: &str,
+    v: &mut Violations,
+) -> (Option<Uuid>, usize) {
     let limit = match page.size {
         s if s < 0 => {
             v.add("page_size", "must not be negative");
