@@ -103,13 +103,12 @@ fn blocks(name: &str, text: &str) -> Vec<Block> {
 }
 
 /// Whether an indented line continues a list item's text rather than opening a code block:
-/// the nearest non-blank line above is a wrapped list line indented less than four spaces.
+/// inside a list item (the nearest non-blank line above is indented), a code block is
+/// indented four more than the item's text.
 fn is_list_continuation(lines: &[&str], i: usize) -> bool {
+    let indent = |l: &str| l.len() - l.trim_start().len();
     let above = lines[..i].iter().rev().find(|l| !l.trim().is_empty());
-    above.is_some_and(|l| {
-        let indent = l.len() - l.trim_start().len();
-        indent > 0 && indent < 4 && !l.trim_start().starts_with('-')
-    })
+    above.is_some_and(|l| indent(l) > 0 && indent(lines[i]) < indent(l) + 4)
 }
 
 /// Splits a shell line into words (single and double quotes, no expansion), dropping a
@@ -427,9 +426,10 @@ fn every_command_in_the_docs_is_checked_and_still_right() {
 
 #[test]
 fn the_block_parser_finds_indented_and_fenced_blocks() {
-    let text = "Intro:\n\n    yrd-gateway dev\n    $C --party zone whoami   # note\n\n<!-- checked by: a.rs, b.sh -->\n\n- item\n  wrapped line\n\n```toml\n[sharing]\ndefault_catalog = true\n```\n";
+    let text = "Intro:\n\n    yrd-gateway dev\n    $C --party zone whoami   # note\n\n<!-- checked by: a.rs, b.sh -->\n\n- item\n  wrapped line\n\n```toml\n[sharing]\ndefault_catalog = true\n```\n\n- item\n  its text:\n\n      yrd-gateway dev\n\n  <!-- checked by: c.rs -->\n";
     let found = blocks("t.md", text);
-    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[2].checked_by, ["c.rs"]);
     assert_eq!(found[0].checked_by, ["a.rs", "b.sh"]);
     assert_eq!(
         commands(&found[0]),
@@ -545,6 +545,34 @@ fn every_validation_limit_is_published_in_the_developer_guide() {
     assert!(
         missing.is_empty(),
         "limits not in docs/developer.md:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// Every test `THREAT_MODEL.md` names (`` `path.rs::name` ``) exists in that file.
+#[test]
+fn every_test_the_threat_model_names_exists() {
+    let model = read(&root().join("THREAT_MODEL.md"));
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for reference in model.split('`').skip(1).step_by(2) {
+        let Some((file, name)) = reference.split_once(".rs::") else {
+            continue;
+        };
+        named += 1;
+        let path = root().join(format!("{file}.rs"));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.contains(&format!("fn {name}(")) {
+            missing.push(reference.to_string());
+        }
+    }
+    assert!(
+        named >= 30,
+        "only {named} tests named: is the parser right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "THREAT_MODEL.md names tests that do not exist:\n{}",
         missing.join("\n")
     );
 }
