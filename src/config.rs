@@ -109,6 +109,8 @@ pub struct Limits {
     pub burst_per_caller: u32,
     /// How long SIGTERM waits for in-flight calls before exiting anyway.
     pub shutdown_grace: std::time::Duration,
+    /// What a connection may hold before its TLS handshake is done.
+    pub handshakes: crate::identity::tls::HandshakeLimits,
 }
 
 impl Default for Limits {
@@ -119,6 +121,7 @@ impl Default for Limits {
             calls_per_second_per_caller: 1000,
             burst_per_caller: 2000,
             shutdown_grace: std::time::Duration::from_secs(10),
+            handshakes: crate::identity::tls::HandshakeLimits::default(),
         }
     }
 }

@@ -280,7 +280,7 @@ impl Gateway {
                 .max_decoding_message_size(limit),
             )
             .add_service(AuditServiceServer::new(AuditApi::new(self.store.clone())).max_decoding_message_size(limit))
-            .serve_with_incoming_shutdown(tls::incoming(listener, self.tls.clone(), Some(on_refused)), async {
+            .serve_with_incoming_shutdown(tls::incoming_with(listener, self.tls.clone(), Some(on_refused), config.limits.handshakes, Some(self.on_shed())), async {
                 shutdown.await;
                 tracing::info!(party = %party, grace_ms = grace.as_millis() as u64, "shutting down: draining calls");
                 let _ = stop_tx.send(true);
@@ -434,6 +434,21 @@ impl Gateway {
     }
 
     /// What happens when a TLS handshake is refused: counted, and audited when auditing is on.
+    /// Connections closed before their handshake because a cap was reached: counted, and
+    /// logged at most once a minute (a flood must not flood the log or the audit trail).
+    fn on_shed(&self) -> tls::ShedConnection {
+        let metrics = self.ops.metrics.clone();
+        let last_logged = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+        Arc::new(move |remote, why| {
+            let total = metrics.connection_shed();
+            let mut last = last_logged.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                *last = Some(std::time::Instant::now());
+                tracing::warn!(remote = %remote, reason = why, shed_so_far = total, "closing connections before their TLS handshake");
+            }
+        })
+    }
+
     fn on_refused_handshake(&self, audit: Option<AuditLog>) -> tls::RefusedHandshake {
         let metrics = self.ops.metrics.clone();
         Arc::new(move |remote, reason| {

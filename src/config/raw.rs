@@ -205,6 +205,9 @@ pub struct RawLimits {
     pub calls_per_second_per_caller: Option<u32>,
     pub burst_per_caller: Option<u32>,
     pub shutdown_grace_ms: Option<u64>,
+    pub handshake_timeout_ms: Option<u64>,
+    pub max_handshakes_in_progress: Option<usize>,
+    pub max_handshakes_per_address: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,7 +485,34 @@ impl RawLimits {
                 .unwrap_or(defaults.calls_per_second_per_caller),
             burst_per_caller: self.burst_per_caller.unwrap_or(defaults.burst_per_caller),
             shutdown_grace: ms(self.shutdown_grace_ms, defaults.shutdown_grace),
+            handshakes: crate::identity::tls::HandshakeLimits {
+                timeout: ms(self.handshake_timeout_ms, defaults.handshakes.timeout),
+                in_progress: self
+                    .max_handshakes_in_progress
+                    .unwrap_or(defaults.handshakes.in_progress),
+                per_address: self
+                    .max_handshakes_per_address
+                    .unwrap_or(defaults.handshakes.per_address),
+            },
         };
+        for (key, zero) in [
+            (
+                "limits.handshake_timeout_ms",
+                limits.handshakes.timeout.is_zero(),
+            ),
+            (
+                "limits.max_handshakes_in_progress",
+                limits.handshakes.in_progress == 0,
+            ),
+            (
+                "limits.max_handshakes_per_address",
+                limits.handshakes.per_address == 0,
+            ),
+        ] {
+            if zero {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
         if limits.call_timeout.is_zero() {
             return Err(ConfigError::invalid(
                 "limits.call_timeout_ms",

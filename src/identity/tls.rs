@@ -29,8 +29,83 @@ use tonic::transport::{Channel, Endpoint};
 use super::SpiffeId;
 pub use super::pem::{TlsError, TlsPaths, load_certs, load_key, provider};
 
-/// How long a client may take to finish the TLS handshake before it is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a connection that has not finished its TLS handshake — an unauthenticated client —
+/// may hold: time, and a place among the handshakes in progress, overall and from its address.
+/// A connection over a cap is closed at once, so idle TCP connections or stalled handshakes
+/// from one address cannot keep others from being served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// How long a client may take to finish the handshake before it is dropped.
+    pub timeout: Duration,
+    /// Handshakes in progress at once, from all addresses.
+    pub in_progress: usize,
+    /// Handshakes in progress at once from one IP address.
+    pub per_address: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        HandshakeLimits {
+            timeout: Duration::from_secs(10),
+            in_progress: 1024,
+            per_address: 64,
+        }
+    }
+}
+
+/// Called with the remote address and why, when a connection is closed before its handshake
+/// because a cap of [`HandshakeLimits`] was reached (counted, not audited: a flood must not
+/// write one audit event per connection).
+pub type ShedConnection = Arc<dyn Fn(SocketAddr, &'static str) + Send + Sync>;
+
+/// Handshakes in progress, overall and by address.
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    by_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A place among the handshakes in progress, given back when dropped.
+struct PendingPlace {
+    pending: Arc<std::sync::Mutex<Pending>>,
+    address: std::net::IpAddr,
+}
+
+impl PendingPlace {
+    fn take(
+        pending: &Arc<std::sync::Mutex<Pending>>,
+        address: std::net::IpAddr,
+        limits: &HandshakeLimits,
+    ) -> Result<PendingPlace, &'static str> {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.total >= limits.in_progress {
+            return Err("too many TLS handshakes in progress");
+        }
+        let from_address = p.by_address.entry(address).or_default();
+        if *from_address >= limits.per_address {
+            return Err("too many TLS handshakes in progress from this address");
+        }
+        *from_address += 1;
+        p.total += 1;
+        Ok(PendingPlace {
+            pending: pending.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for PendingPlace {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.total -= 1;
+        if let Some(n) = p.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                p.by_address.remove(&self.address);
+            }
+        }
+    }
+}
 
 /// Reads a CA bundle into a root store.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
@@ -298,7 +373,25 @@ pub fn incoming(
     source: TlsSource,
     on_refused: Option<RefusedHandshake>,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    incoming_with(
+        listener,
+        source,
+        on_refused,
+        HandshakeLimits::default(),
+        None,
+    )
+}
+
+/// [`incoming`] under `limits`, telling `on_shed` about each connection closed over a cap.
+pub fn incoming_with(
+    listener: TcpListener,
+    source: TlsSource,
+    on_refused: Option<RefusedHandshake>,
+    limits: HandshakeLimits,
+    on_shed: Option<ShedConnection>,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = tokio::select! {
@@ -313,12 +406,25 @@ pub fn incoming(
                 },
                 _ = tx.closed() => return,
             };
+            let place = match PendingPlace::take(&pending, remote.ip(), &limits) {
+                Ok(place) => place,
+                Err(why) => {
+                    drop(tcp);
+                    if let Some(hook) = &on_shed {
+                        hook(remote, why);
+                    }
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(source.borrow().server.clone());
             let tx = tx.clone();
             let on_refused = on_refused.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp)).await;
+                // The place is given back once the handshake ended, whichever way.
+                drop(place);
+                match handshake {
                     Ok(Ok(stream)) => {
                         let identity = match stream.get_ref().1.peer_certificates() {
                             Some([leaf, ..]) => spiffe_id_of(leaf),

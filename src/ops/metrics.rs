@@ -38,6 +38,7 @@ pub struct Metrics {
     calls: Mutex<Calls>,
     in_flight: AtomicI64,
     handshakes_refused: AtomicU64,
+    connections_shed: AtomicU64,
     recent: Mutex<VecDeque<(i64, String)>>,
 }
 
@@ -111,6 +112,11 @@ impl Metrics {
     /// protocol version, timeout).
     pub fn handshake_refused(&self) {
         self.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed before its handshake (a cap reached); returns the total.
+    pub fn connection_shed(&self) -> u64 {
+        self.connections_shed.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -194,6 +200,11 @@ impl Metrics {
             out,
             "# HELP yrd_tls_handshakes_refused_total TLS handshakes refused before any call (client certificate missing or untrusted, TLS below 1.3, timeout).\n# TYPE yrd_tls_handshakes_refused_total counter\nyrd_tls_handshakes_refused_total {}",
             self.handshakes_refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP yrd_connections_shed_total Connections closed before their TLS handshake because too many handshakes were in progress (overall or from the address).\n# TYPE yrd_connections_shed_total counter\nyrd_connections_shed_total {}",
+            self.connections_shed.load(Ordering::Relaxed)
         );
     }
 }

@@ -13,6 +13,7 @@ mod dev_command;
 mod docs;
 mod durability;
 mod exchange;
+mod flood;
 mod grants;
 mod identity;
 mod layout;
