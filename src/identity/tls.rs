@@ -211,6 +211,74 @@ pub struct PeerInfo {
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    trust: StillTrusted,
+}
+
+/// Checks a connection's client certificate again whenever the TLS material is reloaded (a
+/// new CRL, a new CA bundle): a connection whose certificate no longer verifies — revoked, or
+/// no longer chaining to a trusted CA — fails its next read or write, so the server closes it
+/// within the reload interval even while it is idle.
+struct StillTrusted {
+    source: TlsSource,
+    chain: Vec<CertificateDer<'static>>,
+    /// Resolves when the material changes; polled from `poll_read` so an idle connection is
+    /// woken too.
+    changed: Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+    refused: Option<String>,
+    remote: SocketAddr,
+}
+
+impl StillTrusted {
+    fn new(source: TlsSource, chain: Vec<CertificateDer<'static>>, remote: SocketAddr) -> Self {
+        let changed = Self::next_change(&source);
+        StillTrusted {
+            source,
+            chain,
+            changed,
+            refused: None,
+            remote,
+        }
+    }
+
+    fn next_change(
+        source: &TlsSource,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> {
+        let mut rx = source.clone();
+        rx.mark_unchanged();
+        Box::pin(async move {
+            if rx.changed().await.is_err() {
+                // The sender is gone (the gateway is stopping): never again.
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+
+    /// An error once the certificate no longer verifies against the current material.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if self.refused.is_none() && self.changed.as_mut().poll(cx).is_ready() {
+            self.changed = Self::next_change(&self.source);
+            // Registers the waker for the change after this one.
+            let _ = self.changed.as_mut().poll(cx);
+            if let Some((leaf, intermediates)) = self.chain.split_first() {
+                let verifier = self.source.borrow().chain.clone();
+                let now = rustls::pki_types::UnixTime::now();
+                if let Err(e) = verifier.verify_client_cert(leaf, intermediates, now) {
+                    tracing::warn!(
+                        remote = %self.remote, error = %e,
+                        "closing a connection whose client certificate no longer verifies"
+                    );
+                    self.refused = Some(e.to_string());
+                }
+            }
+        }
+        match &self.refused {
+            Some(why) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                format!("client certificate no longer trusted: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Connected for TlsConn {
@@ -226,6 +294,9 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.trust.check(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -236,6 +307,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.trust.check(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -323,8 +397,10 @@ fn stamp(paths: &TlsPaths) -> Vec<Option<(u64, std::time::SystemTime)>> {
 }
 
 /// Reloads the TLS files when they change (checked every `every`), until `stop` turns true.
-/// A change that fails to load is logged and the previous material stays in use. Established
-/// connections keep the material they were opened with; new handshakes use the new one.
+/// A change that fails to load is logged and the previous material stays in use. New
+/// handshakes use the new material; established connections keep theirs, except that each
+/// checks its client certificate against the new material and closes if it no longer
+/// verifies (a revoked identity, see [`TlsConn`]).
 pub async fn reload_on_change(
     paths: TlsPaths,
     tx: watch::Sender<Arc<TlsMaterial>>,
@@ -418,6 +494,7 @@ pub fn incoming_with(
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(source.borrow().server.clone());
+            let source = source.clone();
             let tx = tx.clone();
             let on_refused = on_refused.clone();
             tokio::spawn(async move {
@@ -426,15 +503,23 @@ pub fn incoming_with(
                 drop(place);
                 match handshake {
                     Ok(Ok(stream)) => {
-                        let identity = match stream.get_ref().1.peer_certificates() {
-                            Some([leaf, ..]) => spiffe_id_of(leaf),
+                        let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+                        let identity = match chain {
+                            [leaf, ..] => spiffe_id_of(leaf),
                             _ => Err("no client certificate".into()),
                         };
+                        let trust = StillTrusted::new(source, chain.to_vec(), remote);
                         let info = PeerInfo {
                             remote_addr: Some(remote),
                             identity,
                         };
-                        let _ = tx.send(Ok(TlsConn { stream, info })).await;
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                stream,
+                                info,
+                                trust,
+                            }))
+                            .await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(remote = %remote, error = %e, "tls handshake refused");

@@ -631,6 +631,23 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
     let revokable = pki.issue_client("zone", "revokable");
     let revokable_config = pki.client_config_for("revokable", &revokable);
     assert!(who(&fed, revokable_config.clone()).await.is_ok());
+    // A stream it holds open is closed once the revocation is loaded, idle as it is.
+    let mut revoked_stream = pb::watch_service_client::WatchServiceClient::new(
+        fed.channel_with("zone", revokable_config.clone()),
+    )
+    .watch(pb::WatchRequest::default())
+    .await
+    .unwrap()
+    .into_inner();
+    let closed = tokio::spawn(async move {
+        loop {
+            match revoked_stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return "ended".to_string(),
+                Err(e) => return format!("{:?}: {}", e.code(), e.message()),
+            }
+        }
+    });
     std::fs::write(
         pki.dir.join("crl.pem"),
         pki.ca
@@ -642,6 +659,11 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
         who(&fed, revokable_config.clone()).await.err()
     })
     .await;
+    let how = tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the revoked client's open stream closed")
+        .unwrap();
+    println!("the revoked client's open Watch stream: {how}");
     // From then on every new connection of it is refused (the TLS alert, CertificateRevoked,
     // may reach the client as a closed connection: TLS 1.3 clients finish before the server).
     for _ in 0..3 {
