@@ -111,6 +111,8 @@ pub struct Limits {
     pub shutdown_grace: std::time::Duration,
     /// What a connection may hold before its TLS handshake is done.
     pub handshakes: crate::identity::tls::HandshakeLimits,
+    /// A peer stream silent for this long is closed and opened again.
+    pub peer_idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -122,6 +124,7 @@ impl Default for Limits {
             burst_per_caller: 2000,
             shutdown_grace: std::time::Duration::from_secs(10),
             handshakes: crate::identity::tls::HandshakeLimits::default(),
+            peer_idle_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

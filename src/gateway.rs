@@ -91,7 +91,8 @@ impl Gateway {
             config.federation.clone(),
         )
         .with_deadlines(config.deadlines.clone());
-        let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone());
+        let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone())
+            .with_idle_limit(config.limits.peer_idle_timeout);
         let ops = Arc::new(OpsState {
             party: config.party.clone(),
             federation: config.federation.clone(),

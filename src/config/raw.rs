@@ -208,6 +208,7 @@ pub struct RawLimits {
     pub handshake_timeout_ms: Option<u64>,
     pub max_handshakes_in_progress: Option<usize>,
     pub max_handshakes_per_address: Option<usize>,
+    pub peer_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -494,6 +495,7 @@ impl RawLimits {
                     .max_handshakes_per_address
                     .unwrap_or(defaults.handshakes.per_address),
             },
+            peer_idle_timeout: ms(self.peer_idle_timeout_ms, defaults.peer_idle_timeout),
         };
         for (key, zero) in [
             (
@@ -507,6 +509,10 @@ impl RawLimits {
             (
                 "limits.max_handshakes_per_address",
                 limits.handshakes.per_address == 0,
+            ),
+            (
+                "limits.peer_idle_timeout_ms",
+                limits.peer_idle_timeout.is_zero(),
             ),
         ] {
             if zero {

@@ -33,6 +33,11 @@ pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Longest delay between retries.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(10);
 /// Largest response accepted from a peer (a batch of changes).
+/// How long a peer stream may stay silent before it is closed and opened again: three of the
+/// owner's heartbeats (one every 10 s while idle), so a stalled or trickling peer (a byte a
+/// minute) cannot hold this party's stream forever.
+pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(30);
+
 pub(super) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How often a standby replica asks for the pull lease of a peer another replica holds.
 pub const LEASE_RETRY: Duration = Duration::from_secs(1);
@@ -114,6 +119,8 @@ pub struct Inbound {
     verifier: Arc<SignatureVerifier>,
     tls: TlsSource,
     status: PeerStatuses,
+    /// A stream without a message for this long is closed and opened again.
+    idle_limit: Duration,
 }
 
 impl Inbound {
@@ -129,7 +136,14 @@ impl Inbound {
             verifier,
             tls,
             status: PeerStatuses::default(),
+            idle_limit: DEFAULT_IDLE_LIMIT,
         }
+    }
+
+    /// Closes (and opens again) a peer stream that stays silent for `limit`.
+    pub fn with_idle_limit(mut self, limit: Duration) -> Self {
+        self.idle_limit = limit;
+        self
     }
 
     /// The same pullers over `records` (e.g. with another clock).
@@ -275,7 +289,18 @@ impl Inbound {
         let mut signer: Option<VerifiedSigner> = None;
         // What this party may hold of the owner's records (read when first needed).
         let mut view: Option<SharingView> = None;
-        while let Some(msg) = stream.message().await.map_err(transport)? {
+        let idle_limit = self.idle_limit;
+        let silent = || {
+            ExchangeError::Transport(format!(
+                "no message from the peer for {} ms (it sends a heartbeat every 10 s): stream closed",
+                idle_limit.as_millis()
+            ))
+        };
+        while let Some(msg) = tokio::time::timeout(idle_limit, stream.message())
+            .await
+            .map_err(|_| silent())?
+            .map_err(transport)?
+        {
             if !msg.signer_certificate.is_empty() {
                 signer = Some(self.verifier.check_signer(&msg.signer_certificate, owner)?);
                 self.update(owner, |s| s.connected = true);

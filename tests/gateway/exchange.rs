@@ -158,6 +158,20 @@ async fn a_zone_project_reaches_every_party_within_its_catalog() {
 const PASS: u8 = 0;
 const FLIP_BYTE: u8 = 1;
 const WRONG_KEY: u8 = 2;
+/// The modes below re-sign what they change with the owner's own key (the relay holds it, as a
+/// compromised or buggy owner would): only the receiver's consistency checks can refuse them.
+/// Envelopes naming another owner.
+const OTHER_OWNER: u8 = 3;
+/// The first change of a response left out: a sequence gap.
+const GAP: u8 = 4;
+/// The first response with changes sent again instead of the current one.
+const REPLAY: u8 = 5;
+/// A manifest listing a hash that is not the envelope's.
+const WRONG_HASH: u8 = 6;
+/// Nothing forwarded: the stream stays open and silent (a stalled or trickling peer).
+const STALL: u8 = 7;
+/// A response larger than a receiver accepts (65 MiB).
+const GIANT: u8 = 8;
 
 /// Stands between guangde and the zone, terminating TLS as the zone (the test holds its key),
 /// pulling the genuine stream from the zone as guangde, and altering it on demand.
@@ -165,8 +179,35 @@ struct Relay {
     upstream: FederationServiceClient<tonic::transport::Channel>,
     mode: Arc<AtomicU8>,
     wrong_signer: Arc<ChangeSigner>,
+    /// The zone's own key, to re-sign what the owner-signed modes change.
+    owner_signer: Arc<ChangeSigner>,
+    /// The first response that carried changes, for `REPLAY`.
+    first_response: Arc<std::sync::Mutex<Option<pb::PullChangesResponse>>>,
     /// Asks the zone for changes signed one by one, as an owner that predates manifests sends.
     legacy: bool,
+}
+
+/// Applies `edit` to a manifest-signed response's changes and manifest, then signs the
+/// manifest again with `signer`.
+fn resign(
+    response: &mut pb::PullChangesResponse,
+    signer: &ChangeSigner,
+    edit: impl FnOnce(&mut Vec<pb::SignedChange>, &mut pb::ChangeManifest),
+) {
+    let Some(signed) = &mut response.manifest else {
+        return;
+    };
+    let mut manifest = pb::ChangeManifest::decode(signed.manifest.as_slice()).unwrap();
+    edit(&mut response.changes, &mut manifest);
+    signed.manifest = manifest.encode_to_vec();
+    let (scheme, signature) = signer.sign(&signed.manifest).unwrap();
+    signed.scheme = u32::from(scheme);
+    signed.signature = signature;
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).to_vec()
 }
 
 type RelayStream = std::pin::Pin<
@@ -205,9 +246,51 @@ impl FederationService for Relay {
             .into_inner();
         let mode = self.mode.clone();
         let wrong = self.wrong_signer.clone();
-        let stream = upstream.map(move |item| {
-            let mut response = item?;
+        let owner = self.owner_signer.clone();
+        let first_response = self.first_response.clone();
+        let stream = upstream.filter_map(move |item| {
+            let mut response = match item {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            if !response.changes.is_empty() {
+                let mut first = first_response.lock().unwrap();
+                if first.is_none() {
+                    *first = Some(response.clone());
+                }
+            }
+            let altering = !response.changes.is_empty() && response.manifest.is_some();
             match mode.load(Ordering::SeqCst) {
+                OTHER_OWNER if altering => resign(&mut response, &owner, |changes, manifest| {
+                    manifest.envelope_sha256.clear();
+                    for change in changes.iter_mut() {
+                        let mut envelope =
+                            pb::ChangeEnvelope::decode(change.envelope.as_slice()).unwrap();
+                        envelope.owner = "changxing".into();
+                        change.envelope = envelope.encode_to_vec();
+                        manifest.envelope_sha256.push(sha256(&change.envelope));
+                    }
+                }),
+                GAP if altering => resign(&mut response, &owner, |changes, manifest| {
+                    changes.remove(0);
+                    manifest.envelope_sha256.remove(0);
+                    manifest.first_seq += 1;
+                }),
+                REPLAY if altering => {
+                    let signer_certificate = std::mem::take(&mut response.signer_certificate);
+                    response = first_response.lock().unwrap().clone().unwrap();
+                    response.signer_certificate = signer_certificate;
+                }
+                WRONG_HASH if altering => resign(&mut response, &owner, |_, manifest| {
+                    manifest.envelope_sha256[0][0] ^= 1;
+                }),
+                STALL => return None,
+                GIANT => {
+                    response.changes = vec![pb::SignedChange {
+                        envelope: vec![0; 65 * 1024 * 1024],
+                        ..Default::default()
+                    }]
+                }
                 FLIP_BYTE => {
                     if let Some(first) = response.changes.first_mut() {
                         let last = first.envelope.len() - 1;
@@ -233,7 +316,7 @@ impl FederationService for Relay {
                 }
                 _ => {}
             }
-            Ok(response)
+            Some(Ok(response))
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -274,6 +357,7 @@ async fn tampering_is_refused(legacy: bool) {
     let relay_addr = relay_listener.local_addr().unwrap().to_string();
     let options = Options {
         routes: HashMap::from([(("guangde".to_string(), "zone".to_string()), relay_addr)]),
+        extra_toml: "[limits]\npeer_idle_timeout_ms = 1000\n".into(),
         ..Options::default()
     };
     let fed = TestFederation::start_with(&["zone", "guangde"], options).await;
@@ -296,6 +380,8 @@ async fn tampering_is_refused(legacy: bool) {
         ),
         mode: mode.clone(),
         wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths("changxing")).unwrap()),
+        owner_signer: Arc::new(ChangeSigner::from_files(&party_paths("zone")).unwrap()),
+        first_response: Arc::default(),
         legacy,
     };
     let server_tls = tls::TlsMaterial::load(&party_paths("zone"))
@@ -344,14 +430,64 @@ async fn tampering_is_refused(legacy: bool) {
     );
     assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 1);
 
+    // Two changes wait from here on (a gap needs a change after the one left out).
+    let extra = u64::from(!legacy);
+    if !legacy {
+        create(&fed, "zone", "waiting behind the refusals").await;
+        // Signed with the owner's own key, yet inconsistent: each is refused by what the
+        // receiver checks beyond signatures, and nothing of it is applied.
+        for (alteration, expected) in [
+            (OTHER_OWNER, "names owner `changxing`"),
+            (GAP, "expected change"),
+            (REPLAY, "expected change"),
+            (WRONG_HASH, "is not the one the signed manifest lists"),
+        ] {
+            mode.store(alteration, Ordering::SeqCst);
+            let refused = guangde.peer("zone").refused;
+            eventually(
+                WAIT,
+                &format!("a refusal of alteration {alteration}"),
+                || async {
+                    let s = guangde.peer("zone");
+                    (s.refused > refused).then_some(())
+                },
+            )
+            .await;
+            let error = guangde.peer("zone").last_error.unwrap_or_default();
+            assert!(error.contains(expected), "alteration {alteration}: {error}");
+            assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 1, "{error}");
+        }
+        // A silent peer is left after `peer_idle_timeout_ms`; a response larger than a receiver
+        // accepts is refused by its length, before it is read.
+        for (alteration, expected) in [
+            (STALL, "no message from the peer for 1000 ms"),
+            (GIANT, "too large"),
+        ] {
+            mode.store(alteration, Ordering::SeqCst);
+            eventually(
+                WAIT,
+                &format!("the stream left after alteration {alteration}"),
+                || async {
+                    let s = guangde.peer("zone");
+                    s.last_error.filter(|e| e.contains(expected)).map(|_| ())
+                },
+            )
+            .await;
+            assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 1);
+        }
+    }
+
     mode.store(PASS, Ordering::SeqCst);
     let third = create(&fed, "zone", "after tampering").await;
     let copy = replicated(&fed, "guangde", &third.name).await;
     assert_eq!(copy.display_name, "after tampering");
     replicated(&fed, "guangde", &second.name).await;
-    assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 3);
+    eventually(WAIT, "every change applied", || async {
+        (guangde.peer("zone").cursor == DEFAULT_ENTRIES + 3 + extra).then_some(())
+    })
+    .await;
     let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths("guangde"));
-    let applied = DEFAULT_ENTRIES as usize + 3;
+    let applied = (DEFAULT_ENTRIES + 3 + extra) as usize;
     assert_eq!(
         evidence.len(),
         applied,
