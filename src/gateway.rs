@@ -201,8 +201,8 @@ impl Gateway {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let mut background = self.spawn_background(admin, health_reporter, &stop_rx);
         let audit = self.audit.then(|| AuditLog::start(self.store.clone()));
+        let mut background = self.spawn_background(admin, health_reporter, &stop_rx, &audit);
         background.spawn(crate::sharing::erasure::run(
             self.records.clone(),
             self.feed.clone(),
@@ -305,9 +305,23 @@ impl Gateway {
         admin: Option<TcpListener>,
         health: tonic_health::server::HealthReporter,
         stop: &watch::Receiver<bool>,
+        audit: &Option<AuditLog>,
     ) -> tokio::task::JoinSet<()> {
         let config = &self.config;
-        let mut background = self.inbound.spawn(&config.peers, stop.clone());
+        let mut inbound = self.inbound.clone();
+        if let Some(log) = audit.clone() {
+            inbound = inbound.with_on_refused(Arc::new(move |peer, refusal| {
+                log.record(NewAuditEvent {
+                    time: crate::domain::now_micros(),
+                    caller: format!("gateway (changes of {peer})"),
+                    method: "exchange/refuse".into(),
+                    records: vec![format!("parties/{peer}")],
+                    code: "INVALID_ARGUMENT".into(),
+                    request_id: refusal.to_string(),
+                });
+            }));
+        }
+        let mut background = inbound.spawn(&config.peers, stop.clone());
         background.spawn(tls::reload_on_change(
             config.tls.clone(),
             self.tls_tx.clone(),

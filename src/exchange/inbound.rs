@@ -121,7 +121,12 @@ pub struct Inbound {
     status: PeerStatuses,
     /// A stream without a message for this long is closed and opened again.
     idle_limit: Duration,
+    /// Told of every refused change (to audit it).
+    on_refused: Option<OnRefused>,
 }
+
+/// Called with the peer and the refusal when a change from a peer is refused.
+pub type OnRefused = Arc<dyn Fn(&str, &ExchangeError) + Send + Sync>;
 
 impl Inbound {
     pub fn new(
@@ -137,7 +142,14 @@ impl Inbound {
             tls,
             status: PeerStatuses::default(),
             idle_limit: DEFAULT_IDLE_LIMIT,
+            on_refused: None,
         }
+    }
+
+    /// Tells `hook` of every change refused from a peer.
+    pub fn with_on_refused(mut self, hook: OnRefused) -> Self {
+        self.on_refused = Some(hook);
+        self
     }
 
     /// Closes (and opens again) a peer stream that stays silent for `limit`.
@@ -211,6 +223,9 @@ impl Inbound {
                             s.refused += 1;
                             s.last_error = Some(e.to_string());
                         });
+                        if let Some(hook) = &self.on_refused {
+                            hook(&peer.party, &e);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(peer = %peer.party, address = %peer.address, error = %e, "peer stream failed; will retry");
