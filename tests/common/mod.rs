@@ -671,18 +671,29 @@ pub async fn replicated_entry(fed: &TestFederation, gateway: &str, name: &str) -
 
 /// The audit events `method` recorded at `at` with code OK, once there is one.
 pub async fn audit_events_of(fed: &TestFederation, at: &str, method: &str) -> Vec<pb::AuditEvent> {
+    audit_events_until(fed, at, method, "OK", |e| !e.is_empty()).await
+}
+
+/// The audit events `method` recorded at `at` with `code`, once `enough` holds of them.
+pub async fn audit_events_until(
+    fed: &TestFederation,
+    at: &str,
+    method: &str,
+    code: &str,
+    enough: impl Fn(&[pb::AuditEvent]) -> bool,
+) -> Vec<pb::AuditEvent> {
     eventually(Duration::from_secs(10), "the audit event", || async {
         let events = pb::audit_service_client::AuditServiceClient::new(fed.client(at, at))
             .list_audit_events(pb::ListAuditEventsRequest {
                 method: method.into(),
-                code: "OK".into(),
+                code: code.into(),
                 ..Default::default()
             })
             .await
             .ok()?
             .into_inner()
             .events;
-        (!events.is_empty()).then_some(events)
+        enough(&events).then_some(events)
     })
     .await
 }

@@ -458,27 +458,17 @@ async fn tampering_is_refused(legacy: bool) {
             assert_eq!(guangde.peer("zone").cursor, DEFAULT_ENTRIES + 1, "{error}");
         }
         // Each refusal is in guangde's audit trail, with its reason.
-        let audit =
-            pb::audit_service_client::AuditServiceClient::new(fed.client("guangde", "guangde"));
-        eventually(WAIT, "the refusals audited", || {
-            let mut audit = audit.clone();
-            async move {
-                let events = audit
-                    .list_audit_events(pb::ListAuditEventsRequest {
-                        method: "exchange/refuse".into(),
-                        code: "INVALID_ARGUMENT".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .events;
+        audit_events_until(
+            &fed,
+            "guangde",
+            "exchange/refuse",
+            "INVALID_ARGUMENT",
+            |events| {
                 events
                     .iter()
                     .any(|e| e.request_id.contains("names owner `changxing`"))
-                    .then_some(())
-            }
-        })
+            },
+        )
         .await;
         // A silent peer is left after `peer_idle_timeout_ms`; a response larger than a receiver
         // accepts is refused by its length, before it is read.
