@@ -254,6 +254,9 @@ impl Gateway {
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = config.limits.shutdown_grace;
         let server = tonic::transport::Server::builder()
+            // One connection holds no more streams than the gateway admits calls in all; more
+            // are refused by HTTP/2 itself (REFUSED_STREAM) before any work.
+            .max_concurrent_streams(u32::try_from(config.limits.max_concurrent_calls).ok())
             .layer(CallLayer::new(self.ops.metrics.clone(), audit, config.limits.clone()))
             .layer(AuthzLayer::new(policy))
             .add_service(health_service)
