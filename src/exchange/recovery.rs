@@ -331,11 +331,19 @@ impl Recovery {
             FederationServiceClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
         let transport =
             |s: tonic::Status| ExchangeError::Transport(format!("{:?}: {}", s.code(), s.message()));
-        let mut stream = client
+        let mut stream = match client
             .return_changes(pb::ReturnChangesRequest { after_seq: head })
             .await
-            .map_err(transport)?
-            .into_inner();
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                // A peer older than ReturnChanges cannot give changes back. It counts as asked:
+                // if it holds more of this log, its next pull marks the store behind.
+                tracing::warn!(peer = %peer.party, "the peer cannot give changes back (an older version); relying on its pulls to say whether it holds more");
+                return Ok(());
+            }
+            Err(status) => return Err(transport(status)),
+        };
         let party = self.records.party();
         let mut checker = EvidenceChecker::new(&self.verifier, party, &peer.party, head);
         while let Some(msg) = stream.message().await.map_err(transport)? {
