@@ -183,14 +183,11 @@ impl Outbound {
             let signer = this.tls.borrow().signer.clone();
             let mut idle = Duration::ZERO;
             tracing::info!(peer = %peer, after, manifests, "peer stream opened");
-            match feed.last_seq(&owner).await {
-                // The peer holds nothing of this party's log beyond the head: one peer fewer
-                // to ask after a restore.
-                Ok(head) if after <= head => {
-                    feed.checked(&peer);
-                }
-                Ok(head) => {
-                    feed.checked(&peer);
+            // The peer said how much of this party's log it holds: one peer fewer to ask
+            // after a restore; one that holds more than the head holds writes.
+            if let Ok(head) = feed.last_seq(&owner).await {
+                feed.checked(&peer);
+                if after > head {
                     if feed.mark_behind(&peer, after, head) {
                         tracing::error!(
                             peer = %peer, peer_seq = after, head,
@@ -206,7 +203,6 @@ impl Outbound {
                         .await;
                     return;
                 }
-                _ => {}
             }
             loop {
                 let result = async {

@@ -697,3 +697,30 @@ pub async fn audit_events_until(
     })
     .await
 }
+
+/// Runs the built binary with `args`; whether it succeeded, and its stdout and stderr.
+pub fn cli(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The value of an unlabelled series on a gateway's metrics page (at its admin address).
+pub async fn metric(admin: SocketAddr, name: &str) -> u64 {
+    let (code, body) = http_get(admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let prefix = format!("{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}

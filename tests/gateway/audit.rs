@@ -13,21 +13,6 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn cli(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 async fn some_calls(fed: &TestFederation, party: &str, n: usize) {
     let mut projects = fed.projects(party, party);
     for i in 0..n {

@@ -17,20 +17,6 @@ use yrd_gateway::wire::pb;
 use crate::common::*;
 use crate::replicas::{config as child_config, free_addr, projects_at};
 
-/// Runs the built binary with `args`; returns whether it succeeded and its stdout and stderr.
-pub fn cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -45,19 +31,6 @@ fn back_up(config: &Path, backup: &Path) -> (bool, String) {
         "--out",
         path(backup),
     ])
-}
-
-/// The value of an unlabelled series on a gateway's metrics page.
-pub async fn metric(admin: std::net::SocketAddr, name: &str) -> u64 {
-    let (code, body) = http_get(admin, "/metrics").await;
-    assert_eq!(code, 200);
-    let prefix = format!("{name} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Waits until every project named is readable at `gateway`; returns them.

@@ -109,83 +109,15 @@ fn the_docker_configs_are_valid() {
     }
 }
 
-/// Runs `yrd-gateway client` as `party` against the `dev` gateway of `party`; its output.
-fn client(data: &std::path::Path, base: u16, party: &str, args: &[&str]) -> String {
-    let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
-    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-        .args(["client", "--party", party, "--gateway"])
-        .arg(format!("127.0.0.1:{}", base + order))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "client {args:?} as {party} failed: {}{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 /// The developer guide's catalog and access-request walkthrough (docs/developer.md), command
 /// for command, on `dev`.
 #[tokio::test]
 async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
-    let data = tempfile::tempdir().unwrap();
-    let base = port_base(1);
-    let child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-        .args([
-            "dev",
-            "--grpc-port-base",
-            &base.to_string(),
-            "--admin-port-base",
-            &(base + 4).to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Stopped however the test ends: a failed assertion must not leave four gateways running.
-    let dev = Stopped(child);
-    let until = |what: &str, check: &dyn Fn() -> Option<String>| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(v) = check() {
-                return v;
-            }
-            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    let try_client = |party: &str, args: &[&str]| {
-        let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
-        Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-            .args(["client", "--party", party, "--gateway"])
-            .arg(format!("127.0.0.1:{}", base + order))
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-    };
-    until("every dev gateway answers", &|| {
-        PARTIES
-            .iter()
-            .all(|p| try_client(p, &["whoami"]).is_some())
-            .then(String::new)
-    });
+    let dev = Dev::start(1);
 
     // A Changxing project reaches Guangde without its contact phone: the default catalog makes
     // phones CONDITIONAL across the provincial border.
-    let created = client(
-        data.path(),
-        base,
+    let created = dev.client(
         "changxing",
         &[
             "project",
@@ -205,14 +137,12 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         ],
     );
     let project = created.lines().next().unwrap().to_string();
-    let before = until("changxing's project at guangde", &|| {
-        try_client("guangde", &["project", "get", &project])
+    let before = dev.until("changxing's project at guangde", || {
+        dev.try_client("guangde", &["project", "get", &project])
     });
     assert!(before.contains("contact: 张三 \n"), "{before}");
 
-    let published = client(
-        data.path(),
-        base,
+    let published = dev.client(
         "changxing",
         &[
             "catalog",
@@ -244,8 +174,8 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         entry.starts_with("parties/changxing/catalogEntries/"),
         "{published}"
     );
-    let listed = until("changxing's entry at guangde", &|| {
-        try_client("guangde", &["catalog", "list", "--provider", "changxing"])
+    let listed = dev.until("changxing's entry at guangde", || {
+        dev.try_client("guangde", &["catalog", "list", "--provider", "changxing"])
             .filter(|out| out.contains(&entry))
     });
     assert!(
@@ -253,9 +183,7 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         "{listed}"
     );
 
-    let filed = client(
-        data.path(),
-        base,
+    let filed = dev.client(
         "guangde",
         &[
             "request",
@@ -271,12 +199,11 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
     );
     let request = filed.lines().next().unwrap().to_string();
     assert!(filed.contains("ACCESS_REQUEST_STATE_REQUESTED"), "{filed}");
-    until("the request at changxing", &|| {
-        try_client("changxing", &["request", "list"]).filter(|out| out.contains(&request))
+    dev.until("the request at changxing", || {
+        dev.try_client("changxing", &["request", "list"])
+            .filter(|out| out.contains(&request))
     });
-    let approved = client(
-        data.path(),
-        base,
+    let approved = dev.client(
         "changxing",
         &[
             "request", "approve", &request, "--days", "20", "--reason", "同意",
@@ -286,8 +213,8 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         approved.contains("ACCESS_REQUEST_STATE_APPROVED"),
         "{approved}"
     );
-    let at_guangde = until("the approval at guangde", &|| {
-        try_client("guangde", &["request", "get", &request])
+    let at_guangde = dev.until("the approval at guangde", || {
+        dev.try_client("guangde", &["request", "get", &request])
             .filter(|out| out.contains("ACCESS_REQUEST_STATE_APPROVED"))
     });
     assert!(
@@ -295,16 +222,14 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         "{at_guangde}"
     );
     // The grant sends the project Guangde already held again, with its phone.
-    until("the phone at guangde", &|| {
-        try_client("guangde", &["project", "get", &project])
+    dev.until("the phone at guangde", || {
+        dev.try_client("guangde", &["project", "get", &project])
             .filter(|out| out.contains("contact: 张三 +86 138-0000-0000"))
     });
 
     // Changxing revokes: Guangde reads the phone empty again, and Changxing holds Guangde's
     // deletion receipt.
-    let revoked = client(
-        data.path(),
-        base,
+    let revoked = dev.client(
         "changxing",
         &["request", "revoke", &request, "--reason", "项目对接已结束"],
     );
@@ -312,17 +237,17 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         revoked.contains("ACCESS_REQUEST_STATE_REVOKED"),
         "{revoked}"
     );
-    until("the phone erased at guangde", &|| {
-        try_client("guangde", &["project", "get", &project])
+    dev.until("the phone erased at guangde", || {
+        dev.try_client("guangde", &["project", "get", &project])
             .filter(|out| out.contains("contact: 张三 \n"))
     });
-    let receipt = until("the deletion receipt at changxing", &|| {
-        try_client("changxing", &["request", "get", &request])
+    let receipt = dev.until("the deletion receipt at changxing", || {
+        dev.try_client("changxing", &["request", "get", &request])
             .filter(|out| out.contains("deletion receipt (revoked"))
     });
     assert!(receipt.contains("contact.phone erased in"), "{receipt}");
     // The phone bytes are gone from guangde's store files (database and WAL).
-    for file in std::fs::read_dir(data.path().join("guangde")).unwrap() {
+    for file in std::fs::read_dir(dev.data.path().join("guangde")).unwrap() {
         let path = file.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         let phone = "+86 138-0000-0000".as_bytes();
@@ -335,9 +260,7 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
 
     // A refused request, escalated by its requester to the zone, which lists it; overdue
     // requests are listed (none here: nothing is past its deadline).
-    let second = client(
-        data.path(),
-        base,
+    let second = dev.client(
         "guangde",
         &[
             "request",
@@ -350,34 +273,26 @@ async fn the_readme_catalog_and_request_walkthrough_runs_on_dev() {
         ],
     );
     let second = second.lines().next().unwrap().to_string();
-    until("the second request at changxing", &|| {
-        try_client("changxing", &["request", "get", &second])
+    dev.until("the second request at changxing", || {
+        dev.try_client("changxing", &["request", "get", &second])
     });
-    client(
-        data.path(),
-        base,
+    dev.client(
         "changxing",
         &["request", "refuse", &second, "--reason", "不符合共享条件"],
     );
-    until("the refusal at guangde", &|| {
-        try_client("guangde", &["request", "get", &second])
+    dev.until("the refusal at guangde", || {
+        dev.try_client("guangde", &["request", "get", &second])
             .filter(|out| out.contains("ACCESS_REQUEST_STATE_REFUSED"))
     });
-    let overdue = client(
-        data.path(),
-        base,
-        "guangde",
-        &["request", "list", "--overdue"],
-    );
+    let overdue = dev.client("guangde", &["request", "list", "--overdue"]);
     assert!(!overdue.contains(&second), "{overdue}");
-    client(
-        data.path(),
-        base,
+    dev.client(
         "guangde",
         &["request", "escalate", &second, "--reason", "逾期未答复"],
     );
-    until("the escalation at the zone", &|| {
-        try_client("zone", &["request", "list", "--escalated"]).filter(|out| out.contains(&second))
+    dev.until("the escalation at the zone", || {
+        dev.try_client("zone", &["request", "list", "--escalated"])
+            .filter(|out| out.contains(&second))
     });
 
     drop(dev);
@@ -429,24 +344,38 @@ impl Dev {
         dev
     }
 
-    /// `yrd-gateway client --party PARTY ARGS` against PARTY's gateway: its output, or `None`
-    /// when it failed.
-    fn try_client(&self, party: &str, args: &[&str]) -> Option<String> {
+    /// `yrd-gateway client --party PARTY ARGS` against PARTY's gateway.
+    fn command(&self, party: &str, args: &[&str]) -> Command {
         let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
-        Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"));
+        command
             .args(["client", "--party", party, "--gateway"])
             .arg(format!("127.0.0.1:{}", self.base + order))
             .arg("--data-dir")
             .arg(self.data.path())
-            .args(args)
+            .args(args);
+        command
+    }
+
+    /// The command's output, or `None` when it failed.
+    fn try_client(&self, party: &str, args: &[&str]) -> Option<String> {
+        self.command(party, args)
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
     }
 
+    /// The command's output; it must succeed.
     fn client(&self, party: &str, args: &[&str]) -> String {
-        client(self.data.path(), self.base, party, args)
+        let out = self.command(party, args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "client {args:?} as {party} failed: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
     }
 
     fn until(&self, what: &str, check: impl Fn() -> Option<String>) -> String {

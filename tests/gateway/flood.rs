@@ -12,7 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use yrd_gateway::wire::pb;
 
-use crate::backup::metric;
 use crate::common::*;
 
 const FLOOD: usize = 1_000;

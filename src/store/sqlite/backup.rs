@@ -60,6 +60,8 @@ pub fn restore(backup: &Path, store: &Path, party: &str) -> Result<BackupSummary
     if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| failed("cannot create", dir, e))?;
     }
+    // Checked before the copy is migrated: migrating would give any SQLite file the tables of
+    // a store, and the check of the copy in `finish` would then pass.
     check(backup, party)?;
     let partial = partial_path(store);
     std::fs::copy(backup, &partial).map_err(|e| failed("cannot copy to", &partial, e))?;
