@@ -257,6 +257,11 @@ impl Gateway {
             // One connection holds no more streams than the gateway admits calls in all; more
             // are refused by HTTP/2 itself (REFUSED_STREAM) before any work.
             .max_concurrent_streams(u32::try_from(config.limits.max_concurrent_calls).ok())
+            // A request's header list (gRPC metadata included) is at most 16 KiB — hyper's
+            // default, pinned here so an upgrade cannot loosen it. It also bounds a header
+            // block sent in endless CONTINUATION frames: h2 ends such a connection
+            // (GOAWAY ENHANCE_YOUR_CALM) once the block passes it.
+            .http2_max_header_list_size(16 * 1024)
             .layer(CallLayer::new(self.ops.metrics.clone(), audit, config.limits.clone()))
             .layer(AuthzLayer::new(policy))
             .add_service(health_service)

@@ -37,7 +37,7 @@ pub use super::pem::{TlsError, TlsPaths, load_certs, load_key, provider};
 pub struct HandshakeLimits {
     /// How long a client may take to finish the handshake before it is dropped.
     pub timeout: Duration,
-    /// Handshakes in progress at once, from all addresses.
+    /// Handshakes in progress at once, from all addresses; a new one beyond it closes the oldest.
     pub in_progress: usize,
     /// Handshakes in progress at once from one IP address.
     pub per_address: usize,
@@ -58,52 +58,92 @@ impl Default for HandshakeLimits {
 /// write one audit event per connection).
 pub type ShedConnection = Arc<dyn Fn(SocketAddr, &'static str) + Send + Sync>;
 
-/// Handshakes in progress, overall and by address.
+/// Handshakes in progress, overall and by address. Each holds a place under a number given
+/// in arrival order, so the oldest is known.
 #[derive(Default)]
 struct Pending {
-    total: usize,
+    next: u64,
+    places: std::collections::BTreeMap<u64, Held>,
     by_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One handshake's place: its address, and how to close it from outside.
+struct Held {
+    remote: SocketAddr,
+    close: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Pending {
+    /// Gives up the place `id` (its handshake ended, or it was closed to make room); returns
+    /// it if it was still held.
+    fn release(&mut self, id: u64) -> Option<Held> {
+        let held = self.places.remove(&id)?;
+        let address = held.remote.ip();
+        if let Some(n) = self.by_address.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_address.remove(&address);
+            }
+        }
+        Some(held)
+    }
 }
 
 /// A place among the handshakes in progress, given back when dropped.
 struct PendingPlace {
     pending: Arc<std::sync::Mutex<Pending>>,
-    address: std::net::IpAddr,
+    id: u64,
 }
 
+/// What taking a place did besides: the connection closed to make room for it, if any.
+type Evicted = Option<SocketAddr>;
+
 impl PendingPlace {
+    /// A place for a handshake from `remote`, and the signal that closes it early. Over the
+    /// cap per address the newcomer is refused (its own address holds the places). At the
+    /// overall cap the **oldest** handshake in progress is closed to make room: an honest
+    /// handshake finishes in milliseconds, so the oldest ones are those that stall, and a
+    /// flood from many addresses cannot keep a new client out — to crowd out an honest
+    /// handshake, an attacker would have to open `in_progress` connections within the few
+    /// milliseconds it takes.
     fn take(
         pending: &Arc<std::sync::Mutex<Pending>>,
-        address: std::net::IpAddr,
+        remote: SocketAddr,
         limits: &HandshakeLimits,
-    ) -> Result<PendingPlace, &'static str> {
+    ) -> Result<(PendingPlace, tokio::sync::oneshot::Receiver<()>, Evicted), &'static str> {
         let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-        if p.total >= limits.in_progress {
-            return Err("too many TLS handshakes in progress");
-        }
-        let from_address = p.by_address.entry(address).or_default();
-        if *from_address >= limits.per_address {
+        if p.by_address.get(&remote.ip()).copied().unwrap_or(0) >= limits.per_address {
             return Err("too many TLS handshakes in progress from this address");
         }
-        *from_address += 1;
-        p.total += 1;
-        Ok(PendingPlace {
-            pending: pending.clone(),
-            address,
-        })
+        let mut evicted = None;
+        if p.places.len() >= limits.in_progress.max(1) {
+            let oldest = p.places.keys().next().copied();
+            if let Some(held) = oldest.and_then(|id| p.release(id)) {
+                // The receiver may be gone already (the handshake just ended): nothing to do.
+                let _ = held.close.send(());
+                evicted = Some(held.remote);
+            }
+        }
+        let (close, closed) = tokio::sync::oneshot::channel();
+        let id = p.next;
+        p.next += 1;
+        p.places.insert(id, Held { remote, close });
+        *p.by_address.entry(remote.ip()).or_default() += 1;
+        Ok((
+            PendingPlace {
+                pending: pending.clone(),
+                id,
+            },
+            closed,
+            evicted,
+        ))
     }
 }
 
 impl Drop for PendingPlace {
     fn drop(&mut self) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.total -= 1;
-        if let Some(n) = p.by_address.get_mut(&self.address) {
-            *n -= 1;
-            if *n == 0 {
-                p.by_address.remove(&self.address);
-            }
-        }
+        p.release(self.id);
     }
 }
 
@@ -482,8 +522,13 @@ pub fn incoming_with(
                 },
                 _ = tx.closed() => return,
             };
-            let place = match PendingPlace::take(&pending, remote.ip(), &limits) {
-                Ok(place) => place,
+            let (place, closed) = match PendingPlace::take(&pending, remote, &limits) {
+                Ok((place, closed, evicted)) => {
+                    if let (Some(oldest), Some(hook)) = (evicted, &on_shed) {
+                        hook(oldest, "oldest TLS handshake closed to make room");
+                    }
+                    (place, closed)
+                }
                 Err(why) => {
                     drop(tcp);
                     if let Some(hook) = &on_shed {
@@ -498,7 +543,11 @@ pub fn incoming_with(
             let tx = tx.clone();
             let on_refused = on_refused.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(limits.timeout, acceptor.accept(tcp)).await;
+                let handshake = tokio::select! {
+                    done = tokio::time::timeout(limits.timeout, acceptor.accept(tcp)) => done,
+                    // Closed to make room for a newer handshake (counted by whoever closed it).
+                    _ = closed => return,
+                };
                 // The place is given back once the handshake ended, whichever way.
                 drop(place);
                 match handshake {

@@ -1,11 +1,12 @@
 //! Connection floods before any call: 1,000 idle TCP connections (slowloris) and 1,000 stalled
-//! TLS handshakes from one address. The gateway holds at most `max_handshakes_per_address` of
-//! them, closes the rest at once (counted), closes the ones it holds when
-//! `handshake_timeout_ms` passes, and serves a legitimate client from another address
-//! meanwhile. The figures (latency of the legitimate call, this process's memory before,
+//! TLS handshakes from one address, and 1,008 stalled handshakes from 63 addresses. The gateway
+//! holds at most `max_handshakes_per_address` from one address and
+//! `max_handshakes_in_progress` in all (closing the oldest to make room for a newcomer),
+//! closes the ones it holds when `handshake_timeout_ms` passes, and serves a legitimate client
+//! from another address meanwhile. The figures (latency of the legitimate call, this process's memory before,
 //! during and after) are printed, not asserted (shared machines).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,8 +15,7 @@ use yrd_gateway::wire::pb;
 
 use crate::common::*;
 
-const FLOOD: usize = 1_000;
-const PER_ADDRESS: u64 = 16;
+const PER_ADDRESS: usize = 16;
 
 /// Resident memory of this process (the gateway runs in it), KiB.
 fn rss_kib() -> u64 {
@@ -27,21 +27,44 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// `FLOOD` connections to `addr` from 127.0.0.2, each sending `first` (nothing, or the
-/// start of a ClientHello) and then nothing more.
-async fn flood(addr: SocketAddr, first: &[u8]) -> Vec<TcpStream> {
-    let mut held = Vec::with_capacity(FLOOD);
-    for _ in 0..FLOOD {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        let mut stream = socket.connect(addr).await.unwrap();
-        if !first.is_empty() {
-            // A connection closed by the gateway may refuse the write; that is the point.
-            let _ = stream.write_all(first).await;
-        }
-        held.push(stream);
+/// Where a flood comes from: `connections` from each address of `sources`, each sending
+/// `first` (nothing, or the start of a ClientHello) and then nothing more.
+struct Flood<'a> {
+    what: &'a str,
+    sources: Vec<IpAddr>,
+    connections: usize,
+    first: &'a [u8],
+    /// `limits.max_handshakes_in_progress` of the flooded gateway.
+    in_progress: usize,
+}
+
+impl Flood<'_> {
+    fn total(&self) -> usize {
+        self.sources.len() * self.connections
     }
-    held
+
+    /// How many the gateway holds at the end: at most `PER_ADDRESS` from each source, at most
+    /// `in_progress` in all.
+    fn held(&self) -> usize {
+        (self.sources.len() * self.connections.min(PER_ADDRESS)).min(self.in_progress)
+    }
+
+    async fn open(&self, addr: SocketAddr) -> Vec<TcpStream> {
+        let mut held = Vec::with_capacity(self.total());
+        for _ in 0..self.connections {
+            for source in &self.sources {
+                let socket = TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(*source, 0)).unwrap();
+                let mut stream = socket.connect(addr).await.unwrap();
+                if !self.first.is_empty() {
+                    // A connection closed by the gateway may refuse the write; that is the point.
+                    let _ = stream.write_all(self.first).await;
+                }
+                held.push(stream);
+            }
+        }
+        held
+    }
 }
 
 /// How many of `held` the gateway has closed (a read returns end of file or an error).
@@ -57,10 +80,13 @@ async fn closed(held: &mut [TcpStream]) -> usize {
     n
 }
 
-async fn flooded_gateway_serves_others(what: &str, first: &[u8]) {
+async fn flooded_gateway_serves_others(flood: Flood<'_>) {
+    let what = flood.what;
     let options = Options {
         extra_toml: format!(
-            "[limits]\nhandshake_timeout_ms = 3000\nmax_handshakes_per_address = {PER_ADDRESS}\n"
+            "[limits]\nhandshake_timeout_ms = 3000\nmax_handshakes_per_address = {PER_ADDRESS}\n\
+             max_handshakes_in_progress = {}\n",
+            flood.in_progress
         ),
         ..Options::default()
     };
@@ -69,17 +95,15 @@ async fn flooded_gateway_serves_others(what: &str, first: &[u8]) {
     let admin = fed.gateways["zone"].admin;
     let before = rss_kib();
 
-    let mut held = flood(addr, first).await;
+    let total = flood.total();
+    let expected_shed = (total - flood.held()) as u64;
+    let mut held = flood.open(addr).await;
     let shed = eventually(Duration::from_secs(10), "connections shed", || async {
         let n = metric(admin, "yrd_connections_shed_total").await;
-        (n >= (FLOOD as u64 - PER_ADDRESS)).then_some(n)
+        (n >= expected_shed).then_some(n)
     })
     .await;
-    assert_eq!(
-        shed,
-        FLOOD as u64 - PER_ADDRESS,
-        "{what}: all but {PER_ADDRESS} shed"
-    );
+    assert_eq!(shed, expected_shed, "{what}: all but {} shed", flood.held());
     let during = rss_kib();
 
     // A legitimate client from 127.0.0.1 is served while the flood holds its places.
@@ -91,7 +115,7 @@ async fn flooded_gateway_serves_others(what: &str, first: &[u8]) {
     )
     .await
     .expect("served while flooded")
-    .unwrap()
+    .unwrap_or_else(|e| panic!("{what}: refused while flooded: {e:?}"))
     .into_inner();
     let latency = started.elapsed();
     assert_eq!(me.party, "zone");
@@ -100,34 +124,70 @@ async fn flooded_gateway_serves_others(what: &str, first: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let n = closed(&mut held).await;
-        if n == FLOOD {
+        if n == total {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: {n} of {FLOOD} closed after 15 s"
+            "{what}: {n} of {total} closed after 15 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(held);
     let after = rss_kib();
     println!(
-        "{what}: {FLOOD} connections from one address, {shed} closed at once, {PER_ADDRESS} held \
+        "{what}: {total} connections from {} address(es), {shed} closed at once, {} held \
          until the 3 s handshake timeout; WhoAmI from another address answered in {:.1} ms; \
          test process memory {before} KiB before, {during} KiB during, {after} KiB after",
+        flood.sources.len(),
+        flood.held(),
         latency.as_secs_f64() * 1000.0
     );
 }
 
+/// 127.0.0.2, the one address of the single-address floods.
+fn one_address() -> Vec<IpAddr> {
+    vec![IpAddr::from([127, 0, 0, 2])]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_one_address_do_not_stop_others_being_served() {
-    flooded_gateway_serves_others("idle TCP (slowloris)", &[]).await;
+    flooded_gateway_serves_others(Flood {
+        what: "idle TCP (slowloris)",
+        sources: one_address(),
+        connections: 1_000,
+        first: &[],
+        in_progress: 1024,
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_handshakes_from_one_address_do_not_stop_others_being_served() {
-    // A TLS record header announcing a 512-byte handshake message, then silence.
-    flooded_gateway_serves_others("stalled TLS handshakes", &[0x16, 0x03, 0x01, 0x02, 0x00]).await;
+    flooded_gateway_serves_others(Flood {
+        what: "stalled TLS handshakes",
+        sources: one_address(),
+        connections: 1_000,
+        // A TLS record header announcing a 512-byte handshake message, then silence.
+        first: &[0x16, 0x03, 0x01, 0x02, 0x00],
+        in_progress: 1024,
+    })
+    .await;
+}
+
+/// 1,008 stalled handshakes from 63 addresses (127.0.1.1 to 127.0.1.63), none over the cap per
+/// address, filling the overall cap (256 here) four times over: each newcomer closes the
+/// oldest, so the legitimate client's handshake finds a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_from_many_addresses_do_not_stop_others_being_served() {
+    flooded_gateway_serves_others(Flood {
+        what: "stalled TLS handshakes from many addresses",
+        sources: (1..=63).map(|i| IpAddr::from([127, 0, 1, i])).collect(),
+        connections: PER_ADDRESS,
+        first: &[0x16, 0x03, 0x01, 0x02, 0x00],
+        in_progress: 256,
+    })
+    .await;
 }
 
 /// An HTTP/2 connection to the zone as its demo client, spoken frame by frame.
@@ -269,4 +329,123 @@ async fn a_watch_that_is_never_read_holds_no_more_than_its_window() {
         latency.as_secs_f64() * 1000.0
     );
     assert_eq!(all_projects(&mut projects).await.len(), writes);
+}
+
+/// An HTTP/2 frame: 9-byte header (length, type, flags, stream) and payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = Vec::with_capacity(9 + payload.len());
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.push(kind);
+    out.push(flags);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK integer with a 7-bit prefix (RFC 7541 §5.1), the prefix's high bit clear.
+fn hpack_int(mut v: usize, out: &mut Vec<u8>) {
+    if v < 127 {
+        out.push(v as u8);
+        return;
+    }
+    out.push(127);
+    v -= 127;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+/// A literal header field without indexing, with a new name (RFC 7541 §6.2.2).
+fn hpack_literal(name: &str, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x00];
+    hpack_int(name.len(), &mut out);
+    out.extend_from_slice(name.as_bytes());
+    hpack_int(value.len(), &mut out);
+    out.extend_from_slice(value);
+    out
+}
+
+/// Endless CONTINUATION frames (the 2024 "CONTINUATION flood", CVE-2024-27316 and its kin): a
+/// HEADERS frame without END_HEADERS, then 16 KiB CONTINUATION frames of header literals that
+/// never end, up to 64 MiB. The gateway ends the connection long before, its memory does not
+/// grow with what was sent, and others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_continuation_frames_are_cut_off_and_others_served() {
+    const LIMIT: usize = 64 << 20;
+    let fed = TestFederation::start(&["zone"]).await;
+    let before = rss_kib();
+    let tcp = TcpStream::connect(fed.addr("zone")).await.unwrap();
+    let mut config = (*fed.pki.client_config("zone", "client")).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    // What the gateway sends (its SETTINGS, then GOAWAY) is read until it closes.
+    let reading = tokio::spawn(async move {
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            received.extend_from_slice(&buf[..n]);
+        }
+        received
+    });
+
+    let mut sent = 0usize;
+    let start = [
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+        frame(0x4, 0, 0, &[]),
+        // :method POST, :scheme https, :path / from the static table, no END_HEADERS (0x4).
+        frame(0x1, 0, 1, &[0x83, 0x87, 0x84]),
+    ];
+    for bytes in start {
+        writer.write_all(&bytes).await.unwrap();
+        sent += bytes.len();
+    }
+    let fragment = frame(0x9, 0, 1, &hpack_literal("x-pad", &[b'a'; 16_000]));
+    let mut cut_off = false;
+    while sent < LIMIT {
+        if writer.write_all(&fragment).await.is_err() {
+            cut_off = true;
+            break;
+        }
+        sent += fragment.len();
+    }
+    let during = rss_kib();
+    let received = tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("the gateway closed the connection")
+        .unwrap();
+    let latency = others_served(&fed).await;
+    // A GOAWAY frame (type 7) is among what the gateway sent before closing.
+    let mut at = 0;
+    let mut goaway = None;
+    while at + 9 <= received.len() {
+        let len =
+            u32::from_be_bytes([0, received[at], received[at + 1], received[at + 2]]) as usize;
+        if received[at + 3] == 0x7 && at + 9 + 8 <= received.len() {
+            let code = &received[at + 9 + 4..at + 9 + 8];
+            goaway = Some(u32::from_be_bytes(code.try_into().unwrap()));
+        }
+        at += 9 + len;
+    }
+    println!(
+        "CONTINUATION flood: {} KiB sent before the gateway closed the connection (cut off: \
+         {cut_off}, GOAWAY code {goaway:?}); WhoAmI on another connection answered in {:.1} ms; \
+         test process memory {before} KiB before, {during} KiB at the end of the flood",
+        sent / 1024,
+        latency.as_secs_f64() * 1000.0
+    );
+    assert!(
+        cut_off,
+        "the gateway accepted {LIMIT} bytes of header block"
+    );
+    assert!(sent < LIMIT / 4, "{sent} bytes accepted before the cut");
 }
