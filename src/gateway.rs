@@ -110,6 +110,7 @@ impl Gateway {
             feed: feed.clone(),
             taken_back: AtomicU64::new(0),
             take_back_failed: AtomicU64::new(0),
+            take_back_problem: std::sync::Mutex::default(),
         });
         Ok(Gateway {
             config,
@@ -375,38 +376,61 @@ impl Gateway {
             let (code, detail) = match outcome {
                 Ok(t) => {
                     ops.taken_back.fetch_add(t.head - t.from_head, Relaxed);
-                    if t.stopped.is_some() || !t.unreachable.is_empty() {
+                    let mut problems = t
+                        .refused
+                        .iter()
+                        .map(|why| format!("refused {why}"))
+                        .collect::<Vec<_>>();
+                    problems.extend(
+                        t.unreachable
+                            .iter()
+                            .map(|peer| format!("{peer} could not be asked")),
+                    );
+                    problems.extend(t.stopped.clone());
+                    if !problems.is_empty() {
                         ops.take_back_failed.fetch_add(1, Relaxed);
+                        *ops.take_back_problem
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(problems.join("; "));
                     }
-                    if t.head == t.from_head && t.stopped.is_none() {
+                    if t.head == t.from_head && t.stopped.is_none() && t.refused.is_empty() {
                         // Nothing taken back, nothing missing: no event (a peer that is down
                         // is retried, counted and logged).
                         return;
                     }
-                    let code = if t.stopped.is_some() {
+                    let code = if !t.refused.is_empty() {
+                        "INVALID_ARGUMENT"
+                    } else if t.stopped.is_some() {
                         "INCOMPLETE"
                     } else {
                         "OK"
                     };
-                    let mut detail = format!(
-                        "changes {}..{} taken back from {}; {} with items emptied",
-                        t.from_head + 1,
-                        t.head,
-                        if t.peers.is_empty() {
-                            "no peer".to_string()
-                        } else {
-                            t.peers.join(", ")
-                        },
-                        t.with_items_emptied
-                    );
+                    let mut detail = if t.head == t.from_head {
+                        format!("no change taken back after {}", t.head)
+                    } else {
+                        format!(
+                            "changes {}..{} taken back from {}; {} with items emptied",
+                            t.from_head + 1,
+                            t.head,
+                            t.peers.join(", "),
+                            t.with_items_emptied
+                        )
+                    };
                     if let Some(why) = &t.stopped {
                         detail.push_str("; stopped: ");
+                        detail.push_str(why);
+                    }
+                    for why in &t.refused {
+                        detail.push_str("; refused: ");
                         detail.push_str(why);
                     }
                     (code, detail)
                 }
                 Err(e) => {
                     ops.take_back_failed.fetch_add(1, Relaxed);
+                    *ops.take_back_problem
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(e.clone());
                     ("UNAVAILABLE", e.clone())
                 }
             };

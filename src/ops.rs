@@ -43,6 +43,8 @@ pub struct OpsState {
     pub taken_back: std::sync::atomic::AtomicU64,
     /// Attempts to take changes back that failed or stopped short (retried).
     pub take_back_failed: std::sync::atomic::AtomicU64,
+    /// What went wrong in the last such attempt (a peer down, or what it gave back refused).
+    pub take_back_problem: std::sync::Mutex<Option<String>>,
 }
 
 /// How many days before expiry a certificate is warned about.

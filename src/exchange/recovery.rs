@@ -164,8 +164,15 @@ pub struct TakenBack {
     pub with_items_emptied: u64,
     /// The peers whose copies were used.
     pub peers: Vec<String>,
-    /// The peers that could not be asked (down, or what they gave back did not verify).
+    /// The peers that could not be asked (down, or the stream broke).
     pub unreachable: Vec<String>,
+    /// The peers whose answer was refused, each with why ("guangde: change 7 given back:
+    /// …"): what they gave back did not verify against this party's own signatures. The
+    /// copies they gave before the refused one verified and are used, nothing after it is;
+    /// the peer stays not asked, so writes stay held until it answers with what this party
+    /// signed or its own pulls show it holds nothing beyond the head (a forged change is
+    /// never applied, and nothing is written past a peer that may hold more).
+    pub refused: Vec<String>,
     /// Why the log could not be brought further (a change no peer holds with its record).
     pub stopped: Option<String>,
 }
@@ -269,6 +276,10 @@ impl Recovery {
             match self.collect(peer, head, &mut best).await {
                 Ok(()) => {
                     self.feed.checked(&peer.party);
+                }
+                Err(ExchangeError::Refused(why)) => {
+                    tracing::error!(peer = %peer.party, error = %why, "a peer gave back changes that do not verify; writes stay held");
+                    taken.refused.push(format!("{}: {why}", peer.party));
                 }
                 Err(e) => {
                     tracing::warn!(peer = %peer.party, error = %e, "a peer could not give changes back");

@@ -131,9 +131,15 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
                 state.taken_back.load(Ordering::Relaxed)
             ),
             Some(why) => format!(
-                "<b class=bad>WRITES HELD</b>: {} (failed or incomplete attempts: {})",
+                "<b class=bad>WRITES HELD</b>: {} (failed or incomplete attempts: {}; last: {})",
                 esc(&why),
-                state.take_back_failed.load(Ordering::Relaxed)
+                state.take_back_failed.load(Ordering::Relaxed),
+                esc(state
+                    .take_back_problem
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_deref()
+                    .unwrap_or("none yet"))
             ),
         },
     );

@@ -4,15 +4,27 @@
 //! writes on without reusing a sequence number a peer already holds; its audit chain and the
 //! evidence it keeps still verify. Also the safety net for a store copied back by hand (no
 //! restore mark): the first peer that asks for more than the store holds stops writes the same
-//! way. And a PostgreSQL store backed up with `pg_dump` and restored with `pg_restore`.
+//! way. A PostgreSQL store backed up with `pg_dump` and restored with `pg_restore`. And a peer
+//! that forges what it gives back: refused, audited, never applied.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use prost::Message;
+use tokio_stream::StreamExt;
 use tonic::Code;
+use yrd_gateway::identity::signer::ChangeSigner;
+use yrd_gateway::identity::tls::{self, TlsPaths};
 use yrd_gateway::store::postgres::testing;
 use yrd_gateway::wire::pb;
+use yrd_gateway::wire::pb::federation_service_client::FederationServiceClient;
+use yrd_gateway::wire::pb::federation_service_server::{
+    FederationService, FederationServiceServer,
+};
 
 use crate::common::*;
 use crate::replicas::{config as child_config, free_addr, projects_at};
@@ -302,4 +314,245 @@ async fn a_postgres_store_restored_with_pg_restore_takes_back_and_catches_up() {
     at_anji(p3.name.clone()).await;
     let (ok, out) = cli(&["audit", "verify", "--config", path(&config)]);
     assert!(ok, "{out}");
+}
+
+/// What the relay between the restored zone and guangde does to what guangde gives back.
+const GIVE_BACK_AS_IS: u8 = 0;
+/// A byte of the first change's envelope altered (its title, say).
+const ALTER: u8 = 1;
+/// One more change after the last, made up by the peer and signed with its own key.
+const INVENT: u8 = 2;
+
+/// Stands between the zone and guangde as guangde (the test holds its key), forwarding every
+/// call to the real guangde as the zone, and altering what `ReturnChanges` gives back on
+/// demand: a peer that turned hostile while the zone was down.
+struct ForgingPeer {
+    upstream: FederationServiceClient<tonic::transport::Channel>,
+    mode: Arc<AtomicU8>,
+    /// guangde's own signing key, for the invented change.
+    own_signer: Arc<ChangeSigner>,
+}
+
+type Forwarded<T> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FederationService for ForgingPeer {
+    type PullChangesStream = Forwarded<pb::PullChangesResponse>;
+    type ReturnChangesStream = Forwarded<pb::ReturnChangesResponse>;
+
+    async fn pull_changes(
+        &self,
+        request: tonic::Request<pb::PullChangesRequest>,
+    ) -> Result<tonic::Response<Self::PullChangesStream>, tonic::Status> {
+        let stream = self
+            .upstream
+            .clone()
+            .pull_changes(request.into_inner())
+            .await?
+            .into_inner();
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn return_changes(
+        &self,
+        request: tonic::Request<pb::ReturnChangesRequest>,
+    ) -> Result<tonic::Response<Self::ReturnChangesStream>, tonic::Status> {
+        let upstream = self
+            .upstream
+            .clone()
+            .return_changes(request.into_inner())
+            .await?
+            .into_inner();
+        let mode = self.mode.load(Ordering::SeqCst);
+        let signer = self.own_signer.clone();
+        let stream = upstream.map(move |item| {
+            let mut response = item?;
+            match (mode, response.changes.last().cloned()) {
+                (ALTER, Some(_)) => {
+                    let first = &mut response.changes[0];
+                    let mut envelope = pb::ChangeEnvelope::decode(first.envelope.as_slice())
+                        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    envelope.record_json = envelope
+                        .record_json
+                        .iter()
+                        .map(|b| if *b == b'a' { b'o' } else { *b })
+                        .collect();
+                    first.envelope = envelope.encode_to_vec();
+                }
+                (INVENT, Some(last)) => {
+                    let mut envelope = pb::ChangeEnvelope::decode(last.envelope.as_slice())
+                        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    envelope.seq += 1;
+                    envelope.record_id = format!("{}-invented", envelope.record_id);
+                    let bytes = envelope.encode_to_vec();
+                    let (scheme, signature) = signer.sign(&bytes).unwrap();
+                    response.changes.push(pb::KeptChange {
+                        seq: last.seq + 1,
+                        envelope: bytes,
+                        scheme: u32::from(scheme),
+                        signature,
+                        signer_certificate: signer.certificate().to_vec(),
+                        manifest: None,
+                        received_time: last.received_time,
+                        erased_sha256: Vec::new(),
+                    });
+                }
+                _ => {}
+            }
+            Ok(response)
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+
+    async fn witness_head(
+        &self,
+        request: tonic::Request<pb::WitnessHeadRequest>,
+    ) -> Result<tonic::Response<pb::WitnessHeadResponse>, tonic::Status> {
+        self.upstream
+            .clone()
+            .witness_head(request.into_inner())
+            .await
+    }
+
+    async fn list_witnessed_heads(
+        &self,
+        request: tonic::Request<pb::ListWitnessedHeadsRequest>,
+    ) -> Result<tonic::Response<pb::ListWitnessedHeadsResponse>, tonic::Status> {
+        self.upstream
+            .clone()
+            .list_witnessed_heads(request.into_inner())
+            .await
+    }
+}
+
+/// After a restore, the only peer gives back changes that are not the zone's: first one
+/// altered (refused, nothing taken back, writes held, named on the status page), then one
+/// invented and signed by the peer itself after the genuine ones (the genuine ones taken back,
+/// the invented one refused). Each refusal is counted and audited with its reason; nothing the
+/// peer made up is ever applied, and the zone writes on once the peer's pulls show what it
+/// holds.
+#[tokio::test]
+async fn changes_a_peer_forges_while_giving_them_back_are_refused_and_never_applied() {
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay_listener.local_addr().unwrap().to_string();
+    let options = Options {
+        routes: HashMap::from([(("zone".to_string(), "guangde".to_string()), relay_addr)]),
+        ..Options::default()
+    };
+    let mut fed = TestFederation::start_with(&["zone", "guangde"], options).await;
+    let certs = fed.pki.dir.clone();
+    let party_paths = |party: &str| TlsPaths {
+        ca: certs.join("ca.crt"),
+        cert: certs.join(party).join("gateway.crt"),
+        key: certs.join(party).join("gateway.key"),
+        crl: None,
+    };
+    let mode = Arc::new(AtomicU8::new(GIVE_BACK_AS_IS));
+    let relay = ForgingPeer {
+        upstream: FederationServiceClient::new(
+            tls::channel(
+                &fed.addr("guangde").to_string(),
+                "localhost",
+                fed.pki.client_config("zone", "gateway"),
+            )
+            .unwrap(),
+        ),
+        mode: mode.clone(),
+        own_signer: Arc::new(ChangeSigner::from_files(&party_paths("guangde")).unwrap()),
+    };
+    let server_tls = tls::TlsMaterial::load(&party_paths("guangde"))
+        .unwrap()
+        .fixed();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(FederationServiceServer::new(relay))
+            .serve_with_incoming(tls::incoming(relay_listener, server_tls, None)),
+    );
+
+    let root = fed.root.path().to_owned();
+    let config = fed.gateways["zone"].config.clone();
+    let backup = root.join("zone-backup.db");
+    let p1 = create(&fed, "zone", "before the backup").await;
+    arrived(&fed, "guangde", &[&p1.name]).await;
+    let (ok, out) = back_up(&config, &backup);
+    assert!(ok, "{out}");
+    let p2 = create(&fed, "zone", "a project after the backup").await;
+    let p3 = create(&fed, "zone", "another after the backup").await;
+    arrived(&fed, "guangde", &[&p2.name, &p3.name]).await;
+
+    fed.gateway("zone").stop().await;
+    std::fs::rename(root.join("zone"), root.join("zone-lost")).unwrap();
+    let (ok, out) = cli(&["store", "restore", "--config", path(&config), path(&backup)]);
+    assert!(ok, "{out}");
+
+    // The first change given back altered: refused, nothing taken back.
+    mode.store(ALTER, Ordering::SeqCst);
+    fed.gateway("zone").restart().await;
+    let admin = fed.gateways["zone"].admin;
+    refused(&fed, 0, "change 7 given back: its manifest does not list").await;
+    let held = fed
+        .projects("zone", "zone")
+        .create_project(create_request(sample_project("while forged")))
+        .await
+        .unwrap_err();
+    assert_eq!(error_reason(&held), "WRITES_HELD", "{held:?}");
+    let (_, page) = http_get(admin, "/").await;
+    assert!(
+        page.contains("WRITES HELD") && page.contains("refused guangde: change 7"),
+        "{page}"
+    );
+    assert!(try_get(&fed, "zone", &p2.name).await.is_none());
+    assert_eq!(metric(admin, "yrd_changes_taken_back_total").await, 0);
+
+    // The two genuine changes, then one the peer made up and signed itself: the genuine ones
+    // verify and are taken back, the invented one is refused. The peer's own pulls then show
+    // it holds nothing beyond them, so writes resume even while it keeps inventing.
+    mode.store(INVENT, Ordering::SeqCst);
+    let failures = metric(admin, "yrd_take_back_failures_total").await;
+    refused(
+        &fed,
+        failures,
+        "change 9 given back: signer certificate refused",
+    )
+    .await;
+    let back = arrived(&fed, "zone", &[&p2.name, &p3.name]).await;
+    assert_eq!(back[0].display_name, p2.display_name);
+    assert_eq!(back[1].etag, p3.etag);
+    assert_eq!(metric(admin, "yrd_changes_taken_back_total").await, 2);
+    assert!(
+        try_get(&fed, "zone", &format!("{}-invented", p3.name))
+            .await
+            .is_none()
+    );
+
+    let p4 =
+        create_when_writes_resume(|| fed.projects("zone", "zone"), "after the forgeries").await;
+    arrived(&fed, "guangde", &[&p4.name]).await;
+    assert_eq!(metric(admin, "yrd_changes_taken_back_total").await, 2);
+    let (ok, out) = cli(&["audit", "verify-evidence", "--config", path(&config)]);
+    assert!(ok, "{out}");
+    fed.stop_all().await;
+}
+
+/// Waits until an attempt after `failures` failed attempts was refused with `why`: counted
+/// and audited with the reason.
+async fn refused(fed: &TestFederation, failures: u64, why: &str) {
+    let admin = fed.gateways["zone"].admin;
+    eventually(Duration::from_secs(60), why, || async {
+        (metric(admin, "yrd_take_back_failures_total").await > failures).then_some(())
+    })
+    .await;
+    audit_events_until(
+        fed,
+        "zone",
+        "exchange/take-back",
+        "INVALID_ARGUMENT",
+        |events| {
+            events
+                .iter()
+                .any(|e| e.request_id.contains(&format!("refused: guangde: {why}")))
+        },
+    )
+    .await;
 }
