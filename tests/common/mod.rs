@@ -363,7 +363,26 @@ pub async fn try_get(fed: &TestFederation, gateway: &str, name: &str) -> Option<
         .and_then(|r| r.into_inner().project)
 }
 
-/// A gateway run as a child process of the built binary, for crash tests.
+/// A process's resident memory, KiB: now, and the peak so far.
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub peak_kib: u64,
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.1} MiB (peak {:.1} MiB)",
+            self.rss_kib as f64 / 1024.0,
+            self.peak_kib as f64 / 1024.0
+        )
+    }
+}
+
+/// A gateway run as a child process of the built binary, for crash tests and for figures of
+/// its own memory.
 pub struct ChildGateway {
     pub child: Child,
     pub addr: SocketAddr,
@@ -401,6 +420,23 @@ impl ChildGateway {
         ChildGateway {
             child,
             addr: addr.parse().unwrap(),
+        }
+    }
+
+    /// This gateway process's resident memory now and its peak so far, KiB (`VmRSS`,
+    /// `VmHWM` of `/proc/PID/status`).
+    pub fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss_kib: field("VmRSS:"),
+            peak_kib: field("VmHWM:"),
         }
     }
 

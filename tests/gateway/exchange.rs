@@ -340,6 +340,50 @@ impl FederationService for Relay {
     }
 }
 
+/// Where the test federation keeps `party`'s gateway certificate and key.
+fn party_paths(fed: &TestFederation, party: &str) -> TlsPaths {
+    let certs = &fed.pki.dir;
+    TlsPaths {
+        ca: certs.join("ca.crt"),
+        cert: certs.join(party).join("gateway.crt"),
+        key: certs.join(party).join("gateway.key"),
+        crl: None,
+    }
+}
+
+/// Serves a [`Relay`] to the zone on `listener`, as the zone, altering what it forwards as
+/// `mode` says.
+fn serve_relay(
+    fed: &TestFederation,
+    listener: tokio::net::TcpListener,
+    mode: Arc<AtomicU8>,
+    legacy: bool,
+) {
+    let relay = Relay {
+        upstream: FederationServiceClient::new(
+            tls::channel(
+                &fed.addr("zone").to_string(),
+                "localhost",
+                fed.pki.client_config("guangde", "gateway"),
+            )
+            .unwrap(),
+        ),
+        mode,
+        wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths(fed, "changxing")).unwrap()),
+        owner_signer: Arc::new(ChangeSigner::from_files(&party_paths(fed, "zone")).unwrap()),
+        first_response: Arc::default(),
+        legacy,
+    };
+    let server_tls = tls::TlsMaterial::load(&party_paths(fed, "zone"))
+        .unwrap()
+        .fixed();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(FederationServiceServer::new(relay))
+            .serve_with_incoming(tls::incoming(listener, server_tls, None)),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_or_wrongly_signed_changes_are_refused_and_good_ones_still_arrive() {
     tampering_is_refused(false).await;
@@ -361,37 +405,8 @@ async fn tampering_is_refused(legacy: bool) {
         ..Options::default()
     };
     let fed = TestFederation::start_with(&["zone", "guangde"], options).await;
-    let certs = &fed.pki.dir;
-    let party_paths = |party: &str| TlsPaths {
-        ca: certs.join("ca.crt"),
-        cert: certs.join(party).join("gateway.crt"),
-        key: certs.join(party).join("gateway.key"),
-        crl: None,
-    };
     let mode = Arc::new(AtomicU8::new(PASS));
-    let relay = Relay {
-        upstream: FederationServiceClient::new(
-            tls::channel(
-                &fed.addr("zone").to_string(),
-                "localhost",
-                fed.pki.client_config("guangde", "gateway"),
-            )
-            .unwrap(),
-        ),
-        mode: mode.clone(),
-        wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths("changxing")).unwrap()),
-        owner_signer: Arc::new(ChangeSigner::from_files(&party_paths("zone")).unwrap()),
-        first_response: Arc::default(),
-        legacy,
-    };
-    let server_tls = tls::TlsMaterial::load(&party_paths("zone"))
-        .unwrap()
-        .fixed();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(FederationServiceServer::new(relay))
-            .serve_with_incoming(tls::incoming(relay_listener, server_tls, None)),
-    );
+    serve_relay(&fed, relay_listener, mode.clone(), legacy);
 
     let first = create(&fed, "zone", "before tampering").await;
     replicated(&fed, "guangde", &first.name).await;
@@ -499,7 +514,7 @@ async fn tampering_is_refused(legacy: bool) {
         (guangde.peer("zone").cursor == DEFAULT_ENTRIES + 3 + extra).then_some(())
     })
     .await;
-    let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths("guangde"));
+    let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths(&fed, "guangde"));
     let applied = (DEFAULT_ENTRIES + 3 + extra) as usize;
     assert_eq!(
         evidence.len(),
@@ -542,7 +557,7 @@ async fn tampering_is_refused(legacy: bool) {
     assert!(!verify().await.unwrap(), "altered evidence is caught");
     let store = SqliteStore::open(&fed.root.path().join("guangde/store.db")).unwrap();
     let verifier = SignatureVerifier::new(
-        tls::TlsMaterial::load(&party_paths("guangde"))
+        tls::TlsMaterial::load(&party_paths(&fed, "guangde"))
             .unwrap()
             .fixed(),
         TRUST_DOMAIN,
@@ -908,4 +923,76 @@ async fn a_client_identity_cannot_pull_and_a_peer_cannot_pull_another_owner() {
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&err), vec!["owner".to_string()]);
+}
+
+/// guangde, as a process of its own, pulls the zone's changes through the relay while it sends
+/// a 65 MiB response and then nothing at all: the first is refused by its length before it is
+/// read, the silent stream is left after `peer_idle_timeout_ms`, guangde's memory (now and
+/// peak) does not grow with what the peer sent, and the genuine changes arrive afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_giant_or_silent_peer_leaves_the_receivers_memory_bounded() {
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay_listener.local_addr().unwrap().to_string();
+    let fed = TestFederation::start(&["zone"]).await;
+    let mode = Arc::new(AtomicU8::new(PASS));
+    serve_relay(&fed, relay_listener, mode.clone(), false);
+    let admin = crate::replicas::free_addr();
+    let options = Options {
+        extra_toml: "[limits]\npeer_idle_timeout_ms = 1000\n".into(),
+        listen_admin: Some(admin.to_string()),
+        ..Options::default()
+    };
+    let config = write_config(
+        fed.root.path(),
+        "guangde",
+        "127.0.0.1:0",
+        &[("zone".to_string(), relay_addr)],
+        &options,
+    );
+    let guangde = ChildGateway::spawn(&config);
+    let at_guangde = || crate::replicas::projects_at(&fed.pki, guangde.addr, "guangde");
+    let arrived = |name: String| async move {
+        eventually(WAIT, &format!("{name} at guangde"), || async {
+            at_guangde()
+                .get_project(pb::GetProjectRequest { name: name.clone() })
+                .await
+                .ok()
+        })
+        .await
+    };
+    arrived(create(&fed, "zone", "before the giant").await.name).await;
+    let before = guangde.memory();
+
+    let mut figures = Vec::new();
+    for (alteration, what, expected) in [
+        (GIANT, "a 65 MiB response", "too large"),
+        (
+            STALL,
+            "a silent stream",
+            "no message from the peer for 1000 ms",
+        ),
+    ] {
+        mode.store(alteration, Ordering::SeqCst);
+        create(&fed, "zone", &format!("written during {what}")).await;
+        eventually(WAIT, &format!("guangde leaving {what}"), || async {
+            let (_, page) = http_get(admin, "/").await;
+            page.contains(expected).then_some(())
+        })
+        .await;
+        let during = guangde.memory();
+        figures.push(format!("{during} after {what}"));
+        assert!(
+            during.peak_kib < before.peak_kib + 32 * 1024,
+            "guangde's peak grew from {before} to {during} with {what}"
+        );
+    }
+    mode.store(PASS, Ordering::SeqCst);
+    let last = create(&fed, "zone", "after the giant and the silence").await;
+    arrived(last.name).await;
+    let after = guangde.memory();
+    println!(
+        "hostile peer: guangde's memory {before} before, {}, {after} once the genuine changes \
+         arrived",
+        figures.join(", ")
+    );
 }

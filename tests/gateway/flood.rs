@@ -3,7 +3,8 @@
 //! holds at most `max_handshakes_per_address` from one address and
 //! `max_handshakes_in_progress` in all (closing the oldest to make room for a newcomer),
 //! closes the ones it holds when `handshake_timeout_ms` passes, and serves a legitimate client
-//! from another address meanwhile. The figures (latency of the legitimate call, this process's memory before,
+//! from another address meanwhile. The gateway runs as a process of its own so that its
+//! memory (now and peak) is measured alone. The figures (latency of the legitimate call, this process's memory before,
 //! during and after) are printed, not asserted (shared machines).
 
 use std::net::{IpAddr, SocketAddr};
@@ -13,18 +14,72 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use yrd_gateway::wire::pb;
 
+use tonic::transport::Channel;
+
 use crate::common::*;
+use crate::replicas::{client_of, free_addr, projects_at};
 
 const PER_ADDRESS: usize = 16;
 
-/// Resident memory of this process (the gateway runs in it), KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// The zone's gateway as a process of its own, so the memory figures are the gateway's alone.
+struct Zone {
+    _root: tempfile::TempDir,
+    pki: Pki,
+    gateway: ChildGateway,
+    admin: SocketAddr,
+}
+
+impl Zone {
+    fn start(extra_toml: &str) -> Zone {
+        let root = tempfile::tempdir().unwrap();
+        let pki = Pki::new(root.path());
+        let admin = free_addr();
+        let options = Options {
+            extra_toml: extra_toml.into(),
+            listen_admin: Some(admin.to_string()),
+            ..Options::default()
+        };
+        let config = write_config(root.path(), "zone", "127.0.0.1:0", &[], &options);
+        let gateway = ChildGateway::spawn(&config);
+        Zone {
+            _root: root,
+            pki,
+            gateway,
+            admin,
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gateway.addr
+    }
+
+    fn memory(&self) -> Memory {
+        self.gateway.memory()
+    }
+
+    fn projects(&self) -> pb::project_service_client::ProjectServiceClient<Channel> {
+        projects_at(&self.pki, self.addr(), "zone")
+    }
+
+    /// The zone's own system calls WhoAmI on a new connection; the latency.
+    async fn served(&self) -> Duration {
+        let started = Instant::now();
+        let me = tokio::time::timeout(
+            Duration::from_secs(5),
+            pb::directory_service_client::DirectoryServiceClient::new(client_of(
+                &self.pki,
+                self.addr(),
+                "zone",
+            ))
+            .who_am_i(pb::WhoAmIRequest {}),
+        )
+        .await
+        .expect("served within 5 s")
+        .unwrap_or_else(|e| panic!("refused: {e:?}"))
+        .into_inner();
+        assert_eq!(me.party, "zone");
+        started.elapsed()
+    }
 }
 
 /// Where a flood comes from: `connections` from each address of `sources`, each sending
@@ -82,18 +137,15 @@ async fn closed(held: &mut [TcpStream]) -> usize {
 
 async fn flooded_gateway_serves_others(flood: Flood<'_>) {
     let what = flood.what;
-    let options = Options {
-        extra_toml: format!(
-            "[limits]\nhandshake_timeout_ms = 3000\nmax_handshakes_per_address = {PER_ADDRESS}\n\
-             max_handshakes_in_progress = {}\n",
-            flood.in_progress
-        ),
-        ..Options::default()
-    };
-    let fed = TestFederation::start_with(&["zone"], options).await;
-    let addr = fed.addr("zone");
-    let admin = fed.gateways["zone"].admin;
-    let before = rss_kib();
+    let extra_toml = format!(
+        "[limits]\nhandshake_timeout_ms = 3000\nmax_handshakes_per_address = {PER_ADDRESS}\n\
+         max_handshakes_in_progress = {}\n",
+        flood.in_progress
+    );
+    let zone = Zone::start(&extra_toml);
+    let addr = zone.addr();
+    let admin = zone.admin;
+    let before = zone.memory();
 
     let total = flood.total();
     let expected_shed = (total - flood.held()) as u64;
@@ -104,21 +156,10 @@ async fn flooded_gateway_serves_others(flood: Flood<'_>) {
     })
     .await;
     assert_eq!(shed, expected_shed, "{what}: all but {} shed", flood.held());
-    let during = rss_kib();
+    let during = zone.memory();
 
     // A legitimate client from 127.0.0.1 is served while the flood holds its places.
-    let started = Instant::now();
-    let me = tokio::time::timeout(
-        Duration::from_secs(5),
-        pb::directory_service_client::DirectoryServiceClient::new(fed.client("zone", "zone"))
-            .who_am_i(pb::WhoAmIRequest {}),
-    )
-    .await
-    .expect("served while flooded")
-    .unwrap_or_else(|e| panic!("{what}: refused while flooded: {e:?}"))
-    .into_inner();
-    let latency = started.elapsed();
-    assert_eq!(me.party, "zone");
+    let latency = zone.served().await;
 
     // The places held are given back when the handshake timeout passes.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -134,11 +175,11 @@ async fn flooded_gateway_serves_others(flood: Flood<'_>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(held);
-    let after = rss_kib();
+    let after = zone.memory();
     println!(
         "{what}: {total} connections from {} address(es), {shed} closed at once, {} held \
          until the 3 s handshake timeout; WhoAmI from another address answered in {:.1} ms; \
-         test process memory {before} KiB before, {during} KiB during, {after} KiB after",
+         gateway memory {before} before, {during} during, {after} after",
         flood.sources.len(),
         flood.held(),
         latency.as_secs_f64() * 1000.0
@@ -192,11 +233,11 @@ async fn stalled_handshakes_from_many_addresses_do_not_stop_others_being_served(
 
 /// An HTTP/2 connection to the zone as its demo client, spoken frame by frame.
 async fn raw_h2(
-    fed: &TestFederation,
+    zone: &Zone,
     builder: h2::client::Builder,
 ) -> h2::client::SendRequest<bytes::Bytes> {
-    let tcp = TcpStream::connect(fed.addr("zone")).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(fed.pki.client_config("zone", "client"))
+    let tcp = TcpStream::connect(zone.addr()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(zone.pki.client_config("zone", "client"))
         .connect(
             rustls::pki_types::ServerName::try_from("localhost").unwrap(),
             tcp,
@@ -220,27 +261,13 @@ fn grpc_request(method: &str) -> http::Request<()> {
         .unwrap()
 }
 
-/// A served call from another connection, and its latency.
-async fn others_served(fed: &TestFederation) -> Duration {
-    let started = Instant::now();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        pb::directory_service_client::DirectoryServiceClient::new(fed.client("zone", "zone"))
-            .who_am_i(pb::WhoAmIRequest {}),
-    )
-    .await
-    .expect("served meanwhile")
-    .unwrap();
-    started.elapsed()
-}
-
 /// Rapid reset (CVE-2023-44487): streams opened and cancelled at once, as fast as the client
 /// can. The connection is cut off (GOAWAY) long before 10,000; others are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_served() {
-    let fed = TestFederation::start(&["zone"]).await;
-    let before = rss_kib();
-    let mut client = raw_h2(&fed, h2::client::Builder::new()).await;
+    let zone = Zone::start("");
+    let before = zone.memory();
+    let mut client = raw_h2(&zone, h2::client::Builder::new()).await;
     let mut opened = 0;
     let mut cut_off = None;
     for _ in 0..10_000 {
@@ -262,12 +289,12 @@ async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_served() {
             }
         }
     }
-    let during = rss_kib();
-    let latency = others_served(&fed).await;
+    let during = zone.memory();
+    let latency = zone.served().await;
     let error = cut_off.expect("the connection was cut off");
     println!(
         "rapid reset: cut off after {opened} streams ({error}); WhoAmI on another connection \
-         answered in {:.1} ms; test process memory {before} KiB before, {during} KiB after",
+         answered in {:.1} ms; gateway memory {before} before, {during} after",
         latency.as_secs_f64() * 1000.0
     );
     assert!(opened < 10_000);
@@ -277,8 +304,8 @@ async fn a_client_resetting_streams_rapidly_is_cut_off_and_others_served() {
 /// others are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_header_list_is_refused_and_others_served() {
-    let fed = TestFederation::start(&["zone"]).await;
-    let mut client = raw_h2(&fed, h2::client::Builder::new()).await;
+    let zone = Zone::start("");
+    let mut client = raw_h2(&zone, h2::client::Builder::new()).await;
     let mut request = grpc_request("yrd.exchange.v1.DirectoryService/WhoAmI");
     request
         .headers_mut()
@@ -293,17 +320,17 @@ async fn an_oversized_header_list_is_refused_and_others_served() {
         Ok(response) => assert_ne!(response.status(), 200, "{response:?}"),
         Err(e) => println!("oversized header list: {e}"),
     }
-    others_served(&fed).await;
+    zone.served().await;
 }
 
 /// A client that opens a Watch and never reads it, with a 1 KiB window: the gateway keeps
 /// writing for others, its memory does not grow with what the reader does not take.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_that_is_never_read_holds_no_more_than_its_window() {
-    let fed = TestFederation::start(&["zone"]).await;
+    let zone = Zone::start("");
     let mut builder = h2::client::Builder::new();
     builder.initial_window_size(1024);
-    let client = raw_h2(&fed, builder).await;
+    let client = raw_h2(&zone, builder).await;
     let mut client = client.ready().await.unwrap();
     let (_response, mut body) = client
         .send_request(grpc_request("yrd.exchange.v1.WatchService/Watch"), false)
@@ -311,8 +338,8 @@ async fn a_watch_that_is_never_read_holds_no_more_than_its_window() {
     // An empty WatchRequest (from the beginning), framed: not compressed, length 0.
     body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
         .unwrap();
-    let before = rss_kib();
-    let mut projects = fed.projects("zone", "zone");
+    let before = zone.memory();
+    let mut projects = zone.projects();
     let writes = 2_000;
     for i in 0..writes {
         create_with(
@@ -321,11 +348,11 @@ async fn a_watch_that_is_never_read_holds_no_more_than_its_window() {
         )
         .await;
     }
-    let after = rss_kib();
-    let latency = others_served(&fed).await;
+    let after = zone.memory();
+    let latency = zone.served().await;
     println!(
-        "unread Watch (1 KiB window): {writes} projects written meanwhile; test process memory \
-         {before} KiB before, {after} KiB after; WhoAmI answered in {:.1} ms",
+        "unread Watch (1 KiB window): {writes} projects written meanwhile; gateway memory {before} \
+         before, {after} after; WhoAmI answered in {:.1} ms",
         latency.as_secs_f64() * 1000.0
     );
     assert_eq!(all_projects(&mut projects).await.len(), writes);
@@ -375,10 +402,10 @@ fn hpack_literal(name: &str, value: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_continuation_frames_are_cut_off_and_others_served() {
     const LIMIT: usize = 64 << 20;
-    let fed = TestFederation::start(&["zone"]).await;
-    let before = rss_kib();
-    let tcp = TcpStream::connect(fed.addr("zone")).await.unwrap();
-    let mut config = (*fed.pki.client_config("zone", "client")).clone();
+    let zone = Zone::start("");
+    let before = zone.memory();
+    let tcp = TcpStream::connect(zone.addr()).await.unwrap();
+    let mut config = (*zone.pki.client_config("zone", "client")).clone();
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(
@@ -418,12 +445,12 @@ async fn endless_continuation_frames_are_cut_off_and_others_served() {
         }
         sent += fragment.len();
     }
-    let during = rss_kib();
+    let during = zone.memory();
     let received = tokio::time::timeout(Duration::from_secs(10), reading)
         .await
         .expect("the gateway closed the connection")
         .unwrap();
-    let latency = others_served(&fed).await;
+    let latency = zone.served().await;
     // A GOAWAY frame (type 7) is among what the gateway sent before closing.
     let mut at = 0;
     let mut goaway = None;
@@ -439,7 +466,7 @@ async fn endless_continuation_frames_are_cut_off_and_others_served() {
     println!(
         "CONTINUATION flood: {} KiB sent before the gateway closed the connection (cut off: \
          {cut_off}, GOAWAY code {goaway:?}); WhoAmI on another connection answered in {:.1} ms; \
-         test process memory {before} KiB before, {during} KiB at the end of the flood",
+         gateway memory {before} before, {during} at the end of the flood",
         sent / 1024,
         latency.as_secs_f64() * 1000.0
     );
