@@ -12,7 +12,7 @@ pub mod error;
 mod federation;
 mod handlers;
 mod watch;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use watch::{parse_token, token};
 
 pub use access::AccessApi;

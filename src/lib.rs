@@ -72,8 +72,8 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod exchange;
-#[cfg(test)]
-mod fuzz;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod gateway;
 pub mod identity;
 pub mod ops;

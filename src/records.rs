@@ -14,7 +14,7 @@ pub mod negotiation;
 pub mod project;
 pub mod referral;
 mod service;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use service::{page_token, parse_page};
 
 use std::fmt;
