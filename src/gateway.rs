@@ -25,6 +25,7 @@ use crate::exchange::policy::SharingPolicy;
 use crate::exchange::signing::SignatureVerifier;
 use crate::identity::AccessPolicy;
 use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
+use crate::membership::Membership;
 use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
 use crate::records::{Feed, Records};
@@ -91,8 +92,10 @@ impl Gateway {
             config.federation.clone(),
         )
         .with_deadlines(config.deadlines.clone());
+        let membership = Arc::new(Membership::new(&config.federation));
         let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone())
-            .with_idle_limit(config.limits.peer_idle_timeout);
+            .with_idle_limit(config.limits.peer_idle_timeout)
+            .with_membership(membership.clone());
         let ops = Arc::new(OpsState {
             party: config.party.clone(),
             federation: config.federation.clone(),
@@ -111,6 +114,7 @@ impl Gateway {
             taken_back: AtomicU64::new(0),
             take_back_failed: AtomicU64::new(0),
             take_back_problem: std::sync::Mutex::default(),
+            membership: membership.clone(),
         });
         Ok(Gateway {
             config,
@@ -243,6 +247,7 @@ impl Gateway {
             sharing,
             self.tls.clone(),
             stop_rx.clone(),
+            self.ops.membership.clone(),
         );
         let limit = config.max_message_bytes;
         let records = &self.records;
@@ -271,7 +276,7 @@ impl Gateway {
             .add_service(ProjectServiceServer::new(ProjectApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(FactorServiceServer::new(FactorApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(
-                DirectoryServiceServer::new(DirectoryApi::new(records.clone())).max_decoding_message_size(limit),
+                DirectoryServiceServer::new(DirectoryApi::new(records.clone(), self.ops.membership.clone())).max_decoding_message_size(limit),
             )
             .add_service(CatalogServiceServer::new(CatalogApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(AccessServiceServer::new(AccessApi::new(records.clone())).max_decoding_message_size(limit))

@@ -7,6 +7,8 @@
 //!
 //! - [`domain`]: the shared vocabulary — the federation's members and their order
 //!   ([`domain::Federation`]), record kinds, the party-id rule, the clock. Uses nothing else.
+//! - [`membership`]: the digest of the federation's party list each gateway shows its peers,
+//!   and which peers showed another. Uses [`domain`] only.
 //! - [`workdays`]: working-day deadlines over a holiday calendar (statutory holidays,
 //!   adjusted working days), for answers to access requests. Uses nothing else.
 //! - [`store`]: durable storage, one trait per concern — [`store::RecordStore`] (records,
@@ -45,6 +47,7 @@
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
 //! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `store backup`/`restore`, `bench` and the
 //!   demo `client`.
+//! - `fuzz` (in tests and with the `fuzzing` feature): every decoder and parser as a fuzz target.
 //!
 //! # How a call flows
 //!
@@ -76,6 +79,7 @@ pub mod exchange;
 pub mod fuzz;
 pub mod gateway;
 pub mod identity;
+pub mod membership;
 pub mod ops;
 pub mod records;
 pub mod sharing;

@@ -45,6 +45,8 @@ pub struct OpsState {
     pub take_back_failed: std::sync::atomic::AtomicU64,
     /// What went wrong in the last such attempt (a peer down, or what it gave back refused).
     pub take_back_problem: std::sync::Mutex<Option<String>>,
+    /// This gateway's party list digest and the ones its peers showed.
+    pub membership: Arc<crate::membership::Membership>,
 }
 
 /// How many days before expiry a certificate is warned about.

@@ -72,7 +72,12 @@ impl pb::federation_service_server::FederationService for FederationApi {
         }
         let stream = self
             .outbound
-            .stream(peer, req.after_seq, req.accept_manifests)
+            .stream(
+                peer,
+                req.after_seq,
+                req.accept_manifests,
+                &req.membership_sha256,
+            )
             .map(|item| item.map_err(exchange_status));
         Ok(Response::new(Box::pin(stream)))
     }

@@ -370,11 +370,18 @@ impl pb::factor_service_server::FactorService for FactorApi {
 #[derive(Clone)]
 pub struct DirectoryApi {
     records: Records,
+    membership: std::sync::Arc<crate::membership::Membership>,
 }
 
 impl DirectoryApi {
-    pub fn new(records: Records) -> Self {
-        DirectoryApi { records }
+    pub fn new(
+        records: Records,
+        membership: std::sync::Arc<crate::membership::Membership>,
+    ) -> Self {
+        DirectoryApi {
+            records,
+            membership,
+        }
     }
 }
 
@@ -417,6 +424,21 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
                 order: order as i32,
             })
             .collect();
-        Ok(Response::new(pb::ListPartiesResponse { parties }))
+        let peers = self
+            .membership
+            .views()
+            .into_iter()
+            .map(|v| pb::PeerMembership {
+                party: v.party,
+                membership_sha256: v.digest.to_vec(),
+                differs: v.differs,
+                seen_time: Some(crate::wire::timestamp(v.seen_at)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListPartiesResponse {
+            parties,
+            membership_sha256: self.membership.own().to_vec(),
+            peers,
+        }))
     }
 }

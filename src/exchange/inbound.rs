@@ -21,6 +21,7 @@ use crate::config::PeerConfig;
 use crate::domain::RecordKind;
 use crate::domain::now_micros;
 use crate::identity::tls::TlsSource;
+use crate::membership::Membership;
 use crate::records::{Feed, Records};
 use crate::sharing::erasure::keep_only_granted;
 use crate::sharing::{SharingView, read_view_of};
@@ -123,6 +124,8 @@ pub struct Inbound {
     idle_limit: Duration,
     /// Told of every refused change (to audit it).
     on_refused: Option<OnRefused>,
+    /// This party's list digest, sent with every request; the peers' noted from responses.
+    membership: Arc<Membership>,
 }
 
 /// Called with the peer and the refusal when a change from a peer is refused.
@@ -135,6 +138,7 @@ impl Inbound {
         verifier: Arc<SignatureVerifier>,
         tls: TlsSource,
     ) -> Self {
+        let membership = Arc::new(Membership::new(records.federation()));
         Inbound {
             records,
             feed,
@@ -143,7 +147,14 @@ impl Inbound {
             status: PeerStatuses::default(),
             idle_limit: DEFAULT_IDLE_LIMIT,
             on_refused: None,
+            membership,
         }
+    }
+
+    /// Shows and notes party list digests in `membership` (shared with the status page).
+    pub fn with_membership(mut self, membership: Arc<Membership>) -> Self {
+        self.membership = membership;
+        self
     }
 
     /// Tells `hook` of every change refused from a peer.
@@ -297,6 +308,7 @@ impl Inbound {
                 owner: owner.to_string(),
                 after_seq: cursor,
                 accept_manifests: true,
+                membership_sha256: self.membership.own().to_vec(),
             })
             .await
             .map_err(transport)?
@@ -316,6 +328,8 @@ impl Inbound {
             .map_err(|_| silent())?
             .map_err(transport)?
         {
+            self.membership
+                .seen(owner, &msg.membership_sha256, crate::domain::now_micros());
             if !msg.signer_certificate.is_empty() {
                 signer = Some(self.verifier.check_signer(&msg.signer_certificate, owner)?);
                 self.update(owner, |s| s.connected = true);

@@ -17,6 +17,7 @@ use super::policy::SharingPolicy;
 use crate::domain::RecordKind;
 use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
+use crate::membership::Membership;
 use crate::records::Feed;
 use crate::sharing::{PeerView, Sharing};
 use crate::store::Change;
@@ -43,10 +44,13 @@ pub struct Outbound {
     /// The current TLS material; its signer signs (rotated keys are picked up per stream).
     tls: TlsSource,
     stop: watch::Receiver<bool>,
+    /// This party's list digest, shown in every response; the peers' noted from requests.
+    membership: Arc<Membership>,
 }
 
 impl Outbound {
-    /// `stop` turning true ends every stream, so a graceful shutdown is not held up by peers.
+    /// `stop` turning true ends every stream, so a graceful shutdown is not held up by peers;
+    /// `membership` holds this party's list digest and notes the peers'.
     pub fn new(
         party: String,
         feed: Feed,
@@ -54,6 +58,7 @@ impl Outbound {
         sharing: Arc<Sharing>,
         tls: TlsSource,
         stop: watch::Receiver<bool>,
+        membership: Arc<Membership>,
     ) -> Self {
         Outbound {
             party,
@@ -62,6 +67,7 @@ impl Outbound {
             sharing,
             tls,
             stop,
+            membership,
         }
     }
 
@@ -163,13 +169,18 @@ impl Outbound {
     }
 
     /// Streams this party's changes after `after` to `peer`, then new ones as they commit;
-    /// `manifests` when the peer accepts one signature per response.
+    /// `manifests` when the peer accepts one signature per response. `peer_membership` is the
+    /// digest of the peer's party list, as its request showed it.
     pub fn stream(
         &self,
         peer: String,
         after: u64,
         manifests: bool,
+        peer_membership: &[u8],
     ) -> ReceiverStream<Result<pb::PullChangesResponse, ExchangeError>> {
+        self.membership
+            .seen(&peer, peer_membership, crate::domain::now_micros());
+        let membership_sha256 = self.membership.own().to_vec();
         let (tx, rx) = mpsc::channel(2);
         let this = self.clone();
         tokio::spawn(async move {
@@ -240,6 +251,7 @@ impl Outbound {
                     changes: signed,
                     head_seq,
                     manifest,
+                    membership_sha256: membership_sha256.clone(),
                 };
                 first = false;
                 if tx.send(Ok(response)).await.is_err() {

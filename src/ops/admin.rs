@@ -153,6 +153,31 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             esc(&p.province)
         );
     }
+    let own = crate::membership::hex(&state.membership.own());
+    let _ = write!(
+        h,
+        "</table><p>Party list digest (SHA-256, the same at every gateway): <code>{own}</code></p><table><tr><th>peer</th><th>its party list</th><th>shown</th></tr>"
+    );
+    let views = state.membership.views();
+    if views.is_empty() {
+        h.push_str("<tr><td colspan=3>no peer has shown its digest yet</td></tr>");
+    }
+    for v in &views {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&v.party),
+            if v.differs {
+                format!(
+                    "<b class=bad>DIFFERS</b>: <code>{}</code> — compare [[parties]] in both configurations",
+                    crate::membership::hex(&v.digest)
+                )
+            } else {
+                "<span class=ok>the same</span>".to_string()
+            },
+            when(v.seen_at)
+        );
+    }
     h.push_str("</table><h2>Peers (replication into this gateway)</h2><table><tr><th>peer</th><th>stream</th><th>applied up to</th><th>peer head</th><th>lag (changes)</th><th>last applied</th><th>applied</th><th>refused</th><th>last error</th></tr>");
     let peers = state.peers.lock().map(|p| p.clone()).unwrap_or_default();
     if peers.is_empty() {

@@ -389,6 +389,21 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         header(out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
     }
+    let name = "yrd_membership_differs";
+    header(
+        out,
+        name,
+        "1 while the peer's party list (its digest) differs from this gateway's; peers that have not shown one are not listed.",
+        "gauge",
+    );
+    for v in state.membership.views() {
+        let _ = writeln!(
+            out,
+            "{name}{{peer=\"{}\"}} {}",
+            v.party,
+            u8::from(v.differs)
+        );
+    }
     single(
         out,
         "yrd_feed_position",

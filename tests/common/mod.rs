@@ -749,6 +749,16 @@ pub fn cli(args: &[&str]) -> (bool, String) {
 }
 
 /// The value of an unlabelled series on a gateway's metrics page (at its admin address).
+/// The value of a per-peer metric (`name{peer="PEER"}`) on an admin server, if listed.
+pub async fn peer_metric(admin: SocketAddr, name: &str, peer: &str) -> Option<u64> {
+    let (code, body) = http_get(admin, "/metrics").await;
+    assert_eq!(code, 200);
+    let prefix = format!("{name}{{peer=\"{peer}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
 pub async fn metric(admin: SocketAddr, name: &str) -> u64 {
     let (code, body) = http_get(admin, "/metrics").await;
     assert_eq!(code, 200);

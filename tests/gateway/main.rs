@@ -18,6 +18,7 @@ mod grants;
 mod identity;
 mod layout;
 mod malformed;
+mod membership;
 mod negotiation;
 mod operations;
 mod records;

@@ -63,12 +63,7 @@ impl Replica {
 
     /// The value of a per-peer gauge on this replica's metrics page.
     async fn gauge(&self, name: &str, peer: &str) -> Option<u64> {
-        let (code, body) = http_get(self.admin, "/metrics").await;
-        assert_eq!(code, 200);
-        let prefix = format!("{name}{{peer=\"{peer}\"}} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map(|v| v.trim().parse().unwrap())
+        peer_metric(self.admin, name, peer).await
     }
 
     /// Whether this replica is the one pulling from `peer` (holds the lease, stream open).

@@ -1,0 +1,179 @@
+//! Whether every gateway of the federation has the same party list.
+//!
+//! Each gateway reads its party list (`[[parties]]`) from its own configuration, and the list
+//! must be the same everywhere: party ids name records and identities, and the order breaks
+//! ties between competing counter-proposals. Nothing else checks that, so each gateway
+//! publishes a digest of its list — with every `PullChanges` request it sends and every
+//! response it serves — and keeps the digest each peer last showed. A peer whose digest
+//! differs is named on the status page, in `ListParties`, in the metric
+//! `yrd_membership_differs{peer}` and in a warning when it starts to differ.
+//!
+//! The digest is SHA-256 over a canonical text of the list, so an operator can compute it by
+//! hand: the line `yrd-membership/1`, then per party in order one line of id, display name,
+//! province and division code separated by tabs, each line ending in `\n`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::domain::Federation;
+
+/// The SHA-256 of `federation`'s canonical text (see the module documentation).
+pub fn digest(federation: &Federation) -> [u8; 32] {
+    let mut text = String::from("yrd-membership/1\n");
+    for p in federation.parties() {
+        for (i, field) in [&p.id, &p.display_name, &p.province, &p.division_code]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                text.push('\t');
+            }
+            // Tabs and line ends inside a field would make two lists read alike.
+            text.extend(
+                field
+                    .chars()
+                    .map(|c| if c == '\t' || c == '\n' { ' ' } else { c }),
+            );
+        }
+        text.push('\n');
+    }
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a peer last showed of its party list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub party: String,
+    pub digest: [u8; 32],
+    /// When it was last shown (microseconds since the epoch).
+    pub seen_at: i64,
+    /// Whether it differs from this gateway's.
+    pub differs: bool,
+}
+
+/// This gateway's digest and the digests its peers showed.
+#[derive(Debug)]
+pub struct Membership {
+    own: [u8; 32],
+    views: Mutex<BTreeMap<String, View>>,
+}
+
+impl Membership {
+    pub fn new(federation: &Federation) -> Membership {
+        Membership {
+            own: digest(federation),
+            views: Mutex::default(),
+        }
+    }
+
+    /// This gateway's digest.
+    pub fn own(&self) -> [u8; 32] {
+        self.own
+    }
+
+    /// Notes the digest `party` showed at `at`. An empty or malformed one (a gateway older
+    /// than digests) says nothing and is ignored. Logs when a peer starts or stops differing.
+    pub fn seen(&self, party: &str, shown: &[u8], at: i64) {
+        let Ok(digest) = <[u8; 32]>::try_from(shown) else {
+            return;
+        };
+        let differs = digest != self.own;
+        let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let before = views.get(party).map(|v| v.differs);
+        if differs && before != Some(true) {
+            tracing::warn!(
+                peer = party,
+                theirs = %hex(&digest),
+                ours = %hex(&self.own),
+                "the peer's party list differs from ours: compare [[parties]] in both configurations"
+            );
+        } else if !differs && before == Some(true) {
+            tracing::info!(peer = party, "the peer's party list is ours again");
+        }
+        views.insert(
+            party.to_string(),
+            View {
+                party: party.to_string(),
+                digest,
+                seen_at: at,
+                differs,
+            },
+        );
+    }
+
+    /// What each peer last showed, by party.
+    pub fn views(&self) -> Vec<View> {
+        let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.values().cloned().collect()
+    }
+
+    /// The peers whose last digest differs from this gateway's.
+    pub fn differing(&self) -> Vec<String> {
+        self.views()
+            .into_iter()
+            .filter(|v| v.differs)
+            .map(|v| v.party)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PartyInfo;
+
+    fn federation(ids: &[&str]) -> Federation {
+        Federation::new(
+            ids.iter()
+                .map(|id| PartyInfo {
+                    id: id.to_string(),
+                    display_name: format!("{id} name"),
+                    province: "Zhejiang".into(),
+                    division_code: String::new(),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_digest_is_sha256_of_the_canonical_text() {
+        let f = federation(&["zone", "anji"]);
+        let text = "yrd-membership/1\nzone\tzone name\tZhejiang\t\nanji\tanji name\tZhejiang\t\n";
+        assert_eq!(
+            digest(&f).to_vec(),
+            Sha256::digest(text.as_bytes()).to_vec()
+        );
+    }
+
+    #[test]
+    fn order_names_and_codes_change_the_digest() {
+        let base = digest(&federation(&["zone", "anji"]));
+        assert_ne!(base, digest(&federation(&["anji", "zone"])));
+        assert_ne!(base, digest(&federation(&["zone", "anji", "lingang"])));
+        let mut parties = federation(&["zone", "anji"]).parties().to_vec();
+        parties[1].division_code = "330523".into();
+        assert_ne!(base, digest(&Federation::new(parties).unwrap()));
+    }
+
+    #[test]
+    fn a_peer_that_differs_is_named_until_it_agrees() {
+        let ours = federation(&["zone", "anji"]);
+        let m = Membership::new(&ours);
+        let theirs = digest(&federation(&["zone", "anji", "lingang"]));
+        m.seen("anji", &theirs, 1);
+        m.seen("guangde", &m.own(), 1);
+        m.seen("changxing", b"", 1);
+        assert_eq!(m.differing(), vec!["anji".to_string()]);
+        assert_eq!(m.views().len(), 2, "an empty digest says nothing");
+        m.seen("anji", &m.own(), 2);
+        assert!(m.differing().is_empty());
+    }
+}
