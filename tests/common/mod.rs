@@ -39,6 +39,16 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// Where `party`'s gateway certificate and key are (for a test playing that gateway).
+    pub fn gateway_paths(&self, party: &str) -> yrd_gateway::identity::tls::TlsPaths {
+        yrd_gateway::identity::tls::TlsPaths {
+            ca: self.dir.join("ca.crt"),
+            cert: self.dir.join(party).join("gateway.crt"),
+            key: self.dir.join(party).join("gateway.key"),
+            crl: None,
+        }
+    }
+
     pub fn new(root: &Path) -> Pki {
         let dir = root.join("certs");
         let parties: Vec<String> = PARTIES.iter().map(|s| s.to_string()).collect();

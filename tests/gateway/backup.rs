@@ -18,7 +18,7 @@ use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use yrd_gateway::identity::signer::ChangeSigner;
-use yrd_gateway::identity::tls::{self, TlsPaths};
+use yrd_gateway::identity::tls;
 use yrd_gateway::store::postgres::testing;
 use yrd_gateway::wire::pb;
 use yrd_gateway::wire::pb::federation_service_client::FederationServiceClient;
@@ -441,13 +441,6 @@ async fn changes_a_peer_forges_while_giving_them_back_are_refused_and_never_appl
         ..Options::default()
     };
     let mut fed = TestFederation::start_with(&["zone", "guangde"], options).await;
-    let certs = fed.pki.dir.clone();
-    let party_paths = |party: &str| TlsPaths {
-        ca: certs.join("ca.crt"),
-        cert: certs.join(party).join("gateway.crt"),
-        key: certs.join(party).join("gateway.key"),
-        crl: None,
-    };
     let mode = Arc::new(AtomicU8::new(GIVE_BACK_AS_IS));
     let relay = ForgingPeer {
         upstream: FederationServiceClient::new(
@@ -459,9 +452,9 @@ async fn changes_a_peer_forges_while_giving_them_back_are_refused_and_never_appl
             .unwrap(),
         ),
         mode: mode.clone(),
-        own_signer: Arc::new(ChangeSigner::from_files(&party_paths("guangde")).unwrap()),
+        own_signer: Arc::new(ChangeSigner::from_files(&fed.pki.gateway_paths("guangde")).unwrap()),
     };
-    let server_tls = tls::TlsMaterial::load(&party_paths("guangde"))
+    let server_tls = tls::TlsMaterial::load(&fed.pki.gateway_paths("guangde"))
         .unwrap()
         .fixed();
     tokio::spawn(

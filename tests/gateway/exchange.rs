@@ -340,17 +340,6 @@ impl FederationService for Relay {
     }
 }
 
-/// Where the test federation keeps `party`'s gateway certificate and key.
-fn party_paths(fed: &TestFederation, party: &str) -> TlsPaths {
-    let certs = &fed.pki.dir;
-    TlsPaths {
-        ca: certs.join("ca.crt"),
-        cert: certs.join(party).join("gateway.crt"),
-        key: certs.join(party).join("gateway.key"),
-        crl: None,
-    }
-}
-
 /// Serves a [`Relay`] to the zone on `listener`, as the zone, altering what it forwards as
 /// `mode` says.
 fn serve_relay(
@@ -369,12 +358,14 @@ fn serve_relay(
             .unwrap(),
         ),
         mode,
-        wrong_signer: Arc::new(ChangeSigner::from_files(&party_paths(fed, "changxing")).unwrap()),
-        owner_signer: Arc::new(ChangeSigner::from_files(&party_paths(fed, "zone")).unwrap()),
+        wrong_signer: Arc::new(
+            ChangeSigner::from_files(&fed.pki.gateway_paths("changxing")).unwrap(),
+        ),
+        owner_signer: Arc::new(ChangeSigner::from_files(&fed.pki.gateway_paths("zone")).unwrap()),
         first_response: Arc::default(),
         legacy,
     };
-    let server_tls = tls::TlsMaterial::load(&party_paths(fed, "zone"))
+    let server_tls = tls::TlsMaterial::load(&fed.pki.gateway_paths("zone"))
         .unwrap()
         .fixed();
     tokio::spawn(
@@ -514,7 +505,7 @@ async fn tampering_is_refused(legacy: bool) {
         (guangde.peer("zone").cursor == DEFAULT_ENTRIES + 3 + extra).then_some(())
     })
     .await;
-    let evidence = stored_evidence(&fed, "guangde", "zone", &party_paths(&fed, "guangde"));
+    let evidence = stored_evidence(&fed, "guangde", "zone", &fed.pki.gateway_paths("guangde"));
     let applied = (DEFAULT_ENTRIES + 3 + extra) as usize;
     assert_eq!(
         evidence.len(),
@@ -557,7 +548,7 @@ async fn tampering_is_refused(legacy: bool) {
     assert!(!verify().await.unwrap(), "altered evidence is caught");
     let store = SqliteStore::open(&fed.root.path().join("guangde/store.db")).unwrap();
     let verifier = SignatureVerifier::new(
-        tls::TlsMaterial::load(&party_paths(&fed, "guangde"))
+        tls::TlsMaterial::load(&fed.pki.gateway_paths("guangde"))
             .unwrap()
             .fixed(),
         TRUST_DOMAIN,
