@@ -10,7 +10,7 @@ pub mod codec;
 pub mod convert;
 
 pub use codec::{ERROR_DOMAIN, MALFORMED_REQUEST};
-pub use convert::{kind_from_wire, kind_to_wire, micros_of, timestamp};
+pub use convert::{kind_from_wire, kind_to_wire, micros_in_range, micros_of, timestamp};
 
 /// Generated protobuf and gRPC code for `yrd.exchange.v1`.
 #[allow(clippy::all, missing_docs)]

@@ -27,7 +27,7 @@ use crate::sharing::erasure::keep_only_granted;
 use crate::sharing::{SharingView, read_view_of};
 use crate::store::{Evidence, PullLease, ReplicaBatch, ReplicaChange, SignedManifest};
 use crate::wire::pb::federation_service_client::FederationServiceClient;
-use crate::wire::{kind_from_wire, micros_of, pb};
+use crate::wire::{kind_from_wire, micros_in_range, pb};
 
 /// First retry delay after a failure.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
@@ -570,7 +570,10 @@ pub(crate) fn record_of(
     owner: &str,
     envelope: &pb::ChangeEnvelope,
 ) -> Result<(i64, Option<crate::store::StoredRecord>), String> {
-    let time = micros_of(envelope.commit_time);
+    let time = match &envelope.commit_time {
+        Some(t) => micros_in_range(t).ok_or("commit time is outside 0001..9999")?,
+        None => 0,
+    };
     let kind =
         kind_from_wire(envelope.kind).map_err(|kind| format!("unknown record kind {kind}"))?;
     let Some(kind) = kind else {

@@ -108,6 +108,18 @@ fn the_seeds_are_valid() {
     }
 }
 
+/// A peer's commit time beyond 9999 (found by fuzzing: it overflowed the conversion to
+/// microseconds) refuses the change instead of panicking.
+#[test]
+fn a_commit_time_out_of_range_is_refused() {
+    let mut e = pb::ChangeEnvelope::decode(seeds("federation_message")[0].as_slice()).unwrap();
+    for seconds in [i64::MAX, i64::MIN, 253_402_300_800] {
+        e.commit_time = Some(prost_types::Timestamp { seconds, nanos: 0 });
+        let refused = crate::exchange::inbound::record_of(&records(), "zone", &e).unwrap_err();
+        assert!(refused.contains("commit time"), "{refused}");
+    }
+}
+
 /// Every input coverage-guided fuzzing kept, and every crash it found (committed with its
 /// fix), fed to its target: a panic fails the test and names the file.
 #[test]

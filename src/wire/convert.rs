@@ -23,21 +23,30 @@ pub fn timestamp(micros: i64) -> Timestamp {
 
 /// Microseconds since the epoch of a timestamp a peer or the gateway itself wrote (0 when
 /// absent); unlike [`micros`] it does not check the range, for times that are evidence, not
-/// input.
+/// input. A time beyond what microseconds can hold saturates rather than overflowing.
 pub fn micros_of(ts: Option<Timestamp>) -> i64 {
-    ts.map(|t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1000)
-        .unwrap_or(0)
+    ts.map(|t| {
+        t.seconds
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(t.nanos) / 1000)
+    })
+    .unwrap_or(0)
+}
+
+/// Microseconds since the epoch of a timestamp within 0001..9999, `None` outside it.
+pub fn micros_in_range(ts: &Timestamp) -> Option<i64> {
+    const MIN: i64 = -62_135_596_800;
+    const MAX: i64 = 253_402_300_799;
+    let valid = (MIN..=MAX).contains(&ts.seconds) && (0..1_000_000_000).contains(&ts.nanos);
+    valid.then(|| micros_of(Some(*ts)))
 }
 
 /// Microseconds since the epoch, or a violation for a timestamp outside 0001..9999.
 pub fn micros(ts: &Timestamp, field: &str, v: &mut Violations) -> i64 {
-    const MIN: i64 = -62_135_596_800;
-    const MAX: i64 = 253_402_300_799;
-    if !(MIN..=MAX).contains(&ts.seconds) || !(0..1_000_000_000).contains(&ts.nanos) {
+    micros_in_range(ts).unwrap_or_else(|| {
         v.add(field, "is not a valid timestamp");
-        return 0;
-    }
-    micros_of(Some(*ts))
+        0
+    })
 }
 
 /// A record kind as replication envelopes name it.
