@@ -101,8 +101,11 @@ pub struct PeerConfig {
 pub struct Limits {
     /// Unary calls taking longer get DEADLINE_EXCEEDED (streams are not cut).
     pub call_timeout: std::time::Duration,
-    /// Calls (and open streams) in progress at once; more get RESOURCE_EXHAUSTED at once.
+    /// Unary calls in progress at once; more get RESOURCE_EXHAUSTED at once.
     pub max_concurrent_calls: usize,
+    /// Streams (Watch, peers' PullChanges) open at once, counted apart from unary calls: a
+    /// federation of N parties holds N−1 peer streams open at every gateway all the time.
+    pub max_open_streams: usize,
     /// Sustained calls per second one caller identity may make (0: unlimited).
     pub calls_per_second_per_caller: u32,
     /// Calls one caller may make in a burst above the sustained rate.
@@ -120,6 +123,7 @@ impl Default for Limits {
         Limits {
             call_timeout: std::time::Duration::from_secs(30),
             max_concurrent_calls: 256,
+            max_open_streams: 1024,
             calls_per_second_per_caller: 1000,
             burst_per_caller: 2000,
             shutdown_grace: std::time::Duration::from_secs(10),

@@ -82,7 +82,10 @@ struct Shared {
     /// `None` only in the benchmark that measures auditing's cost.
     audit: Option<AuditLog>,
     limits: Limits,
+    /// Unary calls in progress.
     permits: Arc<Semaphore>,
+    /// Open streams, counted apart: they last as long as a peer or a watcher stays.
+    streams: Arc<Semaphore>,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -123,6 +126,7 @@ impl CallLayer {
                 metrics,
                 audit,
                 permits: Arc::new(Semaphore::new(limits.max_concurrent_calls)),
+                streams: Arc::new(Semaphore::new(limits.max_open_streams)),
                 limits,
                 buckets: Mutex::default(),
             }),
@@ -173,6 +177,7 @@ fn refuse(
 ) -> http::Response<tonic::body::Body> {
     let reason = match why {
         LimitError::RateLimited => "rate_limited",
+        LimitError::TooManyStreams => "too_many_streams",
         _ => "overloaded",
     };
     tracing::warn!(reason, "call shed by a limit");
@@ -246,8 +251,13 @@ where
             let response = span.in_scope(|| refuse(&shared, event, LimitError::RateLimited));
             return Box::pin(async move { Ok(response) });
         }
-        let Ok(permit) = shared.permits.clone().try_acquire_owned() else {
-            let response = span.in_scope(|| refuse(&shared, event, LimitError::Overloaded));
+        let (slots, full) = if is_streaming(&event.method) {
+            (&shared.streams, LimitError::TooManyStreams)
+        } else {
+            (&shared.permits, LimitError::Overloaded)
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let response = span.in_scope(|| refuse(&shared, event, full));
             return Box::pin(async move { Ok(response) });
         };
         shared.metrics.call_started();

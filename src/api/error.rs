@@ -21,6 +21,8 @@ pub enum LimitError {
     RateLimited,
     /// The gateway is at its concurrent-call limit.
     Overloaded,
+    /// The gateway holds as many open streams as it may.
+    TooManyStreams,
     /// The call took longer than the call timeout.
     Timeout,
     /// The request message exceeded the configured maximum size.
@@ -241,6 +243,16 @@ pub fn limit_status(err: LimitError, limits: &Limits) -> Status {
                 limits.max_concurrent_calls
             ),
             Some(std::time::Duration::from_millis(50)),
+        ),
+        LimitError::TooManyStreams => (
+            Code::ResourceExhausted,
+            "OVERLOADED",
+            format!(
+                "the gateway holds its limit of {} open streams (limits.max_open_streams); \
+                 retry shortly",
+                limits.max_open_streams
+            ),
+            Some(std::time::Duration::from_millis(500)),
         ),
         LimitError::Timeout => (
             Code::DeadlineExceeded,

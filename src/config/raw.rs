@@ -202,6 +202,7 @@ pub struct RawLimits {
     pub max_message_bytes: Option<usize>,
     pub call_timeout_ms: Option<u64>,
     pub max_concurrent_calls: Option<usize>,
+    pub max_open_streams: Option<usize>,
     pub calls_per_second_per_caller: Option<u32>,
     pub burst_per_caller: Option<u32>,
     pub shutdown_grace_ms: Option<u64>,
@@ -481,6 +482,7 @@ impl RawLimits {
             max_concurrent_calls: self
                 .max_concurrent_calls
                 .unwrap_or(defaults.max_concurrent_calls),
+            max_open_streams: self.max_open_streams.unwrap_or(defaults.max_open_streams),
             calls_per_second_per_caller: self
                 .calls_per_second_per_caller
                 .unwrap_or(defaults.calls_per_second_per_caller),
@@ -514,6 +516,7 @@ impl RawLimits {
                 "limits.peer_idle_timeout_ms",
                 limits.peer_idle_timeout.is_zero(),
             ),
+            ("limits.max_open_streams", limits.max_open_streams == 0),
         ] {
             if zero {
                 return Err(ConfigError::invalid(key, "must be greater than 0"));

@@ -183,7 +183,7 @@ impl Metrics {
             );
         }
         out.push_str("# HELP yrd_calls_shed_total Calls refused by a limit before any work.\n# TYPE yrd_calls_shed_total counter\n");
-        for reason in ["rate_limited", "overloaded"] {
+        for reason in ["rate_limited", "overloaded", "too_many_streams"] {
             let _ = writeln!(
                 out,
                 "yrd_calls_shed_total{{reason=\"{reason}\"}} {}",

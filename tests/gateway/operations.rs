@@ -240,17 +240,20 @@ async fn metrics_count_a_known_sequence_of_calls_exactly() {
     );
 }
 
+/// Open streams have their own cap (`max_open_streams`): at it a new stream is refused at once,
+/// while unary calls, counted apart, are still served (a federation of N parties holds N−1
+/// peer streams open at every gateway all the time; they must not use up the unary budget).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_is_refused_at_once_while_admitted_calls_succeed() {
+async fn streams_over_their_cap_are_refused_at_once_while_unary_calls_succeed() {
     let fed = TestFederation::start_with(
         &["zone"],
         Options {
-            extra_toml: "[limits]\nmax_concurrent_calls = 2\n".into(),
+            extra_toml: "[limits]\nmax_open_streams = 2\nmax_concurrent_calls = 2\n".into(),
             ..Options::default()
         },
     )
     .await;
-    // Two open Watch streams hold both slots.
+    // Two open Watch streams hold both stream slots.
     let mut watch = fed.watch("zone", "zone");
     let first = watch
         .watch(pb::WatchRequest::default())
@@ -263,38 +266,56 @@ async fn overload_is_refused_at_once_while_admitted_calls_succeed() {
         .unwrap()
         .into_inner();
     let started = Instant::now();
-    let err = fed
-        .directory("zone", "zone")
-        .who_am_i(pb::WhoAmIRequest {})
-        .await
-        .unwrap_err();
+    // On a connection of its own: one connection holds at most max_concurrent_calls streams
+    // (an HTTP/2 setting), which the first two use up.
+    let err = tokio::time::timeout(
+        WAIT,
+        fed.watch("zone", "zone").watch(pb::WatchRequest::default()),
+    )
+    .await
+    .expect("a refused stream is answered at once")
+    .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert_eq!(error_reason(&err), "OVERLOADED");
+    assert!(err.message().contains("max_open_streams"), "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "shed calls must not queue"
     );
+    // Unary calls are not held back by the open streams.
+    for _ in 0..3 {
+        fed.directory("zone", "zone")
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .expect("a unary call while the streams are at their cap");
+    }
 
-    // The admitted streams still work: a change reaches them.
+    // The admitted streams still work, and a slot freed by closing one is taken again.
     let mut first = first;
     drop(second);
-    let created = eventually(WAIT, "a slot freed by closing a stream", || async {
-        fed.projects("zone", "zone")
-            .create_project(create_request(sample_project("after overload")))
+    let created = fed
+        .projects("zone", "zone")
+        .create_project(create_request(sample_project("after overload")))
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
+    assert_eq!(next_project(&mut first).await.name, created.name);
+    eventually(WAIT, "a stream slot freed by closing a stream", || async {
+        fed.watch("zone", "zone")
+            .watch(pb::WatchRequest::default())
             .await
             .ok()
     })
-    .await
-    .into_inner()
-    .project
-    .unwrap();
-    assert_eq!(next_project(&mut first).await.name, created.name);
+    .await;
     let (_, text) = http_get(fed.gateways["zone"].admin, "/metrics").await;
     assert!(
         sample(
             &samples(&text),
-            "yrd_calls_shed_total{reason=\"overloaded\"}"
-        ) >= 1.0
+            "yrd_calls_shed_total{reason=\"too_many_streams\"}"
+        ) >= 1.0,
+        "{text}"
     );
 }
 
