@@ -8,6 +8,7 @@
 
 mod baseline;
 mod child;
+mod federation;
 mod load;
 mod replication;
 mod rpc;
@@ -23,6 +24,7 @@ use tokio::sync::oneshot;
 
 use crate::cli::default_federation;
 use crate::config::{Config, ConfigTemplate, DEFAULT_TRUST_DOMAIN, LogFormat};
+use crate::domain::Federation;
 use crate::exchange::inbound::PeerStatuses;
 use crate::gateway::Gateway;
 use crate::records::{Investor, Project, Records, Stage};
@@ -88,6 +90,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// What a full mesh of N gateways costs here: each party a child process pulling from
+    /// every other over loopback mTLS. Per size: time until every stream is connected, idle
+    /// CPU, sockets and memory per party, lag of a write to all others, CPU per write, and the
+    /// catch-up of a party that starts empty. Prints a table; writes federation.json and
+    /// federation.md to --out.
+    Federation {
+        /// Federation sizes, run one after the other (e.g. 4,10,25,50).
+        #[arg(long, value_delimiter = ',', default_value = "4")]
+        parties: Vec<usize>,
+        /// Seconds of quiet over which idle CPU is measured.
+        #[arg(long, default_value_t = 20)]
+        idle_seconds: u64,
+        /// Writes at the zone in the lag run.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+        /// Writes per second in the lag run.
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        /// Records written across the other parties before the newcomer starts.
+        #[arg(long, default_value_t = 2000)]
+        catch_up: usize,
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+    },
     /// The suite's baseline server (bare tonic echo, the gateway's TLS); started by `suite`.
     #[command(hide = true)]
     BaselineServer {
@@ -151,16 +177,24 @@ struct Setup {
     dir: TempDir,
     /// Store in this PostgreSQL database instead of SQLite files.
     postgres_url: Option<String>,
+    /// The `[[parties]]` every config lists: the shipped four unless set.
+    federation: Federation,
 }
 
 impl Setup {
     fn new(parties: &[&str]) -> anyhow::Result<Setup> {
-        let dir = tempfile_dir()?;
         let ids: Vec<String> = parties.iter().map(|p| p.to_string()).collect();
-        crate::identity::pki::init_dev_pki(&dir.path().join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
+        Self::with_federation(default_federation(), &ids)
+    }
+
+    /// A folder for `federation`, with certificates for the members named in `ids`.
+    fn with_federation(federation: Federation, ids: &[String]) -> anyhow::Result<Setup> {
+        let dir = tempfile_dir()?;
+        crate::identity::pki::init_dev_pki(&dir.path().join("certs"), DEFAULT_TRUST_DOMAIN, ids)?;
         Ok(Setup {
             dir,
             postgres_url: None,
+            federation,
         })
     }
 
@@ -177,18 +211,29 @@ impl Setup {
         peers: &[(&str, std::net::SocketAddr)],
         extra: &str,
     ) -> anyhow::Result<PathBuf> {
-        let federation = default_federation();
+        self.config_with_admin(party, listen, "127.0.0.1:0", peers, extra)
+    }
+
+    /// [`Setup::config`] with the admin server on `admin`.
+    fn config_with_admin(
+        &self,
+        party: &str,
+        listen: &str,
+        admin: &str,
+        peers: &[(&str, std::net::SocketAddr)],
+        extra: &str,
+    ) -> anyhow::Result<PathBuf> {
         let text = ConfigTemplate {
             party: party.into(),
             trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             listen_grpc: listen.into(),
-            listen_admin: "127.0.0.1:0".into(),
+            listen_admin: admin.into(),
             certs_dir: "certs".into(),
             crl: None,
             store_path: format!("{party}/store.db"),
             postgres_url: self.postgres_url.clone(),
             log_format: LogFormat::Json,
-            federation: federation.clone(),
+            federation: self.federation.clone(),
             peers: peers
                 .iter()
                 .map(|(p, a)| (p.to_string(), a.to_string()))
@@ -372,6 +417,39 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 "  postgres / sqlite: CreateProject {:.2}, GetProject {:.2}",
                 pg.0 / sqlite.0,
                 pg.1 / sqlite.1
+            );
+            Ok(())
+        }
+        BenchCommand::Federation {
+            parties,
+            idle_seconds,
+            writes,
+            rate,
+            catch_up,
+            out,
+        } => {
+            let options = federation::FederationOptions {
+                idle_seconds,
+                writes,
+                rate,
+                catch_up,
+            };
+            let mut runs = Vec::new();
+            for n in parties {
+                say!("federation of {n} parties:");
+                runs.push(federation::run(n, &options).await?);
+            }
+            let markdown = federation::markdown(&runs, &options);
+            say!("\n{markdown}");
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(
+                out.join("federation.json"),
+                serde_json::to_string_pretty(&runs)?,
+            )?;
+            std::fs::write(out.join("federation.md"), &markdown)?;
+            say!(
+                "written: {0}/federation.json, {0}/federation.md",
+                out.display()
             );
             Ok(())
         }

@@ -86,3 +86,45 @@ fn the_replication_bench_runs() {
     assert_eq!(figures["catch_up"]["applied"], 200, "{stdout}");
     assert_eq!(figures["lag"]["failed"], 0, "{stdout}");
 }
+
+/// `bench federation` (the command BENCHMARKS.md shows) with three parties and tiny
+/// parameters: every write reaches both others, the newcomer pulls every owner's history, and
+/// the figures are written where it says.
+#[test]
+fn the_federation_bench_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args([
+            "bench",
+            "federation",
+            "--parties",
+            "3",
+            "--idle-seconds",
+            "1",
+        ])
+        .args(["--writes", "20", "--catch-up", "40", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("running bench federation");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench federation failed: {}\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = std::fs::read_to_string(out.path().join("federation.json")).unwrap();
+    let runs: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let run = &runs[0];
+    assert_eq!(run["parties"], 3, "{stdout}");
+    assert_eq!(run["streams"], 6, "{stdout}");
+    assert_eq!(run["lag"]["failed"], 0, "{stdout}");
+    assert_eq!(run["lag"]["seen_everywhere"], 20, "{stdout}");
+    assert_eq!(run["catch_up"]["owners"], 2, "{stdout}");
+    // 40 records and each owner's catalog entries, at least.
+    assert!(
+        run["catch_up"]["applied"].as_u64().unwrap() >= 40,
+        "{stdout}"
+    );
+    assert!(stdout.contains("| 3 | 6 |"), "{stdout}");
+}

@@ -118,6 +118,37 @@ impl Server {
         Ok((field("VmRSS:")?, field("VmHWM:")?))
     }
 
+    /// CPU time (user and system) the process has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .context("reading /proc/PID/stat (Linux only)")?;
+        // Fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are the 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .context("unexpected /proc/PID/stat")
+        };
+        Ok((tick(11)? + tick(12)?) as f64 / 100.0)
+    }
+
+    /// Open sockets of the process (listeners and connections, both directions).
+    pub fn sockets(&self) -> anyhow::Result<usize> {
+        let fds = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .context("listing /proc/PID/fd (Linux only)")?;
+        Ok(fds
+            .filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count())
+    }
+
     /// SIGTERM, then waits for the process to exit (its graceful shutdown).
     pub fn stop(mut self) -> anyhow::Result<()> {
         let pid = self.child.id().to_string();
