@@ -25,11 +25,12 @@ use crate::wire::{kind_to_wire, pb};
 
 /// Changes per response message.
 pub const BATCH: usize = 256;
-/// How long a stream waits for a commit notice before looking at the store again. Commits by
-/// this process wake it at once; this bounds the delay for commits it was not told about.
-const POLL: Duration = Duration::from_secs(1);
 /// An idle stream sends an empty response this often, so peers see it is alive and learn the
-/// owner's head sequence.
+/// owner's head sequence. Until then it waits for a commit notice (commits by this process,
+/// and by other replicas of a PostgreSQL store through LISTEN, wake it at once) and does not
+/// look at the store: a federation of N parties holds N−1 idle streams at every gateway, and
+/// polling each of them once a second cost each gateway 2 store queries per peer per second.
+/// A commit it was not told about still goes out with the next heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Serves this party's change log to peers.
@@ -235,7 +236,7 @@ impl Outbound {
                 if signed.is_empty() && !first && idle < HEARTBEAT {
                     tokio::select! {
                         _ = changed.changed() => {}
-                        _ = tokio::time::sleep(POLL) => idle += POLL,
+                        _ = tokio::time::sleep(HEARTBEAT - idle) => idle = HEARTBEAT,
                         _ = stop.wait_for(|s| *s) => break,
                         _ = tx.closed() => break,
                     }

@@ -56,6 +56,8 @@ pub struct FederationFigures {
 pub struct Idle {
     pub seconds: u64,
     /// CPU time per party over the interval, as a percentage of one core.
+    #[serde(skip)]
+    pub cpu_percent: Vec<f64>,
     pub cpu_percent_mean: f64,
     pub cpu_percent_max: f64,
     /// All parties together, percentage of one core.
@@ -78,8 +80,12 @@ pub struct MeshLag {
     pub to_all_p50_ms: f64,
     pub to_all_p99_ms: f64,
     pub to_all_max_ms: f64,
-    /// CPU time of all gateways during the run, per write.
+    /// CPU time of all gateways during the run above their idle use, per write.
     pub federation_cpu_ms_per_write: f64,
+    /// The owner's share: serving the write and sending it to every puller.
+    pub owner_cpu_ms_per_write: f64,
+    /// One receiving party's share (mean): applying the change and its Watch client.
+    pub receiver_cpu_ms_per_write: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -266,15 +272,17 @@ pub async fn run(n: usize, options: &FederationOptions) -> anyhow::Result<Federa
         idle.rss_mib_mean
     );
 
-    let lag = lag(&mesh, options).await?;
+    let lag = lag(&mesh, options, &idle.cpu_percent).await?;
     say!(
-        "  lag of {} writes at {}/s to all {} others: p50 {:.1} ms, p99 {:.1} ms; {:.2} ms of CPU per write",
+        "  lag of {} writes at {}/s to all {} others: p50 {:.1} ms, p99 {:.1} ms; CPU per write: {:.2} ms all, {:.2} ms the owner, {:.2} ms a receiver",
         lag.writes,
         lag.offered_per_second,
         n - 1,
         lag.to_all_p50_ms,
         lag.to_all_p99_ms,
-        lag.federation_cpu_ms_per_write
+        lag.federation_cpu_ms_per_write,
+        lag.owner_cpu_ms_per_write,
+        lag.receiver_cpu_ms_per_write
     );
 
     let catch_up = newcomer(&mut mesh, options.catch_up).await?;
@@ -321,6 +329,7 @@ async fn idle(mesh: &Mesh, seconds: u64) -> anyhow::Result<Idle> {
         cpu_percent_mean: cpu.iter().sum::<f64>() / n,
         cpu_percent_max: cpu.iter().cloned().fold(0.0, f64::max),
         cpu_percent_total: cpu.iter().sum(),
+        cpu_percent: cpu.clone(),
         sockets_mean: sockets.iter().sum::<usize>() as f64 / n,
         sockets_max: sockets.iter().copied().max().unwrap_or(0),
         rss_mib_mean: rss.iter().sum::<f64>() / n,
@@ -329,7 +338,13 @@ async fn idle(mesh: &Mesh, seconds: u64) -> anyhow::Result<Idle> {
     })
 }
 
-async fn lag(mesh: &Mesh, options: &FederationOptions) -> anyhow::Result<MeshLag> {
+/// `idle_percent`: each party's idle CPU (percent of a core), subtracted from what it used
+/// during the run.
+async fn lag(
+    mesh: &Mesh,
+    options: &FederationOptions,
+    idle_percent: &[f64],
+) -> anyhow::Result<MeshLag> {
     let root = mesh.setup.root();
     let others = mesh.ids.len() - 1;
     // One Watch client at every party but the zone; each reports (seq, lag) of the zone's
@@ -361,7 +376,8 @@ async fn lag(mesh: &Mesh, options: &FederationOptions) -> anyhow::Result<MeshLag
     }
     drop(tx);
 
-    let cpu_before: f64 = mesh.cpu_seconds()?.iter().sum();
+    let cpu_before = mesh.cpu_seconds()?;
+    let run_started = Instant::now();
     let zone = pb::project_service_client::ProjectServiceClient::new(client_channel(
         root,
         "zone",
@@ -395,7 +411,17 @@ async fn lag(mesh: &Mesh, options: &FederationOptions) -> anyhow::Result<MeshLag
             _ => break,
         }
     }
-    let cpu_after: f64 = mesh.cpu_seconds()?.iter().sum();
+    let cpu_after = mesh.cpu_seconds()?;
+    let run_seconds = run_started.elapsed().as_secs_f64();
+    let used: Vec<f64> = cpu_after
+        .iter()
+        .zip(&cpu_before)
+        .zip(idle_percent)
+        .map(|((a, b), idle)| {
+            let busy = (a - b - idle / 100.0 * run_seconds).max(0.0);
+            1000.0 * busy / expected.max(1) as f64
+        })
+        .collect();
     watchers.abort_all();
     let mut to_all: Vec<u64> = per_write
         .values()
@@ -411,7 +437,9 @@ async fn lag(mesh: &Mesh, options: &FederationOptions) -> anyhow::Result<MeshLag
         to_all_p50_ms: percentile_ms(&to_all, 0.50),
         to_all_p99_ms: percentile_ms(&to_all, 0.99),
         to_all_max_ms: percentile_ms(&to_all, 1.0),
-        federation_cpu_ms_per_write: 1000.0 * (cpu_after - cpu_before) / expected.max(1) as f64,
+        federation_cpu_ms_per_write: used.iter().sum(),
+        owner_cpu_ms_per_write: used[0],
+        receiver_cpu_ms_per_write: used[1..].iter().sum::<f64>() / others as f64,
     })
 }
 
@@ -526,14 +554,14 @@ pub fn markdown(runs: &[FederationFigures], options: &FederationOptions) -> Stri
     md.push_str(
         "| parties | pull streams | connected after | idle CPU per party | idle CPU, all | \
          sockets per party | RSS per party (max) | RSS, all | lag to all p50 / p99 | \
-         CPU per write, all | newcomer catch-up |\n",
+         CPU per write above idle: all / owner / a receiver | newcomer catch-up |\n",
     );
     md.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in runs {
         let _ = writeln!(
             md,
             "| {} | {} | {:.1} s | {:.2}% | {:.1}% | {:.0} | {:.1} MiB ({:.1}) | {:.0} MiB | \
-             {:.1} / {:.1} ms | {:.1} ms | {} changes in {:.1} s ({:.0}/s) |",
+             {:.1} / {:.1} ms | {:.1} / {:.2} / {:.2} ms | {} changes in {:.1} s ({:.0}/s) |",
             r.parties,
             r.streams,
             r.start_seconds,
@@ -546,6 +574,8 @@ pub fn markdown(runs: &[FederationFigures], options: &FederationOptions) -> Stri
             r.lag.to_all_p50_ms,
             r.lag.to_all_p99_ms,
             r.lag.federation_cpu_ms_per_write,
+            r.lag.owner_cpu_ms_per_write,
+            r.lag.receiver_cpu_ms_per_write,
             r.catch_up.applied,
             r.catch_up.seconds,
             r.catch_up.changes_per_second,
