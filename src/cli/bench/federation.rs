@@ -191,23 +191,45 @@ impl Mesh {
 
     /// Waits until every running party has an open stream from every other running party.
     async fn connected(&self, within: Duration) -> anyhow::Result<()> {
+        self.until_streams(within, "pull streams not connected", |at| {
+            u64::from(at("yrd_peer_connected") != 1.0)
+        })
+        .await
+    }
+
+    /// Waits until every running party has applied every running owner's head.
+    async fn settled(&self, within: Duration) -> anyhow::Result<()> {
+        self.until_streams(within, "changes not yet applied", |at| {
+            (at("yrd_peer_head") - at("yrd_peer_cursor")).max(0.0) as u64
+        })
+        .await
+    }
+
+    /// Polls every running party's metrics until `pending`, summed over the streams between
+    /// running parties, is zero. `pending` reads a series of the receiving party for the
+    /// owner at the other end (0 when absent).
+    async fn until_streams(
+        &self,
+        within: Duration,
+        what: &str,
+        pending: fn(&dyn Fn(&'static str) -> f64) -> u64,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
-            let mut missing = 0;
+            let mut left = 0;
             for (i, _) in self.running() {
                 let m = scrape(self.admin[i]).await?;
                 for (j, _) in self.running().filter(|(j, _)| *j != i) {
-                    if m.get(&("yrd_peer_connected", self.ids[j].clone())) != Some(&1.0) {
-                        missing += 1;
-                    }
+                    let owner = self.ids[j].clone();
+                    left += pending(&|name| m.get(&(name, owner.clone())).copied().unwrap_or(0.0));
                 }
             }
-            if missing == 0 {
+            if left == 0 {
                 return Ok(());
             }
             anyhow::ensure!(
                 started.elapsed() < within,
-                "{missing} pull streams still not connected after {} s",
+                "{left} {what} after {} s",
                 within.as_secs()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -479,7 +501,7 @@ async fn newcomer(mesh: &mut Mesh, records: usize) -> anyhow::Result<Newcomer> {
     while let Some(r) = writers.join_next().await {
         r??;
     }
-    settle(mesh, Duration::from_secs(300)).await?;
+    mesh.settled(Duration::from_secs(300)).await?;
 
     let started = Instant::now();
     mesh.start(last)?;
@@ -516,30 +538,6 @@ async fn newcomer(mesh: &mut Mesh, records: usize) -> anyhow::Result<Newcomer> {
         seconds,
         changes_per_second: applied as f64 / seconds,
     })
-}
-
-/// Waits until every running party has applied every running owner's head.
-async fn settle(mesh: &Mesh, within: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let mut behind = 0u64;
-        for (i, _) in mesh.running() {
-            let m = scrape(mesh.admin[i]).await?;
-            for (j, _) in mesh.running().filter(|(j, _)| *j != i) {
-                let at = |name| m.get(&(name, mesh.ids[j].clone())).copied().unwrap_or(0.0);
-                behind += (at("yrd_peer_head") - at("yrd_peer_cursor")).max(0.0) as u64;
-            }
-        }
-        if behind == 0 {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < within,
-            "the running parties are still {behind} changes behind after {} s",
-            within.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The Markdown table of several runs, one row per federation size.
