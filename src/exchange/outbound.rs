@@ -193,7 +193,9 @@ impl Outbound {
             let mut first = true;
             // One signer per stream: the certificate sent first must match every signature.
             let signer = this.tls.borrow().signer.clone();
-            let mut idle = Duration::ZERO;
+            // When the last response went: the heartbeat is due HEARTBEAT after it, however
+            // often commit notices (of other owners' changes too) wake the stream meanwhile.
+            let mut sent_at = tokio::time::Instant::now();
             tracing::info!(peer = %peer, after, manifests, "peer stream opened");
             // The peer said how much of this party's log it holds: one peer fewer to ask
             // after a restore; one that holds more than the head holds writes.
@@ -233,16 +235,16 @@ impl Outbound {
                         return;
                     }
                 };
-                if signed.is_empty() && !first && idle < HEARTBEAT {
+                if signed.is_empty() && !first && sent_at.elapsed() < HEARTBEAT {
                     tokio::select! {
                         _ = changed.changed() => {}
-                        _ = tokio::time::sleep(HEARTBEAT - idle) => idle = HEARTBEAT,
+                        _ = tokio::time::sleep_until(sent_at + HEARTBEAT) => {}
                         _ = stop.wait_for(|s| *s) => break,
                         _ = tx.closed() => break,
                     }
                     continue;
                 }
-                idle = Duration::ZERO;
+                sent_at = tokio::time::Instant::now();
                 let response = pb::PullChangesResponse {
                     signer_certificate: if first {
                         signer.certificate().to_vec()
