@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 pub use client::{ClientArgs, run as run_client};
-pub use dev::{DevArgs, run as run_dev};
+pub use dev::{DevAction, DevArgs, add_party as dev_add_party, run as run_dev};
 
 use crate::config::RawParty;
 use crate::domain::{Federation, PartyInfo};
@@ -98,9 +98,14 @@ struct FederationFile {
 
 /// The shipped default federation (`src/cli/federation.toml`).
 pub fn default_federation() -> Federation {
-    let file: FederationFile = toml::from_str(include_str!("cli/federation.toml"))
-        .expect("the shipped federation file parses");
-    Federation::new(
+    federation_from_toml(include_str!("cli/federation.toml"))
+        .expect("the shipped federation file is valid")
+}
+
+/// A party list from a file of `[[parties]]` tables (as in a gateway config).
+pub fn federation_from_toml(text: &str) -> anyhow::Result<Federation> {
+    let file: FederationFile = toml::from_str(text)?;
+    Ok(Federation::new(
         file.parties
             .into_iter()
             .map(|p| PartyInfo {
@@ -108,10 +113,50 @@ pub fn default_federation() -> Federation {
                 display_name: p.display_name,
                 province: p.province,
                 division_code: p.division_code,
+                suspended: p.suspended,
             })
             .collect(),
-    )
-    .expect("the shipped federation file is valid")
+    )?)
+}
+
+/// A party's `[[parties]]` table and a `[[peers]]` table reaching it at `address`.
+pub fn party_and_peer_toml(p: &PartyInfo, address: &str) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut t = format!(
+        "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n",
+        q(&p.id),
+        q(&p.display_name),
+        q(&p.province),
+        q(&p.division_code)
+    );
+    if p.suspended {
+        t.push_str("suspended = true\n");
+    }
+    t.push_str(&format!(
+        "\n[[peers]]\nparty = {}\naddress = {}\n",
+        q(&p.id),
+        q(address)
+    ));
+    t
+}
+
+/// A file of `[[parties]]` tables, which [`federation_from_toml`] reads back.
+pub fn federation_toml(f: &Federation) -> String {
+    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut t = String::from("# The dev federation's party list, in party order.\n");
+    for p in f.parties() {
+        t.push_str(&format!(
+            "\n[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n",
+            q(&p.id),
+            q(&p.display_name),
+            q(&p.province),
+            q(&p.division_code)
+        ));
+        if p.suspended {
+            t.push_str("suspended = true\n");
+        }
+    }
+    t
 }
 
 /// `certs init`.

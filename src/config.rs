@@ -57,8 +57,23 @@ pub use raw::{
 };
 pub use template::ConfigTemplate;
 
+/// Where a configuration was read from, so a running gateway can read it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// The environment overrides it was read with (kept for every later reading).
+    pub env: HashMap<String, String>,
+}
+
+impl ConfigSource {
+    /// Reads and validates the file again.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.path, &self.env)
+    }
+}
+
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The party this gateway serves; always a member of `federation`.
     pub party: String,
@@ -86,6 +101,8 @@ pub struct Config {
     /// Publish the default catalog at start for record kinds this party has no entry for
     /// (`[sharing] default_catalog`, default true; see [`crate::sharing::default_catalog`]).
     pub default_catalog: bool,
+    /// The file it was read from; None when built from text (then it is never read again).
+    pub source: Option<ConfigSource>,
 }
 
 /// A peer gateway to pull from.
@@ -142,7 +159,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter directive, e.g. "info" or "yrd_gateway=debug,info".
@@ -159,7 +176,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, path, env)
+        let mut config = Self::from_toml(&text, path, env)?;
+        config.source = Some(ConfigSource {
+            path: path.to_owned(),
+            env: env.clone(),
+        });
+        Ok(config)
     }
 
     /// Parses and validates TOML text; relative paths resolve against `path`'s folder.

@@ -3,6 +3,7 @@
 //! party ids, and the clock. Every other module may use it; it uses none of them.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,11 @@ pub struct PartyInfo {
     pub display_name: String,
     pub province: String,
     pub division_code: String,
+    /// Suspended by the federation (`suspended = true` in its `[[parties]]` entry): still a
+    /// member — its records stay valid, its place in the order still breaks ties — but its
+    /// gateway and systems are refused, nothing is pulled from it or served to it, and new
+    /// records cannot name it.
+    pub suspended: bool,
 }
 
 /// The federation's members in party order. The order is part of the contract: it breaks ties
@@ -90,9 +96,48 @@ impl Federation {
         self.get(id).is_some()
     }
 
+    /// A member that is not suspended: one this gateway talks to.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.get(id).is_some_and(|p| !p.suspended)
+    }
+
     /// Position of a party in the federation's order.
     pub fn order_of(&self, id: &str) -> Option<usize> {
         self.parties.iter().position(|p| p.id == id)
+    }
+}
+
+/// The federation as this gateway knows it now. A running gateway changes it when the party
+/// list in its configuration file changes; everything that decides by membership reads the
+/// current list through this handle (never a copy taken at start), and what must act on a
+/// change (peer pullers, open peer streams) waits for one with [`Members::changed`].
+#[derive(Debug, Clone)]
+pub struct Members {
+    current: tokio::sync::watch::Receiver<Arc<Federation>>,
+}
+
+impl Members {
+    /// A list that never changes (tools, benchmarks, tests of one rule).
+    pub fn fixed(federation: Federation) -> Members {
+        Members::changeable(federation).1
+    }
+
+    /// A list and the sender that changes it.
+    pub fn changeable(
+        federation: Federation,
+    ) -> (tokio::sync::watch::Sender<Arc<Federation>>, Members) {
+        let (tx, current) = tokio::sync::watch::channel(Arc::new(federation));
+        (tx, Members { current })
+    }
+
+    /// The list as it is now.
+    pub fn current(&self) -> Arc<Federation> {
+        self.current.borrow().clone()
+    }
+
+    /// Waits for the next change; false once the list can no longer change.
+    pub async fn changed(&mut self) -> bool {
+        self.current.changed().await.is_ok()
     }
 }
 

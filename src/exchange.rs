@@ -82,6 +82,9 @@ pub enum ExchangeError {
     /// restored from an older backup and lacks changes the peer already holds.
     #[error("the peer holds changes through {peer_seq}; this store's log ends at {head}")]
     Behind { peer_seq: u64, head: u64 },
+    /// The peer was removed from the party list or suspended while its stream was open.
+    #[error("party `{0}` is no longer an active member of the federation")]
+    NotMember(String),
 }
 
 impl From<crate::identity::signer::KeyError> for ExchangeError {

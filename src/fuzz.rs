@@ -237,7 +237,7 @@ fn open_records() -> Records {
         store.clone(),
         Feed::new(store),
         "anji".into(),
-        crate::cli::default_federation(),
+        crate::domain::Members::fixed(crate::cli::default_federation()),
     )
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::api::authz::AuthzLayer;
 use crate::api::calls::CallLayer;
@@ -26,6 +27,7 @@ use crate::exchange::signing::SignatureVerifier;
 use crate::identity::AccessPolicy;
 use crate::identity::tls::{self, TlsError, TlsMaterial, TlsSource};
 use crate::membership::Membership;
+use crate::membership::reload::{Live, Peers};
 use crate::ops::OpsState;
 use crate::ops::metrics::Metrics;
 use crate::records::{Feed, Records};
@@ -42,6 +44,8 @@ use crate::wire::pb::watch_service_server::WatchServiceServer;
 
 /// How often the TLS files are checked for changes.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the configuration file is checked for changes (party list and peers).
+pub const CONFIG_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -73,6 +77,11 @@ pub struct Gateway {
     verifier: Arc<SignatureVerifier>,
     inbound: Inbound,
     ops: Arc<OpsState>,
+    /// The senders of the party list and peers, until `serve` hands them to the reader of
+    /// the configuration file.
+    live: Option<Live>,
+    /// The peers as they are now.
+    peers: Peers,
     /// False only in the benchmark that measures what auditing costs; no config reaches it.
     audit: bool,
 }
@@ -85,20 +94,22 @@ impl Gateway {
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
         let store: Arc<dyn Store> = crate::store::open(&config.store).await?;
         let feed = Feed::new(store.clone());
+        let (live, members, peers) = Live::new(&config);
         let records = Records::new(
             store.clone(),
             feed.clone(),
             config.party.clone(),
-            config.federation.clone(),
+            members.clone(),
         )
         .with_deadlines(config.deadlines.clone());
-        let membership = Arc::new(Membership::new(&config.federation));
+        let membership = Arc::new(Membership::new(members.clone()));
         let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone())
             .with_idle_limit(config.limits.peer_idle_timeout)
             .with_membership(membership.clone());
         let ops = Arc::new(OpsState {
             party: config.party.clone(),
-            federation: config.federation.clone(),
+            members: members.clone(),
+            reloads: Arc::default(),
             metrics: Arc::new(Metrics::default()),
             peers: inbound.status(),
             tls: tls.clone(),
@@ -126,6 +137,8 @@ impl Gateway {
             verifier,
             inbound,
             ops,
+            live: Some(live),
+            peers,
             audit: true,
         })
     }
@@ -190,7 +203,7 @@ impl Gateway {
     /// turns NOT_SERVING, pulling stops, live streams end, the listener closes and in-flight
     /// calls get `limits.shutdown_grace` to finish; the store is checkpointed last.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send,
@@ -208,6 +221,16 @@ impl Gateway {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let audit = self.audit.then(|| AuditLog::start(self.store.clone()));
         let mut background = self.spawn_background(admin, health_reporter, &stop_rx, &audit);
+        if let (Some(source), Some(live)) = (self.config.source.clone(), self.live.take()) {
+            background.spawn(crate::membership::reload::follow(
+                source,
+                self.config.clone(),
+                live,
+                self.ops.reloads.clone(),
+                CONFIG_RELOAD_INTERVAL,
+                stop_rx.clone(),
+            ));
+        }
         background.spawn(crate::sharing::erasure::run(
             self.records.clone(),
             self.feed.clone(),
@@ -237,7 +260,7 @@ impl Gateway {
         let policy = Arc::new(AccessPolicy {
             party: config.party.clone(),
             trust_domain: config.trust_domain.clone(),
-            federation: config.federation.clone(),
+            members: self.records.members().clone(),
             read_only_systems: config.read_only_systems.clone(),
         });
         let outbound = Outbound::new(
@@ -256,7 +279,7 @@ impl Gateway {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(party = %party, addr = %addr, peers = config.peers.len(), "gateway serving");
+        tracing::info!(party = %party, addr = %addr, peers = self.peers.borrow().len(), "gateway serving");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = config.limits.shutdown_grace;
         let server = tonic::transport::Server::builder()
@@ -320,7 +343,7 @@ impl Gateway {
         health: tonic_health::server::HealthReporter,
         stop: &watch::Receiver<bool>,
         audit: &Option<AuditLog>,
-    ) -> tokio::task::JoinSet<()> {
+    ) -> JoinSet<()> {
         let config = &self.config;
         let mut inbound = self.inbound.clone();
         if let Some(log) = audit.clone() {
@@ -335,7 +358,12 @@ impl Gateway {
                 });
             }));
         }
-        let mut background = inbound.spawn(&config.peers, stop.clone());
+        let mut background = JoinSet::new();
+        background.spawn(inbound.follow_peers(
+            self.peers.clone(),
+            self.records.members().clone(),
+            stop.clone(),
+        ));
         background.spawn(tls::reload_on_change(
             config.tls.clone(),
             self.tls_tx.clone(),
@@ -363,7 +391,7 @@ impl Gateway {
         background.spawn(crate::audit::witness::publish(
             self.store.clone(),
             config.party.clone(),
-            config.peers.clone(),
+            self.peers.clone(),
             self.tls.clone(),
             config.witness_interval,
             stop.clone(),

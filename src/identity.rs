@@ -13,7 +13,7 @@ pub mod tls;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::domain::{Federation, check_party_id};
+use crate::domain::{Members, check_party_id};
 
 /// What a certificate's SPIFFE id makes its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,12 +203,13 @@ pub enum AuthzError {
     },
 }
 
-/// The access rules of one gateway (SPEC §2), fixed at start from configuration.
+/// The access rules of one gateway (SPEC §2), from its configuration; membership is read at
+/// every call, so a party removed or suspended while the gateway runs is refused at once.
 #[derive(Debug, Clone)]
 pub struct AccessPolicy {
     pub party: String,
     pub trust_domain: String,
-    pub federation: Federation,
+    pub members: Members,
     pub read_only_systems: BTreeSet<String>,
 }
 
@@ -221,11 +222,21 @@ impl AccessPolicy {
                 id.trust_domain, self.trust_domain
             )));
         }
-        if !self.federation.contains(&id.party) {
-            return Err(AuthzError::NoIdentity(format!(
-                "party `{}` is not a member of the federation",
-                id.party
-            )));
+        let federation = self.members.current();
+        match federation.get(&id.party) {
+            None => {
+                return Err(AuthzError::NoIdentity(format!(
+                    "party `{}` is not a member of the federation",
+                    id.party
+                )));
+            }
+            Some(p) if p.suspended => {
+                return Err(AuthzError::NoIdentity(format!(
+                    "party `{}` is suspended from the federation",
+                    id.party
+                )));
+            }
+            Some(_) => {}
         }
         let read_only = id.party == self.party
             && id

@@ -109,10 +109,27 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Dev(args) => {
-            init_logging(LogFormat::Text, "info");
-            report(runtime.block_on(cli::run_dev(args, shutdown_signal())))
-        }
+        Command::Dev(mut args) => match args.action.take() {
+            Some(cli::DevAction::AddParty {
+                id,
+                display_name,
+                province,
+                division_code,
+            }) => report(cli::dev_add_party(
+                &args,
+                yrd_gateway::domain::PartyInfo {
+                    id,
+                    display_name,
+                    province,
+                    division_code,
+                    suspended: false,
+                },
+            )),
+            None => {
+                init_logging(LogFormat::Text, "info");
+                report(runtime.block_on(cli::run_dev(args, shutdown_signal())))
+            }
+        },
         Command::Certs {
             command:
                 CertsCommand::Init {

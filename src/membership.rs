@@ -10,14 +10,17 @@
 //!
 //! The digest is SHA-256 over a canonical text of the list, so an operator can compute it by
 //! hand: the line `yrd-membership/1`, then per party in order one line of id, display name,
-//! province and division code separated by tabs, each line ending in `\n`.
+//! province and division code separated by tabs — and a fifth field `suspended` for a
+//! suspended party — each line ending in `\n`.
+
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::Federation;
+use crate::domain::{Federation, Members};
 
 /// The SHA-256 of `federation`'s canonical text (see the module documentation).
 pub fn digest(federation: &Federation) -> [u8; 32] {
@@ -36,6 +39,9 @@ pub fn digest(federation: &Federation) -> [u8; 32] {
                     .chars()
                     .map(|c| if c == '\t' || c == '\n' { ' ' } else { c }),
             );
+        }
+        if p.suspended {
+            text.push_str("\tsuspended");
         }
         text.push('\n');
     }
@@ -61,21 +67,26 @@ pub struct View {
 /// This gateway's digest and the digests its peers showed.
 #[derive(Debug)]
 pub struct Membership {
-    own: [u8; 32],
+    members: Members,
     views: Mutex<BTreeMap<String, View>>,
 }
 
 impl Membership {
-    pub fn new(federation: &Federation) -> Membership {
+    pub fn new(members: Members) -> Membership {
         Membership {
-            own: digest(federation),
+            members,
             views: Mutex::default(),
         }
     }
 
-    /// This gateway's digest.
+    /// The party list this digest is of, to follow its changes.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// This gateway's digest of its party list as it is now.
     pub fn own(&self) -> [u8; 32] {
-        self.own
+        digest(&self.members.current())
     }
 
     /// Notes the digest `party` showed at `at`. An empty or malformed one (a gateway older
@@ -84,14 +95,15 @@ impl Membership {
         let Ok(digest) = <[u8; 32]>::try_from(shown) else {
             return;
         };
-        let differs = digest != self.own;
+        let own = self.own();
+        let differs = digest != own;
         let mut views = self.views.lock().unwrap_or_else(|e| e.into_inner());
         let before = views.get(party).map(|v| v.differs);
         if differs && before != Some(true) {
             tracing::warn!(
                 peer = party,
                 theirs = %hex(&digest),
-                ours = %hex(&self.own),
+                ours = %hex(&own),
                 "the peer's party list differs from ours: compare [[parties]] in both configurations"
             );
         } else if !differs && before == Some(true) {
@@ -108,10 +120,19 @@ impl Membership {
         );
     }
 
-    /// What each peer last showed, by party.
+    /// What each peer last showed, by party, compared with this gateway's list as it is now
+    /// (which may have changed since). Peers no longer in the list are not shown.
     pub fn views(&self) -> Vec<View> {
+        let (own, federation) = (self.own(), self.members.current());
         let views = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        views.values().cloned().collect()
+        views
+            .values()
+            .filter(|v| federation.contains(&v.party))
+            .map(|v| View {
+                differs: v.digest != own,
+                ..v.clone()
+            })
+            .collect()
     }
 
     /// The peers whose last digest differs from this gateway's.
@@ -137,6 +158,7 @@ mod tests {
                     display_name: format!("{id} name"),
                     province: "Zhejiang".into(),
                     division_code: String::new(),
+                    suspended: false,
                 })
                 .collect(),
         )
@@ -160,13 +182,17 @@ mod tests {
         assert_ne!(base, digest(&federation(&["zone", "anji", "lingang"])));
         let mut parties = federation(&["zone", "anji"]).parties().to_vec();
         parties[1].division_code = "330523".into();
-        assert_ne!(base, digest(&Federation::new(parties).unwrap()));
+        let coded = digest(&Federation::new(parties.clone()).unwrap());
+        assert_ne!(base, coded);
+        parties[1].suspended = true;
+        assert_ne!(coded, digest(&Federation::new(parties).unwrap()));
     }
 
     #[test]
     fn a_peer_that_differs_is_named_until_it_agrees() {
-        let ours = federation(&["zone", "anji"]);
-        let m = Membership::new(&ours);
+        let ours = federation(&["zone", "anji", "guangde", "changxing"]);
+        let (change, members) = Members::changeable(ours);
+        let m = Membership::new(members);
         let theirs = digest(&federation(&["zone", "anji", "lingang"]));
         m.seen("anji", &theirs, 1);
         m.seen("guangde", &m.own(), 1);
@@ -175,5 +201,22 @@ mod tests {
         assert_eq!(m.views().len(), 2, "an empty digest says nothing");
         m.seen("anji", &m.own(), 2);
         assert!(m.differing().is_empty());
+
+        // Our own list changes while running: the peers' last digests now differ from it.
+        let before = m.own();
+        change
+            .send(std::sync::Arc::new(federation(&[
+                "zone",
+                "anji",
+                "guangde",
+                "changxing",
+                "lingang",
+            ])))
+            .unwrap();
+        assert_ne!(m.own(), before);
+        assert_eq!(
+            m.differing(),
+            vec!["anji".to_string(), "guangde".to_string()]
+        );
     }
 }

@@ -17,7 +17,10 @@ use crate::identity::tls::TlsSource;
 /// Shared, read-mostly state the operations surfaces show.
 pub struct OpsState {
     pub party: String,
-    pub federation: crate::domain::Federation,
+    /// The party list as it is now.
+    pub members: crate::domain::Members,
+    /// Readings of the configuration file while running (party list and peers).
+    pub reloads: Arc<crate::membership::reload::Reloads>,
     pub metrics: Arc<metrics::Metrics>,
     pub peers: PeerStatuses,
     pub tls: TlsSource,

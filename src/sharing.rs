@@ -398,7 +398,7 @@ pub async fn seed_default_catalog(records: &Records) -> Result<Vec<CatalogEntry>
         .filter_map(|e| e.record_kind)
         .collect();
     let mut published = Vec::new();
-    for entry in default_catalog(records.federation(), &party) {
+    for entry in default_catalog(&records.federation(), &party) {
         let Some(kind) = entry.record_kind.filter(|k| !existing.contains(k)) else {
             continue;
         };

@@ -83,7 +83,7 @@ pub trait Store: RecordStore + ReplicaStore + AuditStore + LeaseStore {}
 impl<T: RecordStore + ReplicaStore + AuditStore + LeaseStore> Store for T {}
 
 /// Which database a gateway keeps its store in (the `[store]` section of its config).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StoreConfig {
     /// Embedded SQLite database file.
     Sqlite { path: std::path::PathBuf },

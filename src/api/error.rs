@@ -207,6 +207,15 @@ pub fn exchange_status(err: ExchangeError) -> Status {
             "STORE_BEHIND_PEERS",
             &[],
         ),
+        ExchangeError::NotMember(ref party) => with_info(
+            Code::PermissionDenied,
+            format!(
+                "party `{party}` was removed from this gateway's [[parties]] or suspended while \
+                 its stream was open: the stream ends and nothing more is sent to it"
+            ),
+            "NOT_A_MEMBER",
+            &[],
+        ),
         ExchangeError::BadSigner(_)
         | ExchangeError::BadSignature { .. }
         | ExchangeError::Refused(_)

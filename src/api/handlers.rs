@@ -422,6 +422,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
                 province: p.province.clone(),
                 division_code: p.division_code.clone(),
                 order: order as i32,
+                suspended: p.suspended,
             })
             .collect();
         let peers = self

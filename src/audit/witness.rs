@@ -16,6 +16,7 @@ use crate::exchange::ExchangeError;
 use crate::exchange::signing::SignatureVerifier;
 use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
+use crate::membership::reload::Peers;
 use crate::store::{AuditQuery, Store, WitnessedHead};
 use crate::wire::pb::federation_service_client::FederationServiceClient;
 use crate::wire::{micros_of, pb};
@@ -181,29 +182,46 @@ pub async fn collect_heads(
     out
 }
 
+/// A peer witnessing reaches: its configuration, its client, the last head it took.
+struct Witness {
+    peer: PeerConfig,
+    client: FederationServiceClient<tonic::transport::Channel>,
+    sent: Option<u64>,
+}
+
 /// Sends the signed chain head to every peer each `interval` while it changes, until `stop`.
+/// The peers are read anew each round: one added while running is sent the head at the next
+/// round, one removed no more.
 pub async fn publish(
     store: Arc<dyn Store>,
     party: String,
-    peers: Vec<PeerConfig>,
+    peers: Peers,
     tls: TlsSource,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut clients = Vec::new();
-    for peer in &peers {
-        let tls = tls.clone();
-        match crate::identity::tls::channel_with(&peer.address, &peer.server_name, move || {
-            tls.borrow().client.clone()
-        }) {
-            Ok(c) => clients.push((peer.party.clone(), FederationServiceClient::new(c))),
-            Err(e) => {
-                tracing::error!(peer = %peer.party, error = %e, "cannot reach peer for witnessing")
+    let mut witnesses: Vec<Witness> = Vec::new();
+    loop {
+        let now: Vec<PeerConfig> = peers.borrow().as_ref().clone();
+        witnesses.retain(|w| now.contains(&w.peer));
+        for peer in now {
+            if witnesses.iter().any(|w| w.peer == peer) {
+                continue;
+            }
+            let tls = tls.clone();
+            match crate::identity::tls::channel_with(&peer.address, &peer.server_name, move || {
+                tls.borrow().client.clone()
+            }) {
+                Ok(c) => witnesses.push(Witness {
+                    peer,
+                    client: FederationServiceClient::new(c),
+                    sent: None,
+                }),
+                Err(e) => {
+                    tracing::error!(peer = %peer.party, error = %e, "cannot reach peer for witnessing")
+                }
             }
         }
-    }
-    let mut sent: Vec<Option<u64>> = vec![None; clients.len()];
-    loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
@@ -224,19 +242,20 @@ pub async fn publish(
                 continue;
             }
         };
-        for (i, (peer, client)) in clients.iter_mut().enumerate() {
-            if sent[i] == Some(head.seq) {
+        for w in &mut witnesses {
+            if w.sent == Some(head.seq) {
                 continue;
             }
-            match client
+            match w
+                .client
                 .witness_head(pb::WitnessHeadRequest {
                     head: Some(signed.clone()),
                 })
                 .await
             {
-                Ok(_) => sent[i] = Some(head.seq),
+                Ok(_) => w.sent = Some(head.seq),
                 Err(e) => {
-                    tracing::debug!(peer = %peer, error = %e.message(), "witness head not delivered; retrying later")
+                    tracing::debug!(peer = %w.peer.party, error = %e.message(), "witness head not delivered; retrying later")
                 }
             }
         }

@@ -275,7 +275,7 @@ fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
     let address = match &args.gateway {
         Some(a) => a.clone(),
         None => {
-            let order = super::default_federation()
+            let order = super::dev::dev_federation(&args.data_dir)?
                 .order_of(&args.party)
                 .with_context(|| format!("`{}` is not a dev party; give --gateway", args.party))?;
             format!("127.0.0.1:{}", 50051 + order)

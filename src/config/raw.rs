@@ -220,6 +220,9 @@ pub struct RawParty {
     pub province: String,
     #[serde(default)]
     pub division_code: String,
+    /// Suspended by the federation: see [`PartyInfo::suspended`].
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 impl RawConfig {
@@ -278,6 +281,7 @@ impl RawConfig {
             coordinator,
             peers,
             default_catalog,
+            source: None,
         })
     }
 }
@@ -309,6 +313,7 @@ fn check_parties(parties: Vec<RawParty>, party: &str) -> Result<Federation, Conf
                 display_name: p.display_name,
                 province: p.province,
                 division_code: p.division_code,
+                suspended: p.suspended,
             })
             .collect(),
     )?;
@@ -317,6 +322,14 @@ fn check_parties(parties: Vec<RawParty>, party: &str) -> Result<Federation, Conf
         return Err(ConfigError::invalid(
             "party",
             format!("`{party}` is not one of the [[parties]]"),
+        ));
+    }
+    if !federation.is_active(party) {
+        return Err(ConfigError::invalid(
+            "party",
+            format!(
+                "`{party}` is suspended in [[parties]]: a suspended party's gateway does not serve"
+            ),
         ));
     }
     Ok(federation)

@@ -67,14 +67,23 @@ impl ConfigTemplate {
                 1,
             );
         }
-        t.push_str("\n# The federation, in party order: the same list at every party.\n");
+        t.push_str(
+            "\n# The federation, in party order: the same list at every party. A running gateway\n\
+             # picks up changes to [[parties]] and [[peers]] within a second (a new party, one\n\
+             # removed, `suspended = true`); see docs/operator.md, \"Changing the party list\".\n",
+        );
         for p in self.federation.parties() {
             t.push_str(&format!(
-                "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n\n",
+                "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n{}\n",
                 toml_str(&p.id),
                 toml_str(&p.display_name),
                 toml_str(&p.province),
-                toml_str(&p.division_code)
+                toml_str(&p.division_code),
+                if p.suspended {
+                    "suspended = true\n"
+                } else {
+                    ""
+                }
             ));
         }
         t.push_str("# Peer gateways whose change logs this gateway pulls.\n");

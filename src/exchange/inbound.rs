@@ -18,10 +18,11 @@ use tonic::transport::Channel;
 use super::ExchangeError;
 use super::signing::{SignatureVerifier, VerifiedSigner};
 use crate::config::PeerConfig;
-use crate::domain::RecordKind;
 use crate::domain::now_micros;
+use crate::domain::{Members, RecordKind};
 use crate::identity::tls::TlsSource;
 use crate::membership::Membership;
+use crate::membership::reload::Peers;
 use crate::records::{Feed, Records};
 use crate::sharing::erasure::keep_only_granted;
 use crate::sharing::{SharingView, read_view_of};
@@ -138,7 +139,7 @@ impl Inbound {
         verifier: Arc<SignatureVerifier>,
         tls: TlsSource,
     ) -> Self {
-        let membership = Arc::new(Membership::new(records.federation()));
+        let membership = Arc::new(Membership::new(records.members().clone()));
         Inbound {
             records,
             feed,
@@ -179,14 +180,67 @@ impl Inbound {
         self.status.clone()
     }
 
-    /// Starts one follower task per peer; they stop when `stop` turns true.
-    pub fn spawn(&self, peers: &[PeerConfig], stop: watch::Receiver<bool>) -> JoinSet<()> {
+    /// Follows every peer in `peers` that is an active member of `members`, one task per
+    /// peer, until `stop` turns true. Both lists may change while running: a follower starts
+    /// for a peer added (or reinstated), and stops for one removed, suspended or moved to
+    /// another address (a moved one starts again there, from its cursor).
+    pub async fn follow_peers(
+        self,
+        mut peers: Peers,
+        mut members: Members,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut running: BTreeMap<String, (PeerConfig, watch::Sender<bool>)> = BTreeMap::new();
         let mut tasks = JoinSet::new();
-        for peer in peers {
-            self.update(&peer.party, |_| {});
-            tasks.spawn(self.clone().follow(peer.clone(), stop.clone()));
+        let (mut peers_fixed, mut members_fixed) = (false, false);
+        loop {
+            let federation = members.current();
+            let wanted: Vec<PeerConfig> = peers
+                .borrow_and_update()
+                .iter()
+                .filter(|p| federation.is_active(&p.party))
+                .cloned()
+                .collect();
+            running.retain(|party, (config, stop_one)| {
+                if wanted.contains(config) {
+                    return true;
+                }
+                tracing::info!(peer = %party, "no longer following peer: removed, suspended or moved");
+                let _ = stop_one.send(true);
+                false
+            });
+            for peer in wanted {
+                if running.contains_key(&peer.party) {
+                    continue;
+                }
+                tracing::info!(peer = %peer.party, address = %peer.address, "following peer");
+                let (stop_one, stopped) = watch::channel(false);
+                self.update(&peer.party, |s| *s = PeerStatus::default());
+                let (this, config, party) = (self.clone(), peer.clone(), peer.party.clone());
+                tasks.spawn(async move {
+                    this.follow(config, stopped).await;
+                    party
+                });
+                running.insert(peer.party.clone(), (peer, stop_one));
+            }
+            tokio::select! {
+                r = peers.changed(), if !peers_fixed => peers_fixed = r.is_err(),
+                c = members.changed(), if !members_fixed => members_fixed = !c,
+                Some(ended) = tasks.join_next() => {
+                    // A follower that ended for good (its peer left) leaves no status behind.
+                    if let Ok(party) = ended {
+                        if !running.contains_key(&party) {
+                            self.status.lock().unwrap_or_else(|p| p.into_inner()).remove(&party);
+                        }
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => break,
+            }
         }
-        tasks
+        for (_, stop_one) in running.values() {
+            let _ = stop_one.send(true);
+        }
+        while tasks.join_next().await.is_some() {}
     }
 
     fn update(&self, party: &str, f: impl FnOnce(&mut PeerStatus)) {

@@ -181,7 +181,6 @@ impl Outbound {
     ) -> ReceiverStream<Result<pb::PullChangesResponse, ExchangeError>> {
         self.membership
             .seen(&peer, peer_membership, crate::domain::now_micros());
-        let membership_sha256 = self.membership.own().to_vec();
         let (tx, rx) = mpsc::channel(2);
         let this = self.clone();
         tokio::spawn(async move {
@@ -189,6 +188,9 @@ impl Outbound {
             let feed = this.feed.clone();
             let mut changed = feed.subscribe();
             let mut stop = this.stop.clone();
+            // A party removed or suspended while its stream is open is sent nothing more.
+            let mut members = this.membership.members().clone();
+            let mut members_fixed = false;
             let mut cursor = after;
             let mut first = true;
             // One signer per stream: the certificate sent first must match every signature.
@@ -219,6 +221,11 @@ impl Outbound {
                 }
             }
             loop {
+                if !members.current().is_active(&peer) {
+                    tracing::warn!(peer = %peer, cursor, "peer removed from the party list or suspended: its stream ends");
+                    let _ = tx.send(Err(ExchangeError::NotMember(peer.clone()))).await;
+                    return;
+                }
                 let result = async {
                     let changes = feed.changes(&owner, cursor, BATCH).await?;
                     let head_seq = feed.last_seq(&owner).await?;
@@ -241,6 +248,7 @@ impl Outbound {
                         _ = tokio::time::sleep_until(sent_at + HEARTBEAT) => {}
                         _ = stop.wait_for(|s| *s) => break,
                         _ = tx.closed() => break,
+                        c = members.changed(), if !members_fixed => members_fixed = !c,
                     }
                     continue;
                 }
@@ -254,7 +262,7 @@ impl Outbound {
                     changes: signed,
                     head_seq,
                     manifest,
-                    membership_sha256: membership_sha256.clone(),
+                    membership_sha256: this.membership.own().to_vec(),
                 };
                 first = false;
                 if tx.send(Ok(response)).await.is_err() {

@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// File paths of the gateway's TLS material (resolved against the config file's folder).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPaths {
     pub ca: PathBuf,
     pub cert: PathBuf,

@@ -1,19 +1,31 @@
 use super::*;
 use crate::domain::PartyInfo;
 
-fn policy() -> AccessPolicy {
-    let party = |id: &str| PartyInfo {
+fn party(id: &str) -> PartyInfo {
+    PartyInfo {
         id: id.into(),
         display_name: id.into(),
         province: "Zhejiang".into(),
         division_code: String::new(),
-    };
+        suspended: false,
+    }
+}
+
+fn policy_over(members: Members) -> AccessPolicy {
     AccessPolicy {
         party: "zone".into(),
         trust_domain: "yrd-huzhou".into(),
-        federation: Federation::new(vec![party("zone"), party("anji"), party("guangde")]).unwrap(),
+        members,
         read_only_systems: ["dashboard".to_string()].into(),
     }
+}
+
+fn three() -> crate::domain::Federation {
+    crate::domain::Federation::new(vec![party("zone"), party("anji"), party("guangde")]).unwrap()
+}
+
+fn policy() -> AccessPolicy {
+    policy_over(Members::fixed(three()))
 }
 
 #[test]
@@ -95,4 +107,30 @@ fn the_access_matrix_of_spec_section_2() {
 
     assert!(caller("spiffe://other-domain/party/zone/client/demo").is_err());
     assert!(caller("spiffe://yrd-huzhou/party/shanghai/client/demo").is_err());
+}
+
+#[test]
+fn a_party_removed_or_suspended_while_running_is_refused_at_its_next_call() {
+    let (change, members) = Members::changeable(three());
+    let p = policy_over(members);
+    let guangde = SpiffeId::parse("spiffe://yrd-huzhou/party/guangde/gateway").unwrap();
+    let anji = SpiffeId::parse("spiffe://yrd-huzhou/party/anji/gateway").unwrap();
+    let lingang = SpiffeId::parse("spiffe://yrd-huzhou/party/lingang/gateway").unwrap();
+    assert!(p.caller(&guangde).is_ok());
+    assert!(p.caller(&lingang).is_err(), "not a member yet");
+
+    // guangde suspended, anji removed, lingang joins: the same policy value decides anew.
+    let mut suspended = party("guangde");
+    suspended.suspended = true;
+    change
+        .send(std::sync::Arc::new(
+            crate::domain::Federation::new(vec![party("zone"), suspended, party("lingang")])
+                .unwrap(),
+        ))
+        .unwrap();
+    let refused = p.caller(&guangde).unwrap_err().to_string();
+    assert!(refused.contains("suspended"), "{refused}");
+    let refused = p.caller(&anji).unwrap_err().to_string();
+    assert!(refused.contains("not a member"), "{refused}");
+    assert!(p.caller(&lingang).is_ok());
 }

@@ -143,14 +143,23 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             ),
         },
     );
-    h.push_str("<h2>Federation</h2><table><tr><th>order</th><th>party</th><th>name</th><th>province</th></tr>");
-    for (i, p) in state.federation.parties().iter().enumerate() {
+    h.push_str("<h2>Federation</h2>");
+    h.push_str(&reload_status(&state.reloads.status()));
+    h.push_str(
+        "<table><tr><th>order</th><th>party</th><th>name</th><th>province</th><th>status</th></tr>",
+    );
+    for (i, p) in state.members.current().parties().iter().enumerate() {
         let _ = write!(
             h,
-            "<tr><td>{i}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{i}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&p.id),
             esc(&p.display_name),
-            esc(&p.province)
+            esc(&p.province),
+            if p.suspended {
+                "<b class=bad>SUSPENDED</b>"
+            } else {
+                "member"
+            }
         );
     }
     let own = crate::membership::hex(&state.membership.own());
@@ -228,4 +237,37 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
     }
     h.push_str("</table><p><a href=/metrics>/metrics</a> · <a href=/healthz>/healthz</a></p>");
     Html(h)
+}
+
+/// What the readings of the configuration file did, as a paragraph of the status page.
+fn reload_status(s: &crate::membership::reload::ReloadStatus) -> String {
+    let mut h = String::from("<p>Configuration file: ");
+    match s.applied_at {
+        Some(at) => {
+            let _ = write!(
+                h,
+                "party list and peers last changed while running at {}: {}",
+                when(at),
+                esc(&s.changed.join("; "))
+            );
+        }
+        None => h.push_str("as read at start"),
+    }
+    if let Some(why) = &s.refused {
+        let _ = write!(
+            h,
+            " · <b class=bad>CHANGED FILE REFUSED</b> at {}: {} (the running party list and peers stay)",
+            when(s.refused_at.unwrap_or(0)),
+            esc(why)
+        );
+    }
+    if !s.restart_needed.is_empty() {
+        let _ = write!(
+            h,
+            " · <b class=bad>restart needed</b> for changed keys: {}",
+            esc(&s.restart_needed.join(", "))
+        );
+    }
+    h.push_str("</p>");
+    h
 }

@@ -389,6 +389,31 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         header(out, name, help, "counter");
         let _ = writeln!(out, "{name} {}", n.load(Ordering::Relaxed));
     }
+    header(
+        out,
+        "yrd_config_reloads_total",
+        "Changed configuration files read while running, by result (applied: a changed party list or peers put in force; refused: the running ones kept).",
+        "counter",
+    );
+    for (result, n) in [
+        ("applied", state.reloads.applied()),
+        ("refused", state.reloads.refused()),
+    ] {
+        let _ = writeln!(out, "yrd_config_reloads_total{{result=\"{result}\"}} {n}");
+    }
+    let status = state.reloads.status();
+    single(
+        out,
+        "yrd_config_reload_refused",
+        "1 while the configuration file as it is now is refused (the status page says why).",
+        u8::from(status.refused.is_some()),
+    );
+    single(
+        out,
+        "yrd_config_restart_needed",
+        "1 while the configuration file changes keys that take effect only at the next restart.",
+        u8::from(!status.restart_needed.is_empty()),
+    );
     let name = "yrd_membership_differs";
     header(
         out,

@@ -126,6 +126,8 @@ fn check_member(federation: &Federation, field: String, party: &str, v: &mut Vio
             field,
             format!("`{party}` is not a member of the federation"),
         );
+    } else if !federation.is_active(party) {
+        v.add(field, format!("`{party}` is suspended from the federation"));
     }
 }
 

@@ -34,7 +34,7 @@ use super::{
     AccessAnswer, AccessRequest, Allocation, CatalogEntry, Project, RecordError, Referral,
     ReferralResponse, ResourceName, Violations, etag,
 };
-use crate::domain::{Federation, RecordKind, now_micros};
+use crate::domain::{Federation, Members, RecordKind, now_micros};
 use crate::records::negotiation::Decision;
 use crate::store::{
     Idempotency, IndexFields, ListQuery, RecordStore, StoreError, StoredRecord, Write, WriteOutcome,
@@ -103,7 +103,8 @@ pub struct Records {
     /// Records, idempotency keys and writes; the feed has its own handle.
     store: Arc<dyn RecordStore>,
     party: String,
-    federation: Federation,
+    /// The federation now: a running gateway's party list can change.
+    members: Members,
     clock: Clock,
     /// Woken after every write this gateway commits.
     feed: Feed,
@@ -113,16 +114,11 @@ pub struct Records {
 
 impl Records {
     /// Record rules over `store`, whose feed is `feed` (the same store's).
-    pub fn new(
-        store: Arc<dyn RecordStore>,
-        feed: Feed,
-        party: String,
-        federation: Federation,
-    ) -> Self {
+    pub fn new(store: Arc<dyn RecordStore>, feed: Feed, party: String, members: Members) -> Self {
         Records {
             store,
             party,
-            federation,
+            members,
             clock: Arc::new(now_micros),
             feed,
             deadlines: Deadlines::default(),
@@ -181,8 +177,14 @@ impl Records {
         &self.party
     }
 
-    pub fn federation(&self) -> &Federation {
-        &self.federation
+    /// The federation as it is now.
+    pub fn federation(&self) -> Arc<Federation> {
+        self.members.current()
+    }
+
+    /// The federation, to follow its changes.
+    pub fn members(&self) -> &Members {
+        &self.members
     }
 
     /// Checks the request id and builds the idempotency key (an error when the id is bad).
@@ -389,7 +391,7 @@ impl Records {
     ) -> Result<(Vec<T>, String), RecordError> {
         let mut v = Violations::new();
         for (field, party) in parties {
-            if !party.is_empty() && !self.federation.contains(party) {
+            if !party.is_empty() && !self.federation().contains(party) {
                 v.add(
                     *field,
                     format!("`{party}` is not a member of the federation"),

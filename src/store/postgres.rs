@@ -54,7 +54,7 @@ const LEASE_CHECK: Duration = Duration::from_secs(2);
 const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connection settings of the PostgreSQL store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PostgresOptions {
     /// Parsed connection string (URL or `key=value` form), password included.
     pub connection: tokio_postgres::Config,

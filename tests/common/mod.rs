@@ -138,7 +138,18 @@ pub fn write_config(
     peers: &[(String, String)],
     options: &Options,
 ) -> PathBuf {
-    let fed = federation();
+    write_config_of(root, party, listen, peers, options, federation())
+}
+
+/// [`write_config`] with another party list than the shipped four.
+pub fn write_config_of(
+    root: &Path,
+    party: &str,
+    listen: &str,
+    peers: &[(String, String)],
+    options: &Options,
+    fed: yrd_gateway::domain::Federation,
+) -> PathBuf {
     let text = ConfigTemplate {
         party: party.to_string(),
         trust_domain: TRUST_DOMAIN.into(),
@@ -287,6 +298,12 @@ impl TestFederation {
 
     pub fn addr(&self, party: &str) -> SocketAddr {
         self.gateways[party].addr
+    }
+
+    /// Starts one more gateway from `config`, listening on `listener`.
+    pub async fn launch(&mut self, party: &str, config: PathBuf, listener: TcpListener) {
+        let gateway = InProcess::launch(party, config, listener).await;
+        self.gateways.insert(party.to_string(), gateway);
     }
 
     pub fn gateway(&mut self, party: &str) -> &mut InProcess {

@@ -10,18 +10,18 @@ use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
 
 use crate::common::PARTIES;
 
-/// Eight ports (four gRPC, four admin) for `dev` in this test process: below the usual
-/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0, 1 or 2 keeps
+/// Ten ports (five gRPC, five admin) for `dev` in this test process: below the usual
+/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0 to 3 keeps
 /// the tests of this file apart when one process runs them all.
 fn port_base(slot: u16) -> u16 {
-    10_000 + (std::process::id() % 830) as u16 * 24 + slot * 8
+    10_000 + (std::process::id() % 550) as u16 * 40 + slot * 10
 }
 
 #[tokio::test]
 async fn dev_starts_four_gateways_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
     let base = port_base(0);
-    let admin_base = base + 4;
+    let admin_base = base + 5;
     let mut child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
         .args([
             "dev",
@@ -323,7 +323,7 @@ impl Dev {
         let base = port_base(slot);
         let child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
             .args(["dev", "--grpc-port-base", &base.to_string()])
-            .args(["--admin-port-base", &(base + 4).to_string()])
+            .args(["--admin-port-base", &(base + 5).to_string()])
             .arg("--data-dir")
             .arg(data.path())
             .stdout(Stdio::null())
@@ -344,9 +344,10 @@ impl Dev {
         dev
     }
 
-    /// `yrd-gateway client --party PARTY ARGS` against PARTY's gateway.
+    /// `yrd-gateway client --party PARTY ARGS` against PARTY's gateway (a fifth party's
+    /// gateway is the fifth port).
     fn command(&self, party: &str, args: &[&str]) -> Command {
-        let order = PARTIES.iter().position(|p| *p == party).unwrap() as u16;
+        let order = PARTIES.iter().position(|p| *p == party).unwrap_or(4) as u16;
         let mut command = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"));
         command
             .args(["client", "--party", party, "--gateway"])
@@ -576,4 +577,94 @@ async fn the_developer_guide_tour_negotiation_and_referral_run_on_dev() {
     );
     assert!(certs.join("shanghai/gateway.crt").exists());
     assert!(certs.join("shanghai/client.crt").exists());
+}
+
+/// The README's "A fifth party, live": `dev add-party lingang` while `dev` runs, then
+/// `serve --config` of lingang's new file. lingang pulls the others' history and they its
+/// writes, and the `dev` process that runs the other four was never restarted.
+#[tokio::test]
+async fn a_fifth_party_joins_the_running_dev_federation_as_the_readme_shows() {
+    let mut dev = Dev::start(3);
+    let pid = dev._child.0.id();
+    let earlier = dev.client(
+        "zone",
+        &[
+            "project",
+            "create",
+            "--display-name",
+            "临港加入前的项目",
+            "--industry",
+            "other",
+            "--investor-name",
+            "某投资方",
+            "--credit-code",
+            crate::common::CREDIT_CODE,
+        ],
+    );
+    let earlier = earlier.lines().next().unwrap().to_string();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["dev", "--grpc-port-base", &dev.base.to_string()])
+        .args(["--admin-port-base", &(dev.base + 5).to_string()])
+        .arg("--data-dir")
+        .arg(dev.data.path())
+        .args([
+            "add-party",
+            "lingang",
+            "--display-name",
+            "中国（上海）自由贸易试验区临港新片区 Lingang",
+            "--province",
+            "Shanghai",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("yrd-gateway serve --config"), "{said}");
+    let _lingang = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+            .args(["serve", "--config"])
+            .arg(dev.data.path().join("lingang.toml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    dev.until("the zone's earlier project at lingang", || {
+        dev.try_client("lingang", &["project", "get", &earlier])
+    });
+    let created = dev.client(
+        "lingang",
+        &[
+            "project",
+            "create",
+            "--display-name",
+            "临港的项目",
+            "--industry",
+            "other",
+            "--investor-name",
+            "某投资方",
+            "--credit-code",
+            crate::common::CREDIT_CODE,
+        ],
+    );
+    let name = created.lines().next().unwrap().to_string();
+    for party in PARTIES {
+        dev.until(&format!("lingang's project at {party}"), || {
+            dev.try_client(party, &["project", "get", &name])
+        });
+        let parties = dev.client(party, &["parties"]);
+        assert!(parties.contains("lingang"), "{party}: {parties}");
+    }
+    assert!(
+        dev._child.0.try_wait().unwrap().is_none(),
+        "dev is still running"
+    );
+    assert_eq!(dev._child.0.id(), pid, "the same dev process throughout");
+    drop(dev);
 }

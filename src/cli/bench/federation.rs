@@ -119,6 +119,7 @@ fn federation_of(n: usize) -> anyhow::Result<Federation> {
             display_name: format!("bench party {}", i + 1),
             province: provinces[i % provinces.len()].into(),
             division_code: String::new(),
+            suspended: false,
         });
     }
     Ok(Federation::new(parties)?)

@@ -16,6 +16,7 @@ fn federation() -> Federation {
         display_name: id.into(),
         province: province.into(),
         division_code: String::new(),
+        suspended: false,
     };
     Federation::new(vec![
         p("zone", "Zhejiang"),

@@ -53,8 +53,9 @@ impl Records {
             return self.allocation_view(decode(&first)?).await;
         }
         let now = self.now();
-        allocation.validate("allocation", &self.federation, now, &mut v);
-        allocation.normalize(&self.federation);
+        let federation = self.federation();
+        allocation.validate("allocation", &federation, now, &mut v);
+        allocation.normalize(&federation);
         if let Some(project) = &allocation.project {
             if let Ok(name) = ResourceName::parse(project, RecordKind::Project) {
                 if self
@@ -195,7 +196,7 @@ impl Records {
                 "counter_benefit_shares",
                 quantity,
                 shares,
-                &self.federation,
+                &self.federation(),
                 &mut v,
             );
         }
@@ -334,7 +335,7 @@ impl Records {
             .iter()
             .map(decode)
             .collect::<Result<_, _>>()?;
-        let outcome = derive(&allocation, &decisions, &self.federation, self.now());
+        let outcome = derive(&allocation, &decisions, &self.federation(), self.now());
         Ok(AllocationView {
             allocation,
             decisions,

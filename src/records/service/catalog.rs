@@ -87,7 +87,7 @@ impl Records {
         use crate::records::catalog::{MAX_ITEMS, MAX_OPEN_TO};
         for (i, item) in entry.items.iter().enumerate().take(MAX_ITEMS) {
             for (j, party) in item.open_to.iter().enumerate().take(MAX_OPEN_TO) {
-                if party == &self.party || !self.federation.contains(party) {
+                if party == &self.party || !self.federation().contains(party) {
                     v.add(
                         format!("entry.items[{i}].open_to[{j}]"),
                         format!("`{party}` is not another member of the federation"),

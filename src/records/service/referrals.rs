@@ -52,10 +52,15 @@ impl Records {
         };
         if to_party.is_empty() {
             v.add("to_party", "is required");
-        } else if !self.federation.contains(to_party) {
+        } else if !self.federation().contains(to_party) {
             v.add(
                 "to_party",
                 format!("`{to_party}` is not a member of the federation"),
+            );
+        } else if !self.federation().is_active(to_party) {
+            v.add(
+                "to_party",
+                format!("`{to_party}` is suspended from the federation"),
             );
         } else if to_party == self.party {
             v.add("to_party", "a party cannot refer a project to itself");

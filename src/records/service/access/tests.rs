@@ -20,6 +20,7 @@ fn federation() -> Federation {
         display_name: id.into(),
         province: String::new(),
         division_code: String::new(),
+        suspended: false,
     };
     Federation::new(vec![p("zone"), p("changxing"), p("guangde")]).unwrap()
 }
@@ -106,7 +107,7 @@ working_days = ["2026-09-27", "2026-10-10"]"#,
         store.clone(),
         Feed::new(store),
         "guangde".into(),
-        federation(),
+        crate::domain::Members::fixed(federation()),
     )
     .with_clock(Arc::new(move || now.load(Ordering::SeqCst)))
     .with_deadlines(Deadlines {
