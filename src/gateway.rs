@@ -392,6 +392,7 @@ impl Gateway {
             self.store.clone(),
             config.party.clone(),
             self.peers.clone(),
+            self.records.members().clone(),
             self.tls.clone(),
             config.witness_interval,
             stop.clone(),

@@ -11,7 +11,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::config::PeerConfig;
-use crate::domain::now_micros;
+use crate::domain::{Members, now_micros};
 use crate::exchange::ExchangeError;
 use crate::exchange::signing::SignatureVerifier;
 use crate::identity::signer::ChangeSigner;
@@ -191,18 +191,25 @@ struct Witness {
 
 /// Sends the signed chain head to every peer each `interval` while it changes, until `stop`.
 /// The peers are read anew each round: one added while running is sent the head at the next
-/// round, one removed no more.
+/// round, one removed or suspended in `members` no more.
 pub async fn publish(
     store: Arc<dyn Store>,
     party: String,
     peers: Peers,
+    members: Members,
     tls: TlsSource,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut witnesses: Vec<Witness> = Vec::new();
     loop {
-        let now: Vec<PeerConfig> = peers.borrow().as_ref().clone();
+        let federation = members.current();
+        let now: Vec<PeerConfig> = peers
+            .borrow()
+            .iter()
+            .filter(|p| federation.is_active(&p.party))
+            .cloned()
+            .collect();
         witnesses.retain(|w| now.contains(&w.peer));
         for peer in now {
             if witnesses.iter().any(|w| w.peer == peer) {

@@ -124,7 +124,11 @@ pub fn add_party(args: &DevArgs, party: PartyInfo) -> anyhow::Result<()> {
     let mut parties = before.parties().to_vec();
     parties.push(party.clone());
     let after = Federation::new(parties).map_err(|e| anyhow::anyhow!("{e}"))?;
-    crate::identity::pki::init_dev_pki(&data.join("certs"), DEFAULT_TRUST_DOMAIN, &[id.clone()])?;
+    crate::identity::pki::init_dev_pki(
+        &data.join("certs"),
+        DEFAULT_TRUST_DOMAIN,
+        std::slice::from_ref(&id),
+    )?;
     let address = port(args.grpc_port_base, before.parties().len())?;
     // The others' files get the new entries appended: what an operator would add by hand.
     for other in before.parties() {
