@@ -59,6 +59,10 @@ pub enum BenchCommand {
         /// Folder for results.json and results.md.
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
+        /// Throughput phases with the servers on the last CPU and the load generator on the
+        /// others (a second view; needs `taskset`, util-linux).
+        #[arg(long)]
+        pin: bool,
     },
     /// Replication lag at a fixed write rate, and catch-up speed after downtime (part of suite).
     Replication {
@@ -357,11 +361,13 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             lag_seconds,
             catch_up,
             out,
+            pin,
         } => {
             let rpc = RpcOptions {
                 concurrency,
                 connections,
                 seconds,
+                pin,
             };
             let replication = ReplicationOptions {
                 rate,
@@ -580,25 +586,37 @@ fn markdown(r: &Results) -> String {
     let _ = writeln!(
         md,
         "Machine: {} CPUs, {}, {:.1} GiB. {} calls in flight over {} connections, {} s per phase; \
-         load generator on the same machine.\n",
+         load generator on the same machine{}.\n",
         r.machine.cpus,
         r.machine.cpu_model,
         r.machine.memory_kib as f64 / 1_048_576.0,
         r.rpc.concurrency,
         r.rpc.connections,
-        r.rpc.seconds_per_phase
+        r.rpc.seconds_per_phase,
+        if r.rpc.pinned {
+            ", pinned: servers on the last CPU, load generator on the others"
+        } else {
+            ""
+        }
     );
-    md.push_str("| call | requests/s | p50 ms | p99 ms | failed | vs baseline |\n");
-    md.push_str("|---|---:|---:|---:|---:|---:|\n");
+    md.push_str("| call | requests/s | p50 ms | p99 ms | failed | vs baseline | server CPU µs/call | CPU vs baseline |\n");
+    md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let base_cpu = r.rpc.baseline_echo.server_cpu_us_per_call;
     let mut row = |name: &str, t: &Throughput| {
+        let cpu = t.server_cpu_us_per_call;
         let _ = writeln!(
             md,
-            "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0}% |",
+            "| {name} | {:.0} | {:.2} | {:.2} | {} | {:.0}% | {} | {} |",
             t.requests_per_second,
             t.p50_ms,
             t.p99_ms,
             t.failed,
-            100.0 * t.requests_per_second / base
+            100.0 * t.requests_per_second / base,
+            cpu.map_or("–".to_string(), |c| format!("{c:.0}")),
+            match (cpu, base_cpu) {
+                (Some(c), Some(b)) if c > 0.0 => format!("{:.0}%", 100.0 * b / c),
+                _ => "–".to_string(),
+            }
         );
     };
     row(

@@ -22,6 +22,12 @@ fn the_bench_suite_runs_and_writes_complete_results() {
             "1",
             "--catch-up",
             "300",
+            // The pinned view (servers on one CPU, load on the other) where there are two.
+            if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+                "--pin"
+            } else {
+                "--seconds=1"
+            },
             "--out",
         ])
         .arg(out.path())
@@ -45,6 +51,9 @@ fn the_bench_suite_runs_and_writes_complete_results() {
     ] {
         assert!(rpc[phase]["calls"].as_u64().unwrap() > 0, "{phase}: {json}");
         assert_eq!(rpc[phase]["failed"], 0, "{phase}: {json}");
+        // The server's own CPU accounting was read around the phase.
+        let cpu = rpc[phase]["server_cpu_us_per_call"].as_f64();
+        assert!(cpu.is_some_and(|c| c > 0.0), "{phase}: {json}");
     }
     let lag = &results["replication"]["lag"];
     assert_eq!(lag["writes"], 100, "{json}");
@@ -62,6 +71,7 @@ fn the_bench_suite_runs_and_writes_complete_results() {
     );
     let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(markdown.contains("| GetProject |"), "{markdown}");
+    assert!(markdown.contains("server CPU µs/call"), "{markdown}");
 }
 
 /// `bench replication` (the command `docs/protocol.md` shows) with tiny parameters: it runs

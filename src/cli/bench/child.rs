@@ -10,15 +10,30 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+/// A command running this binary, through `taskset -c CPU` when pinned (taskset executes it
+/// in its own process, so the child's pid is the server's).
+fn this_binary(cpu: Option<usize>) -> anyhow::Result<Command> {
+    let exe = std::env::current_exe()?;
+    Ok(match cpu {
+        None => Command::new(exe),
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string()]).arg(exe);
+            c
+        }
+    })
+}
+
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    /// `yrd-gateway serve --config CONFIG`, ready once it logs "gateway serving".
-    pub fn gateway(config: &Path) -> anyhow::Result<Server> {
-        let mut command = Command::new(std::env::current_exe()?);
+    /// `yrd-gateway serve --config CONFIG` (on CPU `cpu` alone, if given), ready once it logs
+    /// "gateway serving".
+    pub fn gateway(config: &Path, cpu: Option<usize>) -> anyhow::Result<Server> {
+        let mut command = this_binary(cpu)?;
         command
             .args(["serve", "--config"])
             .arg(config)
@@ -37,10 +52,10 @@ impl Server {
         })
     }
 
-    /// The baseline echo server (`bench baseline-server --config CONFIG`), ready once it
-    /// prints `listening <addr>`.
-    pub fn baseline(config: &Path) -> anyhow::Result<Server> {
-        let mut command = Command::new(std::env::current_exe()?);
+    /// The baseline echo server (`bench baseline-server --config CONFIG`, on CPU `cpu` alone,
+    /// if given), ready once it prints `listening <addr>`.
+    pub fn baseline(config: &Path, cpu: Option<usize>) -> anyhow::Result<Server> {
+        let mut command = this_binary(cpu)?;
         command
             .args(["bench", "baseline-server", "--config"])
             .arg(config)

@@ -172,7 +172,7 @@ impl Mesh {
 
     fn start(&mut self, i: usize) -> anyhow::Result<()> {
         self.servers[i] = Some(
-            Server::gateway(&self.configs[i])
+            Server::gateway(&self.configs[i], None)
                 .with_context(|| format!("starting {}", self.ids[i]))?,
         );
         Ok(())

@@ -18,6 +18,10 @@ pub struct Throughput {
     /// The first failure's status, so a broken phase says why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_error: Option<String>,
+    /// CPU time the server process used per successful call during the phase (user and
+    /// system, from /proc), in microseconds: steadier than the rate on a shared machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_call: Option<f64>,
 }
 
 /// The `p` quantile (0..=1) of sorted microsecond samples, in milliseconds.
@@ -92,5 +96,6 @@ where
         calls: latencies.len() as u64,
         failed,
         first_error,
+        server_cpu_us_per_call: None,
     }
 }

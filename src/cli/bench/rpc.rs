@@ -21,6 +21,8 @@ pub struct RpcOptions {
     pub concurrency: usize,
     pub connections: usize,
     pub seconds: u64,
+    /// Servers on the last CPU, this process (the load generator) on the others.
+    pub pin: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -28,6 +30,8 @@ pub struct RpcFigures {
     pub concurrency: usize,
     pub connections: usize,
     pub seconds_per_phase: u64,
+    /// Whether servers and load generator were pinned to CPUs of their own.
+    pub pinned: bool,
     /// Encoded size of a CreateProject request; the echo carries a payload of this size.
     pub request_bytes: usize,
     pub baseline_echo: Throughput,
@@ -65,8 +69,9 @@ pub struct StoreSize {
     pub bytes_per_audit_event: f64,
 }
 
-/// A short unmeasured run first (connections up, caches warm), then the measured one.
-async fn phase<F, Fut>(options: &RpcOptions, call: F) -> Throughput
+/// A short unmeasured run first (connections up, caches warm), then the measured one, with
+/// the CPU time `server` used per call during it.
+async fn phase<F, Fut>(options: &RpcOptions, server: &Server, call: F) -> anyhow::Result<Throughput>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + Send + 'static,
@@ -75,19 +80,61 @@ where
         .div_f64(5.0)
         .min(Duration::from_secs(2));
     drive(options.concurrency, warm_up, call.clone()).await;
-    drive(
+    let cpu_before = server.cpu_seconds()?;
+    let mut t = drive(
         options.concurrency,
         Duration::from_secs(options.seconds),
         call,
     )
-    .await
+    .await;
+    let cpu = server.cpu_seconds()? - cpu_before;
+    t.server_cpu_us_per_call = (t.calls > 0).then(|| cpu * 1e6 / t.calls as f64);
+    Ok(t)
+}
+
+/// Pins every thread of this process to `cpus` (a `taskset` list such as "0" or "0-1").
+fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux) to pin the load generator")?;
+    anyhow::ensure!(status.success(), "taskset -a -p -c {cpus} failed");
+    Ok(())
 }
 
 pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Result<RpcFigures> {
     let request_bytes = super::create_request(0).encoded_len();
 
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server_cpu = if options.pin {
+        anyhow::ensure!(cpus >= 2, "--pin needs at least two CPUs");
+        pin_self(&format!("0-{}", cpus - 2))?;
+        say!(
+            "  pinned: servers on CPU {}, load generator on CPUs 0-{}",
+            cpus - 1,
+            cpus - 2
+        );
+        Some(cpus - 1)
+    } else {
+        None
+    };
+    let result = measure(root, config, options, request_bytes, server_cpu).await;
+    if options.pin {
+        pin_self(&format!("0-{}", cpus - 1))?;
+    }
+    result
+}
+
+async fn measure(
+    root: &Path,
+    config: &Path,
+    options: &RpcOptions,
+    request_bytes: usize,
+    server_cpu: Option<usize>,
+) -> anyhow::Result<RpcFigures> {
     say!("  baseline: bare tonic echo of {request_bytes} bytes, same mTLS");
-    let baseline = Server::baseline(config)?;
+    let baseline = Server::baseline(config, server_cpu)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (baseline_idle, _) = baseline.memory_kib()?;
     let clients: Arc<Vec<_>> = Arc::new(
@@ -97,16 +144,16 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
             .collect(),
     );
     let payload = vec![0x5a_u8; request_bytes];
-    let baseline_echo = phase(options, move |w, _| {
+    let baseline_echo = phase(options, &baseline, move |w, _| {
         let mut client = clients[w % clients.len()].clone();
         let payload = payload.clone();
         async move { client.echo(echo::EchoRequest { payload }).await.map(|_| ()) }
     })
-    .await;
+    .await?;
     let (_, baseline_peak) = baseline.memory_kib()?;
     baseline.stop()?;
 
-    let gateway = Server::gateway(config)?;
+    let gateway = Server::gateway(config, server_cpu)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (gateway_idle, _) = gateway.memory_kib()?;
     let clients: Arc<Vec<_>> = Arc::new(
@@ -118,7 +165,7 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
 
     say!("  CreateProject (durable, audited, signed change log)");
     let c = clients.clone();
-    let create_project = phase(options, move |w, i| {
+    let create_project = phase(options, &gateway, move |w, i| {
         let mut client = c[w % c.len()].clone();
         async move {
             let index = (w as u64) << 40 | i;
@@ -128,7 +175,7 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
                 .map(|_| ())
         }
     })
-    .await;
+    .await?;
 
     let mut names = Vec::new();
     let mut lister = clients[0].clone();
@@ -145,16 +192,16 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
 
     say!("  GetProject");
     let c = clients.clone();
-    let get_project = phase(options, move |w, i| {
+    let get_project = phase(options, &gateway, move |w, i| {
         let mut client = c[w % c.len()].clone();
         let request = super::get_request(&names, w, i);
         async move { client.get_project(request).await.map(|_| ()) }
     })
-    .await;
+    .await?;
 
     say!("  ListProjects (page of 50)");
     let c = clients.clone();
-    let list_projects_page_50 = phase(options, move |w, _| {
+    let list_projects_page_50 = phase(options, &gateway, move |w, _| {
         let mut client = c[w % c.len()].clone();
         async move {
             let page = client
@@ -174,7 +221,7 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
             }
         }
     })
-    .await;
+    .await?;
     let (gateway_loaded, gateway_peak) = gateway.memory_kib()?;
     drop(clients);
     gateway.stop()?;
@@ -183,6 +230,7 @@ pub async fn run(root: &Path, config: &Path, options: &RpcOptions) -> anyhow::Re
         concurrency: options.concurrency,
         connections: options.connections,
         seconds_per_phase: options.seconds,
+        pinned: server_cpu.is_some(),
         request_bytes,
         baseline_echo,
         create_project,
