@@ -122,39 +122,20 @@ pub fn federation_from_toml(text: &str) -> anyhow::Result<Federation> {
 /// A party's `[[parties]]` table and a `[[peers]]` table reaching it at `address`.
 pub fn party_and_peer_toml(p: &PartyInfo, address: &str) -> String {
     let q = |s: &str| toml::Value::String(s.to_string()).to_string();
-    let mut t = format!(
-        "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n",
-        q(&p.id),
-        q(&p.display_name),
-        q(&p.province),
-        q(&p.division_code)
-    );
-    if p.suspended {
-        t.push_str("suspended = true\n");
-    }
-    t.push_str(&format!(
-        "\n[[peers]]\nparty = {}\naddress = {}\n",
+    format!(
+        "{}\n[[peers]]\nparty = {}\naddress = {}\n",
+        crate::config::party_table(p),
         q(&p.id),
         q(address)
-    ));
-    t
+    )
 }
 
 /// A file of `[[parties]]` tables, which [`federation_from_toml`] reads back.
 pub fn federation_toml(f: &Federation) -> String {
-    let q = |s: &str| toml::Value::String(s.to_string()).to_string();
     let mut t = String::from("# The dev federation's party list, in party order.\n");
     for p in f.parties() {
-        t.push_str(&format!(
-            "\n[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n",
-            q(&p.id),
-            q(&p.display_name),
-            q(&p.province),
-            q(&p.division_code)
-        ));
-        if p.suspended {
-            t.push_str("suspended = true\n");
-        }
+        t.push('\n');
+        t.push_str(&crate::config::party_table(p));
     }
     t
 }

@@ -55,7 +55,7 @@ pub use raw::{
     RawAccess, RawAdmin, RawAudit, RawConfig, RawLimits, RawListen, RawLog, RawParty, RawPeer,
     RawSharing, RawStore, RawTls,
 };
-pub use template::ConfigTemplate;
+pub use template::{ConfigTemplate, party_table};
 
 /// Where a configuration was read from, so a running gateway can read it again.
 #[derive(Debug, Clone, PartialEq, Eq)]

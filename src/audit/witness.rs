@@ -16,7 +16,7 @@ use crate::exchange::ExchangeError;
 use crate::exchange::signing::SignatureVerifier;
 use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
-use crate::membership::reload::Peers;
+use crate::membership::reload::{Peers, active_peers};
 use crate::store::{AuditQuery, Store, WitnessedHead};
 use crate::wire::pb::federation_service_client::FederationServiceClient;
 use crate::wire::{micros_of, pb};
@@ -203,13 +203,7 @@ pub async fn publish(
 ) {
     let mut witnesses: Vec<Witness> = Vec::new();
     loop {
-        let federation = members.current();
-        let now: Vec<PeerConfig> = peers
-            .borrow()
-            .iter()
-            .filter(|p| federation.is_active(&p.party))
-            .cloned()
-            .collect();
+        let now = active_peers(&peers, &members);
         witnesses.retain(|w| now.contains(&w.peer));
         for peer in now {
             if witnesses.iter().any(|w| w.peer == peer) {

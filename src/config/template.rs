@@ -73,18 +73,8 @@ impl ConfigTemplate {
              # removed, `suspended = true`); see docs/operator.md, \"Changing the party list\".\n",
         );
         for p in self.federation.parties() {
-            t.push_str(&format!(
-                "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n{}\n",
-                toml_str(&p.id),
-                toml_str(&p.display_name),
-                toml_str(&p.province),
-                toml_str(&p.division_code),
-                if p.suspended {
-                    "suspended = true\n"
-                } else {
-                    ""
-                }
-            ));
+            t.push_str(&party_table(p));
+            t.push('\n');
         }
         t.push_str("# Peer gateways whose change logs this gateway pulls.\n");
         for (peer, address) in &self.peers {
@@ -103,4 +93,20 @@ impl ConfigTemplate {
         ));
         t
     }
+}
+
+/// One `[[parties]]` table of a config file (or of a file of party lists).
+pub fn party_table(p: &crate::domain::PartyInfo) -> String {
+    format!(
+        "[[parties]]\nid = {}\ndisplay_name = {}\nprovince = {}\ndivision_code = {}\n{}",
+        toml_str(&p.id),
+        toml_str(&p.display_name),
+        toml_str(&p.province),
+        toml_str(&p.division_code),
+        if p.suspended {
+            "suspended = true\n"
+        } else {
+            ""
+        }
+    )
 }

@@ -22,7 +22,7 @@ use crate::domain::now_micros;
 use crate::domain::{Members, RecordKind};
 use crate::identity::tls::TlsSource;
 use crate::membership::Membership;
-use crate::membership::reload::Peers;
+use crate::membership::reload::{Peers, active_peers};
 use crate::records::{Feed, Records};
 use crate::sharing::erasure::keep_only_granted;
 use crate::sharing::{SharingView, read_view_of};
@@ -194,13 +194,8 @@ impl Inbound {
         let mut tasks = JoinSet::new();
         let (mut peers_fixed, mut members_fixed) = (false, false);
         loop {
-            let federation = members.current();
-            let wanted: Vec<PeerConfig> = peers
-                .borrow_and_update()
-                .iter()
-                .filter(|p| federation.is_active(&p.party))
-                .cloned()
-                .collect();
+            peers.mark_unchanged();
+            let wanted = active_peers(&peers, &members);
             running.retain(|party, (config, stop_one)| {
                 if wanted.contains(config) {
                     return true;

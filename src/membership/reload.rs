@@ -25,6 +25,17 @@ use crate::domain::{Federation, Members, now_micros};
 /// The peers this gateway pulls from, as they are now.
 pub type Peers = watch::Receiver<Arc<Vec<PeerConfig>>>;
 
+/// The peers of `peers` that are active members of `members` now: those to talk to.
+pub fn active_peers(peers: &Peers, members: &Members) -> Vec<PeerConfig> {
+    let federation = members.current();
+    peers
+        .borrow()
+        .iter()
+        .filter(|p| federation.is_active(&p.party))
+        .cloned()
+        .collect()
+}
+
 /// What the last readings of the configuration file did, for the status page and metrics.
 #[derive(Debug, Clone, Default)]
 pub struct ReloadStatus {

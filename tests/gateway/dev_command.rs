@@ -379,6 +379,26 @@ impl Dev {
         text
     }
 
+    /// Creates a project at `party` with `display_name` and returns its name.
+    fn create_project(&self, party: &str, display_name: &str) -> String {
+        let args = [
+            "project",
+            "create",
+            "--display-name",
+            display_name,
+            "--industry",
+            "other",
+        ];
+        let investor = [
+            "--investor-name",
+            "某投资方",
+            "--credit-code",
+            crate::common::CREDIT_CODE,
+        ];
+        let created = self.client(party, &[&args[..], &investor[..]].concat());
+        created.lines().next().unwrap().to_string()
+    }
+
     fn until(&self, what: &str, check: impl Fn() -> Option<String>) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -586,22 +606,7 @@ async fn the_developer_guide_tour_negotiation_and_referral_run_on_dev() {
 async fn a_fifth_party_joins_the_running_dev_federation_as_the_readme_shows() {
     let mut dev = Dev::start(3);
     let pid = dev._child.0.id();
-    let earlier = dev.client(
-        "zone",
-        &[
-            "project",
-            "create",
-            "--display-name",
-            "临港加入前的项目",
-            "--industry",
-            "other",
-            "--investor-name",
-            "某投资方",
-            "--credit-code",
-            crate::common::CREDIT_CODE,
-        ],
-    );
-    let earlier = earlier.lines().next().unwrap().to_string();
+    let earlier = dev.create_project("zone", "临港加入前的项目");
 
     let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
         .args(["dev", "--grpc-port-base", &dev.base.to_string()])
@@ -638,22 +643,7 @@ async fn a_fifth_party_joins_the_running_dev_federation_as_the_readme_shows() {
     dev.until("the zone's earlier project at lingang", || {
         dev.try_client("lingang", &["project", "get", &earlier])
     });
-    let created = dev.client(
-        "lingang",
-        &[
-            "project",
-            "create",
-            "--display-name",
-            "临港的项目",
-            "--industry",
-            "other",
-            "--investor-name",
-            "某投资方",
-            "--credit-code",
-            crate::common::CREDIT_CODE,
-        ],
-    );
-    let name = created.lines().next().unwrap().to_string();
+    let name = dev.create_project("lingang", "临港的项目");
     for party in PARTIES {
         dev.until(&format!("lingang's project at {party}"), || {
             dev.try_client(party, &["project", "get", &name])
