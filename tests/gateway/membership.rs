@@ -301,6 +301,13 @@ async fn a_suspended_or_removed_party_is_refused_at_once_and_what_it_sent_stays_
         .unwrap_err();
     assert_eq!(bad_fields(&refused), vec!["to_party".to_string()]);
 
+    // Reinstated: anji resumes from its cursor and receives what it missed.
+    rewrite(&fed, "zone", &three, federation());
+    eventually(wait, "the missed project at anji", || {
+        try_get(&fed, "anji", &after.name)
+    })
+    .await;
+
     // Removed altogether: what anji sent stays, with evidence that verifies.
     let mut parties = federation().parties().to_vec();
     parties.retain(|p| p.id != "anji");
@@ -345,4 +352,45 @@ async fn a_suspended_or_removed_party_is_refused_at_once_and_what_it_sent_stays_
     let (listed, _) = parties_at(&fed, "zone").await;
     assert_eq!(listed[0].0, "zone", "{listed:?}");
     fed.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_moved_to_another_address_is_followed_there() {
+    let fed = TestFederation::start(&["zone", "anji"]).await;
+    let wait = Duration::from_secs(60);
+    let proxy = TcpProxy::start().await;
+    proxy.set_upstream(fed.addr("anji"));
+
+    // The zone's operator points anji's [[peers]] entry at the new address (the proxy).
+    write_config_of(
+        fed.root.path(),
+        "zone",
+        &fed.addr("zone").to_string(),
+        &[("anji".to_string(), proxy.addr.to_string())],
+        &Options::default(),
+        federation(),
+    );
+    let admin = fed.gateways["zone"].admin;
+    eventually(wait, "the move applied at the zone", || async {
+        (metric(admin, "yrd_config_reloads_total{result=\"applied\"}").await == 1).then_some(())
+    })
+    .await;
+    eventually(wait, "the zone following anji again", || async {
+        fed.gateways["zone"].peer("anji").connected.then_some(())
+    })
+    .await;
+    // Cutting the new path disconnects the zone from anji: it follows anji through it.
+    proxy.cut();
+    eventually(wait, "the zone cut off from anji", || async {
+        (!fed.gateways["zone"].peer("anji").connected).then_some(())
+    })
+    .await;
+    let p = create(&fed, "anji", "written while the new path is cut").await;
+    proxy.heal();
+    eventually(
+        wait,
+        "anji's project at the zone through the new path",
+        || try_get(&fed, "zone", &p.name),
+    )
+    .await;
 }
