@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # The docker compose deployment on the real Docker engine: four parties from nothing, a write
 # read at another party without the contact phone, a network partition, a node loss during
-# writes, and `down` then `up` with the data kept. Bounded in time; removes its containers,
-# network and volumes on exit. Uses the yrd-gateway binary at $YRD_BIN (default: the debug
+# writes, `down` then `up` with the data kept, and a fifth party (lingang) joining the running
+# federation without a restart. Bounded in time; removes its containers, network and volumes
+# on exit, and puts back the config files it appended to. Uses the yrd-gateway binary at $YRD_BIN (default: the debug
 # build the tests just made), packaged with docker/Dockerfile's `prebuilt` target.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 P="yrdci$$"
 export YRD_ZONE_PORT=26051 YRD_CHANGXING_PORT=26052 YRD_ANJI_PORT=26053 YRD_GUANGDE_PORT=26054
 export YRD_ZONE_ADMIN_PORT=26091 YRD_CHANGXING_ADMIN_PORT=26092 YRD_ANJI_ADMIN_PORT=26093 YRD_GUANGDE_ADMIN_PORT=26094
+export YRD_LINGANG_PORT=26055 YRD_LINGANG_ADMIN_PORT=26095
 COMPOSE_FILES="docker/compose.yaml"
 source tests/docker/lib.sh
+FOUR="zone changxing anji guangde"
+put_back_configs() {
+  for p in $FOUR; do
+    if [ -f "$work/$p.toml.orig" ]; then cp "$work/$p.toml.orig" "docker/config/$p.toml"; fi
+  done
+  cleanup
+}
+trap put_back_configs EXIT
 
 step "base image and gateway image"
 build_gateway_image
@@ -80,8 +90,29 @@ client zone "$YRD_ZONE_PORT" project get "$G" >/dev/null || fail "$G gone at the
 client anji "$YRD_ANJI_PORT" project get "$(first_line cat "$acked")" >/dev/null || fail "anji's data gone after down/up"
 echo "all records still there"
 
+step "a fifth party, lingang, joins the running federation; the four are not restarted"
+COMPOSE_FILES="docker/compose.yaml docker/compose.lingang.yaml"
+started() { for p in $FOUR; do docker inspect -f '{{.State.StartedAt}}' "$(container "$p")"; done; }
+before=$(started)
+compose run --rm certs certs init --dir /certs --parties lingang >/dev/null 2>&1 || fail "certificates for lingang"
+for p in $FOUR; do
+  cp "docker/config/$p.toml" "$work/$p.toml.orig"
+  cat docker/config/lingang-entries.toml >>"docker/config/$p.toml"
+done
+compose up -d lingang >/dev/null 2>&1 || fail "compose up -d lingang"
+eventually 120 healthy lingang || fail "lingang not healthy"
+docker cp "$(container zone):/certs/lingang" "$work/certs/lingang"
+eventually 60 client lingang "$YRD_LINGANG_PORT" project get "$N" || fail "lingang did not pull $N from history"
+L=$(first_line client lingang "$YRD_LINGANG_PORT" $(create_args at-lingang))
+[[ "$L" == parties/lingang/projects/* ]] || fail "create at lingang: $L"
+eventually 60 client zone "$YRD_ZONE_PORT" project get "$L" || fail "$L never reached the zone"
+eventually 60 client guangde "$YRD_GUANGDE_PORT" project get "$L" || fail "$L never reached guangde"
+[ "$(started)" = "$before" ] || fail "a gateway of the four was restarted: $before / $(started)"
+docker logs "$(container zone)" 2>&1 | grep -q 'party lingang added' || fail "the zone did not log the change"
+echo "lingang pulled $N, its $L reached the zone and guangde; the four kept running"
+
 step "inside each container: the audit chain and the evidence of every change received verify"
-for party in zone changxing anji guangde; do
+for party in zone changxing anji guangde lingang; do
   echo "-- at $party"
   docker exec "$(container "$party")" yrd-gateway audit verify --config /etc/yrd/gateway.toml ||
     fail "$party's audit chain does not verify"

@@ -107,6 +107,23 @@ fn the_docker_configs_are_valid() {
         );
         assert_eq!(config.federation, yrd_gateway::cli::default_federation());
     }
+    // The fifth party of docker/compose.lingang.yaml: its config, and each of the four with
+    // lingang's entries appended, list the same five parties.
+    let lingang =
+        yrd_gateway::config::Config::load(&dir.join("lingang.toml"), &Default::default()).unwrap();
+    assert_eq!(lingang.peers.len(), 4);
+    assert_eq!(lingang.federation.parties().len(), 5);
+    let entries = std::fs::read_to_string(dir.join("lingang-entries.toml")).unwrap();
+    let appended = tempfile::tempdir().unwrap();
+    for party in PARTIES {
+        let text = std::fs::read_to_string(dir.join(format!("{party}.toml"))).unwrap();
+        let path = appended.path().join(format!("{party}.toml"));
+        std::fs::write(&path, format!("{text}{entries}")).unwrap();
+        let config = yrd_gateway::config::Config::load(&path, &Default::default())
+            .unwrap_or_else(|e| panic!("{party} with lingang: {e}"));
+        assert_eq!(config.federation, lingang.federation, "{party}");
+        assert!(config.peers.iter().any(|p| p.party == "lingang"), "{party}");
+    }
 }
 
 /// The developer guide's catalog and access-request walkthrough (docs/developer.md), command
