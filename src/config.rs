@@ -65,13 +65,6 @@ pub struct ConfigSource {
     pub env: HashMap<String, String>,
 }
 
-impl ConfigSource {
-    /// Reads and validates the file again.
-    pub fn load(&self) -> Result<Config, ConfigError> {
-        Config::load(&self.path, &self.env)
-    }
-}
-
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

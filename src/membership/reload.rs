@@ -250,13 +250,22 @@ pub async fn follow(
             // An editor or a deployment tool may still be writing: let it finish.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        seen = Some(read(&source.path));
+        let now = read(&source.path);
         let federation = live.members.borrow().clone();
         let peers = live.peers.borrow().clone();
-        let decision = source
-            .load()
-            .map_err(|e| e.to_string())
+        // Decided on the bytes just read (not a third reading of the file).
+        let decision = now
+            .as_ref()
+            .map_err(|e| format!("cannot read config file {}: {e}", source.path.display()))
+            .and_then(|bytes| {
+                std::str::from_utf8(bytes)
+                    .map_err(|e| format!("config file {} is not UTF-8: {e}", source.path.display()))
+            })
+            .and_then(|text| {
+                Config::from_toml(text, &source.path, &source.env).map_err(|e| e.to_string())
+            })
             .and_then(|new| decide(&started, &federation, &peers, new));
+        seen = Some(now);
         let at = now_micros();
         match decision {
             Err(why) => {

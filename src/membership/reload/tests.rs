@@ -26,21 +26,20 @@ fn config(t: &str) -> Config {
     Config::from_toml(t, Path::new("/etc/yrd/zone.toml"), &HashMap::new()).unwrap()
 }
 
+const FOUR: [(&str, bool); 4] = [
+    ("zone", false),
+    ("anji", false),
+    ("guangde", false),
+    ("changxing", false),
+];
+const THREE_PEERS: [(&str, &str); 3] = [
+    ("anji", "127.0.0.1:1"),
+    ("guangde", "127.0.0.1:2"),
+    ("changxing", "127.0.0.1:3"),
+];
+
 fn four() -> Config {
-    config(&text(
-        &[
-            ("zone", false),
-            ("anji", false),
-            ("guangde", false),
-            ("changxing", false),
-        ],
-        &[
-            ("anji", "127.0.0.1:1"),
-            ("guangde", "127.0.0.1:2"),
-            ("changxing", "127.0.0.1:3"),
-        ],
-        "",
-    ))
+    config(&text(&FOUR, &THREE_PEERS, ""))
 }
 
 fn decide_on(started: &Config, new: Config) -> Result<Decision, String> {
@@ -123,17 +122,8 @@ fn moving_a_listed_party_or_changing_the_own_party_is_refused() {
 fn other_keys_changed_are_named_as_waiting_for_a_restart() {
     let started = four();
     let t = text(
-        &[
-            ("zone", false),
-            ("anji", false),
-            ("guangde", false),
-            ("changxing", false),
-        ],
-        &[
-            ("anji", "127.0.0.1:1"),
-            ("guangde", "127.0.0.1:2"),
-            ("changxing", "127.0.0.1:3"),
-        ],
+        &FOUR,
+        &THREE_PEERS,
         "[limits]\nmax_concurrent_calls = 17\n[access]\nread_only_systems = [\"dashboard\"]\n",
     )
     .replace("zone.db", "elsewhere.db");
@@ -160,7 +150,7 @@ async fn the_file_is_followed_refused_while_bad_and_applied_once_mended() {
         path: path.clone(),
         env: HashMap::new(),
     };
-    let started = source.load().unwrap();
+    let started = Config::load(&source.path, &source.env).unwrap();
     let (live, mut members, mut peers) = Live::new(&started);
     let reloads = Arc::new(Reloads::default());
     let (stop_tx, stop) = watch::channel(false);
