@@ -72,6 +72,9 @@ pub enum Command {
     /// Measure performance on this machine (build with --release).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print the OpenAPI 3 document of the HTTP/JSON surface (also served at /openapi.json;
+    /// docs/openapi.json is this output).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

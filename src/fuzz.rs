@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("names", names),
     ("config", config),
     ("audit_export", audit_export),
+    ("http_json", http_json),
 ];
 
 /// Text of arbitrary bytes, as a parser that takes text receives it (invalid UTF-8 replaced).
@@ -113,6 +114,28 @@ pub fn audit_export(data: &[u8]) {
     let _ = crate::cli::audit::check_export(t.lines().map(|l| Ok(l.to_string())));
 }
 
+/// An HTTP/JSON request: the first line is `VERB /path?query`, the rest the body. The route
+/// is found and the request message built, or the request refused.
+pub fn http_json(data: &[u8]) {
+    let Ok(api) = crate::http_json::api() else {
+        return;
+    };
+    let t = text(data);
+    let (head, body) = t.split_once('\n').unwrap_or((&t, ""));
+    let (verb, target) = head.split_once(' ').unwrap_or((head, "/"));
+    let Ok(verb) = http::Method::from_bytes(verb.as_bytes()) else {
+        return;
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if let crate::http_json::routes::Found::Route(route, values) = api.routes.find(&verb, path) {
+        let _ =
+            crate::http_json::transcode::request_message(route, &values, query, body.as_bytes());
+    }
+}
+
 /// Valid inputs of `target`, the starting points of mutation.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
@@ -132,6 +155,15 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "config" => vec![config_file().into_bytes(), calendar_file().into_bytes()],
         "audit_export" => vec![audit_export_file().into_bytes()],
+        "http_json" => vec![
+            format!(
+                "PATCH /v1/parties/zone/projects/0190a5b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b\n{}",
+                r#"{"project": {"displayName": "项目", "stage": "STAGE_SIGNED", "labels": {"a": "b"}}, "updateMask": "stage", "requestId": "r"}"#
+            )
+            .into_bytes(),
+            b"GET /v1/accessRequests?pageSize=7&state=ACCESS_REQUEST_STATE_REQUESTED&overdueOnly=true\n".to_vec(),
+            b"GET /v1/auditEvents?startTime=2026-12-01T00:00:00Z&caller=a%20b\n".to_vec(),
+        ],
         _ => Vec::new(),
     }
 }

@@ -61,6 +61,8 @@ pub enum GatewayError {
     Reflection(String),
     #[error("cannot read or publish the catalog: {0}")]
     Catalog(String),
+    #[error("cannot build the HTTP/JSON routes: {0}")]
+    HttpJson(String),
 }
 
 /// A gateway ready to serve: everything that can fail on bad files has been checked.
@@ -282,7 +284,11 @@ impl Gateway {
         tracing::info!(party = %party, addr = %addr, peers = self.peers.borrow().len(), "gateway serving");
         let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
         let grace = config.limits.shutdown_grace;
+        let http_json = crate::http_json::HttpJsonLayer::new(config.limits.clone(), limit)
+            .map_err(GatewayError::HttpJson)?;
         let server = tonic::transport::Server::builder()
+            // HTTP/1.1 too, for the HTTP/JSON surface (gRPC itself needs HTTP/2).
+            .accept_http1(true)
             // One connection holds no more streams than the gateway admits calls in all; more
             // are refused by HTTP/2 itself (REFUSED_STREAM) before any work.
             .max_concurrent_streams(u32::try_from(config.limits.max_concurrent_calls).ok())
@@ -291,6 +297,8 @@ impl Gateway {
             // block sent in endless CONTINUATION frames: h2 ends such a connection
             // (GOAWAY ENHANCE_YOUR_CALM) once the block passes it.
             .http2_max_header_list_size(16 * 1024)
+            // Outermost: an HTTP/JSON request becomes its gRPC call before the call layer.
+            .layer(http_json)
             .layer(CallLayer::new(self.ops.metrics.clone(), audit, config.limits.clone()))
             .layer(AuthzLayer::new(policy))
             .add_service(health_service)

@@ -44,6 +44,9 @@
 //!   and status page.
 //! - [`api`]: the gRPC surface — handlers, the authorization and call layers, the single
 //!   error-to-status mapping.
+//! - [`http_json`]: HTTP/JSON access to the party-facing methods — routes from the protos'
+//!   `google.api.http` options, JSON transcoded to the gRPC call and handed to the same
+//!   [`api`] stack (limits, audit, authorization, validation), and the OpenAPI document.
 //! - [`gateway`]: assembles one party's gateway from its config and serves it.
 //! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `store backup`/`restore`, `bench` and the
 //!   demo `client`.
@@ -52,7 +55,8 @@
 //! # How a call flows
 //!
 //! TCP accept → TLS 1.3 handshake with a mandatory client certificate
-//! ([`identity::tls::incoming`] records the SPIFFE id) → tonic → [`api::calls`] admits the call
+//! ([`identity::tls::incoming`] records the SPIFFE id) → tonic → (an HTTP/JSON request is
+//! turned into its gRPC call by [`http_json`]) → [`api::calls`] admits the call
 //! (rate, concurrency, timeout) and starts its audit event → [`api::authz`] decides from the
 //! identity and the method whether the call may proceed → the handler converts the message
 //! ([`wire::convert`]) → [`records::Records`] validates and applies the rules of the record's
@@ -78,6 +82,7 @@ pub mod exchange;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod gateway;
+pub mod http_json;
 pub mod identity;
 pub mod membership;
 pub mod ops;

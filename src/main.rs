@@ -175,6 +175,16 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text, "error");
             report(runtime.block_on(cli::bench::run(command)))
         }
+        Command::Openapi => match yrd_gateway::http_json::api() {
+            Ok(_) => {
+                print!("{}", yrd_gateway::http_json::openapi::document());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

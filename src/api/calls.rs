@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either};
 use http_body::{Body, Frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Code;
@@ -53,6 +53,12 @@ impl AuditRecords {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
+
+/// A request refused before it became a call (the HTTP/JSON transcoder could not map it): the
+/// call layer answers this status instead of calling the service, after the same limits, and
+/// audits and counts it like any call.
+#[derive(Clone, Debug)]
+pub struct Refused(pub tonic::Status);
 
 /// Methods whose responses are streams: audited when they open, never buffered.
 fn is_streaming(path: &str) -> bool {
@@ -241,6 +247,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let started = Instant::now();
+        let refused = req.extensions_mut().remove::<Refused>();
         let (event, remote) = call_event(&req);
         let span = tracing::info_span!("call", method = %event.method, request_id = %event.request_id, caller = %event.caller, remote = %remote);
         let shared = self.shared.clone();
@@ -268,9 +275,14 @@ where
             span: span.clone(),
             permit: Some(permit),
         };
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let future = inner.call(req);
+        let future = match refused {
+            Some(Refused(status)) => Either::Left(std::future::ready(Ok(status.into_http()))),
+            None => {
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Either::Right(inner.call(req))
+            }
+        };
         Box::pin(answer(shared, guard, event, records, future).instrument(span))
     }
 }

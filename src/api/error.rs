@@ -233,6 +233,17 @@ pub fn exchange_status(err: ExchangeError) -> Status {
 }
 
 /// RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED for calls refused by a limit, with a retry hint.
+/// RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` for an HTTP/JSON request body over its limit.
+pub fn too_large_json(limit: usize) -> Status {
+    Status::with_error_details(
+        Code::ResourceExhausted,
+        format!(
+            "the JSON request body is larger than {limit} bytes (four times limits.max_message_bytes)"
+        ),
+        ErrorDetails::with_error_info("MESSAGE_TOO_LARGE", ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
 pub fn limit_status(err: LimitError, limits: &Limits) -> Status {
     let (code, reason, message, retry) = match err {
         LimitError::RateLimited => (

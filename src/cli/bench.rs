@@ -513,6 +513,7 @@ struct Machine {
 struct Ratios {
     create_project: f64,
     get_project: f64,
+    get_project_http_json: f64,
     list_projects_page_50: f64,
 }
 
@@ -562,6 +563,7 @@ async fn suite(
         ratios_to_baseline: Ratios {
             create_project: rpc.create_project.requests_per_second / base,
             get_project: rpc.get_project.requests_per_second / base,
+            get_project_http_json: rpc.get_project_http_json.requests_per_second / base,
             list_projects_page_50: rpc.list_projects_page_50.requests_per_second / base,
         },
         rpc,
@@ -625,11 +627,13 @@ fn markdown(r: &Results) -> String {
     );
     row("CreateProject (durable, audited)", &r.rpc.create_project);
     row("GetProject", &r.rpc.get_project);
+    row("GetProject over HTTP/JSON", &r.rpc.get_project_http_json);
     row("ListProjects (page of 50)", &r.rpc.list_projects_page_50);
     for t in [
         &r.rpc.baseline_echo,
         &r.rpc.create_project,
         &r.rpc.get_project,
+        &r.rpc.get_project_http_json,
         &r.rpc.list_projects_page_50,
     ] {
         if let Some(e) = &t.first_error {

@@ -89,6 +89,13 @@ proptest! {
     fn fuzz_audit_exports(lines in proptest::collection::vec("\\PC{0,120}", 0..6), edits in edits()) {
         drive("audit_export", lines.join("\n").as_bytes(), &edits);
     }
+
+    /// HTTP/JSON requests: any route line and body, and valid ones edited, map onto their
+    /// request message or are refused.
+    #[test]
+    fn fuzz_http_json_requests(line in "(GET|POST|PATCH) /v1/[ -~]{0,60}", body in "\\PC{0,200}", edits in edits()) {
+        drive("http_json", format!("{line}\n{body}").as_bytes(), &edits);
+    }
 }
 
 /// The valid inputs the properties mutate are valid: mutations start next to what is accepted.
@@ -103,6 +110,22 @@ fn the_seeds_are_valid() {
     let export = String::from_utf8(seeds("audit_export")[0].clone()).unwrap();
     // Read as an export (its chain does not verify: the hashes are made up).
     let _ = crate::cli::audit::check_export(export.lines().map(|l| Ok(l.to_string()))).unwrap();
+    for seed in seeds("http_json") {
+        let t = String::from_utf8(seed).unwrap();
+        let (head, body) = t.split_once('\n').unwrap();
+        let (verb, target) = head.split_once(' ').unwrap();
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        let api = crate::http_json::api().unwrap();
+        let verb = http::Method::from_bytes(verb.as_bytes()).unwrap();
+        let crate::http_json::routes::Found::Route(route, values) = api.routes.find(&verb, path)
+        else {
+            panic!("{head}: no route")
+        };
+        crate::http_json::transcode::request_message(route, &values, query, body.as_bytes())
+            .unwrap_or_else(|e| panic!("{head}: {e:?}"));
+    }
     for (name, _) in TARGETS {
         assert!(!seeds(name).is_empty(), "{name} has no seed");
     }

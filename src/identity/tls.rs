@@ -1,8 +1,8 @@
 //! TLS for both directions, built from one set of files: the server config that accepts party
 //! systems and peer gateways, and the client config a gateway (or the CLI) dials with.
 //!
-//! Both are TLS 1.3 only, both require certificates chaining to the federation CA, and both
-//! speak HTTP/2 (ALPN `h2`). The server side hands each accepted connection to tonic together
+//! Both are TLS 1.3 only and both require certificates chaining to the federation CA. gRPC
+//! speaks HTTP/2 (ALPN `h2`); the server also offers `http/1.1` for HTTP/JSON clients. The server side hands each accepted connection to tonic together
 //! with the SPIFFE id found in the client certificate ([`PeerInfo`]).
 
 use std::io;
@@ -195,7 +195,8 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(&paths.cert)?, load_key(&paths.key)?)
         .map_err(|e| TlsError::Setup(format!("certificate and key do not fit together: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 for the HTTP/JSON surface's clients; gRPC clients choose h2.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

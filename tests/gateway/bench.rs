@@ -47,6 +47,7 @@ fn the_bench_suite_runs_and_writes_complete_results() {
         "baseline_echo",
         "create_project",
         "get_project",
+        "get_project_http_json",
         "list_projects_page_50",
     ] {
         assert!(rpc[phase]["calls"].as_u64().unwrap() > 0, "{phase}: {json}");
@@ -71,6 +72,10 @@ fn the_bench_suite_runs_and_writes_complete_results() {
     );
     let markdown = std::fs::read_to_string(out.path().join("results.md")).unwrap();
     assert!(markdown.contains("| GetProject |"), "{markdown}");
+    assert!(
+        markdown.contains("| GetProject over HTTP/JSON |"),
+        "{markdown}"
+    );
     assert!(markdown.contains("server CPU µs/call"), "{markdown}");
 }
 

@@ -15,6 +15,7 @@ mod durability;
 mod exchange;
 mod flood;
 mod grants;
+mod http_json;
 mod identity;
 mod layout;
 mod malformed;

@@ -27,7 +27,9 @@ STUBS = pathlib.Path(tempfile.mkdtemp(prefix="yrd-interop-stubs-"))
 
 def _generate_stubs() -> None:
     include = importlib.resources.files("grpc_tools") / "_proto"
-    files = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+    # Only our own package: google/api/*.proto (the google.api.http option the protos import)
+    # comes from googleapis-common-protos, whose descriptors must not be registered twice.
+    files = sorted(str(p.relative_to(PROTO)) for p in (PROTO / "yrd").rglob("*.proto"))
     args = [
         "grpc_tools.protoc",
         f"-I{PROTO}",

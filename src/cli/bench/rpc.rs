@@ -1,6 +1,7 @@
 //! Throughput and memory (parts 1 and 4 of the suite): the baseline echo, then CreateProject,
-//! GetProject and ListProjects at one gateway, each driven by the same load generator over
-//! the same number of connections; resident memory of the gateway idle and under that load;
+//! GetProject (over gRPC, then over HTTP/JSON on the same kind of HTTP/2 connections) and
+//! ListProjects at one gateway, each driven by the same load generator over the same number
+//! of connections; resident memory of the gateway idle and under that load;
 //! the store's size per record afterwards.
 
 use std::path::Path;
@@ -37,6 +38,8 @@ pub struct RpcFigures {
     pub baseline_echo: Throughput,
     pub create_project: Throughput,
     pub get_project: Throughput,
+    /// GetProject as `GET /v1/parties/zone/projects/{id}` with a JSON answer.
+    pub get_project_http_json: Throughput,
     pub list_projects_page_50: Throughput,
     pub memory: Memory,
     pub store: StoreSize,
@@ -192,10 +195,25 @@ async fn measure(
 
     say!("  GetProject");
     let c = clients.clone();
+    let n = names.clone();
     let get_project = phase(options, &gateway, move |w, i| {
         let mut client = c[w % c.len()].clone();
-        let request = super::get_request(&names, w, i);
+        let request = super::get_request(&n, w, i);
         async move { client.get_project(request).await.map(|_| ()) }
+    })
+    .await?;
+
+    say!("  GetProject over HTTP/JSON");
+    let channels = Arc::new(super::client_channels(
+        root,
+        "zone",
+        gateway.addr,
+        options.connections,
+    )?);
+    let get_project_http_json = phase(options, &gateway, move |w, i| {
+        let channel = channels[w % channels.len()].clone();
+        let name = super::get_request(&names, w, i).name;
+        get_json(channel, name)
     })
     .await?;
 
@@ -235,6 +253,7 @@ async fn measure(
         baseline_echo,
         create_project,
         get_project,
+        get_project_http_json,
         list_projects_page_50,
         memory: Memory {
             gateway_idle_rss_kib: gateway_idle,
@@ -245,6 +264,34 @@ async fn measure(
         },
         store: store_size(&root.join("zone/store.db"))?,
     })
+}
+
+/// `GET /v1/{name}` on an HTTP/2 connection to the gateway, the answer read as JSON: the
+/// project named must be in it.
+async fn get_json(
+    mut channel: tonic::transport::Channel,
+    name: String,
+) -> Result<(), tonic::Status> {
+    use http_body_util::BodyExt;
+    use tower::{Service, ServiceExt};
+    let failed = |e: &dyn std::fmt::Display| tonic::Status::internal(e.to_string());
+    let request = http::Request::get(format!("/v1/{name}"))
+        .body(tonic::body::Body::empty())
+        .map_err(|e| failed(&e))?;
+    let ready = channel.ready().await.map_err(|e| failed(&e))?;
+    let response = ready.call(request).await.map_err(|e| failed(&e))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| failed(&e))?
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| failed(&e))?;
+    if status != http::StatusCode::OK || json["project"]["name"] != name.as_str() {
+        return Err(tonic::Status::internal(format!("HTTP {status}: {json}")));
+    }
+    Ok(())
 }
 
 /// Checkpoints the stopped gateway's database into its main file and relates its size to the
