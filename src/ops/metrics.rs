@@ -19,6 +19,12 @@ const BUCKETS: [f64; 13] = [
 /// Recent errors kept for the status page.
 const RECENT_ERRORS: usize = 20;
 
+/// Distinct method labels kept at most. A caller can name any path (an unknown gRPC method, an
+/// HTTP route that does not exist); past this many, further ones are counted as `(other)`, so
+/// the metrics cannot be made to grow without bound.
+const MAX_METHOD_LABELS: usize = 256;
+const OTHER_METHOD: &str = "(other)";
+
 #[derive(Default, Clone)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],
@@ -94,6 +100,12 @@ impl Metrics {
 
     fn record(&self, method: &str, code: Code, seconds: f64) {
         let mut calls = lock(&self.calls);
+        let method =
+            if calls.latency.contains_key(method) || calls.latency.len() < MAX_METHOD_LABELS - 1 {
+                method
+            } else {
+                OTHER_METHOD
+            };
         *calls
             .by_code
             .entry((method.to_string(), code_name(code)))
@@ -435,4 +447,30 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         "Changes committed here (own and applied replicas).",
         state.feed_position.load(Ordering::Relaxed),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_bounded_however_many_paths_callers_name() {
+        let metrics = Metrics::default();
+        for i in 0..1000 {
+            metrics.call_started();
+            metrics.call_finished(&format!("/v1/nothing-{i}"), Code::NotFound, 0.001);
+        }
+        let mut text = String::new();
+        metrics.render_calls(&mut text);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("yrd_calls_total{"))
+            .count();
+        assert_eq!(series, MAX_METHOD_LABELS, "{series} series");
+        assert!(text.contains("method=\"(other)\""));
+        assert!(
+            text.contains("method=\"/v1/nothing-0\""),
+            "the first ones keep their name"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The docker compose deployment on the real Docker engine: four parties from nothing, a write
-# read at another party without the contact phone, a network partition, a node loss during
+# read at another party without the contact phone (over gRPC and over HTTP/JSON with curl), a network partition, a node loss during
 # writes, `down` then `up` with the data kept, and a fifth party (lingang) joining the running
 # federation without a restart. Bounded in time; removes its containers, network and volumes
 # on exit, and puts back the config files it appended to. Uses the yrd-gateway binary at $YRD_BIN (default: the debug
@@ -43,6 +43,14 @@ eventually 60 client anji "$YRD_ANJI_PORT" project get "$N" || fail "$N never re
 copy=$(client anji "$YRD_ANJI_PORT" project get "$N")
 grep -q '+8613800000000' <<<"$copy" || fail "anji (same province) lacks the phone: $copy"
 echo "$N at guangde without phone, at anji with it"
+
+step "HTTP/JSON: guangde's system reads $N with curl through the published port"
+json=$(curl -sS --fail-with-body --resolve "guangde:$YRD_GUANGDE_PORT:127.0.0.1" --cacert "$work/certs/ca.crt" \
+  --cert "$work/certs/guangde/client.crt" --key "$work/certs/guangde/client.key" \
+  "https://guangde:$YRD_GUANGDE_PORT/v1/$N") || fail "GET /v1/$N over HTTP/JSON: $json"
+grep -q "\"name\":\"$N\"" <<<"$json" || fail "HTTP/JSON answer is not $N: $json"
+grep -q '"contact":{"name":"Zhang"}' <<<"$json" || fail "the phone is not withheld over HTTP/JSON: $json"
+echo "$json"
 
 step "partition: guangde off the network, writes on both sides"
 network="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(container guangde)")"
