@@ -243,9 +243,11 @@ fn kind_schema(kind: &Kind, schemas: &mut Schemas) -> Value {
         }
         // proto3 JSON writes 64-bit integers as strings.
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => {
-            json!({ "type": "string", "format": "int64" })
+            json!({ "type": "string", "format": "int64", "pattern": "^-?[0-9]{1,19}$" })
         }
-        Kind::Uint64 | Kind::Fixed64 => json!({ "type": "string", "format": "uint64" }),
+        Kind::Uint64 | Kind::Fixed64 => {
+            json!({ "type": "string", "format": "uint64", "pattern": "^[0-9]{1,20}$" })
+        }
         Kind::Float => json!({ "type": "number", "format": "float" }),
         Kind::Double => json!({ "type": "number", "format": "double" }),
         Kind::Enum(e) => json!({

@@ -88,6 +88,14 @@ impl Template {
         let rest = path.strip_prefix('/')?;
         let rest = match &self.verb {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
+            // A last segment with a `:` carries a verb, which this template has not.
+            None if rest
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':')) =>
+            {
+                return None;
+            }
             None => rest,
         };
         let segments: Vec<&str> = rest.split('/').collect();

@@ -43,6 +43,11 @@ fn a_template_matches_its_paths_and_names_the_fields_it_fills() {
         )])
     );
     assert_eq!(t.openapi_path().0, "/v1/parties/{party}/projects/{id}");
+    assert_eq!(
+        t.matches("/v1/parties/zone/projects/p1:refer"),
+        None,
+        "a verb the template lacks (found by schemathesis: GET ...:answer reached the Get route)"
+    );
     let t = Template::parse("/v1/files/{path=**}").unwrap();
     assert_eq!(
         t.matches("/v1/files/a/b/c"),

@@ -6,6 +6,7 @@ always tests the contract in the checkout. The `federation` fixture starts the r
 the end of the session (the exit status must be 0).
 """
 
+import contextlib
 import importlib.resources
 import pathlib
 import random
@@ -69,9 +70,10 @@ def _port_block(count: int) -> int:
     raise RuntimeError("no block of free loopback ports found")
 
 
-@pytest.fixture(scope="session")
-def federation(tmp_path_factory):
-    data = tmp_path_factory.mktemp("dev")
+@contextlib.contextmanager
+def running_federation(data: pathlib.Path):
+    """`yrd-gateway dev` in `data` on free ports, stopped with SIGTERM afterwards."""
+    data.mkdir(parents=True, exist_ok=True)
     log_path = data / "gateways.log"
     # A port taken between the probe and the bind makes `dev` exit; try another block.
     for _attempt in range(3):
@@ -114,6 +116,12 @@ def federation(tmp_path_factory):
         if code != 0:
             tail = log_path.read_text(errors="replace")[-4000:]
             raise RuntimeError(f"`yrd-gateway dev` exited with {code} after SIGTERM:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory):
+    with running_federation(tmp_path_factory.mktemp("dev")) as fed:
+        yield fed
 
 
 @pytest.fixture
