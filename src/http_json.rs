@@ -71,6 +71,10 @@ struct Shared {
     api: &'static Api,
     limits: Limits,
     body_limit: usize,
+    /// Request bodies being read at once. Bodies are read before the call layer admits the
+    /// call, so they are bounded here: at most `max_concurrent_calls / JSON_BODY_FACTOR`, which
+    /// holds the memory they can take to what the admitted gRPC calls' messages can.
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 impl HttpJsonLayer {
@@ -78,6 +82,9 @@ impl HttpJsonLayer {
         Ok(HttpJsonLayer {
             shared: Arc::new(Shared {
                 api: api()?,
+                reading: Arc::new(tokio::sync::Semaphore::new(
+                    (limits.max_concurrent_calls / JSON_BODY_FACTOR).max(1),
+                )),
                 limits,
                 body_limit: max_message_bytes.saturating_mul(JSON_BODY_FACTOR),
             }),
@@ -262,8 +269,19 @@ impl Shared {
         Ok(answer.write(response).await)
     }
 
-    /// The request body, at most `body_limit` bytes, read within the call timeout.
+    /// The request body, at most `body_limit` bytes, read within the call timeout, while one
+    /// of the reading slots is free (none free: OVERLOADED at once, the body left unread).
     async fn read_body(&self, body: tonic::body::Body) -> Result<Bytes, Status> {
+        if body.is_end_stream() {
+            // No body (a GET): nothing to read, no slot taken.
+            return Ok(Bytes::new());
+        }
+        let Ok(_slot) = self.reading.clone().try_acquire_owned() else {
+            return Err(crate::api::error::limit_status(
+                crate::api::error::LimitError::Overloaded,
+                &self.limits,
+            ));
+        };
         let limited = http_body_util::Limited::new(body, self.body_limit);
         match tokio::time::timeout(self.limits.call_timeout, limited.collect()).await {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),

@@ -523,3 +523,47 @@ async fn watch_over_http_streams_json_lines_and_resumes_from_a_token() {
         (400, vec!["resume_token".to_string()])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_read_at_once_are_bounded_and_a_slow_upload_is_cut_at_the_call_timeout() {
+    // max_concurrent_calls 4: one body may be read at a time (a quarter, as JSON may be four
+    // times a message).
+    let fed = TestFederation::start_with(
+        &["zone"],
+        Options {
+            extra_toml: "[limits]\nmax_concurrent_calls = 4\ncall_timeout_ms = 1500\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let zone = Http::new(&fed, "zone", fed.pki.client_config("zone", "client"));
+    // An upload that announces 1000 bytes and sends 10, then stalls.
+    let tcp = tokio::net::TcpStream::connect(zone.addr).await.unwrap();
+    let mut slow = tokio_rustls::TlsConnector::from(zone.tls.clone())
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /v1/projects HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"project\"",
+    )
+    .await
+    .unwrap();
+    slow.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, error) = zone
+        .call("POST", "/v1/projects", Some(&create_body("second")))
+        .await;
+    assert_eq!((status, reason(&error)), (429, "OVERLOADED"), "{error}");
+    // A read has no body to wait for: it is served meanwhile.
+    let (status, _) = zone.call("GET", "/v1/projects", None).await;
+    assert_eq!(status, 200);
+    // After the call timeout the stalled upload is answered and its slot freed.
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    let (status, created) = zone
+        .call("POST", "/v1/projects", Some(&create_body("third")))
+        .await;
+    assert_eq!(status, 200, "{created}");
+}
