@@ -85,7 +85,9 @@ pub fn request_message(
         }
         let fields = field_path(&input, &key)
             .ok_or_else(|| bad(Some(&key), &format!("{name} has no field `{key}`")))?;
-        let last = fields.last().expect("a path has at least one field");
+        let Some(last) = fields.last() else {
+            return Err(bad(Some(&key), "an empty field name"));
+        };
         if fields
             .iter()
             .rev()
