@@ -110,6 +110,7 @@ pub struct RawStore {
     pub url: Option<String>,
     pub password_file: Option<PathBuf>,
     pub pool_size: Option<usize>,
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RawStore {
@@ -129,6 +130,7 @@ impl RawStore {
                 only_for("url", self.url.is_some(), "postgres")?;
                 only_for("password_file", self.password_file.is_some(), "postgres")?;
                 only_for("pool_size", self.pool_size.is_some(), "postgres")?;
+                only_for("ca_file", self.ca_file.is_some(), "postgres")?;
                 let path = self.path.ok_or_else(|| {
                     ConfigError::invalid("store.path", "required for the sqlite backend")
                 })?;
@@ -164,14 +166,23 @@ impl RawStore {
                         format!("{pool_size} is not between 2 and 1000"),
                     ));
                 }
-                crate::store::postgres::PostgresOptions::parse(&url, password, pool_size)
+                let options =
+                    crate::store::postgres::PostgresOptions::parse(&url, password, pool_size)
+                        .map_err(|e| {
+                            ConfigError::invalid(
+                                "store.url",
+                                format!("not a PostgreSQL connection string: {e}"),
+                            )
+                        })?;
+                let key = if self.ca_file.is_some() {
+                    "store.ca_file"
+                } else {
+                    "store.url"
+                };
+                options
+                    .with_tls(self.ca_file.map(&resolve))
                     .map(|options| StoreConfig::Postgres(Box::new(options)))
-                    .map_err(|e| {
-                        ConfigError::invalid(
-                            "store.url",
-                            format!("not a PostgreSQL connection string: {e}"),
-                        )
-                    })
+                    .map_err(|e| ConfigError::invalid(key, e))
             }
             other => Err(ConfigError::invalid(
                 "store.backend",
@@ -413,7 +424,7 @@ fn refuse_share(raw: &[toml::Value]) -> Result<(), ConfigError> {
 
 impl RawStore {
     /// The same config file serves every replica; the environment points it at the party's
-    /// database (`YRD_STORE_URL`, `YRD_STORE_PASSWORD_FILE`).
+    /// database (`YRD_STORE_URL`, `YRD_STORE_PASSWORD_FILE`, `YRD_STORE_CA_FILE`).
     fn with_env(mut self, env: &HashMap<String, String>) -> Self {
         if let Some(url) = env.get("YRD_STORE_URL") {
             self.backend = "postgres".into();
@@ -422,6 +433,9 @@ impl RawStore {
         }
         if let Some(file) = env.get("YRD_STORE_PASSWORD_FILE") {
             self.password_file = Some(file.into());
+        }
+        if let Some(file) = env.get("YRD_STORE_CA_FILE") {
+            self.ca_file = Some(file.into());
         }
         self
     }

@@ -23,7 +23,9 @@ mod lease;
 mod records;
 mod replication;
 mod schema;
+mod tls;
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use tokio::sync::watch;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
@@ -60,6 +63,8 @@ pub struct PostgresOptions {
     pub connection: tokio_postgres::Config,
     /// Connections kept open for calls.
     pub pool_size: usize,
+    /// The CA the database's certificate must chain to (`store.ca_file`); `None`: no TLS.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PostgresOptions {
@@ -75,6 +80,10 @@ impl PostgresOptions {
         if let Some(password) = password {
             connection.password(password);
         }
+        // TLS only as `with_tls` sets it up, verified; never the unverified "prefer".
+        if connection.get_ssl_mode() != SslMode::Require {
+            connection.ssl_mode(SslMode::Disable);
+        }
         // Commits are durable before they are acknowledged, whatever the server's default. A
         // replica that stalls inside a transaction (frozen process, lost network) must not hold
         // the feed lock for long: the server ends such a session after 30 s, and no statement
@@ -89,13 +98,40 @@ impl PostgresOptions {
         Ok(PostgresOptions {
             connection,
             pool_size,
+            ca_file: None,
         })
+    }
+
+    /// TLS to the database, verified against `ca_file` (the certificate chain and the host
+    /// name), and required: no connection is made without it. Without a CA file connections
+    /// are plain, and a connection string that asks for TLS (`sslmode=require`) is refused,
+    /// since the gateway would have nothing to verify the server with.
+    pub fn with_tls(mut self, ca_file: Option<PathBuf>) -> Result<Self, String> {
+        match &ca_file {
+            Some(path) => {
+                tls::DbTls::new(Some(path))?;
+                self.connection.ssl_mode(SslMode::Require);
+            }
+            None if self.connection.get_ssl_mode() == SslMode::Require => {
+                return Err(
+                    "sslmode=require needs store.ca_file, the CA certificate the database's \
+                     certificate chains to (the gateway then verifies it and the host name)"
+                        .into(),
+                );
+            }
+            None => {
+                self.connection.ssl_mode(SslMode::Disable);
+            }
+        }
+        self.ca_file = ca_file;
+        Ok(self)
     }
 }
 
 /// A party's store in one PostgreSQL database, shared by every replica of its gateway.
 pub struct PostgresStore {
     options: PostgresOptions,
+    tls: tls::DbTls,
     pool: Pool,
     /// Writes waiting for this replica's group commit (replicas serialise on the feed lock).
     queued: WriteQueue,
@@ -118,7 +154,16 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 fn db(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(d) => StoreError::Unavailable(format!("postgres: {}", d.message())),
-        None => StoreError::Unavailable(format!("postgres: {e}")),
+        None => {
+            // The cause (a refused certificate, a connection reset) is in the sources.
+            let mut text = format!("postgres: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            StoreError::Unavailable(text)
+        }
     }
 }
 
@@ -133,9 +178,10 @@ impl PostgresStore {
     /// Connects, brings the schema up to date (one replica at a time) and starts listening
     /// for feed commits of other replicas.
     pub async fn connect(options: PostgresOptions) -> Result<Self, StoreError> {
+        let tls = tls::DbTls::new(options.ca_file.as_deref()).map_err(unavailable)?;
         let manager = Manager::from_config(
             options.connection.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -152,10 +198,15 @@ impl PostgresStore {
             migrate(&mut conn).await?;
         }
         let signal = Arc::new(watch::channel(0).0);
-        let listener = tokio::spawn(listen(options.connection.clone(), Arc::downgrade(&signal)))
-            .abort_handle();
+        let listener = tokio::spawn(listen(
+            options.connection.clone(),
+            tls.clone(),
+            Arc::downgrade(&signal),
+        ))
+        .abort_handle();
         Ok(PostgresStore {
             options,
+            tls,
             pool,
             queued: WriteQueue::default(),
             signal,
@@ -171,7 +222,12 @@ impl PostgresStore {
     async fn session(
         &self,
     ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
-        let (client, connection) = self.options.connection.connect(NoTls).await.map_err(db)?;
+        let (client, connection) = self
+            .options
+            .connection
+            .connect(self.tls.clone())
+            .await
+            .map_err(db)?;
         let task = tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -221,7 +277,7 @@ async fn migrate(conn: &mut deadpool_postgres::Object) -> Result<(), StoreError>
 /// Follows `NOTIFY yrd_feed` on a session of its own and bumps `signal` for each, until the
 /// store is dropped. Reconnects after a failure; every (re)connect bumps once, since
 /// notifications sent meanwhile were missed.
-async fn listen(config: tokio_postgres::Config, signal: Weak<watch::Sender<u64>>) {
+async fn listen(config: tokio_postgres::Config, tls: tls::DbTls, signal: Weak<watch::Sender<u64>>) {
     let bump = |signal: &Weak<watch::Sender<u64>>| match signal.upgrade() {
         Some(s) => {
             s.send_modify(|n| *n = n.wrapping_add(1));
@@ -231,7 +287,7 @@ async fn listen(config: tokio_postgres::Config, signal: Weak<watch::Sender<u64>>
     };
     let mut delay = Duration::from_millis(200);
     loop {
-        match config.connect(NoTls).await {
+        match config.connect(tls.clone()).await {
             Ok((client, mut connection)) => {
                 let mut messages =
                     futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

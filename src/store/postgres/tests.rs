@@ -180,3 +180,104 @@ fn a_connection_string_is_pointed_at_another_database() {
     let parsed = tokio_postgres::Config::from_str(&kv).unwrap();
     assert_eq!(parsed.get_dbname(), Some("x"));
 }
+
+/// The CA of the test server's certificate for `localhost` (tests/with-postgres.sh makes it).
+fn test_server_ca() -> std::path::PathBuf {
+    std::env::var("YRD_TEST_POSTGRES_CA")
+        .unwrap_or_else(|_| {
+            panic!(
+                "YRD_TEST_POSTGRES_CA is not set: the TLS test needs the CA of the test server's \
+                 certificate; run the tests as `bash tests/with-postgres.sh cargo nextest run`"
+            )
+        })
+        .into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_is_verified_against_the_configured_ca_and_host_name() {
+    let url = testing::scratch_database().await;
+    let by_name = url.replace("host=127.0.0.1", "host=localhost");
+    assert_ne!(by_name, url, "the test server's URL names host=127.0.0.1");
+    let open = |url: String, ca: std::path::PathBuf| async move {
+        let options = PostgresOptions::parse(&url, None, 2)
+            .unwrap()
+            .with_tls(Some(ca))
+            .unwrap();
+        PostgresStore::connect(options).await
+    };
+
+    // The right CA and the name in the certificate: every session of the store is TLS.
+    let store = open(by_name.clone(), test_server_ca()).await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    store
+        .write(crate::store::conformance::write(
+            crate::store::conformance::record("zone", id, 1, "v1"),
+            None,
+            "tls-1",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get(crate::domain::RecordKind::Project, "zone", id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The listener session connects in the background; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let conn = store.conn().await.unwrap();
+    let row = conn
+        .query_one(
+            "SELECT count(*), bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.datname = current_database() AND a.application_name = 'yrd-gateway'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (sessions, all_tls): (i64, Option<bool>) = (row.get(0), row.get(1));
+    assert!(
+        sessions >= 2,
+        "the pool's session and the listener's: {sessions}"
+    );
+    assert_eq!(
+        all_tls,
+        Some(true),
+        "every session of the store is encrypted"
+    );
+    drop(conn);
+
+    // Another CA: refused, and the error says why.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.crt");
+    let authority = crate::identity::pki::Authority::generate("another CA").unwrap();
+    std::fs::write(&other, authority.cert_pem()).unwrap();
+    let refused = open(by_name, other)
+        .await
+        .err()
+        .expect("another CA is refused");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+
+    // The right CA but a name the certificate does not carry (the IP address): refused.
+    let refused = open(url, test_server_ca())
+        .await
+        .err()
+        .expect("a wrong name is refused");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+}
+
+#[test]
+fn tls_is_asked_for_only_with_a_ca_to_verify_it_with() {
+    let parse = |url: &str| PostgresOptions::parse(url, None, 2).unwrap();
+    let refused = parse("host=db dbname=x sslmode=require")
+        .with_tls(None)
+        .unwrap_err();
+    assert!(refused.contains("store.ca_file"), "{refused}");
+    // Without a CA connections are plain (not "prefer": no unverified TLS).
+    let plain = parse("host=db dbname=x").with_tls(None).unwrap();
+    assert_eq!(plain.connection.get_ssl_mode(), super::SslMode::Disable);
+    let missing = parse("host=db dbname=x")
+        .with_tls(Some("/nonexistent/ca.crt".into()))
+        .unwrap_err();
+    assert!(missing.contains("/nonexistent/ca.crt"), "{missing}");
+}
