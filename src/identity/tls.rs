@@ -2,8 +2,9 @@
 //! systems and peer gateways, and the client config a gateway (or the CLI) dials with.
 //!
 //! Both are TLS 1.3 only and both require certificates chaining to the federation CA. gRPC
-//! speaks HTTP/2 (ALPN `h2`); the server also offers `http/1.1` for HTTP/JSON clients. The server side hands each accepted connection to tonic together
-//! with the SPIFFE id found in the client certificate ([`PeerInfo`]).
+//! speaks HTTP/2 (ALPN `h2`); the server also offers `http/1.1` for HTTP/JSON clients. The
+//! server side hands each accepted connection to tonic together with the SPIFFE id found in
+//! the client certificate ([`PeerInfo`]).
 
 use std::io;
 use std::net::SocketAddr;
