@@ -221,10 +221,7 @@ async fn audit(
 }
 
 fn audit_unavailable() -> http::Response<tonic::body::Body> {
-    tonic::Status::unavailable(
-        "the audit trail cannot be written; the call's outcome is unknown, retry with the same request_id",
-    )
-    .into_http()
+    super::error::audit_unavailable().into_http()
 }
 
 impl<S, B> Service<http::Request<B>> for Calls<S>

@@ -105,6 +105,26 @@ pub fn record_status(err: RecordError) -> Status {
     }
 }
 
+/// How long a client should wait before retrying a call the store or the audit trail could
+/// not take (a database failover takes seconds; the gateway's health shows when it is back).
+const RETRY_AFTER_UNAVAILABLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// UNAVAILABLE with `reason` and a `RetryInfo` delay.
+fn retry_later(message: &str, reason: &str) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(RETRY_AFTER_UNAVAILABLE));
+    Status::with_error_details(Code::Unavailable, message, details)
+}
+
+/// UNAVAILABLE `AUDIT_UNAVAILABLE`: the call's audit event could not be made durable, so its
+/// outcome is not given (it may have been applied); a retry with the same request id is safe.
+pub fn audit_unavailable() -> Status {
+    retry_later(
+        "the audit trail cannot be written; the call's outcome is unknown, retry with the same request_id",
+        "AUDIT_UNAVAILABLE",
+    )
+}
+
 fn request_id_reused(request_id: &str) -> Status {
     let mut details = ErrorDetails::with_error_info(
         "REQUEST_ID_REUSED",
@@ -126,11 +146,9 @@ pub fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::Unavailable(ref cause) => {
             tracing::error!(cause = %cause, "store unavailable");
-            with_info(
-                Code::Unavailable,
-                "the gateway's store is unavailable; nothing was written, retry later".into(),
+            retry_later(
+                "the gateway's store is unavailable; nothing was written, retry later",
                 "STORE_UNAVAILABLE",
-                &[],
             )
         }
         StoreError::Corrupt(ref cause) => {

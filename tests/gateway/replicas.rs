@@ -433,6 +433,16 @@ async fn losing_the_database_turns_health_off_and_refuses_writes_until_it_return
     let request = create_request(sample_project("停电中"));
     let refused = projects.create_project(request.clone()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Whichever failed first, the record write or its audit event: a reason and a retry delay.
+    assert!(
+        ["STORE_UNAVAILABLE", "AUDIT_UNAVAILABLE"].contains(&error_reason(&refused).as_str()),
+        "{refused:?}"
+    );
+    {
+        use tonic_types::StatusExt;
+        let retry = refused.get_details_retry_info().and_then(|r| r.retry_delay);
+        assert_eq!(retry, Some(Duration::from_secs(1)), "{refused:?}");
+    }
 
     proxy.heal();
     eventually(
