@@ -281,3 +281,43 @@ fn tls_is_asked_for_only_with_a_ca_to_verify_it_with() {
         .unwrap_err();
     assert!(missing.contains("/nonexistent/ca.crt"), "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_host_connection_string_reaches_the_host_that_answers_read_write() {
+    // What a failover setup hands the gateway: every node, and "the one that takes writes".
+    // Here the first node is down (nothing listens on its port) and the second is the server.
+    let url = testing::scratch_database().await;
+    let port = url
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .expect("the test server's URL names its port")
+        .to_string();
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let multi = url
+        .replace("host=127.0.0.1", "host=127.0.0.1,127.0.0.1")
+        .replace(&format!("port={port}"), &format!("port={down},{port}"))
+        + " target_session_attrs=read-write";
+    let options = PostgresOptions::parse(&multi, None, 2).unwrap();
+    assert_eq!(options.connection.get_hosts().len(), 2);
+    let store = PostgresStore::connect(options).await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    store
+        .write(crate::store::conformance::write(
+            crate::store::conformance::record("zone", id, 1, "v1"),
+            None,
+            "multi-1",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get(crate::domain::RecordKind::Project, "zone", id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
