@@ -171,7 +171,7 @@ impl Shared {
             return Ok(bytes_response(
                 http::StatusCode::OK,
                 "application/json",
-                openapi::document().into_bytes(),
+                Bytes::from_static(openapi::document().as_bytes()),
             ));
         }
         let events = parts

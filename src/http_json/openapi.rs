@@ -12,15 +12,19 @@ use serde_json::{Map, Value, json};
 use super::routes::{BodyTarget, Route};
 use super::{Api, api};
 
-/// The document as pretty-printed JSON (an error document if the build's routes are broken).
-pub fn document() -> String {
-    let value = match api() {
-        Ok(api) => generate(api),
-        Err(e) => json!({ "error": e }),
-    };
-    let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    text.push('\n');
-    text
+/// The document as pretty-printed JSON (an error document if the build's routes are broken),
+/// generated once: it depends only on the descriptors built into the binary.
+pub fn document() -> &'static str {
+    static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let value = match api() {
+            Ok(api) => generate(api),
+            Err(e) => json!({ "error": e }),
+        };
+        let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
+        text.push('\n');
+        text
+    });
+    &DOCUMENT
 }
 
 fn generate(api: &Api) -> Value {

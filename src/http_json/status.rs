@@ -87,10 +87,10 @@ pub fn json_response(code: http::StatusCode, body: &Value) -> http::Response<ton
 pub fn bytes_response(
     code: http::StatusCode,
     content_type: &'static str,
-    bytes: Vec<u8>,
+    bytes: impl Into<bytes::Bytes>,
 ) -> http::Response<tonic::body::Body> {
     let mut response = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
-        bytes::Bytes::from(bytes),
+        bytes.into(),
     )));
     *response.status_mut() = code;
     response.headers_mut().insert(

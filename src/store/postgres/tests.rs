@@ -181,6 +181,24 @@ fn a_connection_string_is_pointed_at_another_database() {
     assert_eq!(parsed.get_dbname(), Some("x"));
 }
 
+/// A write through `store` (with request id `request_id`) is read back.
+async fn writes_and_reads_back(store: &PostgresStore, request_id: &str) {
+    let id = uuid::Uuid::now_v7();
+    store
+        .write(crate::store::conformance::write(
+            crate::store::conformance::record("zone", id, 1, "v1"),
+            None,
+            request_id,
+        ))
+        .await
+        .unwrap();
+    let read = store
+        .get(crate::domain::RecordKind::Project, "zone", id)
+        .await
+        .unwrap();
+    assert!(read.is_some(), "the record written is read back");
+}
+
 /// The CA of the test server's certificate for `localhost` (tests/with-postgres.sh makes it).
 fn test_server_ca() -> std::path::PathBuf {
     std::env::var("YRD_TEST_POSTGRES_CA")
@@ -208,22 +226,7 @@ async fn tls_to_the_database_is_verified_against_the_configured_ca_and_host_name
 
     // The right CA and the name in the certificate: every session of the store is TLS.
     let store = open(by_name.clone(), test_server_ca()).await.unwrap();
-    let id = uuid::Uuid::now_v7();
-    store
-        .write(crate::store::conformance::write(
-            crate::store::conformance::record("zone", id, 1, "v1"),
-            None,
-            "tls-1",
-        ))
-        .await
-        .unwrap();
-    assert!(
-        store
-            .get(crate::domain::RecordKind::Project, "zone", id)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    writes_and_reads_back(&store, "tls-1").await;
     // The listener session connects in the background; give it a moment.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let conn = store.conn().await.unwrap();
@@ -304,20 +307,5 @@ async fn a_multi_host_connection_string_reaches_the_host_that_answers_read_write
     let options = PostgresOptions::parse(&multi, None, 2).unwrap();
     assert_eq!(options.connection.get_hosts().len(), 2);
     let store = PostgresStore::connect(options).await.unwrap();
-    let id = uuid::Uuid::now_v7();
-    store
-        .write(crate::store::conformance::write(
-            crate::store::conformance::record("zone", id, 1, "v1"),
-            None,
-            "multi-1",
-        ))
-        .await
-        .unwrap();
-    assert!(
-        store
-            .get(crate::domain::RecordKind::Project, "zone", id)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    writes_and_reads_back(&store, "multi-1").await;
 }
