@@ -68,7 +68,9 @@ pub enum StoreError {
         cursor: u64,
         got: u64,
     },
-    /// The database cannot be reached or failed to commit; nothing was written.
+    /// The database cannot be reached or failed to commit. A write may still have been
+    /// committed when the connection was lost during its commit; a retry with the same request
+    /// id is answered from the store either way.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// Stored data could not be read back.

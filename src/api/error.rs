@@ -147,7 +147,8 @@ pub fn store_status(err: StoreError) -> Status {
         StoreError::Unavailable(ref cause) => {
             tracing::error!(cause = %cause, "store unavailable");
             retry_later(
-                "the gateway's store is unavailable; nothing was written, retry later",
+                "the gateway's store is unavailable; retry with the same request_id (a write is applied \
+                 at most once)",
                 "STORE_UNAVAILABLE",
             )
         }

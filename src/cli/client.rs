@@ -293,6 +293,18 @@ fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
 fn explain(status: tonic::Status) -> anyhow::Error {
     use tonic_types::StatusExt;
     let mut text = format!("{:?}: {}", status.code(), status.message());
+    // The reason and retry hint, so a script can tell "try again" from "give up".
+    let reason = status.get_details_error_info().map(|i| i.reason);
+    let retry = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    match (reason, retry) {
+        (Some(reason), Some(delay)) => text.push_str(&format!(
+            " [{reason}; retry after {} ms]",
+            delay.as_millis()
+        )),
+        (Some(reason), None) => text.push_str(&format!(" [{reason}]")),
+        (None, Some(delay)) => text.push_str(&format!(" [retry after {} ms]", delay.as_millis())),
+        (None, None) => {}
+    }
     if let Some(bad) = status.get_details_bad_request() {
         for v in bad.field_violations {
             text.push_str(&format!("\n  {}: {}", v.field, v.description));

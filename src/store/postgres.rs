@@ -56,6 +56,13 @@ const LEASE_CHECK: Duration = Duration::from_secs(2);
 /// How long a session may take to connect or to answer a lease check.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long opening a session may take: every host of the connection string may be tried,
+/// each within [`SESSION_TIMEOUT`].
+fn session_deadline(connection: &tokio_postgres::Config) -> Duration {
+    let hosts = connection.get_hosts().len().max(1) as u32;
+    SESSION_TIMEOUT * hosts + Duration::from_secs(1)
+}
+
 /// Connection settings of the PostgreSQL store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostgresOptions {
@@ -94,7 +101,15 @@ impl PostgresOptions {
         );
         connection.application_name("yrd-gateway");
         connection.connect_timeout(SESSION_TIMEOUT);
+        // A database node that vanishes without closing its connections (a network partition,
+        // a host that lost power) must not hold calls until the kernel gives up (~15 min):
+        // data unacknowledged for 10 s ends the connection, and so do three unanswered
+        // keepalive probes 2 s apart after 10 s of quiet. A session to the new primary is
+        // made in its place.
+        connection.tcp_user_timeout(Duration::from_secs(10));
         connection.keepalives_idle(Duration::from_secs(10));
+        connection.keepalives_interval(Duration::from_secs(2));
+        connection.keepalives_retries(3);
         Ok(PostgresOptions {
             connection,
             pool_size,
@@ -189,7 +204,9 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(2))
             .runtime(Runtime::Tokio1)
-            .create_timeout(Some(SESSION_TIMEOUT))
+            // A new session may try every host of a multi-host URL, each within
+            // SESSION_TIMEOUT, before it reaches the one that takes writes.
+            .create_timeout(Some(session_deadline(&options.connection)))
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(unavailable)?;

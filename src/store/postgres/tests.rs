@@ -3,8 +3,9 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{PostgresOptions, PostgresStore, testing};
+use super::{PostgresOptions, PostgresStore, SESSION_TIMEOUT, testing};
 use crate::store::{LeaseStore, RecordStore};
 
 async fn fresh_store() -> PostgresStore {
@@ -164,6 +165,25 @@ async fn sessions_commit_durably_even_where_the_database_default_is_not() {
             .get(0);
         assert_eq!(value, expected, "{setting}");
     }
+}
+
+#[test]
+fn a_vanished_database_node_ends_its_connections_and_every_host_may_be_tried() {
+    let options = PostgresOptions::parse(
+        "postgres://yrd@pg-1,pg-2,pg-3/yrd_zone?target_session_attrs=read-write",
+        None,
+        2,
+    )
+    .unwrap();
+    let c = &options.connection;
+    assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(10)));
+    assert_eq!(c.get_keepalives_idle(), Duration::from_secs(10));
+    assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(2)));
+    assert_eq!(c.get_keepalives_retries(), Some(3));
+    // The pool waits for a new session as long as trying all three hosts may take.
+    assert!(super::session_deadline(c) > SESSION_TIMEOUT * 3);
+    let one = PostgresOptions::parse("postgres://yrd@db/yrd_zone", None, 2).unwrap();
+    assert!(super::session_deadline(&one.connection) < SESSION_TIMEOUT * 2);
 }
 
 #[test]
