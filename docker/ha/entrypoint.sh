@@ -28,6 +28,10 @@ PATRONI_REPLICATION_PASSWORD=$(cat "$secrets/replication-password")
 PATRONI_REWIND_PASSWORD=$PATRONI_SUPERUSER_PASSWORD
 export PATRONI_SUPERUSER_PASSWORD PATRONI_REPLICATION_PASSWORD PATRONI_REWIND_PASSWORD
 
+# Nothing else runs in this container, so lock files left by a node that was killed are stale;
+# PostgreSQL would refuse to start when their process id is reused by another process here.
+rm -f /var/run/postgresql/.s.PGSQL.*.lock /var/lib/postgresql/data/postmaster.pid
+
 # PostgreSQL wants its key owned by its own user and unreadable by others.
 tls=/var/lib/postgresql/tls
 mkdir -p "$tls"

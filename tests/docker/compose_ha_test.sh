@@ -164,9 +164,12 @@ fault_round() {
   grep -q NOT_SERVING "$work/health-$round-zone-2.log" || fail "zone-2's health never showed the outage"
   new=$(leader)
   [ -n "$new" ] && [ "$new" != "$old" ] || fail "no new primary (was $old, now '$new')"
+  # Both replicas listen for each other's commits on the new primary.
+  listeners() { [ "$(psql_on "$new" "SELECT count(DISTINCT client_addr) FROM pg_stat_activity WHERE application_name = 'yrd-gateway' AND query = 'LISTEN yrd_feed'")" = 2 ]; }
+  eventually 30 listeners || fail "the replicas do not both listen on the new primary $new"
   outage=$(awk -v a="$at" -v b="$recovered_at" 'BEGIN { printf "%.1f", b - a }')
   failed=$(cat "$work"/writer-"$round"-*.log | grep -c '^err ' || true)
-  echo "write outage: $outage s from the $fault of $old to the first acknowledged write to the zone; $new is primary"
+  echo "write outage: $outage s from the $fault of $old to the first acknowledged write to the zone; $new is primary, both replicas listen on it"
   echo "acknowledged writes this round: $(($(acknowledged) - going_from)); failed attempts, all retried: $failed"
   if [ "$failed" -gt 0 ]; then
     echo "the errors the clients saw (counted):"
