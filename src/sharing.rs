@@ -408,6 +408,7 @@ pub async fn seed_default_catalog(records: &Records) -> Result<Vec<CatalogEntry>
         let meta = WriteMeta {
             request_id: uuid::Builder::from_random_bytes(id).into_uuid().to_string(),
             fingerprint: seed.to_vec(),
+            audit: None,
         };
         match records
             .publish_catalog_entry(entry, meta, Violations::new())

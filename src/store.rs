@@ -39,7 +39,7 @@ pub use lease::{LeaseStore, PullLease};
 pub(crate) use queue::{QueuedWrite, WriteQueue, answer_of};
 pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,
-    WriteOutcome,
+    WriteAudit, WriteOutcome,
 };
 pub(crate) use replication::{
     EVIDENCE_QUERY, LoggedCopy, changes_to_apply, changes_to_take_back, redact_logged,

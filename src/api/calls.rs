@@ -23,17 +23,56 @@ use crate::audit::AuditLog;
 use crate::config::Limits;
 use crate::identity::tls::PeerInfo;
 use crate::ops::metrics::{Metrics, code_name};
-use crate::store::NewAuditEvent;
+use crate::store::{NewAuditEvent, WriteAudit};
 
 /// Metadata key a client may set to correlate its logs with ours.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Resource names a handler reports for the call's audit event. The call layer puts one in
-/// every request's extensions; handlers add to it.
+/// every request's extensions; handlers add to it. A handler whose call writes exactly one
+/// record, which is all its event names, may instead hand the event to the write
+/// ([`AuditRecords::for_write`]): the store commits it with the record, and the call layer does
+/// not append it again when the call ends `OK`.
 #[derive(Clone, Default, Debug)]
-pub struct AuditRecords(Arc<Mutex<Vec<String>>>);
+pub struct AuditRecords(Arc<Mutex<CallAudit>>);
+
+#[derive(Default, Debug)]
+struct CallAudit {
+    names: Vec<String>,
+    /// The call's event as it began; `None` without an audit trail.
+    started: Option<NewAuditEvent>,
+    write: Option<WriteAudit>,
+}
 
 impl AuditRecords {
+    fn for_call(started: Option<NewAuditEvent>) -> Self {
+        AuditRecords(Arc::new(Mutex::new(CallAudit {
+            started,
+            ..CallAudit::default()
+        })))
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, CallAudit> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The call's event for the store to commit with the call's one write; `None` when the
+    /// gateway keeps no audit trail (or outside the call layer).
+    pub fn for_write(&self) -> Option<WriteAudit> {
+        let mut slot = self.slot();
+        let write = WriteAudit::new(slot.started.clone()?);
+        slot.write = Some(write.clone());
+        Some(write)
+    }
+
+    /// Whether the call's event was committed with its write.
+    fn committed_with_write(&self) -> bool {
+        self.slot()
+            .write
+            .as_ref()
+            .is_some_and(|w| w.committed().is_some())
+    }
+
     /// The slot of a request (a detached one when the layer is absent, e.g. in unit tests).
     pub fn of<T>(req: &tonic::Request<T>) -> AuditRecords {
         req.extensions()
@@ -45,12 +84,12 @@ impl AuditRecords {
     pub fn note(&self, name: impl Into<String>) {
         let name = name.into();
         if !name.is_empty() {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+            self.slot().names.push(name);
         }
     }
 
     fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut self.slot().names)
     }
 }
 
@@ -209,6 +248,10 @@ async fn audit(
     let Some(log) = &shared.audit else {
         return Ok(());
     };
+    if code == Code::Ok && records.committed_with_write() {
+        // Already durable, in the write's own transaction.
+        return Ok(());
+    }
     event.records = records.take();
     event.code = code_name(code).to_string();
     if is_probe(&event.method) {
@@ -248,7 +291,7 @@ where
         let (event, remote) = call_event(&req);
         let span = tracing::info_span!("call", method = %event.method, request_id = %event.request_id, caller = %event.caller, remote = %remote);
         let shared = self.shared.clone();
-        let records = AuditRecords::default();
+        let records = AuditRecords::for_call(shared.audit.as_ref().map(|_| event.clone()));
         req.extensions_mut().insert(records.clone());
 
         if !shared.admit(&event.caller) {

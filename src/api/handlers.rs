@@ -33,6 +33,7 @@ pub(super) fn write_meta<M: Message + Clone>(
     WriteMeta {
         request_id: request_id.to_string(),
         fingerprint: Sha256::digest(bare.encode_to_vec()).to_vec(),
+        audit: None,
     }
 }
 
@@ -55,7 +56,9 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::CreateProjectResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The event names the created project only: the store commits it with the project.
+        meta.audit = audit.for_write();
         let mut v = Violations::new();
         let project = match req.project {
             Some(p) => project_from(p, &mut v),
@@ -98,7 +101,9 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::UpdateProjectResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The event names the updated project only: the store commits it with the new version.
+        meta.audit = audit.for_write();
         let mut v = Violations::new();
         let Some(wire) = req.project else {
             v.add("project", "is required");

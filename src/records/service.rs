@@ -37,7 +37,8 @@ use super::{
 use crate::domain::{Federation, Members, RecordKind, now_micros};
 use crate::records::negotiation::Decision;
 use crate::store::{
-    Idempotency, IndexFields, ListQuery, RecordStore, StoreError, StoredRecord, Write, WriteOutcome,
+    Idempotency, IndexFields, ListQuery, RecordStore, StoreError, StoredRecord, Write, WriteAudit,
+    WriteOutcome,
 };
 use crate::workdays::Deadlines;
 
@@ -46,14 +47,16 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// Larger page sizes are lowered to this (AIP-158).
 pub const MAX_PAGE_SIZE: usize = 500;
 
-/// The idempotency part of a write request.
-/// The idempotency part of a write request.
-#[derive(Debug, Clone)]
+/// The idempotency part of a write request, and the call's audit event where the write may
+/// commit it.
+#[derive(Debug, Clone, Default)]
 pub struct WriteMeta {
     /// Client-chosen UUID.
     pub request_id: String,
     /// Hash of the request without its request id: the same id with another request is refused.
     pub fingerprint: Vec<u8>,
+    /// The call's audit event, for a method whose event names exactly the record it writes.
+    pub audit: Option<WriteAudit>,
 }
 
 /// A page request (AIP-158).
@@ -231,6 +234,47 @@ impl Records {
         key: Idempotency,
         time: i64,
     ) -> Result<T, RecordError> {
+        self.commit(Write {
+            record,
+            expected_revision,
+            also_create,
+            unique,
+            key,
+            time,
+            resend: None,
+            audit: None,
+        })
+        .await
+    }
+
+    /// A write of one record whose call's audit event (`meta.audit`, set by the call layer for
+    /// the methods whose event names exactly the written record) is committed with it.
+    async fn write_audited<T: DeserializeOwned>(
+        &self,
+        record: StoredRecord,
+        expected_revision: Option<i64>,
+        key: Idempotency,
+        time: i64,
+        audit: Option<WriteAudit>,
+    ) -> Result<T, RecordError> {
+        if let Some(audit) = &audit {
+            let name = crate::records::ResourceName::new(&record.owner, record.kind, record.id);
+            audit.name(vec![name.to_string()]);
+        }
+        self.commit(Write {
+            record,
+            expected_revision,
+            also_create: Vec::new(),
+            unique: None,
+            key,
+            time,
+            resend: None,
+            audit,
+        })
+        .await
+    }
+
+    async fn commit<T: DeserializeOwned>(&self, mut write: Write) -> Result<T, RecordError> {
         if let Some(why) = self.feed.writes_held() {
             // A write now could take a sequence number a peer already holds another change
             // under: the peer would never see it, and the logs would differ for good.
@@ -241,25 +285,11 @@ impl Records {
                 ),
             });
         }
-        let resend = self.widens(&record).await?;
-        let outcome = self
-            .store
-            .write(Write {
-                record,
-                expected_revision,
-                also_create,
-                unique,
-                key,
-                time,
-                resend,
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::RequestIdReused(request_id) => {
-                    RecordError::RequestIdReused { request_id }
-                }
-                other => RecordError::Store(other),
-            })?;
+        write.resend = self.widens(&write.record).await?;
+        let outcome = self.store.write(write).await.map_err(|e| match e {
+            StoreError::RequestIdReused(request_id) => RecordError::RequestIdReused { request_id },
+            other => RecordError::Store(other),
+        })?;
         if matches!(outcome, WriteOutcome::Applied(_)) {
             self.feed.notify_changed();
         }
@@ -357,7 +387,8 @@ impl Records {
         let mut next = current.clone();
         change(&current, &mut next, &mut v);
         v.into_result()?;
-        self.write_next(next, key?, &name, self.now()).await
+        self.write_next(next, key?, &name, self.now(), meta.audit.clone())
+            .await
     }
 
     /// Writes `next` (a changed copy of the version stored now) as the following revision at
@@ -368,10 +399,11 @@ impl Records {
         key: Idempotency,
         name: &ResourceName,
         now: i64,
+        audit: Option<WriteAudit>,
     ) -> Result<T, RecordError> {
         let expected = next.revision();
         next.advance(now);
-        self.write(next.to_stored()?, Some(expected), vec![], None, key, now)
+        self.write_audited(next.to_stored()?, Some(expected), key, now, audit)
             .await
             .map_err(|e| stale_on_conflict(e, name))
     }

@@ -34,6 +34,7 @@ pub fn record(owner: &str, id: Uuid, revision: i64, body: &str) -> StoredRecord 
 pub fn write(record: StoredRecord, expected_revision: Option<i64>, request_id: &str) -> Write {
     Write {
         resend: None,
+        audit: None,
         key: Idempotency {
             party: record.owner.clone(),
             request_id: request_id.into(),

@@ -66,6 +66,60 @@ pub struct Write {
     /// of every record of this kind the writer owns: a write that widens what peers may
     /// receive (a catalog entry, a grant) makes the records go out again, evaluated anew.
     pub resend: Option<RecordKind>,
+    /// The audit event of the call that makes this write, committed in the write's own
+    /// transaction when the store can (one commit instead of two); see [`WriteAudit`].
+    pub audit: Option<WriteAudit>,
+}
+
+/// The audit event of a call that writes, handed to the store with the write. A store that
+/// commits it with the write marks it committed; the call layer then does not append it again.
+/// A store that does not (or a write that was a replay, or failed) leaves it unmarked, and the
+/// call layer appends the call's event as for any call.
+#[derive(Debug, Clone)]
+pub struct WriteAudit(Arc<std::sync::Mutex<WriteAuditState>>);
+
+#[derive(Debug)]
+struct WriteAuditState {
+    event: super::NewAuditEvent,
+    committed: Option<u64>,
+}
+
+impl WriteAudit {
+    /// The call's event as it began (time, caller, method, request id); [`WriteAudit::name`]
+    /// completes it.
+    pub fn new(event: super::NewAuditEvent) -> Self {
+        WriteAudit(Arc::new(std::sync::Mutex::new(WriteAuditState {
+            event,
+            committed: None,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WriteAuditState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completes the event as it is committed if the write is: the records it names, and the
+    /// outcome `OK`.
+    pub fn name(&self, records: Vec<String>) {
+        let mut state = self.state();
+        state.event.records = records;
+        state.event.code = "OK".to_string();
+    }
+
+    /// The event to commit.
+    pub fn event(&self) -> super::NewAuditEvent {
+        self.state().event.clone()
+    }
+
+    /// The sequence number the event was committed under, if the store committed it.
+    pub fn committed(&self) -> Option<u64> {
+        self.state().committed
+    }
+
+    /// Called by a store once the transaction holding the event has committed.
+    pub(crate) fn mark_committed(&self, seq: u64) {
+        self.state().committed = Some(seq);
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -381,3 +381,108 @@ async fn export_and_prune_keep_the_chain_verifiable() {
         "{text}"
     );
 }
+
+/// Creates and updates commit their call's event with the record (one commit); replays and
+/// refused updates are audited by the call layer as before. Either way: one event per call,
+/// naming the project, with the call's outcome, in one verifiable chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_their_calls_event_once_whatever_the_outcome() {
+    let mut fed = TestFederation::start(&["zone"]).await;
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let mut projects = fed.projects("zone", "zone");
+        tasks.push(tokio::spawn(async move {
+            let mut names = Vec::new();
+            for i in 0..10 {
+                let create = create_request(sample_project(&format!("c{c}-{i}")));
+                let created = projects
+                    .create_project(create.clone())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .project
+                    .unwrap();
+                // The same request again: answered from the store, not written again.
+                let replayed = projects.create_project(create).await.unwrap().into_inner();
+                assert_eq!(replayed.project.unwrap().name, created.name);
+                let mut changed = created.clone();
+                changed.display_name = format!("c{c}-{i} renamed");
+                projects
+                    .update_project(pb::UpdateProjectRequest {
+                        project: Some(changed.clone()),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["display_name".into()],
+                        }),
+                        request_id: uuid::Uuid::now_v7().to_string(),
+                    })
+                    .await
+                    .unwrap();
+                // The etag read before the update is stale now: refused.
+                let stale = projects
+                    .update_project(pb::UpdateProjectRequest {
+                        project: Some(changed),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec!["display_name".into()],
+                        }),
+                        request_id: uuid::Uuid::now_v7().to_string(),
+                    })
+                    .await
+                    .unwrap_err();
+                assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
+                names.push(created.name);
+            }
+            names
+        }));
+    }
+    let mut names = Vec::new();
+    for t in tasks {
+        names.extend(t.await.unwrap());
+    }
+    fed.stop_all().await;
+    let store = SqliteStore::open(&fed.root.path().join("zone/store.db")).unwrap();
+    let summary = verify_chain(&store).await.unwrap();
+    let events = store
+        .audit_events(yrd_gateway::store::AuditQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.events as usize, events.len());
+    let of = |method: &str, code: &str| {
+        events
+            .iter()
+            .filter(|e| e.event.method.ends_with(method) && e.event.code == code)
+            .map(|e| e.event.records.clone())
+            .collect::<Vec<_>>()
+    };
+    let creates = of("/CreateProject", "OK");
+    assert_eq!(
+        creates.len(),
+        80,
+        "40 creates and 40 replays, one event each"
+    );
+    let updates = of("/UpdateProject", "OK");
+    assert_eq!(updates.len(), 40, "one event per update");
+    let stale = of("/UpdateProject", "FAILED_PRECONDITION");
+    assert_eq!(stale.len(), 40, "one event per refused update");
+    for name in &names {
+        for (what, list, n) in [
+            ("create", &creates, 2),
+            ("update", &updates, 1),
+            ("stale", &stale, 1),
+        ] {
+            let naming = list
+                .iter()
+                .filter(|r| r.as_slice() == [name.clone()])
+                .count();
+            assert_eq!(naming, n, "{what} events naming {name}");
+        }
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=events.len() as u64).collect::<Vec<_>>(),
+        "gapless"
+    );
+}

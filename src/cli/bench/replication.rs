@@ -168,6 +168,7 @@ async fn catch_up(
                         WriteMeta {
                             request_id: uuid::Uuid::now_v7().to_string(),
                             fingerprint: i.to_le_bytes().to_vec(),
+                            audit: None,
                         },
                         Violations::new(),
                     )

@@ -277,6 +277,7 @@ async fn via_store(
         store
             .write(Write {
                 resend: None,
+                audit: None,
                 record: stored(d),
                 expected_revision: None,
                 also_create: vec![],

@@ -332,7 +332,7 @@ impl Records {
                 next.revoke_reason = reason.to_string();
                 let answer_name =
                     ResourceName::new(&answer.owner, RecordKind::AccessAnswer, answer.id);
-                self.write_next(next, key?, &answer_name, now).await?;
+                self.write_next(next, key?, &answer_name, now, None).await?;
                 tracing::warn!(request = %name, requester = %view.request.owner, "access grant revoked");
                 self.get_access_request(&name.to_string()).await
             }
@@ -366,6 +366,7 @@ impl Records {
         let meta = WriteMeta {
             request_id: uuid::Builder::from_random_bytes(id).into_uuid().to_string(),
             fingerprint: seed.to_vec(),
+            audit: None,
         };
         self.change_own_request(name, meta, Violations::new(), |_, view, _| {
             if view.request.deletion.is_some() {
@@ -471,7 +472,7 @@ impl Records {
         let Some(next) = change(&name, &view, now)? else {
             return Ok(view);
         };
-        let written = self.write_next(next, key?, &name, now).await?;
+        let written = self.write_next(next, key?, &name, now, None).await?;
         self.access_view(written).await
     }
 

@@ -44,7 +44,7 @@ impl Records {
         project.revision = 1;
         project.create_time = now;
         project.update_time = now;
-        self.write(project_stored(&project)?, None, vec![], None, key?, now)
+        self.write_audited(project_stored(&project)?, None, key?, now, meta.audit)
             .await
     }
 

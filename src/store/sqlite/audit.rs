@@ -49,33 +49,41 @@ pub(super) fn append_audit_events(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
-    let head = read_audit_head(&tx)?;
-    let mut last = head.as_ref().map_or(0, |h| h.seq);
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .map_err(unavailable)?;
-        for linked in chain(head, events) {
-            let e = &linked.event;
-            stmt.execute(params![
-                linked.seq as i64,
-                e.time,
-                e.caller,
-                e.method,
-                encode_audit_records(&e.records)?,
-                e.code,
-                e.request_id,
-                linked.prev_hash,
-                linked.hash
-            ])
-            .map_err(unavailable)?;
-            last = linked.seq;
-        }
-    }
+    let last = insert_audit_events(&tx, events)?;
     tx.commit().map_err(unavailable)?;
+    Ok(last)
+}
+
+/// Chains `events` onto the trail inside the caller's transaction (on the writer connection,
+/// so the head read here is the current one) and returns the last sequence number.
+pub(super) fn insert_audit_events(
+    tx: &Connection,
+    events: Vec<NewAuditEvent>,
+) -> Result<u64, StoreError> {
+    let head = read_audit_head(tx)?;
+    let mut last = head.as_ref().map_or(0, |h| h.seq);
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(unavailable)?;
+    for linked in chain(head, events) {
+        let e = &linked.event;
+        stmt.execute(params![
+            linked.seq as i64,
+            e.time,
+            e.caller,
+            e.method,
+            encode_audit_records(&e.records)?,
+            e.code,
+            e.request_id,
+            linked.prev_hash,
+            linked.hash
+        ])
+        .map_err(unavailable)?;
+        last = linked.seq;
+    }
     Ok(last)
 }
 

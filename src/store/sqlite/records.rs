@@ -92,7 +92,11 @@ pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
         }
     };
     let mut answers = Vec::with_capacity(queued.len());
+    // The audit events of the writes applied now (not of replays or refusals), committed
+    // with them: one commit, one fsync for a write and its call's event.
+    let mut audited = Vec::new();
     for (write, reply) in queued {
+        let audit = write.audit.clone();
         let result = match tx.savepoint() {
             Ok(mut sp) => {
                 let result = apply_write(&sp, write);
@@ -105,17 +109,34 @@ pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
             }
             Err(e) => Err(unavailable(e)),
         };
+        if let (Ok(WriteOutcome::Applied(_)), Some(audit)) = (&result, audit) {
+            audited.push(audit);
+        }
         answers.push((reply, result));
     }
-    match tx.commit() {
-        Ok(()) => {
+    let events = audited.iter().map(WriteAudit::event).collect::<Vec<_>>();
+    let chained = match events.is_empty() {
+        true => Ok(0),
+        false => super::audit::insert_audit_events(&tx, events),
+    };
+    let committed = chained.and_then(|last| tx.commit().map_err(unavailable).map(|()| last));
+    match committed {
+        Ok(last) => {
+            let first = last + 1 - audited.len() as u64;
+            for (i, audit) in audited.iter().enumerate() {
+                audit.mark_committed(first + i as u64);
+            }
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
         }
         Err(e) => {
+            let cause = match e {
+                StoreError::Unavailable(cause) => cause,
+                other => other.to_string(),
+            };
             for (reply, _) in answers {
-                let _ = reply.send(Err(unavailable(&e)));
+                let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
             }
         }
     }

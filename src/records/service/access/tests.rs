@@ -83,6 +83,7 @@ async fn guangde() -> Guangde {
     store
         .write(Write {
             resend: None,
+            audit: None,
             record: entry_stored(&entry).unwrap(),
             expected_revision: None,
             also_create: vec![],
@@ -127,6 +128,7 @@ fn meta() -> WriteMeta {
     WriteMeta {
         request_id: Uuid::now_v7().to_string(),
         fingerprint: vec![],
+        audit: None,
     }
 }
 
