@@ -163,6 +163,25 @@ async fn a_consistently_rebuilt_chain_is_caught_by_a_peers_witness() {
     );
 }
 
+/// Stops the federation and returns `party`'s whole audit trail, its chain verified.
+async fn stopped_and_verified(
+    fed: &mut TestFederation,
+    party: &str,
+) -> Vec<yrd_gateway::store::AuditEvent> {
+    fed.stop_all().await;
+    let store = SqliteStore::open(&fed.root.path().join(party).join("store.db")).unwrap();
+    let summary = verify_chain(&store).await.unwrap();
+    let events = store
+        .audit_events(yrd_gateway::store::AuditQuery {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.events as usize, events.len());
+    events
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_get_exactly_one_event_per_call_in_one_order() {
     let mut fed = TestFederation::start(&["anji"]).await;
@@ -182,17 +201,7 @@ async fn concurrent_clients_get_exactly_one_event_per_call_in_one_order() {
     for t in tasks {
         t.await.unwrap();
     }
-    fed.stop_all().await;
-    let store = SqliteStore::open(&fed.root.path().join("anji/store.db")).unwrap();
-    let summary = verify_chain(&store).await.unwrap();
-    let events = store
-        .audit_events(yrd_gateway::store::AuditQuery {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(summary.events as usize, events.len());
+    let events = stopped_and_verified(&mut fed, "anji").await;
     let ids: Vec<&str> = events
         .iter()
         .filter(|e| e.event.method == "/yrd.exchange.v1.DirectoryService/WhoAmI")
@@ -407,27 +416,16 @@ async fn writes_commit_their_calls_event_once_whatever_the_outcome() {
                 assert_eq!(replayed.project.unwrap().name, created.name);
                 let mut changed = created.clone();
                 changed.display_name = format!("c{c}-{i} renamed");
-                projects
-                    .update_project(pb::UpdateProjectRequest {
-                        project: Some(changed.clone()),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["display_name".into()],
-                        }),
-                        request_id: uuid::Uuid::now_v7().to_string(),
-                    })
-                    .await
-                    .unwrap();
+                let rename = || pb::UpdateProjectRequest {
+                    project: Some(changed.clone()),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["display_name".into()],
+                    }),
+                    request_id: uuid::Uuid::now_v7().to_string(),
+                };
+                projects.update_project(rename()).await.unwrap();
                 // The etag read before the update is stale now: refused.
-                let stale = projects
-                    .update_project(pb::UpdateProjectRequest {
-                        project: Some(changed),
-                        update_mask: Some(prost_types::FieldMask {
-                            paths: vec!["display_name".into()],
-                        }),
-                        request_id: uuid::Uuid::now_v7().to_string(),
-                    })
-                    .await
-                    .unwrap_err();
+                let stale = projects.update_project(rename()).await.unwrap_err();
                 assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
                 names.push(created.name);
             }
@@ -438,17 +436,7 @@ async fn writes_commit_their_calls_event_once_whatever_the_outcome() {
     for t in tasks {
         names.extend(t.await.unwrap());
     }
-    fed.stop_all().await;
-    let store = SqliteStore::open(&fed.root.path().join("zone/store.db")).unwrap();
-    let summary = verify_chain(&store).await.unwrap();
-    let events = store
-        .audit_events(yrd_gateway::store::AuditQuery {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(summary.events as usize, events.len());
+    let events = stopped_and_verified(&mut fed, "zone").await;
     let of = |method: &str, code: &str| {
         events
             .iter()
