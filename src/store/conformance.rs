@@ -75,7 +75,8 @@ macro_rules! conformance_tests {
             redaction_rewrites_every_copy_and_keeps_the_received_hash,
             own_changes_taken_back_follow_the_head,
             lists_filter_and_page,
-            the_audit_chain_is_single_and_verifiable
+            the_audit_chain_is_single_and_verifiable,
+            a_write_commits_its_calls_audit_event_with_itself
         );
     };
     (@each |$dir:ident| $factory:expr; $($name:ident),*) => {

@@ -121,3 +121,62 @@ pub async fn the_audit_chain_is_single_and_verifiable(store: Arc<dyn Store>) {
     assert_eq!(heads.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![5, 7]);
     assert!(store.witnessed_heads("zone").await.unwrap().is_empty());
 }
+
+/// A write handed its call's audit event commits it in the write's own transaction, chained
+/// after the events appended before it; a write that is refused or replayed does not.
+pub async fn a_write_commits_its_calls_audit_event_with_itself(store: Arc<dyn Store>) {
+    let event = |request_id: &str| NewAuditEvent {
+        time: 1,
+        caller: "spiffe://yrd-huzhou/party/zone/client/a".into(),
+        method: "/yrd.exchange.v1.ProjectService/CreateProject".into(),
+        records: vec![],
+        code: String::new(),
+        request_id: request_id.into(),
+    };
+    store.append_audit(vec![event("before")]).await.unwrap();
+
+    let id = uuid::Uuid::now_v7();
+    let audit = WriteAudit::new(event("create"));
+    audit.name(vec![format!("parties/zone/projects/{id}")]);
+    let mut create = write(record("zone", id, 1, "v1"), None, "r1");
+    create.audit = Some(audit.clone());
+    store.write(create).await.unwrap();
+    assert_eq!(
+        audit.committed(),
+        Some(2),
+        "committed with the record, after event 1"
+    );
+
+    // The same request again is a replay: nothing new is committed for it.
+    let replayed = WriteAudit::new(event("create"));
+    let mut again = write(record("zone", id, 1, "v1"), None, "r1");
+    again.audit = Some(replayed.clone());
+    store.write(again).await.unwrap();
+    assert_eq!(replayed.committed(), None);
+
+    // A refused write (a second create of the same record) commits no event either.
+    let refused = WriteAudit::new(event("dup"));
+    let mut dup = write(record("zone", id, 1, "v1"), None, "r2");
+    dup.audit = Some(refused.clone());
+    assert!(store.write(dup).await.is_err());
+    assert_eq!(refused.committed(), None);
+
+    let events = store
+        .audit_events(AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1].event.request_id, "create");
+    assert_eq!(events[1].event.code, "OK");
+    assert_eq!(
+        events[1].event.records,
+        vec![format!("parties/zone/projects/{id}")]
+    );
+    assert_eq!(
+        events[1].prev_hash, events[0].hash,
+        "chained after the earlier event"
+    );
+}

@@ -50,6 +50,58 @@ pub(super) struct AuditColumns {
     hash: Vec<Vec<u8>>,
 }
 
+/// Takes the audit lock for the rest of the caller's transaction, chains `events` onto the
+/// trail and returns the last sequence number. (A record write takes the feed lock first, then
+/// this one; nothing takes them in the other order.)
+pub(super) async fn insert_audit_events(
+    tx: &impl GenericClient,
+    events: Vec<NewAuditEvent>,
+) -> Result<u64, StoreError> {
+    lock(tx, AUDIT_LOCK).await?;
+    let head = read_audit_head(tx).await?;
+    let mut seq = head.as_ref().map_or(0, |h| h.seq);
+    // One statement for the whole batch: columns as arrays, unnested into rows.
+    let mut rows = AuditColumns::default();
+    for linked in chain(head, events) {
+        let e = linked.event;
+        rows.records.push(encode_audit_records(&e.records)?);
+        seq = linked.seq;
+        rows.seq.push(linked.seq as i64);
+        rows.time.push(e.time);
+        rows.caller.push(e.caller);
+        rows.method.push(e.method);
+        rows.code.push(e.code);
+        rows.request_id.push(e.request_id);
+        rows.prev_hash.push(linked.prev_hash);
+        rows.hash.push(linked.hash);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+             $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[])",
+        )
+        .await
+        .map_err(db)?;
+    tx.execute(
+        &stmt,
+        &[
+            &rows.seq,
+            &rows.time,
+            &rows.caller,
+            &rows.method,
+            &rows.records,
+            &rows.code,
+            &rows.request_id,
+            &rows.prev_hash,
+            &rows.hash,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(seq)
+}
+
 #[async_trait]
 impl AuditStore for PostgresStore {
     async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError> {
@@ -57,48 +109,7 @@ impl AuditStore for PostgresStore {
         tokio::spawn(async move {
             let mut conn = pool.get().await.map_err(pool_error)?;
             let tx = conn.transaction().await.map_err(db)?;
-            lock(&tx, AUDIT_LOCK).await?;
-            let head = read_audit_head(&tx).await?;
-            let mut seq = head.as_ref().map_or(0, |h| h.seq);
-            // One statement for the whole batch: columns as arrays, unnested into rows.
-            let mut rows = AuditColumns::default();
-            for linked in chain(head, events) {
-                let e = linked.event;
-                rows.records.push(encode_audit_records(&e.records)?);
-                seq = linked.seq;
-                rows.seq.push(linked.seq as i64);
-                rows.time.push(e.time);
-                rows.caller.push(e.caller);
-                rows.method.push(e.method);
-                rows.code.push(e.code);
-                rows.request_id.push(e.request_id);
-                rows.prev_hash.push(linked.prev_hash);
-                rows.hash.push(linked.hash);
-            }
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
-                     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-                     $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[])",
-                )
-                .await
-                .map_err(db)?;
-            tx.execute(
-                &stmt,
-                &[
-                    &rows.seq,
-                    &rows.time,
-                    &rows.caller,
-                    &rows.method,
-                    &rows.records,
-                    &rows.code,
-                    &rows.request_id,
-                    &rows.prev_hash,
-                    &rows.hash,
-                ],
-            )
-            .await
-            .map_err(db)?;
+            let seq = insert_audit_events(&tx, events).await?;
             tx.commit().await.map_err(db)?;
             Ok(seq)
         })

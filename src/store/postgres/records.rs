@@ -319,7 +319,10 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
     let start = tail.position;
     let mut answers = Vec::with_capacity(queued.len());
     let mut failed: Option<String> = None;
+    // The audit events of the writes applied now, committed with them (as on SQLite).
+    let mut audited = Vec::new();
     for (write, reply) in queued {
+        let audit = write.audit.clone();
         let result = match &failed {
             Some(e) => Err(StoreError::Unavailable(e.clone())),
             None => apply_write(&tx, &mut tail, write).await,
@@ -328,22 +331,35 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
         if let Err(e @ StoreError::Unavailable(_)) = &result {
             failed.get_or_insert_with(|| e.to_string());
         }
+        if let (Ok(WriteOutcome::Applied(_)), Some(audit)) = (&result, audit) {
+            audited.push(audit);
+        }
         answers.push((reply, result));
     }
     let committed = async {
         if let Some(e) = failed {
             return Err(StoreError::Unavailable(e));
         }
+        let mut last = 0;
+        if !audited.is_empty() {
+            let events = audited.iter().map(WriteAudit::event).collect();
+            last = super::audit::insert_audit_events(&tx, events).await?;
+        }
         if tail.position > start {
             tx.execute("SELECT pg_notify($1, '')", &[&FEED_CHANNEL])
                 .await
                 .map_err(db)?;
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        Ok(last)
     }
     .await;
     match committed {
-        Ok(()) => {
+        Ok(last) => {
+            let first = last + 1 - audited.len() as u64;
+            for (i, audit) in audited.iter().enumerate() {
+                audit.mark_committed(first + i as u64);
+            }
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
