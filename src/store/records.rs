@@ -116,9 +116,13 @@ impl WriteAudit {
         self.state().committed
     }
 
-    /// Called by a store once the transaction holding the event has committed.
-    pub(crate) fn mark_committed(&self, seq: u64) {
-        self.state().committed = Some(seq);
+    /// Called by a store once the transaction holding `audited`'s events, in that order and
+    /// ending at sequence number `last`, has committed.
+    pub(crate) fn mark_committed(audited: &[WriteAudit], last: u64) {
+        let first = (last + 1).saturating_sub(audited.len() as u64);
+        for (i, audit) in audited.iter().enumerate() {
+            audit.state().committed = Some(first + i as u64);
+        }
     }
 }
 

@@ -119,13 +119,7 @@ async fn a_consistently_rebuilt_chain_is_caught_by_a_peers_witness() {
     // The zone rewrites event 2 and rebuilds every hash after it: locally the chain verifies.
     let db = fed.root.path().join("zone/store.db");
     let store = SqliteStore::open(&db).unwrap();
-    let events = store
-        .audit_events(yrd_gateway::store::AuditQuery {
-            limit: 10_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let events = all_events(&store).await;
     drop(store);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let mut prev = yrd_gateway::audit::GENESIS.to_vec();
@@ -171,15 +165,20 @@ async fn stopped_and_verified(
     fed.stop_all().await;
     let store = SqliteStore::open(&fed.root.path().join(party).join("store.db")).unwrap();
     let summary = verify_chain(&store).await.unwrap();
-    let events = store
+    let events = all_events(&store).await;
+    assert_eq!(summary.events as usize, events.len());
+    events
+}
+
+/// Every event of `store`'s trail (the tests' trails are small).
+async fn all_events(store: &SqliteStore) -> Vec<yrd_gateway::store::AuditEvent> {
+    store
         .audit_events(yrd_gateway::store::AuditQuery {
             limit: 10_000,
             ..Default::default()
         })
         .await
-        .unwrap();
-    assert_eq!(summary.events as usize, events.len());
-    events
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

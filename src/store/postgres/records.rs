@@ -356,10 +356,7 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
     .await;
     match committed {
         Ok(last) => {
-            let first = last + 1 - audited.len() as u64;
-            for (i, audit) in audited.iter().enumerate() {
-                audit.mark_committed(first + i as u64);
-            }
+            WriteAudit::mark_committed(&audited, last);
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }

@@ -122,10 +122,7 @@ pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
     let committed = chained.and_then(|last| tx.commit().map_err(unavailable).map(|()| last));
     match committed {
         Ok(last) => {
-            let first = last + 1 - audited.len() as u64;
-            for (i, audit) in audited.iter().enumerate() {
-                audit.mark_committed(first + i as u64);
-            }
+            WriteAudit::mark_committed(&audited, last);
             for (reply, result) in answers {
                 let _ = reply.send(result);
             }
