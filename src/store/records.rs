@@ -47,6 +47,28 @@ pub struct Idempotency {
     pub fingerprint: Vec<u8>,
 }
 
+impl Idempotency {
+    /// This request's first answer from its stored row: the row's fingerprint, and the text of
+    /// the answer (the change-log entry the row names, or the row's own copy in rows that name
+    /// none; `None` when the entry it names is gone). Both backends keep rows this way.
+    pub(crate) fn first_answer(
+        &self,
+        fingerprint: &[u8],
+        answer: Option<&str>,
+    ) -> Result<StoredRecord, StoreError> {
+        if fingerprint != self.fingerprint {
+            return Err(StoreError::RequestIdReused(self.request_id.clone()));
+        }
+        let text = answer.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "request {} of {} names a change-log entry that is gone",
+                self.request_id, self.party
+            ))
+        })?;
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+    }
+}
+
 /// A record write.
 #[derive(Debug, Clone)]
 pub struct Write {

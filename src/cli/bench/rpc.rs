@@ -65,8 +65,9 @@ pub struct StoreSize {
     pub projects: u64,
     pub audit_events: u64,
     pub file_bytes_per_project: f64,
-    /// Bytes of record JSON per project: its body, its change-log entry and the stored answer
-    /// to its create request (three copies; SQLite pages and indexes come on top).
+    /// Bytes of record JSON per project: its body and its change-log entry (the create
+    /// request's stored answer names the log entry; requests stored before that kept a third
+    /// copy, counted here too). SQLite pages and indexes come on top.
     pub json_bytes_per_project: f64,
     /// Bytes of an audit event's columns, on average.
     pub bytes_per_audit_event: f64,

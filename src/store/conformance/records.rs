@@ -88,6 +88,23 @@ pub async fn retries_return_the_first_result(store: Arc<dyn Store>) {
         Err(StoreError::RequestIdReused(_))
     ));
     assert_eq!(seqs(&*store, "zone").await, vec![1, 2]);
+
+    // The first answer is the written record's own change-log entry, whatever the write
+    // appended before it (a companion record) or after it (every project sent again).
+    let allocation = |body: &str| StoredRecord {
+        kind: RecordKind::Allocation,
+        ..record("zone", Uuid::now_v7(), 1, body)
+    };
+    let mut pair = write(allocation("main"), None, "pair");
+    pair.also_create = vec![allocation("companion")];
+    pair.resend = Some(RecordKind::Project);
+    let main = applied(store.write(pair.clone()).await);
+    match store.write(pair.clone()).await {
+        Ok(WriteOutcome::Replayed(r)) => assert_eq!(r, main),
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    assert_eq!(store.replay(&pair.key).await.unwrap(), Some(main));
+    assert_eq!(seqs(&*store, "zone").await, vec![1, 2, 3, 4, 5]);
 }
 
 /// Concurrent writes keep their own outcomes (one of many conflicting updates wins, distinct
@@ -263,4 +280,61 @@ pub async fn lists_filter_and_page(store: Arc<dyn Store>) {
         ..ListQuery::of(RecordKind::Project, 10)
     };
     assert!(store.list(none).await.unwrap().is_empty());
+}
+
+/// Requests as stores kept them before the schema that names the answer's log entry: each with a copy of its first answer.
+/// `named`'s copy is the text of a change-log entry appended at the same time (as every write
+/// left it); `orphan`'s matches no entry. A backend's migration test inserts these rows in a
+/// store at the schema before, migrates it, and checks them with [`copied_answers_still_replay`].
+pub struct CopiedAnswers {
+    /// The record, logged as `zone`'s change 1 at time [`CopiedAnswers::TIME`], and its request.
+    pub named: (StoredRecord, Idempotency),
+    /// A record whose copy matches no log entry, and its request.
+    pub orphan: (StoredRecord, Idempotency),
+}
+
+impl CopiedAnswers {
+    pub const TIME: i64 = 7;
+
+    pub fn new() -> Self {
+        let named = write(record("zone", Uuid::now_v7(), 1, "logged"), None, "named");
+        let orphan = write(record("zone", Uuid::now_v7(), 1, "orphan"), None, "orphan");
+        CopiedAnswers {
+            named: (named.record, named.key),
+            orphan: (orphan.record, orphan.key),
+        }
+    }
+}
+
+impl CopiedAnswers {
+    /// The `requests` rows after the migration, as (request id, response, answer) by request
+    /// id: `named` names log position 1 and holds no copy, `orphan` keeps its copy.
+    pub fn converted_rows(&self) -> Vec<(String, Option<String>, Option<i64>)> {
+        let copy = self.orphan.0.encode().unwrap();
+        vec![
+            ("named".to_string(), None, Some(1)),
+            ("orphan".to_string(), Some(copy), None),
+        ]
+    }
+}
+
+impl Default for CopiedAnswers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// After the migration, both requests of `copied` answer their first result, and a different
+/// request under a used id is still refused.
+pub async fn copied_answers_still_replay(store: &dyn Store, copied: &CopiedAnswers) {
+    for (record, key) in [&copied.named, &copied.orphan] {
+        assert_eq!(store.replay(key).await.unwrap().as_ref(), Some(record));
+    }
+    let mut reused = copied.named.1.clone();
+    reused.fingerprint = b"a different request".to_vec();
+    assert!(matches!(
+        store.replay(&reused).await,
+        Err(StoreError::RequestIdReused(_))
+    ));
+    assert_eq!(seqs(store, "zone").await, vec![1]);
 }

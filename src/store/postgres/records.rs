@@ -67,7 +67,8 @@ pub(super) async fn lookup_request(
 ) -> Result<Option<StoredRecord>, StoreError> {
     let stmt = c
         .prepare_cached(
-            "SELECT fingerprint, response FROM requests WHERE party = $1 AND request_id = $2",
+            "SELECT q.fingerprint, COALESCE(q.response, l.record) FROM requests q \
+             LEFT JOIN log l ON l.position = q.answer WHERE q.party = $1 AND q.request_id = $2",
         )
         .await
         .map_err(db)?;
@@ -79,13 +80,8 @@ pub(super) async fn lookup_request(
         return Ok(None);
     };
     let fingerprint: Vec<u8> = row.try_get(0).map_err(db)?;
-    if fingerprint != key.fingerprint {
-        return Err(StoreError::RequestIdReused(key.request_id.clone()));
-    }
-    let response: String = row.try_get(1).map_err(db)?;
-    serde_json::from_str(&response)
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+    let answer: Option<String> = row.try_get(1).map_err(db)?;
+    key.first_answer(&fingerprint, answer.as_deref()).map(Some)
 }
 
 pub(super) async fn upsert_record(
@@ -229,14 +225,15 @@ pub(super) async fn apply_write(
         },
         async {
             c.prepare_cached(
-                "INSERT INTO requests (party, request_id, fingerprint, response, time) \
+                "INSERT INTO requests (party, request_id, fingerprint, answer, time) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
             .await
             .map_err(db)
         }
     )?;
-    let encoded = &entries.last().expect("the record itself").3;
+    // The first answer is the record's own log entry, named by its position.
+    let answer = &entries.last().expect("the record itself").1;
     let (log, time) = (&log, &w.time);
     let inserts = entries
         .iter()
@@ -265,7 +262,7 @@ pub(super) async fn apply_write(
                     &w.key.party,
                     &w.key.request_id,
                     &w.key.fingerprint,
-                    encoded,
+                    answer,
                     &w.time,
                 ],
             )

@@ -1,5 +1,10 @@
 //! The PostgreSQL schema, as migrations applied in order.
 
+/// How many migrations ran before requests named their first answer's change-log entry (the
+/// conversion's tests start from a store at this version).
+#[cfg(test)]
+pub(super) const BEFORE_NAMED_ANSWERS: usize = 4;
+
 /// Schema migrations, applied in order; `schema_version` records how many ran.
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
@@ -121,5 +126,19 @@ CREATE TABLE restored (
     one  INTEGER PRIMARY KEY CHECK (one = 1),
     time BIGINT NOT NULL
 );
+"#,
+    r#"
+-- A write's first answer is the record exactly as the write appended it to the change log, so
+-- the request names that log entry (`answer`, its position) instead of holding a copy. Rows
+-- written before are converted: their copy is the text of the entry appended at the same time.
+-- Only entries of this party's own log are named, and those are never rewritten.
+ALTER TABLE requests ALTER COLUMN response DROP NOT NULL;
+ALTER TABLE requests ADD COLUMN answer BIGINT;
+CREATE INDEX log_by_time ON log (time);
+UPDATE requests q SET answer = l.position, response = NULL
+FROM log l WHERE l.time = q.time AND l.record = q.response;
+DROP INDEX log_by_time;
+ALTER TABLE requests ADD CONSTRAINT requests_one_answer
+    CHECK ((response IS NULL) <> (answer IS NULL));
 "#,
 ];

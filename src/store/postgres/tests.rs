@@ -329,3 +329,72 @@ async fn a_multi_host_connection_string_reaches_the_host_that_answers_read_write
     let store = PostgresStore::connect(options).await.unwrap();
     writes_and_reads_back(&store, "multi-1").await;
 }
+
+/// A database written before requests named their answer's change-log entry (a copy per
+/// request) is converted when a gateway connects: a copy that is a log entry becomes a
+/// reference to it, a copy that matches none is kept, and both still replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_of_an_older_database_name_their_log_entry_after_the_migration() {
+    use crate::store::conformance::{CopiedAnswers, copied_answers_still_replay};
+
+    let url = testing::scratch_database().await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let copied = CopiedAnswers::new();
+    let before = super::schema::BEFORE_NAMED_ANSWERS;
+    for sql in &super::schema::MIGRATIONS[..before] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); \
+             INSERT INTO schema_version VALUES ({before})"
+        ))
+        .await
+        .unwrap();
+    let (named, named_key) = &copied.named;
+    let text = named.encode().unwrap();
+    admin
+        .execute(
+            "INSERT INTO log (position, owner, seq, time, record) VALUES (1, 'zone', 1, $1, $2)",
+            &[&CopiedAnswers::TIME, &text],
+        )
+        .await
+        .unwrap();
+    for (key, response) in [
+        (named_key, text.clone()),
+        (&copied.orphan.1, copied.orphan.0.encode().unwrap()),
+    ] {
+        admin
+            .execute(
+                "INSERT INTO requests (party, request_id, fingerprint, response, time) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &key.party,
+                    &key.request_id,
+                    &key.fingerprint,
+                    &response,
+                    &CopiedAnswers::TIME,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let store = PostgresStore::connect(PostgresOptions::parse(&url, None, 8).unwrap())
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<String>, Option<i64>)> = admin
+        .query(
+            "SELECT request_id, response, answer FROM requests ORDER BY request_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows, copied.converted_rows());
+    copied_answers_still_replay(&store, &copied).await;
+}

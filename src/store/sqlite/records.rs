@@ -60,23 +60,18 @@ pub(super) fn lookup_request(
     conn: &Connection,
     key: &Idempotency,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    let found: Option<(Vec<u8>, String)> = cached_row(
+    let found: Option<(Vec<u8>, Option<String>)> = cached_row(
         conn,
-        "SELECT fingerprint, response FROM requests WHERE party = ?1 AND request_id = ?2",
+        "SELECT q.fingerprint, COALESCE(q.response, l.record) FROM requests q \
+         LEFT JOIN log l ON l.position = q.answer WHERE q.party = ?1 AND q.request_id = ?2",
         params![key.party, key.request_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
     .optional()
     .map_err(unavailable)?;
-    match found {
-        None => Ok(None),
-        Some((fingerprint, _)) if fingerprint != key.fingerprint => {
-            Err(StoreError::RequestIdReused(key.request_id.clone()))
-        }
-        Some((_, response)) => serde_json::from_str(&response)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("stored response: {e}"))),
-    }
+    found
+        .map(|(fingerprint, answer)| key.first_answer(&fingerprint, answer.as_deref()))
+        .transpose()
 }
 
 /// Applies queued writes in one transaction and answers each after the commit. A write that
@@ -164,7 +159,7 @@ pub(super) fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, Sto
         append_own_change(tx, extra, w.time)?;
     }
     upsert_record(tx, rec)?;
-    let encoded = append_own_change(tx, rec, w.time)?;
+    let answer = append_own_change(tx, rec, w.time)?;
     if let Some(kind) = w.resend {
         let query = ListQuery {
             owner: Some(rec.owner.clone()),
@@ -175,10 +170,10 @@ pub(super) fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, Sto
         }
     }
     tx.prepare_cached(
-        "INSERT INTO requests (party, request_id, fingerprint, response, time) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO requests (party, request_id, fingerprint, answer, time) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut stmt| {
-        stmt.execute(params![w.key.party, w.key.request_id, w.key.fingerprint, encoded, w.time])
+        stmt.execute(params![w.key.party, w.key.request_id, w.key.fingerprint, answer, w.time])
     })
     .map_err(unavailable)?;
     Ok(WriteOutcome::Applied(w.record))
@@ -219,12 +214,12 @@ pub(super) fn append_log(
 }
 
 /// Appends a record version to its owner's change log with the next sequence number; returns
-/// the encoded record.
+/// the entry's feed position.
 pub(super) fn append_own_change(
     conn: &Connection,
     rec: &StoredRecord,
     time: i64,
-) -> Result<String, StoreError> {
+) -> Result<i64, StoreError> {
     let seq: i64 = cached_row(
         conn,
         "SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE owner = ?1",
@@ -232,9 +227,8 @@ pub(super) fn append_own_change(
         |r| r.get(0),
     )
     .map_err(unavailable)?;
-    let encoded = serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    append_log(conn, &rec.owner, seq as u64, time, &encoded)?;
-    Ok(encoded)
+    append_log(conn, &rec.owner, seq as u64, time, &rec.encode()?)?;
+    Ok(conn.last_insert_rowid())
 }
 
 pub(super) fn list_records(

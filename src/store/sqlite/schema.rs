@@ -1,5 +1,10 @@
 //! The SQLite schema, as migrations applied in order.
 
+/// How many migrations ran before requests named their first answer's change-log entry (the
+/// conversion's tests start from a store at this version).
+#[cfg(test)]
+pub(super) const BEFORE_NAMED_ANSWERS: usize = 5;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
@@ -129,5 +134,31 @@ CREATE TABLE restored (
     one  INTEGER PRIMARY KEY CHECK (one = 1),
     time INTEGER NOT NULL
 );
+"#,
+    r#"
+-- A write's first answer is the record exactly as the write appended it to the change log, so
+-- the request names that log entry (`answer`, its position) instead of holding a copy. Rows
+-- written before are converted: their copy is the text of the entry appended at the same time.
+-- Only entries of this party's own log are named, and those are never rewritten.
+CREATE INDEX log_by_time ON log (time);
+CREATE TABLE requests_named (
+    party       TEXT    NOT NULL,
+    request_id  TEXT    NOT NULL,
+    fingerprint BLOB    NOT NULL,
+    response    TEXT,
+    answer      INTEGER,
+    time        INTEGER NOT NULL,
+    PRIMARY KEY (party, request_id),
+    CHECK ((response IS NULL) <> (answer IS NULL))
+) WITHOUT ROWID;
+INSERT INTO requests_named (party, request_id, fingerprint, response, answer, time)
+SELECT party, request_id, fingerprint, CASE WHEN position IS NULL THEN response END,
+       position, time
+FROM (SELECT q.*, (SELECT l.position FROM log l WHERE l.time = q.time
+                   AND l.record = q.response ORDER BY l.position LIMIT 1) AS position
+      FROM requests q);
+DROP TABLE requests;
+ALTER TABLE requests_named RENAME TO requests;
+DROP INDEX log_by_time;
 "#,
 ];

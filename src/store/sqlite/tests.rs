@@ -21,3 +21,61 @@ async fn a_reader_never_creates_a_store_file_that_went_away() {
     assert!(!path.exists(), "a reader created {}", path.display());
     assert!(store.ping().await.is_err());
 }
+
+/// A store written before requests named their answer's change-log entry (a copy per request)
+/// is converted when opened: a copy that is a log entry becomes a reference to it, a copy that
+/// matches none is kept, and both still replay.
+#[tokio::test]
+async fn requests_of_an_older_store_name_their_log_entry_after_the_migration() {
+    use crate::store::conformance::{CopiedAnswers, copied_answers_still_replay};
+    use rusqlite::params;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let copied = CopiedAnswers::new();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let before = super::schema::BEFORE_NAMED_ANSWERS;
+        for sql in &super::schema::MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before).unwrap();
+        let (named, named_key) = &copied.named;
+        let text = named.encode().unwrap();
+        conn.execute(
+            "INSERT INTO log (owner, seq, time, record) VALUES ('zone', 1, ?1, ?2)",
+            params![CopiedAnswers::TIME, text],
+        )
+        .unwrap();
+        for (key, response) in [
+            (named_key, text.clone()),
+            (&copied.orphan.1, copied.orphan.0.encode().unwrap()),
+        ] {
+            conn.execute(
+                "INSERT INTO requests (party, request_id, fingerprint, response, time) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.party,
+                    key.request_id,
+                    key.fingerprint,
+                    response,
+                    CopiedAnswers::TIME
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let rows: Vec<(String, Option<String>, Option<i64>)> = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT request_id, response, answer FROM requests ORDER BY request_id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(rows, copied.converted_rows());
+    copied_answers_still_replay(&store, &copied).await;
+}
