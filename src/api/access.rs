@@ -132,7 +132,9 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::WithdrawAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The event names the withdrawn request only: the store commits it with the new version.
+        meta.audit = audit.for_write();
         audit.note(req.name.clone());
         let view = self
             .records
@@ -150,7 +152,9 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::EscalateAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The event names the escalated request only: the store commits it with the new version.
+        meta.audit = audit.for_write();
         audit.note(req.name.clone());
         let view = self
             .records

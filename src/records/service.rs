@@ -253,6 +253,7 @@ impl Records {
         &self,
         record: StoredRecord,
         expected_revision: Option<i64>,
+        unique: Option<String>,
         key: Idempotency,
         time: i64,
         audit: Option<WriteAudit>,
@@ -265,7 +266,7 @@ impl Records {
             record,
             expected_revision,
             also_create: Vec::new(),
-            unique: None,
+            unique,
             key,
             time,
             resend: None,
@@ -403,7 +404,7 @@ impl Records {
     ) -> Result<T, RecordError> {
         let expected = next.revision();
         next.advance(now);
-        self.write_audited(next.to_stored()?, Some(expected), key, now, audit)
+        self.write_audited(next.to_stored()?, Some(expected), None, key, now, audit)
             .await
             .map_err(|e| stale_on_conflict(e, name))
     }

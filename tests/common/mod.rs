@@ -704,6 +704,21 @@ impl TestFederation {
     }
 }
 
+/// Guangde's request for `items` of the catalog entry `entry`, for a joint investment fair.
+pub fn access_request(entry: &str, items: &[&str]) -> pb::CreateAccessRequestRequest {
+    pb::CreateAccessRequestRequest {
+        access_request: Some(pb::AccessRequest {
+            entry: entry.into(),
+            items: items.iter().map(|s| s.to_string()).collect(),
+            purpose: "联合招商对接".into(),
+            scenario: "广德—长兴联合招商会".into(),
+            validity_days: 30,
+            ..Default::default()
+        }),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
+
 /// A catalog data item of a project entry.
 pub fn data_item(field: &str, class: pb::SharingClass, legal_basis: &str) -> pb::DataItem {
     pb::DataItem {

@@ -10,7 +10,8 @@ use tonic::Code;
 use yrd_gateway::wire::pb;
 
 use crate::common::{
-    TestFederation, bad_fields, data_item, error_reason, eventually, replicated_entry,
+    TestFederation, access_request, bad_fields, data_item, error_reason, eventually,
+    replicated_entry,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -45,20 +46,6 @@ async fn publish_entry(fed: &TestFederation) -> String {
         .name
 }
 
-fn request(entry: &str, items: &[&str]) -> pb::CreateAccessRequestRequest {
-    pb::CreateAccessRequestRequest {
-        access_request: Some(pb::AccessRequest {
-            entry: entry.into(),
-            items: items.iter().map(|s| s.to_string()).collect(),
-            purpose: "联合招商对接".into(),
-            scenario: "广德—长兴联合招商会".into(),
-            validity_days: 30,
-            ..Default::default()
-        }),
-        request_id: uuid::Uuid::now_v7().to_string(),
-    }
-}
-
 async fn get(fed: &TestFederation, at: &str, name: &str) -> Option<pb::AccessRequest> {
     fed.access(at, at)
         .get_access_request(pb::GetAccessRequestRequest { name: name.into() })
@@ -86,7 +73,7 @@ async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
 
     let filed = fed
         .access("guangde", "guangde")
-        .create_access_request(request(&entry, &["contact.phone"]))
+        .create_access_request(access_request(&entry, &["contact.phone"]))
         .await
         .unwrap()
         .into_inner()
@@ -209,7 +196,7 @@ async fn a_disputed_refusal_is_escalated_to_the_zone_with_its_history() {
     replicated_entry(&fed, "guangde", &entry).await;
     let filed = fed
         .access("guangde", "guangde")
-        .create_access_request(request(&entry, &["contact.phone"]))
+        .create_access_request(access_request(&entry, &["contact.phone"]))
         .await
         .unwrap()
         .into_inner()
@@ -298,7 +285,7 @@ async fn not_shared_items_are_refused_at_once_and_unconditional_ones_granted_at_
     replicated_entry(&fed, "guangde", &entry).await;
     let mut guangde = fed.access("guangde", "guangde");
     let err = guangde
-        .create_access_request(request(&entry, &["investor.credit_code"]))
+        .create_access_request(access_request(&entry, &["investor.credit_code"]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -309,7 +296,7 @@ async fn not_shared_items_are_refused_at_once_and_unconditional_ones_granted_at_
         err.message()
     );
     let err = guangde
-        .create_access_request(request(&entry, &["contact.email"]))
+        .create_access_request(access_request(&entry, &["contact.email"]))
         .await
         .unwrap_err();
     assert_eq!(bad_fields(&err), ["access_request.items[0]"]);
@@ -322,7 +309,7 @@ async fn not_shared_items_are_refused_at_once_and_unconditional_ones_granted_at_
     assert!(listed.is_empty(), "refusals wrote nothing: {listed:?}");
 
     let granted = guangde
-        .create_access_request(request(&entry, &["display_name"]))
+        .create_access_request(access_request(&entry, &["display_name"]))
         .await
         .unwrap()
         .into_inner()

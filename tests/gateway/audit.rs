@@ -163,6 +163,11 @@ async fn stopped_and_verified(
     party: &str,
 ) -> Vec<yrd_gateway::store::AuditEvent> {
     fed.stop_all().await;
+    verified_trail(fed, party).await
+}
+
+/// `party`'s whole trail, verified (its gateway stopped).
+async fn verified_trail(fed: &TestFederation, party: &str) -> Vec<yrd_gateway::store::AuditEvent> {
     let store = SqliteStore::open(&fed.root.path().join(party).join("store.db")).unwrap();
     let summary = verify_chain(&store).await.unwrap();
     let events = all_events(&store).await;
@@ -472,4 +477,91 @@ async fn writes_commit_their_calls_event_once_whatever_the_outcome() {
         (1..=events.len() as u64).collect::<Vec<_>>(),
         "gapless"
     );
+}
+
+/// Publishing and updating a catalog entry and withdrawing an access request commit their
+/// call's event with the write too: one event per call, naming the written record, whether the
+/// store committed it with a new version or the call layer appended it (a replay, a stale
+/// etag, a withdrawal of a withdrawn request, which writes nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_access_request_writes_commit_their_calls_event_once() {
+    let mut fed = TestFederation::start(&["changxing", "guangde"]).await;
+    let mut catalog = fed.catalog("changxing", "changxing");
+    let publish = pb::PublishCatalogEntryRequest {
+        entry: Some(pb::CatalogEntry {
+            resource_code: "CX-AUDIT-001".into(),
+            display_name: "长兴县招商项目信息".into(),
+            record_kind: pb::RecordKind::Project as i32,
+            items: vec![data_item(
+                "contact.phone",
+                pb::SharingClass::Conditional,
+                "",
+            )],
+            sharing_class: pb::SharingClass::Unconditional as i32,
+            ..Default::default()
+        }),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let entry = catalog
+        .publish_catalog_entry(publish.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    let replayed = catalog.publish_catalog_entry(publish).await.unwrap();
+    assert_eq!(replayed.into_inner().entry.unwrap().name, entry.name);
+    let update = || pb::UpdateCatalogEntryRequest {
+        entry: Some(pb::CatalogEntry {
+            conditions: "仅用于联合招商对接".into(),
+            ..entry.clone()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["conditions".into()],
+        }),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    catalog.update_catalog_entry(update()).await.unwrap();
+    let stale = catalog.update_catalog_entry(update()).await.unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+
+    replicated_entry(&fed, "guangde", &entry.name).await;
+    let mut access = fed.access("guangde", "guangde");
+    let filed = access
+        .create_access_request(access_request(&entry.name, &["contact.phone"]))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_request
+        .unwrap();
+    let withdraw = || pb::WithdrawAccessRequestRequest {
+        name: filed.name.clone(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    access.withdraw_access_request(withdraw()).await.unwrap();
+    // Withdrawn already: nothing is written, and the call layer audits the call.
+    access.withdraw_access_request(withdraw()).await.unwrap();
+
+    fed.stop_all().await;
+    let changxing = verified_trail(&fed, "changxing").await;
+    let guangde = verified_trail(&fed, "guangde").await;
+    for (events, method, code, name, n) in [
+        (&changxing, "/PublishCatalogEntry", "OK", &entry.name, 2),
+        (&changxing, "/UpdateCatalogEntry", "OK", &entry.name, 1),
+        (
+            &changxing,
+            "/UpdateCatalogEntry",
+            "FAILED_PRECONDITION",
+            &entry.name,
+            1,
+        ),
+        (&guangde, "/WithdrawAccessRequest", "OK", &filed.name, 2),
+    ] {
+        let found: Vec<_> = events
+            .iter()
+            .filter(|e| e.event.method.ends_with(method) && e.event.code == code)
+            .map(|e| e.event.records.clone())
+            .collect();
+        assert_eq!(found, vec![vec![name.clone()]; n], "{method} {code}");
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use yrd_gateway::wire::pb;
 
-use crate::common::{TestFederation, create, eventually, try_get};
+use crate::common::{TestFederation, access_request, create, eventually, try_get};
 
 const WAIT: Duration = Duration::from_secs(15);
 const PHONE: &str = "+86 138-0000-0000";
@@ -173,16 +173,7 @@ async fn granted_phones(fed: &TestFederation) -> String {
 async fn file_phones(fed: &TestFederation, entry: &str) -> String {
     let filed = fed
         .access("guangde", "guangde")
-        .create_access_request(pb::CreateAccessRequestRequest {
-            access_request: Some(pb::AccessRequest {
-                entry: entry.into(),
-                items: vec!["contact.phone".into()],
-                purpose: "联合招商对接".into(),
-                validity_days: 30,
-                ..Default::default()
-            }),
-            request_id: uuid::Uuid::now_v7().to_string(),
-        })
+        .create_access_request(access_request(entry, &["contact.phone"]))
         .await
         .unwrap()
         .into_inner()

@@ -472,7 +472,7 @@ impl Records {
         let Some(next) = change(&name, &view, now)? else {
             return Ok(view);
         };
-        let written = self.write_next(next, key?, &name, now, None).await?;
+        let written = self.write_next(next, key?, &name, now, meta.audit).await?;
         self.access_view(written).await
     }
 

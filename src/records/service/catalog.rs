@@ -41,7 +41,7 @@ impl Records {
         entry.create_time = now;
         entry.update_time = now;
         let unique = format!("catalog-entry/{}/{}", entry.owner, entry.resource_code);
-        self.write(entry_stored(&entry)?, None, vec![], Some(unique), key?, now)
+        self.write_audited(entry_stored(&entry)?, None, Some(unique), key?, now, meta.audit)
             .await
             .map_err(|e| match e {
                 RecordError::Store(StoreError::AlreadyExists) => RecordError::Duplicate {

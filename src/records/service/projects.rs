@@ -44,7 +44,7 @@ impl Records {
         project.revision = 1;
         project.create_time = now;
         project.update_time = now;
-        self.write_audited(project_stored(&project)?, None, key?, now, meta.audit)
+        self.write_audited(project_stored(&project)?, None, None, key?, now, meta.audit)
             .await
     }
 
