@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{SqliteStore, cached_row, unavailable};
+use super::{SqliteStore, cached_row, limit, unavailable};
 use crate::store::*;
 
 pub(super) fn read_anchor(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
@@ -113,8 +113,8 @@ pub(super) fn query_audit(
             args.push(v.clone().into());
         }
     }
-    sql.push_str(" ORDER BY seq LIMIT ?");
-    args.push((q.limit as i64).into());
+    sql.push_str(" ORDER BY seq");
+    sql.push_str(&limit(q.limit));
     let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args), |r| {

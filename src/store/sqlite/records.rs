@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
-use super::{SqliteStore, cached_row, unavailable};
+use super::{SqliteStore, cached_row, limit, unavailable};
 use crate::domain::RecordKind;
 use crate::store::*;
 
@@ -235,6 +235,20 @@ pub(super) fn list_records(
     conn: &Connection,
     q: &ListQuery,
 ) -> Result<Vec<StoredRecord>, StoreError> {
+    let (sql, args) = list_statement(q);
+    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), row_to_record)
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(unavailable)??);
+    }
+    Ok(out)
+}
+
+/// The statement of a list query and its parameters.
+pub(super) fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
     let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?");
     let mut args: Vec<rusqlite::types::Value> = vec![q.kind.as_str().to_string().into()];
     let mut eq = |column: &str, value: &Option<String>| {
@@ -252,17 +266,17 @@ pub(super) fn list_records(
         sql.push_str(" AND id > ?");
         args.push(after.to_string().into());
     }
-    sql.push_str(" ORDER BY id LIMIT ?");
-    args.push((q.limit as i64).into());
-    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), row_to_record)
-        .map_err(unavailable)?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(row.map_err(unavailable)??);
-    }
-    Ok(out)
+    sql.push_str(" ORDER BY id");
+    sql.push_str(&limit(q.limit));
+    (sql, args)
+}
+
+/// The statement of [`RecordStore::changes`]: an owner's changes after a sequence number.
+pub(super) fn changes_statement(n: usize) -> String {
+    format!(
+        "SELECT seq, time, record FROM log WHERE owner = ?1 AND seq > ?2 ORDER BY seq{}",
+        limit(n)
+    )
 }
 
 #[async_trait]
@@ -311,13 +325,15 @@ impl RecordStore for SqliteStore {
         let owner = owner.to_string();
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT seq, time, record FROM log WHERE owner = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-                )
+                .prepare_cached(&changes_statement(limit))
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map(params![owner, after as i64, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                .query_map(params![owner, after as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .map_err(unavailable)?;
             let mut out = Vec::new();
@@ -347,12 +363,14 @@ impl RecordStore for SqliteStore {
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
         self.read(move |c| {
             let mut stmt = c
-                .prepare_cached(
-                    "SELECT position, owner, seq, time, record FROM log WHERE position > ?1 ORDER BY position LIMIT ?2",
-                )
+                .prepare_cached(&format!(
+                    "SELECT position, owner, seq, time, record FROM log WHERE position > ?1 \
+                     ORDER BY position{}",
+                    super::limit(limit)
+                ))
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map(params![after as i64, limit as i64], |r| {
+                .query_map(params![after as i64], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,

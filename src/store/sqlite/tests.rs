@@ -79,3 +79,50 @@ async fn requests_of_an_older_store_name_their_log_entry_after_the_migration() {
     assert_eq!(rows, copied.converted_rows());
     copied_answers_still_replay(&store, &copied).await;
 }
+
+/// Pages of a list and of the change log are read by statements that stay prepared: a bound
+/// LIMIT made SQLite plan the statement again on every call.
+#[tokio::test]
+async fn list_and_change_log_statements_are_not_prepared_again_for_each_page() {
+    use crate::domain::RecordKind;
+    use crate::store::conformance::{record, write};
+    use crate::store::{ListQuery, RecordStore};
+    use rusqlite::StatementStatus::RePrepare;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = uuid::Uuid::now_v7();
+        store
+            .write(write(record("zone", id, 1, "v"), None, &format!("w{i}")))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let page = |after| ListQuery {
+        after,
+        ..ListQuery::of(RecordKind::Project, 2)
+    };
+    for after in [None, Some(ids[1]), Some(ids[3])] {
+        let found = super::records::list_records(&conn, &page(after)).unwrap();
+        assert!(!found.is_empty());
+    }
+    let (sql, _) = super::records::list_statement(&page(Some(ids[0])));
+    let listed = conn.prepare_cached(&sql).unwrap().get_status(RePrepare);
+    assert_eq!(listed, 0, "the list statement was prepared again");
+
+    let changes = super::records::changes_statement(2);
+    for after in 0..4i64 {
+        let mut stmt = conn.prepare_cached(&changes).unwrap();
+        let n = stmt
+            .query_map(rusqlite::params!["zone", after], |_| Ok(()))
+            .unwrap()
+            .count();
+        assert_eq!(n, 2);
+    }
+    let again = conn.prepare_cached(&changes).unwrap().get_status(RePrepare);
+    assert_eq!(again, 0, "the change-log statement was prepared again");
+}
