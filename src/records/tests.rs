@@ -84,3 +84,16 @@ fn resource_names_round_trip() {
     assert!(ResourceName::parse(&name.to_string(), RecordKind::Allocation).is_err());
     assert!(ResourceName::parse("parties/anji/projects/not-a-uuid", RecordKind::Project).is_err());
 }
+
+/// Etags stay what clients already hold: the same text as the first formula gave
+/// (`"REVISION-HEX"`, HEX the first 8 bytes of SHA-256 of `NAME#REVISION`).
+#[test]
+fn etags_keep_their_form() {
+    use sha2::{Digest, Sha256};
+    let name = ResourceName::new("zone", RecordKind::Project, uuid::Uuid::nil());
+    for revision in [1, 42, i64::MAX] {
+        let digest = Sha256::digest(format!("{name}#{revision}").as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(etag(&name, revision), format!("\"{revision}-{hex}\""));
+    }
+}
