@@ -37,6 +37,7 @@ pub use audit::{
 pub(crate) use audit::{chain, decode_audit_records, encode_audit_records};
 pub use lease::{LeaseStore, PullLease};
 pub(crate) use queue::{QueuedWrite, WriteQueue, answer_of};
+pub(crate) use records::{CURRENT_RECORDS, LOGGED_VERSION, VERSION_COLUMNS};
 pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,
     WriteAudit, WriteOutcome,
@@ -76,6 +77,17 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// What to say when this error fails other writes too: the cause of an unavailable store
+    /// (without saying "store unavailable" twice), or the error itself.
+    pub(crate) fn cause(&self) -> String {
+        match self {
+            StoreError::Unavailable(cause) => cause.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Storage for one gateway: every concern's trait, so one handle serves them all.

@@ -276,8 +276,18 @@ async fn migrate(conn: &mut deadpool_postgres::Object) -> Result<(), StoreError>
             MIGRATIONS.len()
         )));
     }
-    for sql in &MIGRATIONS[version..] {
-        tx.batch_execute(sql).await.map_err(db)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.batch_execute(sql).await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "schema migration {} of {} failed, and the database is left at schema \
+                 {version}: {e}",
+                i + 1,
+                MIGRATIONS.len(),
+                e = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
+            ))
+        })?;
     }
     tx.execute("DELETE FROM schema_version", &[])
         .await

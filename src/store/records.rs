@@ -25,6 +25,21 @@ pub struct IndexFields {
     pub parent: Option<String>,
 }
 
+/// A record version's columns, named alike in both backends: in `log`, which holds every
+/// version once, and through [`CURRENT_RECORDS`] for the current one of each record.
+pub(crate) const VERSION_COLUMNS: &str =
+    "kind, id, owner, revision, stage, industry, factor_kind, parent, body";
+
+/// [`VERSION_COLUMNS`] of a change-log entry named `l`.
+pub(crate) const LOGGED_VERSION: &str =
+    "l.kind, l.id, l.owner, l.revision, l.stage, l.industry, l.factor_kind, l.parent, l.body";
+
+/// The current version of each record: its row in `records` (what lists filter on) and the
+/// change-log entry the row names, which holds the version. Select [`VERSION_COLUMNS`] from it.
+pub(crate) const CURRENT_RECORDS: &str = "(SELECT r.kind, r.id, r.owner, l.revision, r.stage, \
+     r.industry, r.factor_kind, r.parent, l.body FROM records r \
+     JOIN log l ON l.position = r.position) c";
+
 /// One record version as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRecord {
@@ -48,24 +63,23 @@ pub struct Idempotency {
 }
 
 impl Idempotency {
-    /// This request's first answer from its stored row: the row's fingerprint, and the text of
-    /// the answer (the change-log entry the row names, or the row's own copy in rows that name
-    /// none; `None` when the entry it names is gone). Both backends keep rows this way.
+    /// This request's first answer from its stored row: the row's fingerprint, and the record
+    /// version it answered with (from the change-log entry the row names, or from the row's own
+    /// copy in rows that name none; `None` when the entry it names is gone).
     pub(crate) fn first_answer(
         &self,
         fingerprint: &[u8],
-        answer: Option<&str>,
+        answer: Option<StoredRecord>,
     ) -> Result<StoredRecord, StoreError> {
         if fingerprint != self.fingerprint {
             return Err(StoreError::RequestIdReused(self.request_id.clone()));
         }
-        let text = answer.ok_or_else(|| {
+        answer.ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "request {} of {} names a change-log entry that is gone",
                 self.request_id, self.party
             ))
-        })?;
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored response: {e}")))
+        })
     }
 }
 
@@ -272,30 +286,18 @@ impl Write {
     }
 }
 
-impl Change {
-    /// A change-log row as both backends store it: the record version as JSON.
-    pub(crate) fn decode(
-        owner: String,
-        seq: i64,
-        time: i64,
-        record: &str,
-    ) -> Result<Change, StoreError> {
-        let record: StoredRecord = serde_json::from_str(record)
-            .map_err(|e| StoreError::Corrupt(format!("change {owner}/{seq}: {e}")))?;
-        Ok(Change {
-            owner,
-            seq: seq as u64,
-            time,
-            record,
-        })
-    }
-}
-
 impl StoredRecord {
-    /// The record version as both backends keep it in the change log (and an idempotent
-    /// write's first answer): JSON.
+    /// The record version as JSON, as stores kept it in the change log and in requests before
+    /// each version was stored once in columns (the migrations' tests write such stores).
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Result<String, StoreError> {
         serde_json::to_string(self).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// The version from its JSON: a request's copy of its first answer in rows written before
+    /// requests named their change-log entry.
+    pub(crate) fn decode(text: &str) -> Result<StoredRecord, StoreError> {
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored record: {e}")))
     }
 
     /// Whether this replicated version is newer than the one stored (`None`: none is), so a

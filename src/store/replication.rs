@@ -167,26 +167,24 @@ pub trait ReplicaStore: Send + Sync + 'static {
 /// What becomes of a change-log row under a redaction.
 pub(crate) enum LoggedCopy {
     Keep,
-    Rewrite(String),
+    Rewrite(StoredRecord),
     Delete,
 }
 
-/// What becomes of a change-log row (a [`StoredRecord`] as JSON) under `redaction`.
-pub(crate) fn redact_logged(redaction: &Redaction, text: &str) -> Result<LoggedCopy, StoreError> {
-    let mut record: StoredRecord =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+/// What becomes of a change-log entry (the record version it holds) under `redaction`.
+pub(crate) fn redact_logged(redaction: &Redaction, mut record: StoredRecord) -> LoggedCopy {
     if record.kind != redaction.kind {
-        return Ok(LoggedCopy::Keep);
+        return LoggedCopy::Keep;
     }
     if redaction.delete_records {
-        return Ok(LoggedCopy::Delete);
+        return LoggedCopy::Delete;
     }
     match (redaction.body)(&record.body) {
         Some(body) => {
             record.body = body;
-            record.encode().map(LoggedCopy::Rewrite)
+            LoggedCopy::Rewrite(record)
         }
-        None => Ok(LoggedCopy::Keep),
+        None => LoggedCopy::Keep,
     }
 }
 

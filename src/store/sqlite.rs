@@ -175,7 +175,13 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction().map_err(unavailable)?;
-        tx.execute_batch(sql).map_err(unavailable)?;
+        tx.execute_batch(sql).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "schema migration {} of {} failed, and the store is left at schema {i}: {e}",
+                i + 1,
+                MIGRATIONS.len()
+            ))
+        })?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;

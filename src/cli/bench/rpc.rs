@@ -65,9 +65,9 @@ pub struct StoreSize {
     pub projects: u64,
     pub audit_events: u64,
     pub file_bytes_per_project: f64,
-    /// Bytes of record JSON per project: its body and its change-log entry (the create
-    /// request's stored answer names the log entry; requests stored before that kept a third
-    /// copy, counted here too). SQLite pages and indexes come on top.
+    /// Bytes of record JSON per project: its body, held once, in its change-log entry (the
+    /// record's row and the create request's stored answer name that entry; requests stored
+    /// before that kept a copy, counted here too). SQLite pages and indexes come on top.
     pub json_bytes_per_project: f64,
     /// Bytes of an audit event's columns, on average.
     pub bytes_per_audit_event: f64,
@@ -306,8 +306,7 @@ fn store_size(path: &Path) -> anyhow::Result<StoreSize> {
             .unwrap_or(0.0))
     };
     let projects = count("SELECT COUNT(*) FROM records WHERE kind = 'project'")?;
-    let json = count("SELECT SUM(LENGTH(body)) FROM records")?
-        + count("SELECT SUM(LENGTH(record)) FROM log")?
+    let json = count("SELECT SUM(LENGTH(body)) FROM log")?
         + count("SELECT SUM(LENGTH(response)) FROM requests")?;
     let audit_events = count("SELECT COUNT(*) FROM audit")?;
     let audit_bytes = count(

@@ -338,3 +338,115 @@ pub async fn copied_answers_still_replay(store: &dyn Store, copied: &CopiedAnswe
     ));
     assert_eq!(seqs(store, "zone").await, vec![1]);
 }
+
+/// Record versions as stores kept them before each version was stored once (a record's row held
+/// a copy of its current version, and each change-log entry the version's JSON). A backend's
+/// migration test writes [`LoggedVersions::entries`] at feed positions 1, 2, … (each as
+/// [`StoredRecord::encode`] JSON) and a row per [`LoggedVersions::current`] version, in a store
+/// at the schema before, then migrates it and checks it with [`logged_versions_still_read`].
+pub struct LoggedVersions {
+    /// (owner, seq, time, version), in feed order: `zone`'s project at revisions 1 and 2 and
+    /// revision 2 again (sent again after a grant widened it, so with another body), and a
+    /// project received from `anji`.
+    pub entries: Vec<(String, u64, i64, StoredRecord)>,
+    /// The current version of each record: the last entry of each.
+    pub current: Vec<StoredRecord>,
+    /// A request whose answer is the entry at position 2.
+    pub request: Idempotency,
+}
+
+impl LoggedVersions {
+    pub fn new() -> Self {
+        let id = Uuid::now_v7();
+        let received = Uuid::now_v7();
+        // Bodies with what JSON escapes, and text beyond ASCII.
+        let first = record(
+            "zone",
+            id,
+            1,
+            r#"{"name":"长兴 \"一期\"","note":"a\nb\\c"}"#,
+        );
+        let mut second = record("zone", id, 2, r#"{"name":"长兴 二期","stage":"signed"}"#);
+        second.index.stage = Some("signed".into());
+        second.index.industry = Some("新能源".into());
+        let mut widened = second.clone();
+        widened.body = r#"{"name":"长兴 二期","stage":"signed","investor":"某公司"}"#.into();
+        let mut theirs = record("anji", received, 4, r#"{"name":"安吉"}"#);
+        theirs.index.parent = Some("projects/x".into());
+        let request = write(second.clone(), Some(1), "second").key;
+        LoggedVersions {
+            entries: vec![
+                ("zone".into(), 1, 10, first),
+                ("zone".into(), 2, 20, second),
+                ("zone".into(), 3, 30, widened.clone()),
+                ("anji".into(), 7, 40, theirs.clone()),
+            ],
+            current: vec![widened, theirs],
+            request,
+        }
+    }
+}
+
+impl Default for LoggedVersions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// After the migration, `logged` reads as it was written: each record's current version, the
+/// lists, both owners' change logs and the feed, the request's first answer. A write that
+/// follows gets the next sequence number and a feed position after every earlier one; that
+/// position is returned.
+pub async fn logged_versions_still_read(store: &dyn Store, logged: &LoggedVersions) -> u64 {
+    for current in &logged.current {
+        let found = store.get(current.kind, &current.owner, current.id).await;
+        assert_eq!(found.unwrap().as_ref(), Some(current));
+    }
+    let mut listed = logged.current.clone();
+    listed.sort_by_key(|r| r.id);
+    let list = store.list(ListQuery::of(RecordKind::Project, 10)).await;
+    assert_eq!(list.unwrap(), listed);
+    let filtered = ListQuery {
+        stage: Some("signed".into()),
+        ..ListQuery::of(RecordKind::Project, 10)
+    };
+    assert_eq!(
+        store.list(filtered).await.unwrap(),
+        vec![logged.current[0].clone()]
+    );
+    let feed = store.feed(0, 100).await.unwrap();
+    let expected = logged
+        .entries
+        .iter()
+        .enumerate()
+        .map(|(i, (owner, seq, time, record))| FeedEntry {
+            position: i as u64 + 1,
+            change: Change {
+                owner: owner.clone(),
+                seq: *seq,
+                time: *time,
+                record: record.clone(),
+            },
+        });
+    assert_eq!(feed, expected.clone().collect::<Vec<_>>());
+    for owner in ["zone", "anji"] {
+        let changes = store.changes(owner, 0, 100).await.unwrap();
+        let of_owner = expected
+            .clone()
+            .map(|e| e.change)
+            .filter(|c| c.owner == owner);
+        assert_eq!(changes, of_owner.collect::<Vec<_>>());
+    }
+    let answer = store.replay(&logged.request).await.unwrap();
+    assert_eq!(answer.as_ref(), Some(&logged.entries[1].3));
+    let mut next = logged.current[0].clone();
+    next.revision = 3;
+    applied(store.write(write(next.clone(), Some(2), "third")).await);
+    assert_eq!(
+        store.get(next.kind, "zone", next.id).await.unwrap(),
+        Some(next)
+    );
+    let last = store.feed(0, 100).await.unwrap().pop().unwrap();
+    assert_eq!((last.change.owner.as_str(), last.change.seq), ("zone", 4));
+    last.position
+}

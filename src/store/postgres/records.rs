@@ -13,37 +13,53 @@ use super::*;
 use crate::domain::RecordKind;
 use crate::store::*;
 
-pub(super) const RECORD_COLUMNS: &str =
-    "kind, id, owner, revision, stage, industry, factor_kind, parent, body";
-
-pub(super) fn row_to_record(row: &Row) -> Result<StoredRecord, StoreError> {
-    let kind: String = row.try_get(0).map_err(db)?;
+/// The record version in [`VERSION_COLUMNS`] order from column `at` on.
+pub(super) fn row_to_record(row: &Row, at: usize) -> Result<StoredRecord, StoreError> {
+    let kind: String = row.try_get(at).map_err(db)?;
     Ok(StoredRecord {
         kind: RecordKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown record kind `{kind}`")))?,
-        id: row.try_get(1).map_err(db)?,
-        owner: row.try_get(2).map_err(db)?,
-        revision: row.try_get(3).map_err(db)?,
+        id: row.try_get(at + 1).map_err(db)?,
+        owner: row.try_get(at + 2).map_err(db)?,
+        revision: row.try_get(at + 3).map_err(db)?,
         index: IndexFields {
-            stage: row.try_get(4).map_err(db)?,
-            industry: row.try_get(5).map_err(db)?,
-            factor_kind: row.try_get(6).map_err(db)?,
-            parent: row.try_get(7).map_err(db)?,
+            stage: row.try_get(at + 4).map_err(db)?,
+            industry: row.try_get(at + 5).map_err(db)?,
+            factor_kind: row.try_get(at + 6).map_err(db)?,
+            parent: row.try_get(at + 7).map_err(db)?,
         },
-        body: row.try_get(8).map_err(db)?,
+        body: row.try_get(at + 8).map_err(db)?,
+    })
+}
+
+/// A change-log entry from column `at` on: its seq, its time and the version
+/// ([`VERSION_COLUMNS`]), whose owner is the log's.
+pub(super) fn row_to_change(row: &Row, at: usize) -> Result<Change, StoreError> {
+    let seq: i64 = row.try_get(at).map_err(db)?;
+    let record = row_to_record(row, at + 2)?;
+    Ok(Change {
+        owner: record.owner.clone(),
+        seq: seq as u64,
+        time: row.try_get(at + 1).map_err(db)?,
+        record,
     })
 }
 
 pub(super) static GET_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = $1 AND id = $2")
+    format!("SELECT {VERSION_COLUMNS} FROM {CURRENT_RECORDS} WHERE kind = $1 AND id = $2")
 });
 
-pub(super) static UPSERT_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+const UPSERT_RECORD: &str = "INSERT INTO records \
+     (kind, id, owner, stage, industry, factor_kind, parent, position) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (kind, id) DO UPDATE SET owner = excluded.owner, stage = excluded.stage, \
+     industry = excluded.industry, factor_kind = excluded.factor_kind, \
+     parent = excluded.parent, position = excluded.position";
+
+pub(super) static INSERT_LOG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "INSERT INTO records ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (kind, id) DO UPDATE SET owner = excluded.owner, revision = excluded.revision, \
-         stage = excluded.stage, industry = excluded.industry, factor_kind = excluded.factor_kind, \
-         parent = excluded.parent, body = excluded.body"
+        "INSERT INTO log (position, seq, time, {VERSION_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     )
 });
 
@@ -57,21 +73,22 @@ pub(super) async fn get_record(
         .await
         .map_err(db)?
         .as_ref()
-        .map(row_to_record)
+        .map(|row| row_to_record(row, 0))
         .transpose()
 }
+
+static LOOKUP_REQUEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT q.fingerprint, q.response, {LOGGED_VERSION} FROM requests q \
+         LEFT JOIN log l ON l.position = q.answer WHERE q.party = $1 AND q.request_id = $2"
+    )
+});
 
 pub(super) async fn lookup_request(
     c: &impl GenericClient,
     key: &Idempotency,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    let stmt = c
-        .prepare_cached(
-            "SELECT q.fingerprint, COALESCE(q.response, l.record) FROM requests q \
-             LEFT JOIN log l ON l.position = q.answer WHERE q.party = $1 AND q.request_id = $2",
-        )
-        .await
-        .map_err(db)?;
+    let stmt = c.prepare_cached(&LOOKUP_REQUEST).await.map_err(db)?;
     let Some(row) = c
         .query_opt(&stmt, &[&key.party, &key.request_id])
         .await
@@ -80,18 +97,79 @@ pub(super) async fn lookup_request(
         return Ok(None);
     };
     let fingerprint: Vec<u8> = row.try_get(0).map_err(db)?;
-    let answer: Option<String> = row.try_get(1).map_err(db)?;
-    key.first_answer(&fingerprint, answer.as_deref()).map(Some)
+    let copied: Option<String> = row.try_get(1).map_err(db)?;
+    let logged: Option<String> = row.try_get(2).map_err(db)?;
+    let answer = match (copied, logged) {
+        (Some(text), _) => Some(StoredRecord::decode(&text)?),
+        (None, Some(_)) => Some(row_to_record(&row, 2)?),
+        (None, None) => None,
+    };
+    key.first_answer(&fingerprint, answer).map(Some)
 }
 
+/// Makes the version at change-log `position` (which holds `rec`) the record's current one.
 pub(super) async fn upsert_record(
     c: &impl GenericClient,
     rec: &StoredRecord,
+    position: i64,
 ) -> Result<(), StoreError> {
-    let stmt = c.prepare_cached(&UPSERT_RECORD).await.map_err(db)?;
+    let stmt = c.prepare_cached(UPSERT_RECORD).await.map_err(db)?;
     c.execute(
         &stmt,
         &[
+            &rec.kind.as_str(),
+            &rec.id,
+            &rec.owner,
+            &rec.index.stage,
+            &rec.index.industry,
+            &rec.index.factor_kind,
+            &rec.index.parent,
+            &position,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Appends `rec` to `owner`'s change log as entry `seq` at feed position `*position + 1` (the
+/// caller holds the feed lock); returns that position.
+pub(super) async fn append_log(
+    c: &impl GenericClient,
+    position: &mut i64,
+    owner: &str,
+    seq: i64,
+    time: i64,
+    rec: &StoredRecord,
+) -> Result<i64, StoreError> {
+    if rec.owner != owner {
+        // The entry's owner column is the record's owner too.
+        return Err(StoreError::Corrupt(format!(
+            "a record of `{}` in the change log of `{owner}`",
+            rec.owner
+        )));
+    }
+    let stmt = c.prepare_cached(&INSERT_LOG).await.map_err(db)?;
+    insert_log(c, &stmt, *position + 1, seq, time, rec).await?;
+    *position += 1;
+    Ok(*position)
+}
+
+/// Runs `insert` ([`INSERT_LOG`], prepared) for `rec` as entry `seq` at feed `position`.
+async fn insert_log(
+    c: &impl GenericClient,
+    insert: &tokio_postgres::Statement,
+    position: i64,
+    seq: i64,
+    time: i64,
+    rec: &StoredRecord,
+) -> Result<(), StoreError> {
+    c.execute(
+        insert,
+        &[
+            &position,
+            &seq,
+            &time,
             &rec.kind.as_str(),
             &rec.id,
             &rec.owner,
@@ -104,30 +182,8 @@ pub(super) async fn upsert_record(
         ],
     )
     .await
-    .map_err(db)?;
-    Ok(())
-}
-
-/// Appends one entry to the feed at `*position + 1` (the caller holds the feed lock).
-pub(super) async fn append_log(
-    c: &impl GenericClient,
-    position: &mut i64,
-    owner: &str,
-    seq: i64,
-    time: i64,
-    encoded: &str,
-) -> Result<(), StoreError> {
-    let stmt = c
-        .prepare_cached(
-            "INSERT INTO log (position, owner, seq, time, record) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .await
-        .map_err(db)?;
-    c.execute(&stmt, &[&(*position + 1), &owner, &seq, &time, &encoded])
-        .await
-        .map_err(db)?;
-    *position += 1;
-    Ok(())
+    .map(|_| ())
+    .map_err(db)
 }
 
 /// What a group-commit transaction knows once it holds the feed lock: the last feed position
@@ -183,12 +239,6 @@ pub(super) async fn apply_write(
     if existing.iter().any(Option::is_some) {
         return Err(StoreError::AlreadyExists);
     }
-    let encoded: Vec<String> = w
-        .also_create
-        .iter()
-        .chain([rec])
-        .map(|r| serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .collect::<Result<_, _>>()?;
     if let Some(unique) = &w.unique {
         let stmt = c
             .prepare_cached("INSERT INTO unique_keys (key) VALUES ($1) ON CONFLICT DO NOTHING")
@@ -200,29 +250,24 @@ pub(super) async fn apply_write(
     }
     // Checks passed: number the changes, then send every insert at once.
     let mut entries = Vec::with_capacity(w.also_create.len() + 1);
-    for (r, encoded) in w.also_create.iter().chain([rec]).zip(encoded) {
+    for r in w.also_create.iter().chain([rec]) {
         let seq = tail.next_seq(c, &r.owner).await?;
         tail.position += 1;
-        entries.push((r, tail.position, seq, encoded));
+        entries.push((r, tail.position, seq));
     }
     let again = match w.resend {
         Some(kind) => resend_versions(c, kind, &rec.owner).await?,
         None => Vec::new(),
     };
+    // Each record's row keeps naming its entry: it holds the same version.
     let mut resent = Vec::with_capacity(again.len());
     for r in &again {
         let seq = tail.next_seq(c, &r.owner).await?;
         tail.position += 1;
-        resent.push((tail.position, seq, r.encode()?));
+        resent.push((r, tail.position, seq));
     }
     let (log, request) = tokio::try_join!(
-        async {
-            c.prepare_cached(
-                "INSERT INTO log (position, owner, seq, time, record) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await
-            .map_err(db)
-        },
+        async { c.prepare_cached(&INSERT_LOG).await.map_err(db) },
         async {
             c.prepare_cached(
                 "INSERT INTO requests (party, request_id, fingerprint, answer, time) \
@@ -234,24 +279,17 @@ pub(super) async fn apply_write(
     )?;
     // The first answer is the record's own log entry, named by its position.
     let answer = &entries.last().expect("the record itself").1;
-    let (log, time) = (&log, &w.time);
-    let inserts = entries
-        .iter()
-        .map(|(r, position, seq, encoded)| async move {
-            tokio::try_join!(upsert_record(c, r), async {
-                c.execute(log, &[position, &r.owner, seq, time, encoded])
-                    .await
-                    .map_err(db)
-            })
-            .map(|_| ())
-        });
-    let (resent, owner) = (&resent, &rec.owner);
-    let resends = resent.iter().map(|(position, seq, encoded)| async move {
-        c.execute(log, &[position, owner, seq, time, encoded])
-            .await
-            .map(|_| ())
-            .map_err(db)
+    let (log, time) = (&log, w.time);
+    let inserts = entries.iter().map(|(r, position, seq)| async move {
+        tokio::try_join!(
+            upsert_record(c, r, *position),
+            insert_log(c, log, *position, *seq, time, r)
+        )
+        .map(|_| ())
     });
+    let resends = resent
+        .iter()
+        .map(|(r, position, seq)| insert_log(c, log, *position, *seq, time, r));
     tokio::try_join!(
         futures_util::future::try_join_all(inserts),
         futures_util::future::try_join_all(resends),
@@ -281,7 +319,8 @@ async fn resend_versions(
 ) -> Result<Vec<StoredRecord>, StoreError> {
     let stmt = c
         .prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE kind = $1 AND owner = $2 ORDER BY id"
+            "SELECT {VERSION_COLUMNS} FROM {CURRENT_RECORDS} WHERE kind = $1 AND owner = $2 \
+             ORDER BY id"
         ))
         .await
         .map_err(db)?;
@@ -289,7 +328,7 @@ async fn resend_versions(
         .await
         .map_err(db)?
         .iter()
-        .map(row_to_record)
+        .map(|row| row_to_record(row, 0))
         .collect()
 }
 
@@ -299,7 +338,7 @@ async fn resend_versions(
 pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: Vec<QueuedWrite>) {
     let fail_all = |queued: Vec<QueuedWrite>, e: StoreError| {
         for (_, reply) in queued {
-            let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+            let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
         }
     };
     let tx = match conn.transaction().await {
@@ -326,7 +365,7 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
         };
         // A database error aborts the transaction: the rest of the group cannot be applied.
         if let Err(e @ StoreError::Unavailable(_)) = &result {
-            failed.get_or_insert_with(|| e.to_string());
+            failed.get_or_insert_with(|| e.cause());
         }
         if let (Ok(WriteOutcome::Applied(_)), Some(audit)) = (&result, audit) {
             audited.push(audit);
@@ -360,7 +399,7 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
         }
         Err(e) => {
             for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
             }
         }
     }
@@ -382,7 +421,7 @@ impl RecordStore for PostgresStore {
 
     async fn list(&self, q: ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
         let mut f = Filters::new(format!(
-            "SELECT {RECORD_COLUMNS} FROM records WHERE kind = $1"
+            "SELECT {VERSION_COLUMNS} FROM {CURRENT_RECORDS} WHERE kind = $1"
         ));
         f.args.push(Box::new(q.kind.as_str().to_string()));
         f.eq("owner", &q.owner);
@@ -400,7 +439,7 @@ impl RecordStore for PostgresStore {
             .await
             .map_err(db)?
             .iter()
-            .map(row_to_record)
+            .map(|row| row_to_record(row, 0))
             .collect()
     }
 
@@ -437,25 +476,17 @@ impl RecordStore for PostgresStore {
     ) -> Result<Vec<Change>, StoreError> {
         let conn = self.conn().await?;
         let stmt = conn
-            .prepare_cached(
-                "SELECT seq, time, record FROM log WHERE owner = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
+            .prepare_cached(&format!(
+                "SELECT seq, time, {VERSION_COLUMNS} FROM log WHERE owner = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3"
+            ))
             .await
             .map_err(db)?;
         let rows = conn
             .query(&stmt, &[&owner, &(after as i64), &(limit as i64)])
             .await
             .map_err(db)?;
-        rows.iter()
-            .map(|r| {
-                Change::decode(
-                    owner.to_string(),
-                    r.try_get(0).map_err(db)?,
-                    r.try_get(1).map_err(db)?,
-                    r.try_get(2).map_err(db)?,
-                )
-            })
-            .collect()
+        rows.iter().map(|r| row_to_change(r, 0)).collect()
     }
 
     async fn last_seq(&self, owner: &str) -> Result<u64, StoreError> {
@@ -473,9 +504,10 @@ impl RecordStore for PostgresStore {
     async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
         let conn = self.conn().await?;
         let stmt = conn
-            .prepare_cached(
-                "SELECT position, owner, seq, time, record FROM log WHERE position > $1 ORDER BY position LIMIT $2",
-            )
+            .prepare_cached(&format!(
+                "SELECT position, seq, time, {VERSION_COLUMNS} FROM log WHERE position > $1 \
+                 ORDER BY position LIMIT $2"
+            ))
             .await
             .map_err(db)?;
         let rows = conn
@@ -486,12 +518,7 @@ impl RecordStore for PostgresStore {
             .map(|r| {
                 Ok(FeedEntry {
                     position: r.try_get::<_, i64>(0).map_err(db)? as u64,
-                    change: Change::decode(
-                        r.try_get(1).map_err(db)?,
-                        r.try_get(2).map_err(db)?,
-                        r.try_get(3).map_err(db)?,
-                        r.try_get(4).map_err(db)?,
-                    )?,
+                    change: row_to_change(r, 1)?,
                 })
             })
             .collect()

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 
-use super::records::{append_log, get_record, upsert_record};
+use super::records::{append_log, get_record, row_to_record, upsert_record};
 use super::*;
 use crate::store::*;
 
@@ -61,18 +61,10 @@ pub(super) async fn apply_batch(
     for change in changes_to_apply(&batch.owner, cursor, batch.changes)? {
         let seq = change.seq as i64;
         if let Some(rec) = &change.record {
+            let at = append_log(&tx, &mut position, &batch.owner, seq, change.time, rec).await?;
             if rec.supersedes(get_record(&tx, rec.kind, rec.id).await?.as_ref()) {
-                upsert_record(&tx, rec).await?;
+                upsert_record(&tx, rec, at).await?;
             }
-            append_log(
-                &tx,
-                &mut position,
-                &batch.owner,
-                seq,
-                change.time,
-                &rec.encode()?,
-            )
-            .await?;
         }
         let e = &change.evidence;
         tx.execute(
@@ -127,18 +119,11 @@ pub(super) async fn take_back_changes(
     let mut head = row.try_get::<_, i64>(0).map_err(db)? as u64;
     for change in changes_to_take_back(owner, head, changes)? {
         let rec = &change.record;
+        let seq = change.seq as i64;
+        let at = append_log(&tx, &mut position, owner, seq, change.time, rec).await?;
         if rec.supersedes(get_record(&tx, rec.kind, rec.id).await?.as_ref()) {
-            upsert_record(&tx, rec).await?;
+            upsert_record(&tx, rec, at).await?;
         }
-        append_log(
-            &tx,
-            &mut position,
-            owner,
-            change.seq as i64,
-            change.time,
-            &rec.encode()?,
-        )
-        .await?;
         head = change.seq;
     }
     if position > start {
@@ -269,48 +254,25 @@ async fn redact_copies(
     let tx = conn.transaction().await.map_err(db)?;
     let mut done = Redacted::default();
     let (owner, kind) = (redaction.owner.as_str(), redaction.kind.as_str());
+    // A record's row names the change-log entry of its current version, so rewriting the
+    // entries rewrites the records; rows go with their entries when the kind is erased.
     let rows = tx
         .query(
-            "SELECT id, body FROM records WHERE kind = $1 AND owner = $2",
-            &[&kind, &owner],
-        )
-        .await
-        .map_err(db)?;
-    for row in rows {
-        let (id, body): (uuid::Uuid, String) = (row.get(0), row.get(1));
-        if redaction.delete_records {
-            tx.execute(
-                "DELETE FROM records WHERE kind = $1 AND id = $2",
-                &[&kind, &id],
-            )
-            .await
-            .map_err(db)?;
-            done.records += 1;
-        } else if let Some(new) = (redaction.body)(&body) {
-            tx.execute(
-                "UPDATE records SET body = $1 WHERE kind = $2 AND id = $3",
-                &[&new, &kind, &id],
-            )
-            .await
-            .map_err(db)?;
-            done.records += 1;
-        }
-    }
-    let rows = tx
-        .query(
-            "SELECT position, record FROM log WHERE owner = $1",
+            &format!("SELECT position, {VERSION_COLUMNS} FROM log WHERE owner = $1"),
             &[&owner],
         )
         .await
         .map_err(db)?;
+    let mut rewritten = std::collections::HashSet::new();
     for row in rows {
-        let (position, text): (i64, String) = (row.get(0), row.get(1));
-        match redact_logged(redaction, &text)? {
+        let position: i64 = row.try_get(0).map_err(db)?;
+        match redact_logged(redaction, row_to_record(&row, 1)?) {
             LoggedCopy::Keep => continue,
             LoggedCopy::Rewrite(new) => {
+                rewritten.insert(position);
                 tx.execute(
-                    "UPDATE log SET record = $1 WHERE position = $2",
-                    &[&new, &position],
+                    "UPDATE log SET body = $1 WHERE position = $2",
+                    &[&new.body, &position],
                 )
                 .await
             }
@@ -321,6 +283,28 @@ async fn redact_copies(
         }
         .map_err(db)?;
         done.log_entries += 1;
+    }
+    if redaction.delete_records {
+        done.records = tx
+            .execute(
+                "DELETE FROM records WHERE kind = $1 AND owner = $2",
+                &[&kind, &owner],
+            )
+            .await
+            .map_err(db)?;
+    } else {
+        let current = tx
+            .query(
+                "SELECT position FROM records WHERE kind = $1 AND owner = $2",
+                &[&kind, &owner],
+            )
+            .await
+            .map_err(db)?;
+        for row in current {
+            if rewritten.contains(&row.try_get::<_, i64>(0).map_err(db)?) {
+                done.records += 1;
+            }
+        }
     }
     let rows = tx
         .query(

@@ -5,6 +5,10 @@
 #[cfg(test)]
 pub(super) const BEFORE_NAMED_ANSWERS: usize = 4;
 
+/// How many migrations ran before each record version was stored once, in the change log.
+#[cfg(test)]
+pub(super) const BEFORE_ONE_COPY: usize = 5;
+
 /// Schema migrations, applied in order; `schema_version` records how many ran.
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
@@ -140,5 +144,36 @@ FROM log l WHERE l.time = q.time AND l.record = q.response;
 DROP INDEX log_by_time;
 ALTER TABLE requests ADD CONSTRAINT requests_one_answer
     CHECK ((response IS NULL) <> (answer IS NULL));
+"#,
+    r#"
+-- Each record version is stored once. The change-log entry holds it in columns, its body as the
+-- records module wrote it; a record's row holds what lists filter on and names the entry of its
+-- current version (`position`). Entries and rows written before are converted: an entry's JSON
+-- is split into the columns, and a row names the last entry of its revision with its body
+-- (both were written together, and erasure rewrites both alike).
+ALTER TABLE log
+    ADD COLUMN kind TEXT, ADD COLUMN id UUID, ADD COLUMN revision BIGINT,
+    ADD COLUMN stage TEXT, ADD COLUMN industry TEXT, ADD COLUMN factor_kind TEXT,
+    ADD COLUMN parent TEXT, ADD COLUMN body TEXT;
+UPDATE log l SET
+    kind = j ->> 'kind',
+    id = (j ->> 'id')::uuid,
+    revision = (j ->> 'revision')::bigint,
+    stage = j -> 'index' ->> 'stage',
+    industry = j -> 'index' ->> 'industry',
+    factor_kind = j -> 'index' ->> 'factor_kind',
+    parent = j -> 'index' ->> 'parent',
+    body = j ->> 'body'
+FROM (SELECT position, record::jsonb AS j FROM log) s WHERE s.position = l.position;
+ALTER TABLE log
+    ALTER COLUMN kind SET NOT NULL, ALTER COLUMN id SET NOT NULL,
+    ALTER COLUMN revision SET NOT NULL, ALTER COLUMN body SET NOT NULL,
+    DROP COLUMN record;
+CREATE INDEX log_by_version ON log (kind, id, revision);
+ALTER TABLE records ADD COLUMN position BIGINT;
+UPDATE records r SET position = (SELECT MAX(l.position) FROM log l WHERE l.kind = r.kind
+    AND l.id = r.id AND l.revision = r.revision AND l.body = r.body);
+ALTER TABLE records ALTER COLUMN position SET NOT NULL, DROP COLUMN revision, DROP COLUMN body;
+DROP INDEX log_by_version;
 "#,
 ];

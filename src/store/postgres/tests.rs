@@ -330,6 +330,27 @@ async fn a_multi_host_connection_string_reaches_the_host_that_answers_read_write
     writes_and_reads_back(&store, "multi-1").await;
 }
 
+/// A scratch database brought to schema `version` as a gateway of then left it, and a
+/// session on it to write what such a gateway wrote.
+async fn older_database(version: usize) -> (String, tokio_postgres::Client) {
+    let url = testing::scratch_database().await;
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for sql in &super::schema::MIGRATIONS[..version] {
+        admin.batch_execute(sql).await.unwrap();
+    }
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); \
+             INSERT INTO schema_version VALUES ({version})"
+        ))
+        .await
+        .unwrap();
+    (url, admin)
+}
+
 /// A database written before requests named their answer's change-log entry (a copy per
 /// request) is converted when a gateway connects: a copy that is a log entry becomes a
 /// reference to it, a copy that matches none is kept, and both still replay.
@@ -337,23 +358,8 @@ async fn a_multi_host_connection_string_reaches_the_host_that_answers_read_write
 async fn requests_of_an_older_database_name_their_log_entry_after_the_migration() {
     use crate::store::conformance::{CopiedAnswers, copied_answers_still_replay};
 
-    let url = testing::scratch_database().await;
-    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let (url, admin) = older_database(super::schema::BEFORE_NAMED_ANSWERS).await;
     let copied = CopiedAnswers::new();
-    let before = super::schema::BEFORE_NAMED_ANSWERS;
-    for sql in &super::schema::MIGRATIONS[..before] {
-        admin.batch_execute(sql).await.unwrap();
-    }
-    admin
-        .batch_execute(&format!(
-            "CREATE TABLE schema_version (version INTEGER NOT NULL); \
-             INSERT INTO schema_version VALUES ({before})"
-        ))
-        .await
-        .unwrap();
     let (named, named_key) = &copied.named;
     let text = named.encode().unwrap();
     admin
@@ -397,4 +403,83 @@ async fn requests_of_an_older_database_name_their_log_entry_after_the_migration(
         .collect();
     assert_eq!(rows, copied.converted_rows());
     copied_answers_still_replay(&store, &copied).await;
+}
+
+/// A database written before each record version was stored once is converted when a gateway
+/// connects: the change log's JSON is split into columns, each record's row names its current
+/// entry and holds no copy, and everything reads as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_versions_of_an_older_database_are_held_once_after_the_migration() {
+    use crate::store::conformance::{LoggedVersions, logged_versions_still_read};
+
+    let (url, admin) = older_database(super::schema::BEFORE_ONE_COPY).await;
+    let logged = LoggedVersions::new();
+    for (i, (owner, seq, time, record)) in logged.entries.iter().enumerate() {
+        admin
+            .execute(
+                "INSERT INTO log (position, owner, seq, time, record) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &(i as i64 + 1),
+                    owner,
+                    &(*seq as i64),
+                    time,
+                    &record.encode().unwrap(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    for r in &logged.current {
+        admin
+            .execute(
+                "INSERT INTO records \
+                 (kind, id, owner, revision, stage, industry, factor_kind, parent, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &r.kind.as_str(),
+                    &r.id,
+                    &r.owner,
+                    &r.revision,
+                    &r.index.stage,
+                    &r.index.industry,
+                    &r.index.factor_kind,
+                    &r.index.parent,
+                    &r.body,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let key = &logged.request;
+    admin
+        .execute(
+            "INSERT INTO requests (party, request_id, fingerprint, answer, time) \
+             VALUES ($1, $2, $3, 2, 20)",
+            &[&key.party, &key.request_id, &key.fingerprint],
+        )
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(PostgresOptions::parse(&url, None, 8).unwrap())
+        .await
+        .unwrap();
+    let columns = |table: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns \
+                     WHERE table_name = $1",
+                    &[&table],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(!columns("records").await.contains(&"body".to_string()));
+    assert!(!columns("log").await.contains(&"record".to_string()));
+    let next = logged.entries.len() as u64 + 1;
+    assert_eq!(logged_versions_still_read(&store, &logged).await, next);
 }

@@ -8,36 +8,51 @@ use super::{SqliteStore, cached_row, limit, unavailable};
 use crate::domain::RecordKind;
 use crate::store::*;
 
-pub(super) const RECORD_COLUMNS: &str =
-    "kind, id, owner, revision, stage, industry, factor_kind, parent, body";
-
+/// The record version in [`VERSION_COLUMNS`] order from column `at` on.
 pub(super) fn row_to_record(
     row: &rusqlite::Row<'_>,
+    at: usize,
 ) -> rusqlite::Result<Result<StoredRecord, StoreError>> {
-    let kind: String = row.get(0)?;
-    let id: String = row.get(1)?;
+    let kind: String = row.get(at)?;
+    let id: String = row.get(at + 1)?;
     let parsed = (|| {
         Ok(StoredRecord {
             kind: RecordKind::parse(&kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown record kind `{kind}`")))?,
             id: Uuid::parse_str(&id)
                 .map_err(|e| StoreError::Corrupt(format!("bad id `{id}`: {e}")))?,
-            owner: row.get(2).map_err(unavailable)?,
-            revision: row.get(3).map_err(unavailable)?,
+            owner: row.get(at + 2).map_err(unavailable)?,
+            revision: row.get(at + 3).map_err(unavailable)?,
             index: IndexFields {
-                stage: row.get(4).map_err(unavailable)?,
-                industry: row.get(5).map_err(unavailable)?,
-                factor_kind: row.get(6).map_err(unavailable)?,
-                parent: row.get(7).map_err(unavailable)?,
+                stage: row.get(at + 4).map_err(unavailable)?,
+                industry: row.get(at + 5).map_err(unavailable)?,
+                factor_kind: row.get(at + 6).map_err(unavailable)?,
+                parent: row.get(at + 7).map_err(unavailable)?,
             },
-            body: row.get(8).map_err(unavailable)?,
+            body: row.get(at + 8).map_err(unavailable)?,
         })
     })();
     Ok(parsed)
 }
 
+/// A change-log entry from column `at` on: its seq, its time and the version
+/// ([`VERSION_COLUMNS`]), whose owner is the log's.
+pub(super) fn row_to_change(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Result<Change, StoreError>> {
+    let seq = row.get::<_, i64>(at)? as u64;
+    let time = row.get(at + 1)?;
+    Ok(row_to_record(row, at + 2)?.map(|record| Change {
+        owner: record.owner.clone(),
+        seq,
+        time,
+        record,
+    }))
+}
+
 pub(super) static GET_RECORD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?1 AND id = ?2")
+    format!("SELECT {VERSION_COLUMNS} FROM {CURRENT_RECORDS} WHERE kind = ?1 AND id = ?2")
 });
 
 pub(super) fn get_record(
@@ -49,29 +64,49 @@ pub(super) fn get_record(
         conn,
         &GET_RECORD,
         params![kind.as_str(), id.to_string()],
-        row_to_record,
+        |row| row_to_record(row, 0),
     )
     .optional()
     .map_err(unavailable)?
     .transpose()
 }
 
+static LOOKUP_REQUEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT q.fingerprint, q.response, {LOGGED_VERSION} FROM requests q \
+         LEFT JOIN log l ON l.position = q.answer WHERE q.party = ?1 AND q.request_id = ?2"
+    )
+});
+
 pub(super) fn lookup_request(
     conn: &Connection,
     key: &Idempotency,
 ) -> Result<Option<StoredRecord>, StoreError> {
-    let found: Option<(Vec<u8>, Option<String>)> = cached_row(
+    let found = cached_row(
         conn,
-        "SELECT q.fingerprint, COALESCE(q.response, l.record) FROM requests q \
-         LEFT JOIN log l ON l.position = q.answer WHERE q.party = ?1 AND q.request_id = ?2",
+        &LOOKUP_REQUEST,
         params![key.party, key.request_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| {
+            let fingerprint: Vec<u8> = r.get(0)?;
+            let copied: Option<String> = r.get(1)?;
+            let logged = match r.get_ref(2)? {
+                rusqlite::types::ValueRef::Null => None,
+                _ => Some(row_to_record(r, 2)?),
+            };
+            Ok((fingerprint, copied, logged))
+        },
     )
     .optional()
     .map_err(unavailable)?;
-    found
-        .map(|(fingerprint, answer)| key.first_answer(&fingerprint, answer.as_deref()))
-        .transpose()
+    let Some((fingerprint, copied, logged)) = found else {
+        return Ok(None);
+    };
+    let answer = match (copied, logged) {
+        (Some(text), _) => Some(StoredRecord::decode(&text)),
+        (None, logged) => logged,
+    };
+    key.first_answer(&fingerprint, answer.transpose()?)
+        .map(Some)
 }
 
 /// Applies queued writes in one transaction and answers each after the commit. A write that
@@ -123,12 +158,8 @@ pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
             }
         }
         Err(e) => {
-            let cause = match e {
-                StoreError::Unavailable(cause) => cause,
-                other => other.to_string(),
-            };
             for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Unavailable(cause.clone())));
+                let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
             }
         }
     }
@@ -155,16 +186,17 @@ pub(super) fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, Sto
         if get_record(tx, extra.kind, extra.id)?.is_some() {
             return Err(StoreError::AlreadyExists);
         }
-        upsert_record(tx, extra)?;
-        append_own_change(tx, extra, w.time)?;
+        let position = append_own_change(tx, extra, w.time)?;
+        upsert_record(tx, extra, position)?;
     }
-    upsert_record(tx, rec)?;
     let answer = append_own_change(tx, rec, w.time)?;
+    upsert_record(tx, rec, answer)?;
     if let Some(kind) = w.resend {
         let query = ListQuery {
             owner: Some(rec.owner.clone()),
             ..ListQuery::of(kind, usize::MAX >> 1)
         };
+        // Each record's row keeps naming its entry: it holds the same version.
         for again in list_records(tx, &query)? {
             append_own_change(tx, &again, w.time)?;
         }
@@ -179,15 +211,59 @@ pub(super) fn apply_write(tx: &Connection, w: Write) -> Result<WriteOutcome, Sto
     Ok(WriteOutcome::Applied(w.record))
 }
 
-pub(super) fn upsert_record(conn: &Connection, rec: &StoredRecord) -> Result<(), StoreError> {
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO records ({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))
+/// Makes the version at change-log `position` (which holds `rec`) the record's current one.
+pub(super) fn upsert_record(
+    conn: &Connection,
+    rec: &StoredRecord,
+    position: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO records \
+         (kind, id, owner, stage, industry, factor_kind, parent, position) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
     .and_then(|mut stmt| {
         stmt.execute(params![
             rec.kind.as_str(),
             rec.id.to_string(),
             rec.owner,
+            rec.index.stage,
+            rec.index.industry,
+            rec.index.factor_kind,
+            rec.index.parent,
+            position,
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Appends `rec` to `owner`'s change log as entry `seq`; returns the entry's feed position.
+pub(super) fn append_log(
+    conn: &Connection,
+    owner: &str,
+    seq: u64,
+    time: i64,
+    rec: &StoredRecord,
+) -> Result<i64, StoreError> {
+    if rec.owner != owner {
+        // The entry's owner column is the record's owner too.
+        return Err(StoreError::Corrupt(format!(
+            "a record of `{}` in the change log of `{owner}`",
+            rec.owner
+        )));
+    }
+    conn.prepare_cached(&format!(
+        "INSERT INTO log (seq, time, {VERSION_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            seq as i64,
+            time,
+            rec.kind.as_str(),
+            rec.id.to_string(),
+            owner,
             rec.revision,
             rec.index.stage,
             rec.index.industry,
@@ -197,20 +273,7 @@ pub(super) fn upsert_record(conn: &Connection, rec: &StoredRecord) -> Result<(),
         ])
     })
     .map_err(unavailable)?;
-    Ok(())
-}
-
-pub(super) fn append_log(
-    conn: &Connection,
-    owner: &str,
-    seq: u64,
-    time: i64,
-    encoded: &str,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO log (owner, seq, time, record) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut stmt| stmt.execute(params![owner, seq as i64, time, encoded]))
-        .map_err(unavailable)?;
-    Ok(())
+    Ok(conn.last_insert_rowid())
 }
 
 /// Appends a record version to its owner's change log with the next sequence number; returns
@@ -227,8 +290,7 @@ pub(super) fn append_own_change(
         |r| r.get(0),
     )
     .map_err(unavailable)?;
-    append_log(conn, &rec.owner, seq as u64, time, &rec.encode()?)?;
-    Ok(conn.last_insert_rowid())
+    append_log(conn, &rec.owner, seq as u64, time, rec)
 }
 
 pub(super) fn list_records(
@@ -238,7 +300,9 @@ pub(super) fn list_records(
     let (sql, args) = list_statement(q);
     let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(args), row_to_record)
+        .query_map(rusqlite::params_from_iter(args), |row| {
+            row_to_record(row, 0)
+        })
         .map_err(unavailable)?;
     let mut out = Vec::new();
     for row in rows {
@@ -249,7 +313,7 @@ pub(super) fn list_records(
 
 /// The statement of a list query and its parameters.
 pub(super) fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
-    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE kind = ?");
+    let mut sql = format!("SELECT {VERSION_COLUMNS} FROM {CURRENT_RECORDS} WHERE kind = ?");
     let mut args: Vec<rusqlite::types::Value> = vec![q.kind.as_str().to_string().into()];
     let mut eq = |column: &str, value: &Option<String>| {
         if let Some(v) = value {
@@ -274,7 +338,8 @@ pub(super) fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Val
 /// The statement of [`RecordStore::changes`]: an owner's changes after a sequence number.
 pub(super) fn changes_statement(n: usize) -> String {
     format!(
-        "SELECT seq, time, record FROM log WHERE owner = ?1 AND seq > ?2 ORDER BY seq{}",
+        "SELECT seq, time, {VERSION_COLUMNS} FROM log WHERE owner = ?1 AND seq > ?2 \
+         ORDER BY seq{}",
         limit(n)
     )
 }
@@ -328,18 +393,11 @@ impl RecordStore for SqliteStore {
                 .prepare_cached(&changes_statement(limit))
                 .map_err(unavailable)?;
             let rows = stmt
-                .query_map(params![owner, after as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
+                .query_map(params![owner, after as i64], |r| row_to_change(r, 0))
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, time, record) = row.map_err(unavailable)?;
-                out.push(Change::decode(owner.clone(), seq, time, &record)?);
+                out.push(row.map_err(unavailable)??);
             }
             Ok(out)
         })
@@ -364,29 +422,20 @@ impl RecordStore for SqliteStore {
         self.read(move |c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT position, owner, seq, time, record FROM log WHERE position > ?1 \
+                    "SELECT position, seq, time, {VERSION_COLUMNS} FROM log WHERE position > ?1 \
                      ORDER BY position{}",
                     super::limit(limit)
                 ))
                 .map_err(unavailable)?;
             let rows = stmt
                 .query_map(params![after as i64], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
+                    let position = r.get::<_, i64>(0)? as u64;
+                    Ok(row_to_change(r, 1)?.map(|change| FeedEntry { position, change }))
                 })
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {
-                let (position, owner, seq, time, record) = row.map_err(unavailable)?;
-                out.push(FeedEntry {
-                    position: position as u64,
-                    change: Change::decode(owner, seq, time, &record)?,
-                });
+                out.push(row.map_err(unavailable)??);
             }
             Ok(out)
         })

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::records::{append_log, get_record, upsert_record};
+use super::records::{append_log, get_record, row_to_record, upsert_record};
 use super::{SqliteStore, cached_row, unavailable};
 use crate::store::*;
 
@@ -49,10 +49,10 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: ReplicaBatch) -> Result<
     }
     for change in changes_to_apply(&batch.owner, cursor, batch.changes)? {
         if let Some(rec) = &change.record {
+            let position = append_log(&tx, &batch.owner, change.seq, change.time, rec)?;
             if rec.supersedes(get_record(&tx, rec.kind, rec.id)?.as_ref()) {
-                upsert_record(&tx, rec)?;
+                upsert_record(&tx, rec, position)?;
             }
-            append_log(&tx, &batch.owner, change.seq, change.time, &rec.encode()?)?;
         }
         let e = &change.evidence;
         tx.prepare_cached(
@@ -103,10 +103,10 @@ fn take_back_changes(
     .map_err(unavailable)? as u64;
     for change in changes_to_take_back(owner, head, changes)? {
         let rec = &change.record;
+        let position = append_log(&tx, owner, change.seq, change.time, rec)?;
         if rec.supersedes(get_record(&tx, rec.kind, rec.id)?.as_ref()) {
-            upsert_record(&tx, rec)?;
+            upsert_record(&tx, rec, position)?;
         }
-        append_log(&tx, owner, change.seq, change.time, &rec.encode()?)?;
         head = change.seq;
     }
     tx.commit().map_err(unavailable)?;
@@ -213,54 +213,63 @@ fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacte
         .map_err(unavailable)?;
     let mut done = Redacted::default();
     let (owner, kind) = (redaction.owner.as_str(), redaction.kind.as_str());
-    let bodies: Vec<(String, String)> = {
+    // A record's row names the change-log entry of its current version, so rewriting the
+    // entries rewrites the records; rows go with their entries when the kind is erased.
+    let logged: Vec<(i64, StoredRecord)> = {
         let mut stmt = tx
-            .prepare("SELECT id, body FROM records WHERE kind = ?1 AND owner = ?2")
+            .prepare(&format!(
+                "SELECT position, {VERSION_COLUMNS} FROM log WHERE owner = ?1"
+            ))
             .map_err(unavailable)?;
         let rows = stmt
-            .query_map(params![kind, owner], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map(params![owner], |r| {
+                let position: i64 = r.get(0)?;
+                Ok(row_to_record(r, 1)?.map(|rec| (position, rec)))
+            })
             .map_err(unavailable)?;
-        rows.collect::<Result<_, _>>().map_err(unavailable)?
-    };
-    for (id, body) in bodies {
-        if redaction.delete_records {
-            tx.execute(
-                "DELETE FROM records WHERE kind = ?1 AND id = ?2",
-                params![kind, id],
-            )
-            .map_err(unavailable)?;
-            done.records += 1;
-        } else if let Some(new) = (redaction.body)(&body) {
-            tx.execute(
-                "UPDATE records SET body = ?1 WHERE kind = ?2 AND id = ?3",
-                params![new, kind, id],
-            )
-            .map_err(unavailable)?;
-            done.records += 1;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(unavailable)??);
         }
-    }
-    let logged: Vec<(i64, String)> = {
-        let mut stmt = tx
-            .prepare("SELECT position, record FROM log WHERE owner = ?1")
-            .map_err(unavailable)?;
-        let rows = stmt
-            .query_map(params![owner], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(unavailable)?;
-        rows.collect::<Result<_, _>>().map_err(unavailable)?
+        out
     };
-    for (position, text) in logged {
-        match redact_logged(redaction, &text)? {
+    let mut rewritten = std::collections::HashSet::new();
+    for (position, version) in logged {
+        match redact_logged(redaction, version) {
             LoggedCopy::Keep => continue,
-            LoggedCopy::Rewrite(new) => tx.execute(
-                "UPDATE log SET record = ?1 WHERE position = ?2",
-                params![new, position],
-            ),
+            LoggedCopy::Rewrite(new) => {
+                rewritten.insert(position);
+                tx.execute(
+                    "UPDATE log SET body = ?1 WHERE position = ?2",
+                    params![new.body, position],
+                )
+            }
             LoggedCopy::Delete => {
                 tx.execute("DELETE FROM log WHERE position = ?1", params![position])
             }
         }
         .map_err(unavailable)?;
         done.log_entries += 1;
+    }
+    if redaction.delete_records {
+        done.records = tx
+            .execute(
+                "DELETE FROM records WHERE kind = ?1 AND owner = ?2",
+                params![kind, owner],
+            )
+            .map_err(unavailable)? as u64;
+    } else {
+        let mut stmt = tx
+            .prepare("SELECT position FROM records WHERE kind = ?1 AND owner = ?2")
+            .map_err(unavailable)?;
+        let current = stmt
+            .query_map(params![kind, owner], |r| r.get::<_, i64>(0))
+            .map_err(unavailable)?;
+        for position in current {
+            if rewritten.contains(&position.map_err(unavailable)?) {
+                done.records += 1;
+            }
+        }
     }
     let kept: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = {
         let mut stmt = tx

@@ -5,6 +5,10 @@
 #[cfg(test)]
 pub(super) const BEFORE_NAMED_ANSWERS: usize = 5;
 
+/// How many migrations ran before each record version was stored once, in the change log.
+#[cfg(test)]
+pub(super) const BEFORE_ONE_COPY: usize = 6;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 pub(super) const MIGRATIONS: &[&str] = &[
     r#"
@@ -160,5 +164,52 @@ FROM (SELECT q.*, (SELECT l.position FROM log l WHERE l.time = q.time
 DROP TABLE requests;
 ALTER TABLE requests_named RENAME TO requests;
 DROP INDEX log_by_time;
+"#,
+    r#"
+-- Each record version is stored once. The change-log entry holds it in columns, its body as the
+-- records module wrote it; a record's row holds what lists filter on and names the entry of its
+-- current version (`position`). Entries and rows written before are converted: an entry's JSON
+-- is split into the columns, and a row names the last entry of its revision with its body
+-- (both were written together, and erasure rewrites both alike).
+ALTER TABLE log ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE log ADD COLUMN id TEXT NOT NULL DEFAULT '';
+ALTER TABLE log ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE log ADD COLUMN stage TEXT;
+ALTER TABLE log ADD COLUMN industry TEXT;
+ALTER TABLE log ADD COLUMN factor_kind TEXT;
+ALTER TABLE log ADD COLUMN parent TEXT;
+ALTER TABLE log ADD COLUMN body TEXT NOT NULL DEFAULT '';
+UPDATE log SET
+    kind = json_extract(record, '$.kind'),
+    id = json_extract(record, '$.id'),
+    revision = json_extract(record, '$.revision'),
+    stage = json_extract(record, '$.index.stage'),
+    industry = json_extract(record, '$.index.industry'),
+    factor_kind = json_extract(record, '$.index.factor_kind'),
+    parent = json_extract(record, '$.index.parent'),
+    body = json_extract(record, '$.body');
+ALTER TABLE log DROP COLUMN record;
+CREATE INDEX log_by_version ON log (kind, id, revision);
+CREATE TABLE records_current (
+    kind        TEXT    NOT NULL,
+    id          TEXT    NOT NULL,
+    owner       TEXT    NOT NULL,
+    stage       TEXT,
+    industry    TEXT,
+    factor_kind TEXT,
+    parent      TEXT,
+    position    INTEGER NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+INSERT INTO records_current (kind, id, owner, stage, industry, factor_kind, parent, position)
+SELECT r.kind, r.id, r.owner, r.stage, r.industry, r.factor_kind, r.parent,
+       (SELECT MAX(l.position) FROM log l WHERE l.kind = r.kind AND l.id = r.id
+        AND l.revision = r.revision AND l.body = r.body)
+FROM records r;
+DROP TABLE records;
+ALTER TABLE records_current RENAME TO records;
+CREATE INDEX records_by_owner ON records (kind, owner, id);
+CREATE INDEX records_by_parent ON records (kind, parent, id) WHERE parent IS NOT NULL;
+DROP INDEX log_by_version;
 "#,
 ];

@@ -22,6 +22,17 @@ async fn a_reader_never_creates_a_store_file_that_went_away() {
     assert!(store.ping().await.is_err());
 }
 
+/// A store file brought to schema `version` as a gateway of then left it, open to write what
+/// such a gateway wrote.
+fn older_store(path: &std::path::Path, version: usize) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    for sql in &super::schema::MIGRATIONS[..version] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", version).unwrap();
+    conn
+}
+
 /// A store written before requests named their answer's change-log entry (a copy per request)
 /// is converted when opened: a copy that is a log entry becomes a reference to it, a copy that
 /// matches none is kept, and both still replay.
@@ -34,12 +45,7 @@ async fn requests_of_an_older_store_name_their_log_entry_after_the_migration() {
     let path = dir.path().join("store.db");
     let copied = CopiedAnswers::new();
     {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let before = super::schema::BEFORE_NAMED_ANSWERS;
-        for sql in &super::schema::MIGRATIONS[..before] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", before).unwrap();
+        let conn = older_store(&path, super::schema::BEFORE_NAMED_ANSWERS);
         let (named, named_key) = &copied.named;
         let text = named.encode().unwrap();
         conn.execute(
@@ -125,4 +131,71 @@ async fn list_and_change_log_statements_are_not_prepared_again_for_each_page() {
     }
     let again = conn.prepare_cached(&changes).unwrap().get_status(RePrepare);
     assert_eq!(again, 0, "the change-log statement was prepared again");
+}
+
+/// A store written before each record version was stored once is converted when opened: the
+/// change log's JSON is split into columns, each record's row names its current entry and holds
+/// no copy, and everything reads as before. Feed positions are not given out again, also after
+/// an entry that was erased.
+#[tokio::test]
+async fn record_versions_of_an_older_store_are_held_once_after_the_migration() {
+    use crate::store::conformance::{LoggedVersions, logged_versions_still_read};
+    use rusqlite::params;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let logged = LoggedVersions::new();
+    {
+        let conn = older_store(&path, super::schema::BEFORE_ONE_COPY);
+        let erased = (String::from("zone"), 9, 50, logged.current[0].clone());
+        for (owner, seq, time, record) in logged.entries.iter().chain([&erased]) {
+            conn.execute(
+                "INSERT INTO log (owner, seq, time, record) VALUES (?1, ?2, ?3, ?4)",
+                params![owner, *seq as i64, time, record.encode().unwrap()],
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM log WHERE seq = 9", []).unwrap();
+        for r in &logged.current {
+            conn.execute(
+                "INSERT INTO records \
+                 (kind, id, owner, revision, stage, industry, factor_kind, parent, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    r.kind.as_str(),
+                    r.id.to_string(),
+                    r.owner,
+                    r.revision,
+                    r.index.stage,
+                    r.index.industry,
+                    r.index.factor_kind,
+                    r.index.parent,
+                    r.body
+                ],
+            )
+            .unwrap();
+        }
+        let key = &logged.request;
+        conn.execute(
+            "INSERT INTO requests (party, request_id, fingerprint, answer, time) \
+             VALUES (?1, ?2, ?3, 2, 20)",
+            params![key.party, key.request_id, key.fingerprint],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let columns = |table: &str| -> Vec<String> {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+            .unwrap();
+        stmt.query_map([table], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert!(!columns("records").contains(&"body".to_string()));
+    assert!(!columns("log").contains(&"record".to_string()));
+    // The erased entry had position 5: the next write takes 6.
+    assert_eq!(logged_versions_still_read(&store, &logged).await, 6);
 }
