@@ -650,7 +650,7 @@ fn markdown(r: &Results) -> String {
          | catch-up of {} records | {:.0} records/s ({:.1} s; owner wrote them at {:.0}/s) |\n\
          | gateway resident memory | idle {:.1} MiB, after load {:.1} MiB, peak {:.1} MiB |\n\
          | baseline resident memory | idle {:.1} MiB, peak {:.1} MiB |\n\
-         | store size | {:.1} MiB for {} projects and {} audit events: {:.0} bytes of file per project; {:.0} bytes of record JSON per project (record and change-log entry), {:.0} bytes per audit event |",
+         | store size | {:.1} MiB for {} projects and {} audit events: {:.0} bytes of file per project ({:.0} compacted, {:.0} without the audit trail); {:.0} bytes of record JSON per project (held once, in the change log), {:.0} bytes per audit event |",
         lag.offered_per_second,
         lag.achieved_writes_per_second,
         lag.seen_at_peer,
@@ -671,6 +671,8 @@ fn markdown(r: &Results) -> String {
         r.rpc.store.projects,
         r.rpc.store.audit_events,
         r.rpc.store.file_bytes_per_project,
+        r.rpc.store.compacted_bytes_per_project,
+        r.rpc.store.without_audit_bytes_per_project,
         r.rpc.store.json_bytes_per_project,
         r.rpc.store.bytes_per_audit_event,
     );

@@ -65,6 +65,12 @@ pub struct StoreSize {
     pub projects: u64,
     pub audit_events: u64,
     pub file_bytes_per_project: f64,
+    /// The file compacted (`VACUUM INTO` a copy), per project: no free pages.
+    pub compacted_bytes_per_project: f64,
+    /// The compacted file with the audit trail dropped, per project: the records, the change
+    /// log and the request log with their indexes. The run's reads are audited too, so the
+    /// trail's share depends on how many calls the run made per project.
+    pub without_audit_bytes_per_project: f64,
     /// Bytes of record JSON per project: its body, held once, in its change-log entry (the
     /// record's row and the create request's stored answer name that entry; requests stored
     /// before that kept a copy, counted here too). SQLite pages and indexes come on top.
@@ -296,7 +302,8 @@ async fn get_json(
 }
 
 /// Checkpoints the stopped gateway's database into its main file and relates its size to the
-/// projects and audit events in it.
+/// projects and audit events in it: as it is, compacted (a copy, `VACUUM INTO`), and compacted
+/// without the audit trail (the copy with the table dropped; then deleted).
 fn store_size(path: &Path) -> anyhow::Result<StoreSize> {
     let conn = rusqlite::Connection::open(path)?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -313,13 +320,24 @@ fn store_size(path: &Path) -> anyhow::Result<StoreSize> {
         "SELECT SUM(LENGTH(caller) + LENGTH(method) + LENGTH(records) + LENGTH(code) \
          + LENGTH(request_id) + LENGTH(prev_hash) + LENGTH(hash) + 16) FROM audit",
     )?;
+    let compacted = path.with_extension("compacted");
+    conn.execute("VACUUM INTO ?1", [compacted.to_string_lossy()])?;
     drop(conn);
     let bytes = std::fs::metadata(path)?.len();
+    let compacted_bytes = std::fs::metadata(&compacted)?.len();
+    let copy = rusqlite::Connection::open(&compacted)?;
+    copy.execute_batch("DROP TABLE audit; VACUUM;")?;
+    drop(copy);
+    let without_audit = std::fs::metadata(&compacted)?.len();
+    std::fs::remove_file(&compacted)?;
+    let per_project = |bytes: u64| bytes as f64 / projects.max(1.0);
     Ok(StoreSize {
         bytes,
         projects: projects as u64,
         audit_events: audit_events as u64,
-        file_bytes_per_project: bytes as f64 / projects.max(1.0),
+        file_bytes_per_project: per_project(bytes),
+        compacted_bytes_per_project: per_project(compacted_bytes),
+        without_audit_bytes_per_project: per_project(without_audit),
         json_bytes_per_project: json / projects.max(1.0),
         bytes_per_audit_event: audit_bytes / audit_events.max(1.0),
     })
