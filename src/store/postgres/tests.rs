@@ -483,3 +483,38 @@ async fn record_versions_of_an_older_database_are_held_once_after_the_migration(
     let next = logged.entries.len() as u64 + 1;
     assert_eq!(logged_versions_still_read(&store, &logged).await, next);
 }
+
+/// A record whose current version is in no change-log entry (no gateway wrote one) stops the
+/// upgrade with a message naming the migration, and the database stays at the schema before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_that_cannot_name_a_records_entry_changes_nothing() {
+    let before = super::schema::BEFORE_ONE_COPY;
+    let (url, admin) = older_database(before).await;
+    admin
+        .execute(
+            "INSERT INTO records VALUES ('project', $1, 'zone', 1, NULL, NULL, NULL, NULL, '{}')",
+            &[&uuid::Uuid::now_v7()],
+        )
+        .await
+        .unwrap();
+    let refused = PostgresStore::connect(PostgresOptions::parse(&url, None, 2).unwrap())
+        .await
+        .err()
+        .expect("the upgrade is refused");
+    let message = refused.to_string();
+    let expected = format!("schema migration {} of", before + 1);
+    assert!(message.contains(&expected), "{message}");
+    assert!(message.contains("\"position\""), "{message}");
+    let version: i32 = admin
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version as usize, before);
+    let kept: i64 = admin
+        .query_one("SELECT COUNT(*) FROM records WHERE body = '{}'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
+}

@@ -199,3 +199,105 @@ async fn record_versions_of_an_older_store_are_held_once_after_the_migration() {
     // The erased entry had position 5: the next write takes 6.
     assert_eq!(logged_versions_still_read(&store, &logged).await, 6);
 }
+
+/// How long the upgrade to one copy per record version takes, and what it does to the file:
+/// a store at the schema before with `YRD_MIGRATION_PROJECTS` projects (200,000 unless set),
+/// each written as gateways wrote them (record row, change-log entry, request), is opened.
+/// A measurement, so ignored; run it with
+/// `cargo nextest run --run-ignored only --no-capture -E 'test(/upgrade_to_one_copy_is_measured/)'`.
+#[test]
+#[ignore = "a measurement: prints the migration's time and the file's sizes"]
+fn upgrade_to_one_copy_is_measured() {
+    use crate::store::conformance::record;
+    use rusqlite::params;
+
+    let projects: i64 = std::env::var("YRD_MIGRATION_PROJECTS")
+        .map(|n| n.parse().expect("YRD_MIGRATION_PROJECTS is a number"))
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let body = r#"{"name":"长兴新能源 项目","industry":"新能源","stage":"lead","investor":"某某投资有限公司","amount":{"units":120000000,"currency":"CNY"},"site":"长兴县 经济开发区 \"一号\" 地块","description":"年产 10GW 光伏组件\n二期"}"#;
+    let mut conn = older_store(&path, super::schema::BEFORE_ONE_COPY);
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    let tx = conn.transaction().unwrap();
+    for i in 1..=projects {
+        let r = record("zone", uuid::Uuid::now_v7(), 1, body);
+        tx.execute(
+            "INSERT INTO records VALUES (?1, ?2, 'zone', 1, 'lead', NULL, NULL, NULL, ?3)",
+            params![r.kind.as_str(), r.id.to_string(), r.body],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO log (owner, seq, time, record) VALUES ('zone', ?1, ?1, ?2)",
+            params![i, r.encode().unwrap()],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO requests (party, request_id, fingerprint, answer, time) \
+             VALUES ('zone', ?1, ?2, ?3, ?3)",
+            params![format!("r{i}"), [7u8; 32], i],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    let size = |conn: &rusqlite::Connection| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        std::fs::metadata(&path).unwrap().len() as f64 / 1e6
+    };
+    let before = size(&conn);
+    drop(conn);
+    let started = std::time::Instant::now();
+    drop(SqliteStore::open(&path).unwrap());
+    let took = started.elapsed();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let after = size(&conn);
+    let current: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM records r JOIN log l ON l.position = r.position",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(current, projects);
+    conn.execute_batch("VACUUM").unwrap();
+    let vacuumed = size(&conn);
+    println!(
+        "{projects} projects: the migration took {:.1} s; file {before:.0} MB before, \
+         {after:.0} MB after, {vacuumed:.0} MB after VACUUM",
+        took.as_secs_f64()
+    );
+}
+
+/// A record whose current version is in no change-log entry (no gateway wrote one) stops the
+/// upgrade with a message naming the migration, and the store stays at the schema before.
+#[test]
+fn an_upgrade_that_cannot_name_a_records_entry_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let before = super::schema::BEFORE_ONE_COPY;
+    older_store(&path, before)
+        .execute(
+            "INSERT INTO records VALUES ('project', ?1, 'zone', 1, NULL, NULL, NULL, NULL, '{}')",
+            [uuid::Uuid::now_v7().to_string()],
+        )
+        .unwrap();
+    let refused = SqliteStore::open(&path)
+        .err()
+        .expect("the upgrade is refused");
+    let message = refused.to_string();
+    let expected = format!("schema migration {} of", before + 1);
+    assert!(message.contains(&expected), "{message}");
+    assert!(message.contains("records_current.position"), "{message}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, before as i64);
+    let kept: i64 = conn
+        .query_row("SELECT COUNT(*) FROM records WHERE body = '{}'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(kept, 1);
+}
