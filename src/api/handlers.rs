@@ -255,7 +255,9 @@ impl pb::factor_service_server::FactorService for FactorApi {
     ) -> Result<Response<pb::ProposeAllocationResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The event names the proposed allocation only: the store commits it with it.
+        meta.audit = audit.for_write();
         let mut v = Violations::new();
         let allocation = match req.allocation {
             Some(a) => allocation_from(a, &mut v),
@@ -359,7 +361,10 @@ impl pb::factor_service_server::FactorService for FactorApi {
     ) -> Result<Response<pb::WithdrawAllocationResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The event names the withdrawn allocation only: the store commits it with the new
+        // version.
+        meta.audit = audit.for_write();
         audit.note(req.name.clone());
         let view = self
             .records

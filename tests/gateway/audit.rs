@@ -175,6 +175,19 @@ async fn verified_trail(fed: &TestFederation, party: &str) -> Vec<yrd_gateway::s
     events
 }
 
+/// The records named by each event of `method` (a suffix) that ended with `code`, in order.
+fn records_of_calls(
+    events: &[yrd_gateway::store::AuditEvent],
+    method: &str,
+    code: &str,
+) -> Vec<Vec<String>> {
+    events
+        .iter()
+        .filter(|e| e.event.method.ends_with(method) && e.event.code == code)
+        .map(|e| e.event.records.clone())
+        .collect()
+}
+
 /// Every event of `store`'s trail (the tests' trails are small).
 async fn all_events(store: &SqliteStore) -> Vec<yrd_gateway::store::AuditEvent> {
     store
@@ -557,11 +570,55 @@ async fn catalog_and_access_request_writes_commit_their_calls_event_once() {
         ),
         (&guangde, "/WithdrawAccessRequest", "OK", &filed.name, 2),
     ] {
-        let found: Vec<_> = events
-            .iter()
-            .filter(|e| e.event.method.ends_with(method) && e.event.code == code)
-            .map(|e| e.event.records.clone())
-            .collect();
+        let found = records_of_calls(events, method, code);
         assert_eq!(found, vec![vec![name.clone()]; n], "{method} {code}");
+    }
+}
+
+/// Proposing and withdrawing an allocation commit their call's event with the write: one event
+/// per call naming the allocation, whether the store committed it with the new version or the
+/// call layer appended it (a replayed proposal, a withdrawal with a stale etag).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_writes_commit_their_calls_event_once() {
+    let mut fed = TestFederation::start(&["zone", "guangde"]).await;
+    let mut factors = fed.factors("zone", "zone");
+    let propose = pb::ProposeAllocationRequest {
+        allocation: Some(crate::negotiation::land_quota_proposal()),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let proposed = factors
+        .propose_allocation(propose.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .allocation
+        .unwrap();
+    let replayed = factors.propose_allocation(propose).await.unwrap();
+    assert_eq!(
+        replayed.into_inner().allocation.unwrap().name,
+        proposed.name
+    );
+    let withdraw = || pb::WithdrawAllocationRequest {
+        name: proposed.name.clone(),
+        etag: proposed.etag.clone(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    factors.withdraw_allocation(withdraw()).await.unwrap();
+    let stale = factors.withdraw_allocation(withdraw()).await.unwrap_err();
+    assert_eq!(stale.code(), Code::FailedPrecondition, "{stale:?}");
+
+    fed.stop_all().await;
+    let events = verified_trail(&fed, "zone").await;
+    for (method, code, n) in [
+        ("/ProposeAllocation", "OK", 2),
+        ("/WithdrawAllocation", "OK", 1),
+        ("/WithdrawAllocation", "FAILED_PRECONDITION", 1),
+    ] {
+        let found = records_of_calls(&events, method, code);
+        assert_eq!(
+            found,
+            vec![vec![proposed.name.clone()]; n],
+            "{method} {code}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn land_quota_proposal() -> pb::Allocation {
+pub(crate) fn land_quota_proposal() -> pb::Allocation {
     pb::Allocation {
         kind: pb::FactorKind::LandQuota as i32,
         quantity: "200".into(),

@@ -80,13 +80,13 @@ impl Records {
         allocation.create_time = now;
         allocation.update_time = now;
         let created: Allocation = self
-            .write(
+            .write_audited(
                 allocation_stored(&allocation)?,
                 None,
-                vec![],
                 None,
                 key?,
                 now,
+                meta.audit,
             )
             .await?;
         self.allocation_view(created).await
@@ -312,13 +312,13 @@ impl Records {
         next.revision += 1;
         next.update_time = now;
         let written: Allocation = self
-            .write(
+            .write_audited(
                 allocation_stored(&next)?,
                 Some(view.allocation.revision),
-                vec![],
                 None,
                 key?,
                 now,
+                meta.audit,
             )
             .await
             .map_err(|e| stale_on_conflict(e, &name))?;
