@@ -30,7 +30,9 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::CreateAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The store commits the event (the catalog entry and the new request) with the request.
+        meta.audit = audit.for_write();
         let mut v = Violations::new();
         let filed = match req.access_request {
             Some(r) => {
@@ -107,7 +109,9 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::AnswerAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The store commits the event (the request) with the answer.
+        meta.audit = audit.for_write();
         audit.note(req.name.clone());
         let answer = Answer {
             request: req.name,
@@ -172,7 +176,9 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::RevokeAccessGrantResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The store commits the event (the request) with the revoked grant.
+        meta.audit = audit.for_write();
         audit.note(req.name.clone());
         let view = self
             .records

@@ -29,10 +29,11 @@ use crate::store::{NewAuditEvent, WriteAudit};
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Resource names a handler reports for the call's audit event. The call layer puts one in
-/// every request's extensions; handlers add to it. A handler whose call writes exactly one
-/// record, which is all its event names, may instead hand the event to the write
-/// ([`AuditRecords::for_write`]): the store commits it with the record, and the call layer does
-/// not append it again when the call ends `OK`.
+/// every request's extensions; handlers add to it. A handler whose call makes one write may
+/// instead hand the event to the write ([`AuditRecords::for_write`]): the service names the
+/// records the event reports, the store commits it with the write, and the call layer does not
+/// append it again when the call ends `OK` (a call that writes nothing — a replay, a refusal —
+/// is audited by the call layer with the names the handler noted).
 #[derive(Clone, Default, Debug)]
 pub struct AuditRecords(Arc<Mutex<CallAudit>>);
 

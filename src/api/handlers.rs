@@ -159,7 +159,9 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::ReferProjectResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The store commits the event (the project and the new referral) with the referral.
+        meta.audit = audit.for_write();
         audit.note(req.project.clone());
         let view = self
             .records
@@ -185,7 +187,10 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::RespondToReferralResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The store commits the event (the referral, and the new project of an acceptance)
+        // with the answer.
+        meta.audit = audit.for_write();
         audit.note(req.referral.clone());
         let view = self
             .records
@@ -329,7 +334,9 @@ impl pb::factor_service_server::FactorService for FactorApi {
     ) -> Result<Response<pb::DecideAllocationResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
+        // The store commits the event (the allocation and the new decision) with the decision.
+        meta.audit = audit.for_write();
         let mut v = Violations::new();
         audit.note(req.allocation.clone());
         let decide = Decide {

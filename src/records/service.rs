@@ -55,7 +55,8 @@ pub struct WriteMeta {
     pub request_id: String,
     /// Hash of the request without its request id: the same id with another request is refused.
     pub fingerprint: Vec<u8>,
-    /// The call's audit event, for a method whose event names exactly the record it writes.
+    /// The call's audit event, for a method whose one write the store commits it with (the
+    /// method's service code names the records it reports).
     pub audit: Option<WriteAudit>,
 }
 
@@ -225,6 +226,10 @@ impl Records {
         })
     }
 
+    /// A write of one record (and of `also_create`, new records that come with it). `audit` is
+    /// the call's event, named as the call reports it (`WriteAudit::naming`), when the call
+    /// layer handed it to the write (`WriteMeta::audit`): the store commits it with the write.
+    #[allow(clippy::too_many_arguments)]
     async fn write<T: DeserializeOwned>(
         &self,
         record: StoredRecord,
@@ -233,6 +238,7 @@ impl Records {
         unique: Option<String>,
         key: Idempotency,
         time: i64,
+        audit: Option<WriteAudit>,
     ) -> Result<T, RecordError> {
         self.commit(Write {
             record,
@@ -242,13 +248,13 @@ impl Records {
             key,
             time,
             resend: None,
-            audit: None,
+            audit,
         })
         .await
     }
 
-    /// A write of one record whose call's audit event (`meta.audit`, set by the call layer for
-    /// the methods whose event names exactly the written record) is committed with it.
+    /// A write of one record whose call's event (`audit`, see [`Records::write`]) names that
+    /// record alone.
     async fn write_audited<T: DeserializeOwned>(
         &self,
         record: StoredRecord,
@@ -258,20 +264,17 @@ impl Records {
         time: i64,
         audit: Option<WriteAudit>,
     ) -> Result<T, RecordError> {
-        if let Some(audit) = &audit {
-            let name = crate::records::ResourceName::new(&record.owner, record.kind, record.id);
-            audit.name(vec![name.to_string()]);
-        }
-        self.commit(Write {
+        let name = crate::records::ResourceName::new(&record.owner, record.kind, record.id);
+        let audit = audit.map(|a| a.naming(vec![name.to_string()]));
+        self.write(
             record,
             expected_revision,
-            also_create: Vec::new(),
+            Vec::new(),
             unique,
             key,
             time,
-            resend: None,
             audit,
-        })
+        )
         .await
     }
 
@@ -388,12 +391,13 @@ impl Records {
         let mut next = current.clone();
         change(&current, &mut next, &mut v);
         v.into_result()?;
-        self.write_next(next, key?, &name, self.now(), meta.audit.clone())
-            .await
+        let audit = meta.audit.clone().map(|a| a.naming(vec![name.to_string()]));
+        self.write_next(next, key?, &name, self.now(), audit).await
     }
 
     /// Writes `next` (a changed copy of the version stored now) as the following revision at
     /// `now`, if nobody changed the record meanwhile (a conflict reads as a stale etag).
+    /// `audit`: the call's event, named by the caller (see [`Records::write`]).
     async fn write_next<T: Versioned>(
         &self,
         mut next: T,
@@ -404,9 +408,17 @@ impl Records {
     ) -> Result<T, RecordError> {
         let expected = next.revision();
         next.advance(now);
-        self.write_audited(next.to_stored()?, Some(expected), None, key, now, audit)
-            .await
-            .map_err(|e| stale_on_conflict(e, name))
+        self.write(
+            next.to_stored()?,
+            Some(expected),
+            vec![],
+            None,
+            key,
+            now,
+            audit,
+        )
+        .await
+        .map_err(|e| stale_on_conflict(e, name))
     }
 
     /// One page of a list call: checks the party filters (`parties`: request field and party

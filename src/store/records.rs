@@ -142,6 +142,12 @@ impl WriteAudit {
         state.event.code = "OK".to_string();
     }
 
+    /// [`WriteAudit::name`], for a chain of calls.
+    pub fn naming(self, records: Vec<String>) -> Self {
+        self.name(records);
+        self
+    }
+
     /// The event to commit.
     pub fn event(&self) -> super::NewAuditEvent {
         self.state().event.clone()

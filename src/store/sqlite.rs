@@ -148,8 +148,7 @@ fn with_reader<T>(
             // trail commits on each call) makes a reader with a map unmap all of it and fault
             // its pages in again, which cost a GetProject a fifth of its store time (profiled
             // 2026-12-04); reading the few pages a call needs through the OS cache is cheaper.
-            c.pragma_update(None, "mmap_size", 0)
-                .map_err(unavailable)?;
+            c.pragma_update(None, "mmap_size", 0).map_err(unavailable)?;
             c
         }
     };

@@ -622,3 +622,107 @@ async fn allocation_writes_commit_their_calls_event_once() {
         );
     }
 }
+
+/// Every other write commits its call's event with what it writes as well: referring a
+/// project and answering the referral, deciding an allocation, filing, answering and revoking
+/// an access request. Each call has one event, naming what the call layer would name (the
+/// records the call is about, then the records it made), whether the store committed it with
+/// the write or the call layer appended it (a replay, a revocation of a revoked grant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_commits_its_calls_event_once() {
+    let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    let wait = Duration::from_secs(15);
+
+    let project = create(&fed, "zone", "湖州新能源电池项目").await;
+    let refer = pb::ReferProjectRequest {
+        project: project.name.clone(),
+        to_party: "guangde".into(),
+        reason: "广德有可用工业用地".into(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    };
+    let mut zone = fed.projects("zone", "zone");
+    let referral = zone.refer_project(refer.clone()).await.unwrap();
+    let referral = referral.into_inner().referral.unwrap();
+    let replayed = zone.refer_project(refer).await.unwrap().into_inner();
+    assert_eq!(replayed.referral.unwrap().name, referral.name);
+    crate::negotiation::referral_at(&fed, "guangde", &referral.name, pb::ReferralState::Pending)
+        .await;
+    eventually(wait, "the project at guangde", || {
+        try_get(&fed, "guangde", &project.name)
+    })
+    .await;
+    let accepted = crate::negotiation::respond(&fed, "guangde", &referral.name, true)
+        .await
+        .unwrap();
+    assert!(!accepted.accepted_project.is_empty());
+
+    let allocation =
+        crate::negotiation::propose(&fed, "zone", crate::negotiation::land_quota_proposal()).await;
+    eventually(wait, "the allocation at guangde", || {
+        crate::negotiation::get_allocation(&fed, "guangde", &allocation.name)
+    })
+    .await;
+    let decide = crate::negotiation::decide_request(&allocation.name, 1, pb::Verdict::Approve);
+    let mut factors = fed.factors("guangde", "guangde");
+    let decided = factors.decide_allocation(decide.clone()).await.unwrap();
+    let decision = decided.into_inner().decision.unwrap();
+    let replayed = factors
+        .decide_allocation(decide)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.decision.unwrap().name, decision.name);
+
+    let request = crate::grants::granted_phones(&fed).await;
+    let entry = crate::grants::request_at(&fed, "guangde", &request)
+        .await
+        .unwrap()
+        .entry;
+    let mut access = fed.access("changxing", "changxing");
+    access
+        .revoke_access_grant(crate::grants::revoke(&request, "对接结束"))
+        .await
+        .unwrap();
+    // Revoked already: nothing is written, and the call layer audits the call.
+    access
+        .revoke_access_grant(crate::grants::revoke(&request, "again"))
+        .await
+        .unwrap();
+
+    fed.stop_all().await;
+    let zone = verified_trail(&fed, "zone").await;
+    let changxing = verified_trail(&fed, "changxing").await;
+    let guangde = verified_trail(&fed, "guangde").await;
+    let names = |list: &[&String]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (events, method, expected, n) in [
+        (
+            &zone,
+            "/ReferProject",
+            names(&[&project.name, &referral.name]),
+            2,
+        ),
+        (
+            &guangde,
+            "/RespondToReferral",
+            names(&[&referral.name, &accepted.accepted_project]),
+            1,
+        ),
+        (
+            &guangde,
+            "/DecideAllocation",
+            names(&[&allocation.name, &decision.name]),
+            2,
+        ),
+        (
+            &guangde,
+            "/CreateAccessRequest",
+            names(&[&entry, &request]),
+            1,
+        ),
+        (&changxing, "/AnswerAccessRequest", names(&[&request]), 1),
+        (&changxing, "/RevokeAccessGrant", names(&[&request]), 2),
+    ] {
+        let found = records_of_calls(events, method, "OK");
+        assert_eq!(found, vec![expected; n], "{method}");
+    }
+}

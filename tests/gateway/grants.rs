@@ -21,7 +21,11 @@ fn phone_of(project: &pb::Project) -> String {
         .unwrap_or_default()
 }
 
-async fn default_entries(fed: &TestFederation, at: &str, provider: &str) -> Vec<pb::CatalogEntry> {
+pub(crate) async fn default_entries(
+    fed: &TestFederation,
+    at: &str,
+    provider: &str,
+) -> Vec<pb::CatalogEntry> {
     fed.catalog(at, at)
         .list_catalog_entries(pb::ListCatalogEntriesRequest {
             provider: provider.into(),
@@ -156,7 +160,7 @@ async fn an_approved_request_sends_the_conditional_phones_of_records_already_rep
 
 /// Files Guangde's request for the phones of Changxing's projects (default catalog entry) and
 /// has Changxing approve it; returns the request's name once the approval is at Guangde.
-async fn granted_phones(fed: &TestFederation) -> String {
+pub(crate) async fn granted_phones(fed: &TestFederation) -> String {
     let entry = eventually(WAIT, "changxing's project entry at guangde", || async {
         default_entries(fed, "guangde", "changxing")
             .await
@@ -170,7 +174,7 @@ async fn granted_phones(fed: &TestFederation) -> String {
 }
 
 /// Guangde's request for the phones of `entry`'s records; its name once it is at Changxing.
-async fn file_phones(fed: &TestFederation, entry: &str) -> String {
+pub(crate) async fn file_phones(fed: &TestFederation, entry: &str) -> String {
     let filed = fed
         .access("guangde", "guangde")
         .create_access_request(access_request(entry, &["contact.phone"]))
@@ -187,7 +191,7 @@ async fn file_phones(fed: &TestFederation, entry: &str) -> String {
 }
 
 /// Changxing approves `request` as asked.
-async fn approve(fed: &TestFederation, request: &str) {
+pub(crate) async fn approve(fed: &TestFederation, request: &str) {
     fed.access("changxing", "changxing")
         .answer_access_request(pb::AnswerAccessRequestRequest {
             name: request.into(),
@@ -199,7 +203,11 @@ async fn approve(fed: &TestFederation, request: &str) {
         .unwrap();
 }
 
-async fn request_at(fed: &TestFederation, at: &str, name: &str) -> Option<pb::AccessRequest> {
+pub(crate) async fn request_at(
+    fed: &TestFederation,
+    at: &str,
+    name: &str,
+) -> Option<pb::AccessRequest> {
     fed.access(at, at)
         .get_access_request(pb::GetAccessRequestRequest { name: name.into() })
         .await
@@ -207,7 +215,7 @@ async fn request_at(fed: &TestFederation, at: &str, name: &str) -> Option<pb::Ac
         .and_then(|r| r.into_inner().access_request)
 }
 
-fn revoke(name: &str, reason: &str) -> pb::RevokeAccessGrantRequest {
+pub(crate) fn revoke(name: &str, reason: &str) -> pb::RevokeAccessGrantRequest {
     pb::RevokeAccessGrantRequest {
         name: name.into(),
         reason: reason.into(),

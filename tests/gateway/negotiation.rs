@@ -33,7 +33,11 @@ pub(crate) fn land_quota_proposal() -> pb::Allocation {
     }
 }
 
-async fn propose(fed: &TestFederation, party: &str, allocation: pb::Allocation) -> pb::Allocation {
+pub(crate) async fn propose(
+    fed: &TestFederation,
+    party: &str,
+    allocation: pb::Allocation,
+) -> pb::Allocation {
     fed.factors(party, party)
         .propose_allocation(pb::ProposeAllocationRequest {
             allocation: Some(allocation),
@@ -46,7 +50,11 @@ async fn propose(fed: &TestFederation, party: &str, allocation: pb::Allocation) 
         .unwrap()
 }
 
-fn decide_request(name: &str, round: i32, verdict: pb::Verdict) -> pb::DecideAllocationRequest {
+pub(crate) fn decide_request(
+    name: &str,
+    round: i32,
+    verdict: pb::Verdict,
+) -> pb::DecideAllocationRequest {
     pb::DecideAllocationRequest {
         allocation: name.to_string(),
         round,
@@ -56,7 +64,7 @@ fn decide_request(name: &str, round: i32, verdict: pb::Verdict) -> pb::DecideAll
     }
 }
 
-async fn decide(
+pub(crate) async fn decide(
     fed: &TestFederation,
     party: &str,
     request: pb::DecideAllocationRequest,
@@ -67,7 +75,11 @@ async fn decide(
         .map(|r| r.into_inner().allocation.unwrap())
 }
 
-async fn get_allocation(fed: &TestFederation, party: &str, name: &str) -> Option<pb::Allocation> {
+pub(crate) async fn get_allocation(
+    fed: &TestFederation,
+    party: &str,
+    name: &str,
+) -> Option<pb::Allocation> {
     fed.factors(party, party)
         .get_allocation(pb::GetAllocationRequest {
             name: name.to_string(),
@@ -370,7 +382,7 @@ async fn only_the_proposer_withdraws_and_a_withdrawn_allocation_takes_no_decisio
     assert_eq!(listed.allocations.len(), 1);
 }
 
-async fn refer(
+pub(crate) async fn refer(
     fed: &TestFederation,
     party: &str,
     project: &str,
@@ -387,7 +399,7 @@ async fn refer(
         .map(|r| r.into_inner().referral.unwrap())
 }
 
-async fn respond(
+pub(crate) async fn respond(
     fed: &TestFederation,
     party: &str,
     referral: &str,
@@ -408,7 +420,7 @@ async fn respond(
         .map(|r| r.into_inner().referral.unwrap())
 }
 
-async fn referral_at(
+pub(crate) async fn referral_at(
     fed: &TestFederation,
     party: &str,
     name: &str,

@@ -128,8 +128,20 @@ impl Records {
         request.revision = 1;
         request.create_time = now;
         request.update_time = now;
+        let filed = ResourceName::new(&self.party, RecordKind::AccessRequest, request.id);
+        let audit = meta
+            .audit
+            .map(|a| a.naming(vec![request.entry.clone(), filed.to_string()]));
         let written: AccessRequest = self
-            .write(request_stored(&request)?, None, vec![], None, key?, now)
+            .write(
+                request_stored(&request)?,
+                None,
+                vec![],
+                None,
+                key?,
+                now,
+                audit,
+            )
             .await?;
         self.access_view(written).await
     }
@@ -274,6 +286,7 @@ impl Records {
             update_time: now,
         };
         let unique = format!("access-answer/{name}");
+        let audit = meta.audit.map(|a| a.naming(vec![name.to_string()]));
         self.write::<AccessAnswer>(
             answer_stored(&written)?,
             None,
@@ -281,6 +294,7 @@ impl Records {
             Some(unique),
             key?,
             now,
+            audit,
         )
         .await
         .map_err(|e| match e {
@@ -332,7 +346,10 @@ impl Records {
                 next.revoke_reason = reason.to_string();
                 let answer_name =
                     ResourceName::new(&answer.owner, RecordKind::AccessAnswer, answer.id);
-                self.write_next(next, key?, &answer_name, now, None).await?;
+                // The call's event names the request, as the call layer would.
+                let audit = meta.audit.map(|a| a.naming(vec![name.to_string()]));
+                self.write_next(next, key?, &answer_name, now, audit)
+                    .await?;
                 tracing::warn!(request = %name, requester = %view.request.owner, "access grant revoked");
                 self.get_access_request(&name.to_string()).await
             }
@@ -472,7 +489,8 @@ impl Records {
         let Some(next) = change(&name, &view, now)? else {
             return Ok(view);
         };
-        let written = self.write_next(next, key?, &name, now, meta.audit).await?;
+        let audit = meta.audit.map(|a| a.naming(vec![name.to_string()]));
+        let written = self.write_next(next, key?, &name, now, audit).await?;
         self.access_view(written).await
     }
 

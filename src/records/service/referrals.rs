@@ -112,8 +112,20 @@ impl Records {
             create_time: now,
             update_time: now,
         };
+        let referred = ResourceName::new(&self.party, RecordKind::Referral, referral.id);
+        let audit = meta
+            .audit
+            .map(|a| a.naming(vec![name.to_string(), referred.to_string()]));
         let written: Referral = self
-            .write(referral_stored(&referral)?, None, vec![], None, key?, now)
+            .write(
+                referral_stored(&referral)?,
+                None,
+                vec![],
+                None,
+                key?,
+                now,
+                audit,
+            )
             .await?;
         self.referral_view(written).await
     }
@@ -186,6 +198,9 @@ impl Records {
                 Some(ResourceName::new(&self.party, RecordKind::Project, project.id).to_string());
             also_create.push(project_stored(&project)?);
         }
+        let mut named = vec![name.to_string()];
+        named.extend(new_project.clone());
+        let audit = meta.audit.map(|a| a.naming(named));
         let response = ReferralResponse {
             id: Uuid::now_v7(),
             owner: self.party.clone(),
@@ -204,6 +219,7 @@ impl Records {
             Some(format!("referral-response|{name}")),
             key?,
             now,
+            audit,
         )
         .await
         .map_err(|e| match e {
@@ -310,6 +326,7 @@ impl Records {
                         None,
                         key,
                         now,
+                        None,
                     )
                     .await
                 {
