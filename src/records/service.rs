@@ -278,6 +278,23 @@ impl Records {
         .await
     }
 
+    /// A new record made by a call about another record, `about`: the call's event (`audit`,
+    /// see [`Records::write`]) names `about`, then the new record.
+    async fn write_new_about<T: DeserializeOwned>(
+        &self,
+        record: StoredRecord,
+        about: &ResourceName,
+        unique: Option<String>,
+        key: Idempotency,
+        time: i64,
+        audit: Option<WriteAudit>,
+    ) -> Result<T, RecordError> {
+        let made = ResourceName::new(&record.owner, record.kind, record.id);
+        let audit = audit.map(|a| a.naming(vec![about.to_string(), made.to_string()]));
+        self.write(record, None, Vec::new(), unique, key, time, audit)
+            .await
+    }
+
     async fn commit<T: DeserializeOwned>(&self, mut write: Write) -> Result<T, RecordError> {
         if let Some(why) = self.feed.writes_held() {
             // A write now could take a sequence number a peer already holds another change

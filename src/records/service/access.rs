@@ -128,19 +128,14 @@ impl Records {
         request.revision = 1;
         request.create_time = now;
         request.update_time = now;
-        let filed = ResourceName::new(&self.party, RecordKind::AccessRequest, request.id);
-        let audit = meta
-            .audit
-            .map(|a| a.naming(vec![request.entry.clone(), filed.to_string()]));
         let written: AccessRequest = self
-            .write(
+            .write_new_about(
                 request_stored(&request)?,
-                None,
-                vec![],
+                &entry_name,
                 None,
                 key?,
                 now,
-                audit,
+                meta.audit,
             )
             .await?;
         self.access_view(written).await

@@ -245,12 +245,8 @@ impl Records {
         };
         let unique = format!("decision|{name}|{}|{}", decide.round, self.party);
         let stored = decision_stored(&decision)?;
-        let decided = ResourceName::new(&self.party, RecordKind::Decision, decision.id);
-        let audit = meta
-            .audit
-            .map(|a| a.naming(vec![name.to_string(), decided.to_string()]));
         let decision: Decision = self
-            .write(stored, None, vec![], Some(unique), key?, now, audit)
+            .write_new_about(stored, &name, Some(unique), key?, now, meta.audit)
             .await
             .map_err(|e| match e {
                 RecordError::Store(StoreError::AlreadyExists) => RecordError::Duplicate {

@@ -112,19 +112,14 @@ impl Records {
             create_time: now,
             update_time: now,
         };
-        let referred = ResourceName::new(&self.party, RecordKind::Referral, referral.id);
-        let audit = meta
-            .audit
-            .map(|a| a.naming(vec![name.to_string(), referred.to_string()]));
         let written: Referral = self
-            .write(
+            .write_new_about(
                 referral_stored(&referral)?,
-                None,
-                vec![],
+                &name,
                 None,
                 key?,
                 now,
-                audit,
+                meta.audit,
             )
             .await?;
         self.referral_view(written).await
