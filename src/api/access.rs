@@ -30,9 +30,7 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::CreateAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The store commits the event (the catalog entry and the new request) with the request.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         let filed = match req.access_request {
             Some(r) => {
@@ -109,9 +107,7 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::AnswerAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The store commits the event (the request) with the answer.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.name.clone());
         let answer = Answer {
             request: req.name,
@@ -136,9 +132,7 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::WithdrawAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the withdrawn request only: the store commits it with the new version.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.name.clone());
         let view = self
             .records
@@ -156,9 +150,7 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::EscalateAccessRequestResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the escalated request only: the store commits it with the new version.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.name.clone());
         let view = self
             .records
@@ -176,9 +168,7 @@ impl pb::access_service_server::AccessService for AccessApi {
     ) -> Result<Response<pb::RevokeAccessGrantResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The store commits the event (the request) with the revoked grant.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.name.clone());
         let view = self
             .records

@@ -32,9 +32,7 @@ impl pb::catalog_service_server::CatalogService for CatalogApi {
     ) -> Result<Response<pb::PublishCatalogEntryResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the published entry only: the store commits it with the new version.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         let entry = match req.entry {
             Some(e) => catalog_entry_from(e, &mut v),
@@ -61,9 +59,7 @@ impl pb::catalog_service_server::CatalogService for CatalogApi {
     ) -> Result<Response<pb::UpdateCatalogEntryResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the updated entry only: the store commits it with the new version.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         let Some(wire) = req.entry else {
             v.add("entry", "is required");

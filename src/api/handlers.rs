@@ -22,8 +22,12 @@ pub(super) fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
-/// Idempotency data of a write: the request id and a hash of the request without it.
+/// What a write call hands the service: the request id and a hash of the request without it
+/// (idempotency), and the call's audit event, which the store commits with the write (the
+/// service names the records it reports; a call that writes nothing leaves it to the call
+/// layer).
 pub(super) fn write_meta<M: Message + Clone>(
+    audit: &AuditRecords,
     msg: &M,
     request_id: &str,
     clear: impl FnOnce(&mut M),
@@ -33,7 +37,7 @@ pub(super) fn write_meta<M: Message + Clone>(
     WriteMeta {
         request_id: request_id.to_string(),
         fingerprint: Sha256::digest(bare.encode_to_vec()).to_vec(),
-        audit: None,
+        audit: audit.for_write(),
     }
 }
 
@@ -56,9 +60,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::CreateProjectResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the created project only: the store commits it with the project.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         let project = match req.project {
             Some(p) => project_from(p, &mut v),
@@ -101,9 +103,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::UpdateProjectResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the updated project only: the store commits it with the new version.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         let Some(wire) = req.project else {
             v.add("project", "is required");
@@ -159,9 +159,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::ReferProjectResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The store commits the event (the project and the new referral) with the referral.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.project.clone());
         let view = self
             .records
@@ -187,10 +185,7 @@ impl pb::project_service_server::ProjectService for ProjectApi {
     ) -> Result<Response<pb::RespondToReferralResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The store commits the event (the referral, and the new project of an acceptance)
-        // with the answer.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.referral.clone());
         let view = self
             .records
@@ -260,9 +255,7 @@ impl pb::factor_service_server::FactorService for FactorApi {
     ) -> Result<Response<pb::ProposeAllocationResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the proposed allocation only: the store commits it with it.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         let allocation = match req.allocation {
             Some(a) => allocation_from(a, &mut v),
@@ -334,9 +327,7 @@ impl pb::factor_service_server::FactorService for FactorApi {
     ) -> Result<Response<pb::DecideAllocationResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The store commits the event (the allocation and the new decision) with the decision.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         let mut v = Violations::new();
         audit.note(req.allocation.clone());
         let decide = Decide {
@@ -368,10 +359,7 @@ impl pb::factor_service_server::FactorService for FactorApi {
     ) -> Result<Response<pb::WithdrawAllocationResponse>, Status> {
         let audit = AuditRecords::of(&request);
         let req = request.into_inner();
-        let mut meta = write_meta(&req, &req.request_id, |m| m.request_id.clear());
-        // The event names the withdrawn allocation only: the store commits it with the new
-        // version.
-        meta.audit = audit.for_write();
+        let meta = write_meta(&audit, &req, &req.request_id, |m| m.request_id.clear());
         audit.note(req.name.clone());
         let view = self
             .records

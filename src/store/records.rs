@@ -136,15 +136,11 @@ impl WriteAudit {
 
     /// Completes the event as it is committed if the write is: the records it names, and the
     /// outcome `OK`.
-    pub fn name(&self, records: Vec<String>) {
+    pub fn naming(self, records: Vec<String>) -> Self {
         let mut state = self.state();
         state.event.records = records;
         state.event.code = "OK".to_string();
-    }
-
-    /// [`WriteAudit::name`], for a chain of calls.
-    pub fn naming(self, records: Vec<String>) -> Self {
-        self.name(records);
+        drop(state);
         self
     }
 

@@ -21,11 +21,7 @@ fn phone_of(project: &pb::Project) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) async fn default_entries(
-    fed: &TestFederation,
-    at: &str,
-    provider: &str,
-) -> Vec<pb::CatalogEntry> {
+async fn default_entries(fed: &TestFederation, at: &str, provider: &str) -> Vec<pb::CatalogEntry> {
     fed.catalog(at, at)
         .list_catalog_entries(pb::ListCatalogEntriesRequest {
             provider: provider.into(),
@@ -174,7 +170,7 @@ pub(crate) async fn granted_phones(fed: &TestFederation) -> String {
 }
 
 /// Guangde's request for the phones of `entry`'s records; its name once it is at Changxing.
-pub(crate) async fn file_phones(fed: &TestFederation, entry: &str) -> String {
+async fn file_phones(fed: &TestFederation, entry: &str) -> String {
     let filed = fed
         .access("guangde", "guangde")
         .create_access_request(access_request(entry, &["contact.phone"]))
@@ -191,7 +187,7 @@ pub(crate) async fn file_phones(fed: &TestFederation, entry: &str) -> String {
 }
 
 /// Changxing approves `request` as asked.
-pub(crate) async fn approve(fed: &TestFederation, request: &str) {
+async fn approve(fed: &TestFederation, request: &str) {
     fed.access("changxing", "changxing")
         .answer_access_request(pb::AnswerAccessRequestRequest {
             name: request.into(),

@@ -64,7 +64,7 @@ pub(crate) fn decide_request(
     }
 }
 
-pub(crate) async fn decide(
+async fn decide(
     fed: &TestFederation,
     party: &str,
     request: pb::DecideAllocationRequest,
@@ -382,7 +382,7 @@ async fn only_the_proposer_withdraws_and_a_withdrawn_allocation_takes_no_decisio
     assert_eq!(listed.allocations.len(), 1);
 }
 
-pub(crate) async fn refer(
+async fn refer(
     fed: &TestFederation,
     party: &str,
     project: &str,

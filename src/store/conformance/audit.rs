@@ -130,8 +130,8 @@ pub async fn a_write_commits_its_calls_audit_event_with_itself(store: Arc<dyn St
     store.append_audit(vec![event("before")]).await.unwrap();
 
     let id = uuid::Uuid::now_v7();
-    let audit = WriteAudit::new(event("create"));
-    audit.name(vec![format!("parties/zone/projects/{id}")]);
+    let audit =
+        WriteAudit::new(event("create")).naming(vec![format!("parties/zone/projects/{id}")]);
     let mut create = write(record("zone", id, 1, "v1"), None, "r1");
     create.audit = Some(audit.clone());
     store.write(create).await.unwrap();
