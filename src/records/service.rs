@@ -219,7 +219,14 @@ impl Records {
         &self,
         key: &Result<Idempotency, RecordError>,
     ) -> Result<Option<StoredRecord>, RecordError> {
-        let Ok(key) = key else { return Ok(None) };
+        match key {
+            Ok(key) => self.replay_of(key).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The first result of the request `key`, if it was applied.
+    async fn replay_of(&self, key: &Idempotency) -> Result<Option<StoredRecord>, RecordError> {
         self.store.replay(key).await.map_err(|e| match e {
             StoreError::RequestIdReused(request_id) => RecordError::RequestIdReused { request_id },
             other => RecordError::Store(other),
@@ -297,6 +304,11 @@ impl Records {
 
     async fn commit<T: DeserializeOwned>(&self, mut write: Write) -> Result<T, RecordError> {
         if let Some(why) = self.feed.writes_held() {
+            // A retry of a write applied before still gets its first answer (a create does
+            // not look it up before it writes).
+            if let Some(first) = self.replay_of(&write.key).await? {
+                return decode(&first);
+            }
             // A write now could take a sequence number a peer already holds another change
             // under: the peer would never see it, and the logs would differ for good.
             return Err(RecordError::Held {

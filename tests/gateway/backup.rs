@@ -87,7 +87,15 @@ async fn a_restored_store_takes_back_what_it_wrote_after_the_backup_and_catches_
     let config = fed.gateways["zone"].config.clone();
     let backup = root.join("zone-backup.db");
 
-    let p1 = create(&fed, "zone", "before the backup").await;
+    let p1_request = create_request(sample_project("before the backup"));
+    let p1 = fed
+        .projects("zone", "zone")
+        .create_project(p1_request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .project
+        .unwrap();
     arrived(&fed, "anji", &[&p1.name]).await;
     arrived(&fed, "guangde", &[&p1.name]).await;
 
@@ -130,6 +138,16 @@ async fn a_restored_store_takes_back_what_it_wrote_after_the_backup_and_catches_
     assert_eq!(held.code(), Code::Unavailable, "{held:?}");
     assert_eq!(error_reason(&held), "WRITES_HELD");
     assert!(held.message().contains("anji"), "{}", held.message());
+    // A retry of a create the backup holds still gets its first answer.
+    let retried = fed
+        .projects("zone", "zone")
+        .create_project(p1_request)
+        .await
+        .expect("a retry is answered while writes are held")
+        .into_inner()
+        .project
+        .unwrap();
+    assert_eq!(retried, p1);
     let admin = fed.gateways["zone"].admin;
     assert_eq!(metric(admin, "yrd_writes_held").await, 1);
     let (_, page) = http_get(admin, "/").await;

@@ -175,6 +175,12 @@ async fn a_retried_create_returns_the_first_result() {
     let err = client.create_project(other).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert_eq!(error_reason(&err), "REQUEST_ID_REUSED");
+    // So is a different request that would be refused on its own.
+    let mut invalid = request.clone();
+    invalid.project.as_mut().unwrap().display_name.clear();
+    let err = client.create_project(invalid).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(error_reason(&err), "REQUEST_ID_REUSED");
     assert_eq!(all_projects(&mut client).await.len(), 1);
 }
 

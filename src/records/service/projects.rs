@@ -25,9 +25,6 @@ impl Records {
         mut v: Violations,
     ) -> Result<Project, RecordError> {
         let key = self.idempotency(&meta, &mut v);
-        if let Some(first) = self.replay(&key).await? {
-            return decode(&first);
-        }
         if matches!(project.stage, Stage::Referred) {
             v.add(
                 "project.stage",
@@ -36,7 +33,16 @@ impl Records {
         }
         project.apply_defaults();
         project.validate("project", &mut v);
-        v.into_result()?;
+        // A valid create is not looked up before it writes: the write answers a retry with
+        // its first answer from inside its transaction. A refused one is, so that an id used
+        // before (for this request under older rules, or for another) is still answered as
+        // such.
+        if !v.is_empty() {
+            if let Some(first) = self.replay(&key).await? {
+                return decode(&first);
+            }
+            return Err(RecordError::Invalid(v));
+        }
         let now = self.now();
         project.id = Uuid::now_v7();
         project.owner = self.party.clone();
