@@ -260,3 +260,57 @@ async fn read_only_clients_read_but_do_not_write() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 }
+
+/// The gateway's side of a TLS connection sends what was written when the writer flushes, all
+/// at once (HTTP/2 flushes after the frames of its answers), and a write many times its
+/// buffer still arrives whole.
+#[tokio::test]
+async fn server_writes_leave_at_the_flush_and_a_large_one_arrives_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+    use yrd_gateway::identity::tls::{self, TlsMaterial};
+
+    let root = tempfile::tempdir().unwrap();
+    let pki = Pki::new(root.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let source = TlsMaterial::load(&pki.gateway_paths("zone"))
+        .unwrap()
+        .fixed();
+    let mut incoming = tls::incoming(listener, source, None);
+    let connector = tokio_rustls::TlsConnector::from(pki.client_config("zone", "client"));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let localhost = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let (client, server) = tokio::join!(connector.connect(localhost, tcp), incoming.next());
+    let mut client = client.unwrap();
+    let mut server = server.unwrap().unwrap();
+
+    for part in [&b"one "[..], b"two ", b"three"] {
+        server.write_all(part).await.unwrap();
+    }
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        client.read(&mut byte),
+    )
+    .await;
+    assert!(early.is_err(), "data was sent before the flush: {early:?}");
+    server.flush().await.unwrap();
+    let mut got = [0u8; 13];
+    client.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"one two three");
+
+    // 1 MiB, sixteen times the session's 64 KiB buffer, read while it is written.
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let reader = tokio::spawn(async move {
+        let mut got = vec![0u8; 1 << 20];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    });
+    server.write_all(&big).await.unwrap();
+    server.flush().await.unwrap();
+    assert!(
+        reader.await.unwrap() == big,
+        "the large write arrived altered"
+    );
+}
