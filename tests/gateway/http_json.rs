@@ -65,6 +65,9 @@ impl Http {
         head.push_str("\r\n");
         tls.write_all(head.as_bytes()).await.unwrap();
         tls.write_all(body).await.unwrap();
+        // A write returns once TLS holds the bytes; what the socket did not take yet leaves
+        // only with a flush (without it, a large body's end could wait forever).
+        tls.flush().await.unwrap();
         let mut conn = BufReader::new(tls);
         let mut line = String::new();
         conn.read_line(&mut line).await.unwrap();
