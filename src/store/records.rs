@@ -302,6 +302,18 @@ impl StoredRecord {
         serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored record: {e}")))
     }
 
+    /// Refuses this version in `owner`'s change log unless `owner` owns it: an entry's owner
+    /// column is its record's owner too.
+    pub(crate) fn check_log_owner(&self, owner: &str) -> Result<(), StoreError> {
+        if self.owner == owner {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt(format!(
+            "a record of `{}` in the change log of `{owner}`",
+            self.owner
+        )))
+    }
+
     /// Whether this replicated version is newer than the one stored (`None`: none is), so a
     /// replica never goes back to an older revision.
     ///

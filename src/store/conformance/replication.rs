@@ -68,6 +68,16 @@ pub async fn replicas_apply_in_order_and_once(store: Arc<dyn Store>) {
         ),
         "{gap:?}"
     );
+    // A record of another owner in guangde's log is refused, and nothing of its batch stays.
+    let foreign = record("anji", Uuid::now_v7(), 1, "not guangde's");
+    let refused = store
+        .apply_replicas(batch(vec![replica(4, Some(foreign))]))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
+    assert_eq!(store.cursor("guangde").await.unwrap(), 3);
     let older = batch(vec![replica(4, Some(record("guangde", id, 1, "r1 again")))]);
     assert_eq!(store.apply_replicas(older).await.unwrap(), 4);
     let now = store

@@ -142,13 +142,7 @@ pub(super) async fn append_log(
     time: i64,
     rec: &StoredRecord,
 ) -> Result<i64, StoreError> {
-    if rec.owner != owner {
-        // The entry's owner column is the record's owner too.
-        return Err(StoreError::Corrupt(format!(
-            "a record of `{}` in the change log of `{owner}`",
-            rec.owner
-        )));
-    }
+    rec.check_log_owner(owner)?;
     let stmt = c.prepare_cached(&INSERT_LOG).await.map_err(db)?;
     insert_log(c, &stmt, *position + 1, seq, time, rec).await?;
     *position += 1;

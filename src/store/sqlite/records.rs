@@ -246,13 +246,7 @@ pub(super) fn append_log(
     time: i64,
     rec: &StoredRecord,
 ) -> Result<i64, StoreError> {
-    if rec.owner != owner {
-        // The entry's owner column is the record's owner too.
-        return Err(StoreError::Corrupt(format!(
-            "a record of `{}` in the change log of `{owner}`",
-            rec.owner
-        )));
-    }
+    rec.check_log_owner(owner)?;
     conn.prepare_cached(&format!(
         "INSERT INTO log (seq, time, {VERSION_COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
