@@ -8,6 +8,7 @@
 
 mod baseline;
 mod child;
+mod codec;
 mod federation;
 mod load;
 mod replication;
@@ -117,6 +118,17 @@ pub enum BenchCommand {
         catch_up: usize,
         #[arg(long, default_value = "target/bench")]
         out: PathBuf,
+    },
+    /// What turning stored bodies into answers costs per record, step by step, in this
+    /// process (one thread, no I/O): JSON decode, conversion, protobuf encoding, and what a
+    /// store of protobuf bodies would pay instead.
+    Codec {
+        /// Stored versions per round.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        /// Rounds after one of warm-up; each step's fastest round is printed.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
     },
     /// The suite's baseline server (bare tonic echo, the gateway's TLS); started by `suite`.
     #[command(hide = true)]
@@ -457,6 +469,10 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 "written: {0}/federation.json, {0}/federation.md",
                 out.display()
             );
+            Ok(())
+        }
+        BenchCommand::Codec { records, rounds } => {
+            say!("{}", codec::table(&codec::run(records, rounds)?));
             Ok(())
         }
         BenchCommand::BaselineServer { config } => baseline::serve(&config).await,
