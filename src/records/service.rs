@@ -237,7 +237,7 @@ impl Records {
     /// the call's event, named as the call reports it (`WriteAudit::naming`), when the call
     /// layer handed it to the write (`WriteMeta::audit`): the store commits it with the write.
     #[allow(clippy::too_many_arguments)]
-    async fn write<T: DeserializeOwned>(
+    async fn write(
         &self,
         record: StoredRecord,
         expected_revision: Option<i64>,
@@ -246,7 +246,7 @@ impl Records {
         key: Idempotency,
         time: i64,
         audit: Option<WriteAudit>,
-    ) -> Result<T, RecordError> {
+    ) -> Result<Committed, RecordError> {
         self.commit(Write {
             record,
             expected_revision,
@@ -262,7 +262,7 @@ impl Records {
 
     /// A write of one record whose call's event (`audit`, see [`Records::write`]) names that
     /// record alone.
-    async fn write_audited<T: DeserializeOwned>(
+    async fn write_audited(
         &self,
         record: StoredRecord,
         expected_revision: Option<i64>,
@@ -270,7 +270,7 @@ impl Records {
         key: Idempotency,
         time: i64,
         audit: Option<WriteAudit>,
-    ) -> Result<T, RecordError> {
+    ) -> Result<Committed, RecordError> {
         let name = crate::records::ResourceName::new(&record.owner, record.kind, record.id);
         let audit = audit.map(|a| a.naming(vec![name.to_string()]));
         self.write(
@@ -287,7 +287,7 @@ impl Records {
 
     /// A new record made by a call about another record, `about`: the call's event (`audit`,
     /// see [`Records::write`]) names `about`, then the new record.
-    async fn write_new_about<T: DeserializeOwned>(
+    async fn write_new_about(
         &self,
         record: StoredRecord,
         about: &ResourceName,
@@ -295,19 +295,19 @@ impl Records {
         key: Idempotency,
         time: i64,
         audit: Option<WriteAudit>,
-    ) -> Result<T, RecordError> {
+    ) -> Result<Committed, RecordError> {
         let made = ResourceName::new(&record.owner, record.kind, record.id);
         let audit = audit.map(|a| a.naming(vec![about.to_string(), made.to_string()]));
         self.write(record, None, Vec::new(), unique, key, time, audit)
             .await
     }
 
-    async fn commit<T: DeserializeOwned>(&self, mut write: Write) -> Result<T, RecordError> {
+    async fn commit(&self, mut write: Write) -> Result<Committed, RecordError> {
         if let Some(why) = self.feed.writes_held() {
             // A retry of a write applied before still gets its first answer (a create does
             // not look it up before it writes).
             if let Some(first) = self.replay_of(&write.key).await? {
-                return decode(&first);
+                return Ok(Committed(WriteOutcome::Replayed(first)));
             }
             // A write now could take a sequence number a peer already holds another change
             // under: the peer would never see it, and the logs would differ for good.
@@ -326,7 +326,7 @@ impl Records {
         if matches!(outcome, WriteOutcome::Applied(_)) {
             self.feed.notify_changed();
         }
-        decode(&outcome.into_record())
+        Ok(Committed(outcome))
     }
 
     /// The kind of this party's records that peers may see differently once `record` is
@@ -447,7 +447,8 @@ impl Records {
             audit,
         )
         .await
-        .map_err(|e| stale_on_conflict(e, name))
+        .map_err(|e| stale_on_conflict(e, name))?
+        .or_first(next)
     }
 
     /// One page of a list call: checks the party filters (`parties`: request field and party
@@ -591,6 +592,21 @@ fn stale_on_conflict(e: RecordError, name: &ResourceName) -> RecordError {
             name: name.to_string(),
         },
         other => other,
+    }
+}
+
+/// What a write answers with: the record it applied now, or the first answer of the same
+/// request applied before.
+struct Committed(WriteOutcome);
+
+impl Committed {
+    /// `written`, the value whose encoding the write stored, when the write applied now (it
+    /// is not decoded again); the first answer, decoded, when the request was applied before.
+    fn or_first<T: DeserializeOwned>(self, written: T) -> Result<T, RecordError> {
+        match self.0 {
+            WriteOutcome::Applied(_) => Ok(written),
+            WriteOutcome::Replayed(first) => decode(&first),
+        }
     }
 }
 

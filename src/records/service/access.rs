@@ -128,7 +128,7 @@ impl Records {
         request.revision = 1;
         request.create_time = now;
         request.update_time = now;
-        let written: AccessRequest = self
+        let written = self
             .write_new_about(
                 request_stored(&request)?,
                 &entry_name,
@@ -137,7 +137,8 @@ impl Records {
                 now,
                 meta.audit,
             )
-            .await?;
+            .await?
+            .or_first(request)?;
         self.access_view(written).await
     }
 
@@ -282,7 +283,7 @@ impl Records {
         };
         let unique = format!("access-answer/{name}");
         let audit = meta.audit.map(|a| a.naming(vec![name.to_string()]));
-        self.write::<AccessAnswer>(
+        self.write(
             answer_stored(&written)?,
             None,
             vec![],

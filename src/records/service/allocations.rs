@@ -79,7 +79,7 @@ impl Records {
         allocation.revision = 1;
         allocation.create_time = now;
         allocation.update_time = now;
-        let created: Allocation = self
+        let created = self
             .write_audited(
                 allocation_stored(&allocation)?,
                 None,
@@ -88,7 +88,8 @@ impl Records {
                 now,
                 meta.audit,
             )
-            .await?;
+            .await?
+            .or_first(allocation)?;
         self.allocation_view(created).await
     }
 
@@ -245,7 +246,7 @@ impl Records {
         };
         let unique = format!("decision|{name}|{}|{}", decide.round, self.party);
         let stored = decision_stored(&decision)?;
-        let decision: Decision = self
+        let decision = self
             .write_new_about(stored, &name, Some(unique), key?, now, meta.audit)
             .await
             .map_err(|e| match e {
@@ -257,7 +258,8 @@ impl Records {
                     ),
                 },
                 other => other,
-            })?;
+            })?
+            .or_first(decision)?;
         let view = self.get_allocation(&name.to_string()).await?;
         Ok((view, decision))
     }
@@ -311,7 +313,7 @@ impl Records {
         next.withdraw_time = Some(now);
         next.revision += 1;
         next.update_time = now;
-        let written: Allocation = self
+        let written = self
             .write_audited(
                 allocation_stored(&next)?,
                 Some(view.allocation.revision),
@@ -321,7 +323,8 @@ impl Records {
                 meta.audit,
             )
             .await
-            .map_err(|e| stale_on_conflict(e, &name))?;
+            .map_err(|e| stale_on_conflict(e, &name))?
+            .or_first(next)?;
         self.allocation_view(written).await
     }
 

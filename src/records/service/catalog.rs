@@ -52,7 +52,8 @@ impl Records {
                     ),
                 },
                 other => other,
-            })
+            })?
+            .or_first(entry)
     }
 
     /// Applies `patch` to the fields named in `mask` of the entry `name`, if `etag_seen` is

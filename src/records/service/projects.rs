@@ -51,7 +51,8 @@ impl Records {
         project.create_time = now;
         project.update_time = now;
         self.write_audited(project_stored(&project)?, None, None, key?, now, meta.audit)
-            .await
+            .await?
+            .or_first(project)
     }
 
     pub async fn get_project(&self, name: &str) -> Result<Project, RecordError> {

@@ -112,7 +112,7 @@ impl Records {
             create_time: now,
             update_time: now,
         };
-        let written: Referral = self
+        let written = self
             .write_new_about(
                 referral_stored(&referral)?,
                 &name,
@@ -121,7 +121,8 @@ impl Records {
                 now,
                 meta.audit,
             )
-            .await?;
+            .await?
+            .or_first(referral)?;
         self.referral_view(written).await
     }
 
@@ -207,7 +208,7 @@ impl Records {
             create_time: now,
             update_time: now,
         };
-        self.write::<ReferralResponse>(
+        self.write(
             response_stored(&response)?,
             None,
             also_create,
@@ -314,7 +315,7 @@ impl Records {
                     fingerprint: b"settle-referral".to_vec(),
                 };
                 match self
-                    .write::<Project>(
+                    .write(
                         project_stored(&next)?,
                         Some(current.revision),
                         vec![],
