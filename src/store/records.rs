@@ -172,14 +172,6 @@ pub enum WriteOutcome {
     Replayed(StoredRecord),
 }
 
-impl WriteOutcome {
-    pub fn into_record(self) -> StoredRecord {
-        match self {
-            WriteOutcome::Applied(record) | WriteOutcome::Replayed(record) => record,
-        }
-    }
-}
-
 /// One entry of an owner's change log: the record as it was after change `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
