@@ -171,7 +171,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
 /// A valid project of the zone, as the record JSON an envelope carries: (id, body).
 fn project_json() -> (String, String) {
     let mut v = crate::records::Violations::new();
-    let mut project = crate::wire::convert::project_from(
+    let mut project = crate::wire::projects::project_from(
         pb::Project {
             display_name: "年产10万套新能源汽车零部件项目".into(),
             investor: Some(pb::Investor {

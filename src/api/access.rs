@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::calls::AuditRecords;
 use super::error::{bad_request, record_status};
-use super::handlers::write_meta;
+use super::write_meta;
 use crate::records::{AccessFilter, Answer, Page, Records, Violations};
 use crate::wire::access::{access_request_from, access_request_to, access_state_from};
 use crate::wire::pb;

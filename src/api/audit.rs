@@ -8,8 +8,8 @@ use super::error::{bad_request, store_status};
 use crate::ops::metrics::code_name;
 use crate::records::Violations;
 use crate::store::{AuditQuery, AuditStore};
-use crate::wire::convert::{micros, timestamp};
 use crate::wire::pb;
+use crate::wire::{micros, timestamp};
 
 pub struct AuditApi {
     store: Arc<dyn AuditStore>,

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::calls::AuditRecords;
 use super::error::{bad_request, record_status};
-use super::handlers::write_meta;
+use super::write_meta;
 use crate::records::{CatalogFilter, Page, Records, Violations};
 use crate::wire::catalog::{
     catalog_entry_from, catalog_entry_to, record_kind_from, sharing_class_from,

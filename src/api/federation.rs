@@ -8,8 +8,8 @@ use tonic::{Request, Response, Status};
 
 use std::sync::Arc;
 
+use super::caller;
 use super::error::{bad_request, exchange_status, store_status};
-use super::handlers::caller;
 use crate::audit::witness;
 use crate::exchange::outbound::Outbound;
 use crate::exchange::recovery::give_back;

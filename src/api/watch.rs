@@ -14,9 +14,12 @@ use crate::domain::RecordKind;
 use crate::records::{AnyRecord, Feed, Records, ResourceName, Violations, decode_record};
 use crate::store::FeedEntry;
 use crate::wire::access::access_request_to;
+use crate::wire::allocations::{allocation_to, decision_to};
 use crate::wire::catalog::catalog_entry_to;
-use crate::wire::convert::{allocation_to, decision_to, project_to, referral_to, timestamp};
 use crate::wire::pb;
+use crate::wire::projects::project_to;
+use crate::wire::referrals::referral_to;
+use crate::wire::timestamp;
 
 /// Feed entries read per store query.
 const BATCH: usize = 256;

@@ -1,7 +1,7 @@
 //! Conversions of the resource catalog between wire messages and domain records.
 
-use super::convert::{known, timestamp};
 use super::pb;
+use super::{known, timestamp};
 use crate::domain::RecordKind;
 use crate::records::{self, CatalogEntry, DataItem, ResourceName, SharingClass, Violations};
 

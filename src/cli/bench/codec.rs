@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::domain::RecordKind;
 use crate::records::{self, Project, ResourceName};
-use crate::wire::convert::project_to;
+use crate::wire::projects::project_to;
 use crate::wire::pb;
 
 /// Nanoseconds per record of each step: the fastest of the rounds.
