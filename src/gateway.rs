@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tonic::transport::server::Router;
+use tower::layer::util::{Identity, Stack};
 
 use crate::api::authz::AuthzLayer;
 use crate::api::calls::CallLayer;
@@ -41,6 +43,9 @@ use crate::wire::pb::factor_service_server::FactorServiceServer;
 use crate::wire::pb::federation_service_server::FederationServiceServer;
 use crate::wire::pb::project_service_server::ProjectServiceServer;
 use crate::wire::pb::watch_service_server::WatchServiceServer;
+
+/// The gRPC server's layers, outermost first in the builder: HTTP/JSON, calls, authorization.
+type Layers = Stack<AuthzLayer, Stack<CallLayer, Stack<crate::http_json::HttpJsonLayer, Identity>>>;
 
 /// How often the TLS files are checked for changes.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -211,6 +216,56 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), GatewayError> {
         // Before anything that writes (the erasure pass, the default catalog) starts.
+        self.hold_writes_if_restored().await?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let audit = self.audit.then(|| AuditLog::start(self.store.clone()));
+        let mut background = self.spawn_background(admin, health_reporter, &stop_rx, &audit);
+        self.spawn_record_keepers(&mut background, &stop_rx, &audit);
+        let on_refused = self.on_refused_handshake(audit.clone());
+        // Referral answers that arrived just before a crash are settled now.
+        if let Err(e) = self.records.settle_referrals().await {
+            tracing::warn!(error = %e, "settling referrals at start failed");
+        }
+        let router = self
+            .router(audit, &stop_rx)
+            .await?
+            .add_service(health_service);
+        let config = &self.config;
+        let party = config.party.clone();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(party = %party, addr = %addr, peers = self.peers.borrow().len(), "gateway serving");
+        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+        let grace = config.limits.shutdown_grace;
+        let incoming = tls::incoming_with(
+            listener,
+            self.tls.clone(),
+            Some(on_refused),
+            config.limits.handshakes,
+            Some(self.on_shed()),
+        );
+        let server = router.serve_with_incoming_shutdown(incoming, async {
+            shutdown.await;
+            tracing::info!(party = %party, grace_ms = grace.as_millis() as u64, "shutting down: draining calls");
+            let _ = stop_tx.send(true);
+            let _ = drain_tx.send(());
+        });
+        let result = within_grace(server, drain_rx, grace, &self.ops).await;
+        let _ = stop_tx.send(true);
+        while background.join_next().await.is_some() {}
+        if let Err(e) = self.store.checkpoint().await {
+            tracing::warn!(error = %e, "store checkpoint at shutdown failed");
+        }
+        tracing::info!(party = %self.config.party, "gateway stopped");
+        Ok(result?)
+    }
+
+    /// A store restored from a backup holds writes until every peer has given back what it
+    /// holds of this party's change log ([`crate::exchange::recovery`]).
+    async fn hold_writes_if_restored(&self) -> Result<(), GatewayError> {
         if let Some(time) = self.store.restored_mark().await? {
             tracing::warn!(
                 restored_at = time,
@@ -219,10 +274,18 @@ impl Gateway {
             self.feed
                 .hold_until_checked(self.config.peers.iter().map(|p| p.party.clone()));
         }
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        let audit = self.audit.then(|| AuditLog::start(self.store.clone()));
-        let mut background = self.spawn_background(admin, health_reporter, &stop_rx, &audit);
+        Ok(())
+    }
+
+    /// Starts the tasks that keep this party's records as they should be until `stop`: the
+    /// config file followed for party and peer changes, erasure of what ended grants covered,
+    /// and the take-back of this party's own changes after a restore.
+    fn spawn_record_keepers(
+        &mut self,
+        background: &mut JoinSet<()>,
+        stop: &watch::Receiver<bool>,
+        audit: &Option<AuditLog>,
+    ) {
         if let (Some(source), Some(live)) = (self.config.source.clone(), self.live.take()) {
             background.spawn(crate::membership::reload::follow(
                 source,
@@ -230,14 +293,14 @@ impl Gateway {
                 live,
                 self.ops.reloads.clone(),
                 CONFIG_RELOAD_INTERVAL,
-                stop_rx.clone(),
+                stop.clone(),
             ));
         }
         background.spawn(crate::sharing::erasure::run(
             self.records.clone(),
             self.feed.clone(),
             self.on_erased(audit.clone()),
-            stop_rx.clone(),
+            stop.clone(),
         ));
         background.spawn(
             crate::exchange::recovery::Recovery::new(
@@ -248,16 +311,19 @@ impl Gateway {
                 self.config.peers.clone(),
                 self.on_taken_back(audit.clone()),
             )
-            .run(stop_rx.clone()),
+            .run(stop.clone()),
         );
-        let on_refused = self.on_refused_handshake(audit.clone());
-        // Referral answers that arrived just before a crash are settled now.
-        if let Err(e) = self.records.settle_referrals().await {
-            tracing::warn!(error = %e, "settling referrals at start failed");
-        }
+    }
+
+    /// The gRPC server's settings, its layers (HTTP/JSON outermost, then the call layer, then
+    /// authorization) and every service but health, each with the configured message limit.
+    async fn router(
+        &self,
+        audit: Option<AuditLog>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Router<Layers>, GatewayError> {
         let (reflection_v1, reflection_v1alpha) = reflection_services()?;
         let sharing = self.sharing().await?;
-
         let config = &self.config;
         let policy = Arc::new(AccessPolicy {
             party: config.party.clone(),
@@ -271,22 +337,14 @@ impl Gateway {
             Arc::new(SharingPolicy::with_coordinator(&config.coordinator)),
             sharing,
             self.tls.clone(),
-            stop_rx.clone(),
+            stop.clone(),
             self.ops.membership.clone(),
         );
         let limit = config.max_message_bytes;
         let records = &self.records;
-        let party = config.party.clone();
-        let addr = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(party = %party, addr = %addr, peers = self.peers.borrow().len(), "gateway serving");
-        let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-        let grace = config.limits.shutdown_grace;
         let http_json = crate::http_json::HttpJsonLayer::new(config.limits.clone(), limit)
             .map_err(GatewayError::HttpJson)?;
-        let server = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             // HTTP/1.1 too, for the HTTP/JSON surface (gRPC itself needs HTTP/2).
             .accept_http1(true)
             // One connection holds no more streams than the gateway admits calls in all; more
@@ -299,47 +357,60 @@ impl Gateway {
             .http2_max_header_list_size(16 * 1024)
             // Outermost: an HTTP/JSON request becomes its gRPC call before the call layer.
             .layer(http_json)
-            .layer(CallLayer::new(self.ops.metrics.clone(), audit, config.limits.clone()))
+            .layer(CallLayer::new(
+                self.ops.metrics.clone(),
+                audit,
+                config.limits.clone(),
+            ))
             .layer(AuthzLayer::new(policy))
-            .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ProjectServiceServer::new(ProjectApi::new(records.clone())).max_decoding_message_size(limit))
-            .add_service(FactorServiceServer::new(FactorApi::new(records.clone())).max_decoding_message_size(limit))
             .add_service(
-                DirectoryServiceServer::new(DirectoryApi::new(records.clone(), self.ops.membership.clone())).max_decoding_message_size(limit),
-            )
-            .add_service(CatalogServiceServer::new(CatalogApi::new(records.clone())).max_decoding_message_size(limit))
-            .add_service(AccessServiceServer::new(AccessApi::new(records.clone())).max_decoding_message_size(limit))
-            .add_service(
-                WatchServiceServer::new(WatchApi::new(records.clone(), self.feed.clone(), stop_rx.clone()))
+                ProjectServiceServer::new(ProjectApi::new(records.clone()))
                     .max_decoding_message_size(limit),
+            )
+            .add_service(
+                FactorServiceServer::new(FactorApi::new(records.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                DirectoryServiceServer::new(DirectoryApi::new(
+                    records.clone(),
+                    self.ops.membership.clone(),
+                ))
+                .max_decoding_message_size(limit),
+            )
+            .add_service(
+                CatalogServiceServer::new(CatalogApi::new(records.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                AccessServiceServer::new(AccessApi::new(records.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                WatchServiceServer::new(WatchApi::new(
+                    records.clone(),
+                    self.feed.clone(),
+                    stop.clone(),
+                ))
+                .max_decoding_message_size(limit),
             )
             .add_service(
                 FederationServiceServer::new(FederationApi::new(
                     outbound,
                     self.feed.clone(),
-                    party.clone(),
+                    config.party.clone(),
                     self.store.clone(),
                     self.verifier.clone(),
                 ))
                 .max_decoding_message_size(limit),
             )
-            .add_service(AuditServiceServer::new(AuditApi::new(self.store.clone())).max_decoding_message_size(limit))
-            .serve_with_incoming_shutdown(tls::incoming_with(listener, self.tls.clone(), Some(on_refused), config.limits.handshakes, Some(self.on_shed())), async {
-                shutdown.await;
-                tracing::info!(party = %party, grace_ms = grace.as_millis() as u64, "shutting down: draining calls");
-                let _ = stop_tx.send(true);
-                let _ = drain_tx.send(());
-            });
-        let result = within_grace(server, drain_rx, grace, &self.ops).await;
-        let _ = stop_tx.send(true);
-        while background.join_next().await.is_some() {}
-        if let Err(e) = self.store.checkpoint().await {
-            tracing::warn!(error = %e, "store checkpoint at shutdown failed");
-        }
-        tracing::info!(party = %self.config.party, "gateway stopped");
-        Ok(result?)
+            .add_service(
+                AuditServiceServer::new(AuditApi::new(self.store.clone()))
+                    .max_decoding_message_size(limit),
+            );
+        Ok(router)
     }
 
     /// Starts what runs beside the gRPC server until `stop`: the peer pullers, TLS reloading,

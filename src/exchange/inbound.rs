@@ -342,7 +342,9 @@ impl Inbound {
         }
     }
 
-    /// One stream: from the stored cursor until the stream ends or a change is refused.
+    /// One stream: from the stored cursor until the stream ends or a change is refused. Each
+    /// message is received and verified ([`Inbound::verify`]), then what verified is applied
+    /// ([`Inbound::apply`]); a refusal ends the stream after what verified before it.
     async fn session(
         &self,
         client: &mut FederationServiceClient<Channel>,
@@ -350,8 +352,6 @@ impl Inbound {
         progressed: &mut bool,
     ) -> Result<(), ExchangeError> {
         let mut cursor = self.feed.cursor(owner).await?;
-        let transport =
-            |s: tonic::Status| ExchangeError::Transport(format!("{:?}: {}", s.code(), s.message()));
         let mut stream = client
             .pull_changes(pb::PullChangesRequest {
                 owner: owner.to_string(),
@@ -365,113 +365,160 @@ impl Inbound {
         let mut signer: Option<VerifiedSigner> = None;
         // What this party may hold of the owner's records (read when first needed).
         let mut view: Option<SharingView> = None;
-        let idle_limit = self.idle_limit;
-        let silent = || {
-            ExchangeError::Transport(format!(
-                "no message from the peer for {} ms (it sends a heartbeat every 10 s): stream closed",
-                idle_limit.as_millis()
-            ))
-        };
-        while let Some(msg) = tokio::time::timeout(idle_limit, stream.message())
-            .await
-            .map_err(|_| silent())?
-            .map_err(transport)?
-        {
-            self.membership
-                .seen(owner, &msg.membership_sha256, crate::domain::now_micros());
-            if !msg.signer_certificate.is_empty() {
-                signer = Some(self.verifier.check_signer(&msg.signer_certificate, owner)?);
-                self.update(owner, |s| s.connected = true);
-            }
-            let Some(signer) = signer.as_ref() else {
-                return Err(ExchangeError::Refused(
-                    "changes arrived before the signer certificate".into(),
-                ));
-            };
-            let changes = Arc::new(msg.changes);
-            let manifest = match msg.manifest {
-                Some(signed) => Some(Arc::new(self.open_manifest(
-                    signer,
+        while let Some(msg) = self.next_message(&mut stream).await? {
+            let head_seq = msg.head_seq;
+            let verified = self.verify(owner, msg, &mut signer, &mut cursor).await?;
+            if !verified.batch.is_empty() {
+                self.apply(
                     owner,
-                    signed,
-                    changes.len(),
-                )?)),
-                None => None,
-            };
-            let authenticated = authenticate_all(
-                self.verifier.clone(),
-                signer.clone(),
-                changes.clone(),
-                manifest.clone(),
-            )
-            .await;
-            let mut batch = Vec::with_capacity(changes.len());
-            let mut refusal = None;
-            for (signed, authenticated) in changes.iter().zip(authenticated) {
-                let checked = authenticated.and_then(|(scheme, envelope)| {
-                    self.accept(signer, owner, cursor, signed, scheme, envelope)
-                });
-                match checked {
-                    Ok(change) => {
-                        cursor = change.seq;
-                        batch.push(change);
-                    }
-                    Err(e) => {
-                        refusal = Some(e);
-                        break;
-                    }
-                }
-            }
-            // Apply what verified before a refusal: the stream restarts after it.
-            if !batch.is_empty() {
-                let n = batch.len() as u64;
-                let answers = batch.iter().any(|c| {
-                    c.record
-                        .as_ref()
-                        .is_some_and(|r| r.kind == RecordKind::ReferralResponse)
-                });
-                // Each part ends at a change of the owner's catalog or grants, after which
-                // what this party may keep is read anew.
-                let mut applied = cursor;
-                for part in split_at_governance(batch) {
-                    let governs = part.last().is_some_and(governs_sharing);
-                    let part = self.keep_only_granted(owner, part, &mut view).await?;
-                    applied = self
-                        .feed
-                        .apply(ReplicaBatch {
-                            owner: owner.to_string(),
-                            signer: (signer.fingerprint.clone(), signer.der.clone()),
-                            changes: part,
-                            manifest: manifest.as_ref().map(|m| m.signed.clone()),
-                            received: now_micros(),
-                        })
-                        .await?;
-                    if governs {
-                        view = None;
-                    }
-                }
+                    verified.signer,
+                    verified.batch,
+                    verified.manifest,
+                    &mut view,
+                )
+                .await?;
                 *progressed = true;
-                if answers {
-                    // An accepted referral of ours makes our original project REFERRED.
-                    if let Err(e) = self.records.settle_referrals().await {
-                        tracing::warn!(error = %e, "settling referrals failed; retried on the next answer or restart");
-                    }
-                }
-                self.update(owner, |s| {
-                    s.cursor = applied;
-                    s.applied += n;
-                    s.last_applied_at = Some(now_micros());
-                    s.last_error = None;
-                });
             }
-            if let Some(e) = refusal {
+            if let Some(e) = verified.refusal {
                 return Err(e);
             }
             self.update(owner, |s| {
-                s.head_seq = msg.head_seq;
+                s.head_seq = head_seq;
                 s.cursor = cursor;
             });
         }
+        Ok(())
+    }
+
+    /// The next message of a stream, `None` at its end; a peer silent for longer than the
+    /// idle limit ends the stream with an error.
+    async fn next_message(
+        &self,
+        stream: &mut tonic::Streaming<pb::PullChangesResponse>,
+    ) -> Result<Option<pb::PullChangesResponse>, ExchangeError> {
+        let idle_limit = self.idle_limit;
+        tokio::time::timeout(idle_limit, stream.message())
+            .await
+            .map_err(|_| {
+                ExchangeError::Transport(format!(
+                    "no message from the peer for {} ms (it sends a heartbeat every 10 s): stream closed",
+                    idle_limit.as_millis()
+                ))
+            })?
+            .map_err(transport)
+    }
+
+    /// Receives one message: notes the owner's membership digest, checks a new signer
+    /// certificate, opens the batch manifest, and verifies the changes in order until one is
+    /// refused. `cursor` moves past every change that verified.
+    async fn verify(
+        &self,
+        owner: &str,
+        msg: pb::PullChangesResponse,
+        signer: &mut Option<VerifiedSigner>,
+        cursor: &mut u64,
+    ) -> Result<Verified, ExchangeError> {
+        self.membership
+            .seen(owner, &msg.membership_sha256, crate::domain::now_micros());
+        if !msg.signer_certificate.is_empty() {
+            *signer = Some(self.verifier.check_signer(&msg.signer_certificate, owner)?);
+            self.update(owner, |s| s.connected = true);
+        }
+        let Some(signer) = signer.clone() else {
+            return Err(ExchangeError::Refused(
+                "changes arrived before the signer certificate".into(),
+            ));
+        };
+        let changes = Arc::new(msg.changes);
+        let manifest = match msg.manifest {
+            Some(signed) => Some(Arc::new(self.open_manifest(
+                &signer,
+                owner,
+                signed,
+                changes.len(),
+            )?)),
+            None => None,
+        };
+        let authenticated = authenticate_all(
+            self.verifier.clone(),
+            signer.clone(),
+            changes.clone(),
+            manifest.clone(),
+        )
+        .await;
+        let mut batch = Vec::with_capacity(changes.len());
+        let mut refusal = None;
+        for (signed, authenticated) in changes.iter().zip(authenticated) {
+            let checked = authenticated.and_then(|(scheme, envelope)| {
+                self.accept(&signer, owner, *cursor, signed, scheme, envelope)
+            });
+            match checked {
+                Ok(change) => {
+                    *cursor = change.seq;
+                    batch.push(change);
+                }
+                Err(e) => {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(Verified {
+            signer,
+            batch,
+            manifest,
+            refusal,
+        })
+    }
+
+    /// Applies verified changes of `owner` with their evidence and the cursor, in parts that
+    /// end at a change of the owner's catalog or grants (after which what this party may keep
+    /// is read anew), then settles referrals the batch answered.
+    async fn apply(
+        &self,
+        owner: &str,
+        signer: VerifiedSigner,
+        batch: Vec<ReplicaChange>,
+        manifest: Option<Arc<OpenManifest>>,
+        view: &mut Option<SharingView>,
+    ) -> Result<(), ExchangeError> {
+        let n = batch.len() as u64;
+        let answers = batch.iter().any(|c| {
+            c.record
+                .as_ref()
+                .is_some_and(|r| r.kind == RecordKind::ReferralResponse)
+        });
+        // The last verified change, until the store says what it applied.
+        let mut applied = batch.last().map_or(0, |c| c.seq);
+        for part in split_at_governance(batch) {
+            let governs = part.last().is_some_and(governs_sharing);
+            let part = self.keep_only_granted(owner, part, view).await?;
+            applied = self
+                .feed
+                .apply(ReplicaBatch {
+                    owner: owner.to_string(),
+                    signer: (signer.fingerprint.clone(), signer.der.clone()),
+                    changes: part,
+                    manifest: manifest.as_ref().map(|m| m.signed.clone()),
+                    received: now_micros(),
+                })
+                .await?;
+            if governs {
+                *view = None;
+            }
+        }
+        if answers {
+            // An accepted referral of ours makes our original project REFERRED.
+            if let Err(e) = self.records.settle_referrals().await {
+                tracing::warn!(error = %e, "settling referrals failed; retried on the next answer or restart");
+            }
+        }
+        self.update(owner, |s| {
+            s.cursor = applied;
+            s.applied += n;
+            s.last_applied_at = Some(now_micros());
+            s.last_error = None;
+        });
         Ok(())
     }
 
@@ -634,6 +681,21 @@ pub(crate) fn record_of(
         std::str::from_utf8(&envelope.record_json).map_err(|_| "record body is not UTF-8")?;
     let record = records.replica(kind, owner, id, envelope.revision, body)?;
     Ok((time, Some(record)))
+}
+
+/// A gRPC error of the pull stream as the transport failure it is.
+fn transport(s: tonic::Status) -> ExchangeError {
+    ExchangeError::Transport(format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// What one message of a pull stream verified: the changes to apply (in order, up to the first
+/// refused one), the signer and manifest that cover them, and the refusal that stopped the
+/// verification, if one did.
+struct Verified {
+    signer: VerifiedSigner,
+    batch: Vec<ReplicaChange>,
+    manifest: Option<Arc<OpenManifest>>,
+    refusal: Option<ExchangeError>,
 }
 
 /// Whether a change is one of the owner's catalog entries or answers: what this party may hold

@@ -33,6 +33,19 @@ pub const BATCH: usize = 256;
 /// A commit it was not told about still goes out with the next heartbeat.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// The sending side of one peer's stream.
+type Responses = mpsc::Sender<Result<pb::PullChangesResponse, ExchangeError>>;
+
+/// One response's worth of changes, sealed for a peer.
+struct Batch {
+    /// The sequence of the last change read (sent or filtered out): the cursor moves there.
+    last: Option<u64>,
+    signed: Vec<pb::SignedChange>,
+    manifest: Option<pb::SignedManifest>,
+    /// The owner's head when the batch was read.
+    head_seq: u64,
+}
+
 /// Serves this party's change log to peers.
 #[derive(Clone)]
 pub struct Outbound {
@@ -182,98 +195,119 @@ impl Outbound {
         self.membership
             .seen(&peer, peer_membership, crate::domain::now_micros());
         let (tx, rx) = mpsc::channel(2);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let owner = this.party.clone();
-            let feed = this.feed.clone();
-            let mut changed = feed.subscribe();
-            let mut stop = this.stop.clone();
-            // A party removed or suspended while its stream is open is sent nothing more.
-            let mut members = this.membership.members().clone();
-            let mut members_fixed = false;
-            let mut cursor = after;
-            let mut first = true;
-            // One signer per stream: the certificate sent first must match every signature.
-            let signer = this.tls.borrow().signer.clone();
-            // When the last response went: the heartbeat is due HEARTBEAT after it, however
-            // often commit notices (of other owners' changes too) wake the stream meanwhile.
-            let mut sent_at = tokio::time::Instant::now();
-            tracing::info!(peer = %peer, after, manifests, "peer stream opened");
-            // The peer said how much of this party's log it holds: one peer fewer to ask
-            // after a restore; one that holds more than the head holds writes.
-            if let Ok(head) = feed.last_seq(&owner).await {
-                feed.checked(&peer);
-                if after > head {
-                    if feed.mark_behind(&peer, after, head) {
-                        tracing::error!(
-                            peer = %peer, peer_seq = after, head,
-                            "a peer holds more of this party's change log than this store: \
-                             writes are held until the missing changes are taken back"
-                        );
-                    }
-                    let _ = tx
-                        .send(Err(ExchangeError::Behind {
-                            peer_seq: after,
-                            head,
-                        }))
-                        .await;
-                    return;
-                }
-            }
-            loop {
-                if !members.current().is_active(&peer) {
-                    tracing::warn!(peer = %peer, cursor, "peer removed from the party list or suspended: its stream ends");
-                    let _ = tx.send(Err(ExchangeError::NotMember(peer.clone()))).await;
-                    return;
-                }
-                let result = async {
-                    let changes = feed.changes(&owner, cursor, BATCH).await?;
-                    let head_seq = feed.last_seq(&owner).await?;
-                    let last = changes.last().map(|c| c.seq);
-                    let (signed, manifest) = this.seal(&signer, &peer, changes, manifests).await?;
-                    Ok::<_, ExchangeError>((last, signed, manifest, head_seq))
-                }
-                .await;
-                let (last, signed, manifest, head_seq) = match result {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(peer = %peer, error = %e, "peer stream failed");
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                if signed.is_empty() && !first && sent_at.elapsed() < HEARTBEAT {
-                    tokio::select! {
-                        _ = changed.changed() => {}
-                        _ = tokio::time::sleep_until(sent_at + HEARTBEAT) => {}
-                        _ = stop.wait_for(|s| *s) => break,
-                        _ = tx.closed() => break,
-                        c = members.changed(), if !members_fixed => members_fixed = !c,
-                    }
-                    continue;
-                }
-                sent_at = tokio::time::Instant::now();
-                let response = pb::PullChangesResponse {
-                    signer_certificate: if first {
-                        signer.certificate().to_vec()
-                    } else {
-                        Vec::new()
-                    },
-                    changes: signed,
-                    head_seq,
-                    manifest,
-                    membership_sha256: this.membership.own().to_vec(),
-                };
-                first = false;
-                if tx.send(Ok(response)).await.is_err() {
-                    break;
-                }
-                if let Some(last) = last {
-                    cursor = last;
-                }
-            }
-            tracing::info!(peer = %peer, cursor, "peer stream closed");
-        });
+        tokio::spawn(self.clone().send_changes(peer, after, manifests, tx));
         ReceiverStream::new(rx)
+    }
+
+    /// The task behind one peer's stream: checks what the peer says it holds, then sends
+    /// batches of changes (or a heartbeat) until the peer goes, leaves the federation, or the
+    /// gateway stops.
+    async fn send_changes(self, peer: String, after: u64, manifests: bool, tx: Responses) {
+        let mut changed = self.feed.subscribe();
+        let mut stop = self.stop.clone();
+        // A party removed or suspended while its stream is open is sent nothing more.
+        let mut members = self.membership.members().clone();
+        let mut members_fixed = false;
+        let mut cursor = after;
+        let mut first = true;
+        // One signer per stream: the certificate sent first must match every signature.
+        let signer = self.tls.borrow().signer.clone();
+        // When the last response went: the heartbeat is due HEARTBEAT after it, however
+        // often commit notices (of other owners' changes too) wake the stream meanwhile.
+        let mut sent_at = tokio::time::Instant::now();
+        tracing::info!(peer = %peer, after, manifests, "peer stream opened");
+        if let Err(e) = self.peer_not_ahead(&peer, after).await {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        loop {
+            if !members.current().is_active(&peer) {
+                tracing::warn!(peer = %peer, cursor, "peer removed from the party list or suspended: its stream ends");
+                let _ = tx.send(Err(ExchangeError::NotMember(peer.clone()))).await;
+                return;
+            }
+            let batch = match self.next_batch(&signer, &peer, cursor, manifests).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(peer = %peer, error = %e, "peer stream failed");
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            if batch.signed.is_empty() && !first && sent_at.elapsed() < HEARTBEAT {
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = tokio::time::sleep_until(sent_at + HEARTBEAT) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                    _ = tx.closed() => break,
+                    c = members.changed(), if !members_fixed => members_fixed = !c,
+                }
+                continue;
+            }
+            sent_at = tokio::time::Instant::now();
+            let response = pb::PullChangesResponse {
+                signer_certificate: if first {
+                    signer.certificate().to_vec()
+                } else {
+                    Vec::new()
+                },
+                changes: batch.signed,
+                head_seq: batch.head_seq,
+                manifest: batch.manifest,
+                membership_sha256: self.membership.own().to_vec(),
+            };
+            first = false;
+            if tx.send(Ok(response)).await.is_err() {
+                break;
+            }
+            if let Some(last) = batch.last {
+                cursor = last;
+            }
+        }
+        tracing::info!(peer = %peer, cursor, "peer stream closed");
+    }
+
+    /// The peer said how much of this party's log it holds: one peer fewer to ask after a
+    /// restore; one that holds more than the head holds writes (`Behind`).
+    async fn peer_not_ahead(&self, peer: &str, after: u64) -> Result<(), ExchangeError> {
+        let Ok(head) = self.feed.last_seq(&self.party).await else {
+            return Ok(());
+        };
+        self.feed.checked(peer);
+        if after <= head {
+            return Ok(());
+        }
+        if self.feed.mark_behind(peer, after, head) {
+            tracing::error!(
+                peer = %peer, peer_seq = after, head,
+                "a peer holds more of this party's change log than this store: \
+                 writes are held until the missing changes are taken back"
+            );
+        }
+        Err(ExchangeError::Behind {
+            peer_seq: after,
+            head,
+        })
+    }
+
+    /// The changes after `cursor` (at most [`BATCH`]), filtered and signed for `peer`, with
+    /// the owner's head.
+    async fn next_batch(
+        &self,
+        signer: &Arc<ChangeSigner>,
+        peer: &str,
+        cursor: u64,
+        manifests: bool,
+    ) -> Result<Batch, ExchangeError> {
+        let changes = self.feed.changes(&self.party, cursor, BATCH).await?;
+        let head_seq = self.feed.last_seq(&self.party).await?;
+        let last = changes.last().map(|c| c.seq);
+        let (signed, manifest) = self.seal(signer, peer, changes, manifests).await?;
+        Ok(Batch {
+            last,
+            signed,
+            manifest,
+            head_seq,
+        })
     }
 }

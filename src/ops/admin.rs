@@ -90,6 +90,17 @@ fn expiry(not_after: i64) -> String {
 
 async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
     let mut h = String::new();
+    summary(&mut h, &state);
+    federation(&mut h, &state);
+    peers(&mut h, &state);
+    certificates_and_errors(&mut h, &state);
+    h.push_str("</table><p><a href=/metrics>/metrics</a> · <a href=/healthz>/healthz</a></p>");
+    Html(h)
+}
+
+/// The page's head and its first paragraphs: health, store, calls, the audit trail, overdue
+/// access requests, erasures, and whether this party's own change log is whole.
+fn summary(h: &mut String, state: &OpsState) {
     let serving = state.serving.load(Ordering::Relaxed);
     let _ = write!(
         h,
@@ -143,6 +154,10 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             ),
         },
     );
+}
+
+/// The federation's parties, the digest of the party list and what each peer showed.
+fn federation(h: &mut String, state: &OpsState) {
     h.push_str("<h2>Federation</h2>");
     h.push_str(&reload_status(&state.reloads.status()));
     h.push_str(
@@ -187,6 +202,10 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             when(v.seen_at)
         );
     }
+}
+
+/// Replication into this gateway, a row per peer: stream, cursor, lag, refusals, last error.
+fn peers(h: &mut String, state: &OpsState) {
     h.push_str("</table><h2>Peers (replication into this gateway)</h2><table><tr><th>peer</th><th>stream</th><th>applied up to</th><th>peer head</th><th>lag (changes)</th><th>last applied</th><th>applied</th><th>refused</th><th>last error</th></tr>");
     let peers = state.peers.lock().map(|p| p.clone()).unwrap_or_default();
     if peers.is_empty() {
@@ -217,6 +236,11 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
             esc(s.last_error.as_deref().unwrap_or("")),
         );
     }
+}
+
+/// When the gateway certificate and the CA expire, and the recent errors (the table is
+/// closed by the caller).
+fn certificates_and_errors(h: &mut String, state: &OpsState) {
     let (cert, ca) = {
         let tls = state.tls.borrow();
         (tls.cert_not_after, tls.ca_not_after)
@@ -235,8 +259,6 @@ async fn status_page(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
     for (at, text) in recent {
         let _ = write!(h, "<tr><td>{}</td><td>{}</td></tr>", when(at), esc(&text));
     }
-    h.push_str("</table><p><a href=/metrics>/metrics</a> · <a href=/healthz>/healthz</a></p>");
-    Html(h)
 }
 
 /// What the readings of the configuration file did, as a paragraph of the status page.

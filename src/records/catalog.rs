@@ -195,61 +195,68 @@ impl CatalogEntry {
             );
         }
         for (i, item) in self.items.iter().enumerate().take(MAX_ITEMS) {
-            let g = |name: &str| format!("{prefix}.items[{i}].{name}");
-            check_field_path(v, &g("field"), &item.field);
-            if self.items[..i].iter().any(|o| o.field == item.field) {
-                v.add(g("field"), format!("`{}` is listed twice", item.field));
-            }
-            check_text(v, &g("type"), &item.data_type, 64, false);
-            check_text(v, &g("description"), &item.description, 1000, false);
-            check_text(v, &g("legal_basis"), &item.legal_basis, 1000, false);
-            let own_basis = item.sharing_class == SharingClass::NotShared;
-            if own_basis && item.legal_basis.trim().is_empty() {
+            self.validate_item(prefix, i, item, v);
+        }
+    }
+
+    /// The `i`th data item: its field path (once in the entry), texts, a legal basis when it
+    /// is NOT_SHARED, a class of its own only for a field that can be withheld alone, and
+    /// `open_to` only on a CONDITIONAL item, each party once.
+    fn validate_item(&self, prefix: &str, i: usize, item: &DataItem, v: &mut Violations) {
+        let g = |name: &str| format!("{prefix}.items[{i}].{name}");
+        check_field_path(v, &g("field"), &item.field);
+        if self.items[..i].iter().any(|o| o.field == item.field) {
+            v.add(g("field"), format!("`{}` is listed twice", item.field));
+        }
+        check_text(v, &g("type"), &item.data_type, 64, false);
+        check_text(v, &g("description"), &item.description, 1000, false);
+        check_text(v, &g("legal_basis"), &item.legal_basis, 1000, false);
+        let own_basis = item.sharing_class == SharingClass::NotShared;
+        if own_basis && item.legal_basis.trim().is_empty() {
+            v.add(
+                g("legal_basis"),
+                "is required when the item is NOT_SHARED: name the law or regulation",
+            );
+        }
+        let restricts = matches!(
+            item.sharing_class,
+            SharingClass::Conditional | SharingClass::NotShared
+        ) && item.sharing_class != self.sharing_class;
+        if let Some(kind) = self
+            .record_kind
+            .filter(|k| restricts && RecordKind::GOVERNED.contains(k))
+        {
+            if !restrictable(kind, &item.field) {
                 v.add(
-                    g("legal_basis"),
-                    "is required when the item is NOT_SHARED: name the law or regulation",
+                    g("sharing_class"),
+                    format!(
+                        "`{}` cannot be withheld from a {} record on its own (only the whole entry can be {}); fields that can: {}",
+                        item.field,
+                        kind.as_str(),
+                        class_name(item.sharing_class),
+                        restrictable_fields(kind).join(", ")
+                    ),
                 );
             }
-            let restricts = matches!(
-                item.sharing_class,
-                SharingClass::Conditional | SharingClass::NotShared
-            ) && item.sharing_class != self.sharing_class;
-            if let Some(kind) = self
-                .record_kind
-                .filter(|k| restricts && RecordKind::GOVERNED.contains(k))
-            {
-                if !restrictable(kind, &item.field) {
-                    v.add(
-                        g("sharing_class"),
-                        format!(
-                            "`{}` cannot be withheld from a {} record on its own (only the whole entry can be {}); fields that can: {}",
-                            item.field,
-                            kind.as_str(),
-                            class_name(item.sharing_class),
-                            restrictable_fields(kind).join(", ")
-                        ),
-                    );
-                }
-            }
-            if !item.open_to.is_empty() && self.class_of(item) != SharingClass::Conditional {
+        }
+        if !item.open_to.is_empty() && self.class_of(item) != SharingClass::Conditional {
+            v.add(
+                g("open_to"),
+                "applies to CONDITIONAL items only: other items are shared with everyone or no one",
+            );
+        }
+        if item.open_to.len() > MAX_OPEN_TO {
+            v.add(
+                g("open_to"),
+                format!("names more than {MAX_OPEN_TO} parties"),
+            );
+        }
+        for (j, party) in item.open_to.iter().enumerate().take(MAX_OPEN_TO) {
+            if item.open_to[..j].contains(party) {
                 v.add(
-                    g("open_to"),
-                    "applies to CONDITIONAL items only: other items are shared with everyone or no one",
+                    format!("{prefix}.items[{i}].open_to[{j}]"),
+                    format!("`{party}` is named twice"),
                 );
-            }
-            if item.open_to.len() > MAX_OPEN_TO {
-                v.add(
-                    g("open_to"),
-                    format!("names more than {MAX_OPEN_TO} parties"),
-                );
-            }
-            for (j, party) in item.open_to.iter().enumerate().take(MAX_OPEN_TO) {
-                if item.open_to[..j].contains(party) {
-                    v.add(
-                        format!("{prefix}.items[{i}].open_to[{j}]"),
-                        format!("`{party}` is named twice"),
-                    );
-                }
             }
         }
     }

@@ -89,27 +89,7 @@ pub fn derive(
         .map(String::as_str)
         .collect();
 
-    // The one counting decision per (round, party), chosen independently of arrival order.
-    let mut counting: BTreeMap<(i32, &str), &Decision> = BTreeMap::new();
-    let mut superseded = BTreeSet::new();
-    for d in decisions.iter().filter(|d| d.allocation == name) {
-        let eligible = required.contains(d.owner.as_str())
-            && d.create_time <= cutoff
-            && d.round >= 1
-            && d.verdict != Verdict::Unspecified;
-        if !eligible {
-            superseded.insert(d.id);
-            continue;
-        }
-        let slot = counting.entry((d.round, d.owner.as_str())).or_insert(d);
-        if (d.create_time, d.id) < (slot.create_time, slot.id) {
-            superseded.insert(slot.id);
-            *slot = d;
-        } else if slot.id != d.id {
-            superseded.insert(d.id);
-        }
-    }
-
+    let (counting, mut superseded) = counting_decisions(&name, decisions, &required, cutoff);
     let mut round = 1;
     let mut quantity = allocation.quantity.clone();
     let mut shares = allocation.benefit_shares.clone();
@@ -149,13 +129,7 @@ pub fn derive(
         if !required.is_empty() && approved == required {
             break AllocationStatus::Agreed;
         }
-        break if allocation.withdraw_time.is_some() {
-            AllocationStatus::Withdrawn
-        } else if now > allocation.valid_until {
-            AllocationStatus::Expired
-        } else {
-            AllocationStatus::Proposed
-        };
+        break unsettled(allocation, now);
     };
     for ((r, _), d) in &counting {
         if *r > round {
@@ -169,6 +143,50 @@ pub fn derive(
         shares,
         superseded,
     }
+}
+
+/// The status of a negotiation no round of which settled: withdrawn by the proposer, expired
+/// past its valid-until, or still proposed.
+fn unsettled(allocation: &Allocation, now: i64) -> AllocationStatus {
+    if allocation.withdraw_time.is_some() {
+        AllocationStatus::Withdrawn
+    } else if now > allocation.valid_until {
+        AllocationStatus::Expired
+    } else {
+        AllocationStatus::Proposed
+    }
+}
+
+/// The one counting decision per (round, party), chosen independently of arrival order (the
+/// earliest, ties broken by id), and the decisions that do not count: from a party whose
+/// approval is not required, made after the cutoff (withdrawal or expiry), without a round
+/// or a verdict, or later than the counting one.
+fn counting_decisions<'a>(
+    name: &str,
+    decisions: &'a [Decision],
+    required: &BTreeSet<&str>,
+    cutoff: i64,
+) -> (BTreeMap<(i32, &'a str), &'a Decision>, BTreeSet<Uuid>) {
+    let mut counting: BTreeMap<(i32, &str), &Decision> = BTreeMap::new();
+    let mut superseded = BTreeSet::new();
+    for d in decisions.iter().filter(|d| d.allocation == name) {
+        let eligible = required.contains(d.owner.as_str())
+            && d.create_time <= cutoff
+            && d.round >= 1
+            && d.verdict != Verdict::Unspecified;
+        if !eligible {
+            superseded.insert(d.id);
+            continue;
+        }
+        let slot = counting.entry((d.round, d.owner.as_str())).or_insert(d);
+        if (d.create_time, d.id) < (slot.create_time, slot.id) {
+            superseded.insert(slot.id);
+            *slot = d;
+        } else if slot.id != d.id {
+            superseded.insert(d.id);
+        }
+    }
+    (counting, superseded)
 }
 
 #[cfg(test)]

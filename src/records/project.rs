@@ -260,6 +260,14 @@ impl Project {
             );
         }
         check_text(v, &f("service_officer"), &self.service_officer, 100, false);
+        self.validate_checklist(prefix, v);
+        self.validate_labels(prefix, v);
+    }
+
+    /// The approval checklist (一项目一清单): at most so many items, each with an item and a
+    /// department, and a due date that is a date.
+    fn validate_checklist(&self, prefix: &str, v: &mut Violations) {
+        let f = |name: &str| format!("{prefix}.{name}");
         if self.checklist.len() > MAX_CHECKLIST_ITEMS {
             v.add(
                 f("checklist"),
@@ -276,6 +284,11 @@ impl Project {
                 }
             }
         }
+    }
+
+    /// Free labels: at most so many, keys of a-z, 0-9, '_' and '-', values of bounded length.
+    fn validate_labels(&self, prefix: &str, v: &mut Violations) {
+        let f = |name: &str| format!("{prefix}.{name}");
         if self.labels.len() > MAX_LABELS {
             v.add(f("labels"), format!("has more than {MAX_LABELS} labels"));
         }

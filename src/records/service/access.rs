@@ -12,7 +12,7 @@ use crate::records::{
     AccessAnswer, AccessOutcome, AccessRequest, AccessState, CatalogEntry, DeletionReceipt,
     RecordError, ResourceName, SharingClass, Violations, check_text,
 };
-use crate::store::{ListQuery, StoreError, StoredRecord};
+use crate::store::{Idempotency, ListQuery, StoreError, StoredRecord};
 
 /// Filters of `ListAccessRequests`.
 #[derive(Debug, Clone, Default)]
@@ -65,47 +65,12 @@ impl Records {
             return self.access_view(decode(&first)?).await;
         }
         request.validate("access_request", &mut v);
-        let entry_name = match ResourceName::parse(&request.entry, RecordKind::CatalogEntry) {
-            Ok(n) if n.owner == self.party => {
-                v.add("access_request.entry", "is this party's own entry");
-                None
-            }
-            Ok(n) => Some(n),
-            Err(e) => {
-                if !request.entry.is_empty() {
-                    v.add("access_request.entry", e);
-                }
-                None
-            }
-        };
-        let Some(entry_name) = entry_name else {
+        let Some(entry_name) = self.entry_asked(&request, &mut v) else {
             return Err(RecordError::Invalid(v));
         };
         let entry: CatalogEntry = self.fetch(&entry_name).await?;
-        let mut not_shared = Vec::new();
-        let mut all_unconditional = true;
-        for (i, field) in request.items.iter().enumerate().take(MAX_ITEMS) {
-            match entry.items.iter().find(|item| &item.field == field) {
-                None => v.add(
-                    format!("access_request.items[{i}]"),
-                    format!("`{field}` is not an item of {entry_name}"),
-                ),
-                Some(item) => match entry.class_of(item) {
-                    SharingClass::NotShared => {
-                        let basis = if item.legal_basis.is_empty() {
-                            &entry.legal_basis
-                        } else {
-                            &item.legal_basis
-                        };
-                        not_shared.push(format!("`{field}` ({basis})"));
-                    }
-                    SharingClass::Conditional | SharingClass::Unspecified => {
-                        all_unconditional = false
-                    }
-                    SharingClass::Unconditional => {}
-                },
-            }
-        }
+        let (not_shared, all_unconditional) =
+            classes_asked(&entry, &entry_name, &request.items, &mut v);
         v.into_result()?;
         if !not_shared.is_empty() {
             return Err(RecordError::Precondition {
@@ -140,6 +105,23 @@ impl Records {
             .await?
             .or_first(request)?;
         self.access_view(written).await
+    }
+
+    /// The catalog entry a request names, when it parses and is another party's.
+    fn entry_asked(&self, request: &AccessRequest, v: &mut Violations) -> Option<ResourceName> {
+        match ResourceName::parse(&request.entry, RecordKind::CatalogEntry) {
+            Ok(n) if n.owner == self.party => {
+                v.add("access_request.entry", "is this party's own entry");
+                None
+            }
+            Ok(n) => Some(n),
+            Err(e) => {
+                if !request.entry.is_empty() {
+                    v.add("access_request.entry", e);
+                }
+                None
+            }
+        }
     }
 
     /// Reads one request this party made, received or (as coordinator) holds.
@@ -188,7 +170,9 @@ impl Records {
         .await
     }
 
-    /// The provider's answer to a request made to this party.
+    /// The provider's answer to a request made to this party: the answer is validated
+    /// against the request ([`Records::validate_answer`]), the transition checked
+    /// ([`Records::may_answer`]), and the answer written ([`Records::write_answer`]).
     pub async fn answer_access_request(
         &self,
         answer: Answer,
@@ -206,7 +190,24 @@ impl Records {
             return Err(RecordError::Invalid(v));
         };
         let view = self.get_access_request(&name.to_string()).await?;
-        let request = &view.request;
+        self.validate_answer(&name, &answer, &view.request, &mut v)?;
+        v.into_result()?;
+        may_answer(&name, &view)?;
+        self.write_answer(answer, &name, &view.request, key?, meta)
+            .await?;
+        self.get_access_request(&name.to_string()).await
+    }
+
+    /// An answer checked against its request: only the provider answers (`NOT_PROVIDER`,
+    /// before anything else is looked at), and it grants only requested items for at most the
+    /// days requested (field violations).
+    fn validate_answer(
+        &self,
+        name: &ResourceName,
+        answer: &Answer,
+        request: &AccessRequest,
+        v: &mut Violations,
+    ) -> Result<(), RecordError> {
         if request.provider != self.party {
             return Err(RecordError::Denied {
                 reason: "NOT_PROVIDER",
@@ -236,24 +237,20 @@ impl Records {
                 ),
             );
         }
-        v.into_result()?;
-        match view.outcome.state {
-            AccessState::Withdrawn => {
-                return Err(RecordError::Precondition {
-                    reason: "WITHDRAWN",
-                    message: format!("{name} was withdrawn by {}", request.owner),
-                });
-            }
-            AccessState::Approved if request.granted_at_once => {
-                return Err(RecordError::Precondition {
-                    reason: "GRANTED_AT_ONCE",
-                    message: format!(
-                        "{name} names only unconditional items and was granted at once"
-                    ),
-                });
-            }
-            _ => {}
-        }
+        Ok(())
+    }
+
+    /// Writes the provider's answer, at most one per request (a second is
+    /// `ALREADY_ANSWERED`), with the call's audit event naming the request. An approval
+    /// without items grants every requested item; 0 days means the days requested.
+    async fn write_answer(
+        &self,
+        answer: Answer,
+        name: &ResourceName,
+        request: &AccessRequest,
+        key: Idempotency,
+        meta: WriteMeta,
+    ) -> Result<(), RecordError> {
         let now = self.now();
         let days = match answer.validity_days {
             0 => request.validity_days,
@@ -288,7 +285,7 @@ impl Records {
             None,
             vec![],
             Some(unique),
-            key?,
+            key,
             now,
             audit,
         )
@@ -300,7 +297,7 @@ impl Records {
             },
             other => other,
         })?;
-        self.get_access_request(&name.to_string()).await
+        Ok(())
     }
 
     /// Ends a grant this party (the provider) gave, before it expires. The reason is required;
@@ -543,6 +540,55 @@ fn request_name(name: &str, v: &mut Violations) -> Option<ResourceName> {
     ResourceName::parse(name, RecordKind::AccessRequest)
         .map_err(|e| v.add("name", e))
         .ok()
+}
+
+/// The classes of the items a request asks for: the NOT_SHARED ones with their legal basis,
+/// and whether every one is UNCONDITIONAL. An item the entry does not have is a violation.
+fn classes_asked(
+    entry: &CatalogEntry,
+    entry_name: &ResourceName,
+    items: &[String],
+    v: &mut Violations,
+) -> (Vec<String>, bool) {
+    let mut not_shared = Vec::new();
+    let mut all_unconditional = true;
+    for (i, field) in items.iter().enumerate().take(MAX_ITEMS) {
+        match entry.items.iter().find(|item| &item.field == field) {
+            None => v.add(
+                format!("access_request.items[{i}]"),
+                format!("`{field}` is not an item of {entry_name}"),
+            ),
+            Some(item) => match entry.class_of(item) {
+                SharingClass::NotShared => {
+                    let basis = if item.legal_basis.is_empty() {
+                        &entry.legal_basis
+                    } else {
+                        &item.legal_basis
+                    };
+                    not_shared.push(format!("`{field}` ({basis})"));
+                }
+                SharingClass::Conditional | SharingClass::Unspecified => all_unconditional = false,
+                SharingClass::Unconditional => {}
+            },
+        }
+    }
+    (not_shared, all_unconditional)
+}
+
+/// Whether a request can be answered as it stands: not once withdrawn, and not when it named
+/// only unconditional items and was granted at once.
+fn may_answer(name: &ResourceName, view: &AccessView) -> Result<(), RecordError> {
+    match view.outcome.state {
+        AccessState::Withdrawn => Err(RecordError::Precondition {
+            reason: "WITHDRAWN",
+            message: format!("{name} was withdrawn by {}", view.request.owner),
+        }),
+        AccessState::Approved if view.request.granted_at_once => Err(RecordError::Precondition {
+            reason: "GRANTED_AT_ONCE",
+            message: format!("{name} names only unconditional items and was granted at once"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

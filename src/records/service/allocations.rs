@@ -12,7 +12,7 @@ use crate::records::{
     Allocation, AllocationStatus, BenefitShare, FactorKind, RecordError, ResourceName, Violations,
     check_text, etag,
 };
-use crate::store::{IndexFields, ListQuery, StoreError, StoredRecord};
+use crate::store::{Idempotency, IndexFields, ListQuery, StoreError, StoredRecord};
 
 #[derive(Debug, Clone)]
 pub struct AllocationFilter {
@@ -132,7 +132,10 @@ impl Records {
         .await
     }
 
-    /// Records the caller's party's decision on the current round of an allocation.
+    /// Records the caller's party's decision on the current round of an allocation: the
+    /// request is validated ([`validate_decide`], [`Records::validate_counter`]), the
+    /// transition checked against the negotiation as it stands ([`Records::may_decide`]), and
+    /// the decision written ([`Records::write_decision`]).
     pub async fn decide_allocation(
         &self,
         decide: Decide,
@@ -145,70 +148,58 @@ impl Records {
             let view = self.get_allocation(&decision.allocation).await?;
             return Ok((view, decision));
         }
-        let name = match ResourceName::parse(&decide.allocation, RecordKind::Allocation) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                v.add("allocation", e);
-                None
-            }
-        };
-        if decide.round < 1 {
-            v.add(
-                "round",
-                "is required: the round being decided, starting at 1",
-            );
-        }
-        match decide.verdict {
-            Verdict::Unspecified => v.add("verdict", "is required: APPROVE, REJECT or COUNTER"),
-            Verdict::Counter => {
-                if decide.counter_quantity.is_none() && decide.counter_shares.is_none() {
-                    v.add(
-                        "counter_quantity",
-                        "a COUNTER needs a new quantity and/or new benefit shares",
-                    );
-                }
-            }
-            Verdict::Approve | Verdict::Reject => {
-                if decide.counter_quantity.is_some() {
-                    v.add("counter_quantity", "only a COUNTER carries new terms");
-                }
-                if decide.counter_shares.is_some() {
-                    v.add("counter_benefit_shares", "only a COUNTER carries new terms");
-                }
-            }
-        }
-        check_text(&mut v, "comment", &decide.comment, 2000, false);
-        let Some(name) = name else {
+        let Some(name) = validate_decide(&decide, &mut v) else {
             return Err(RecordError::Invalid(v));
         };
         let view = self.get_allocation(&name.to_string()).await?;
-        let alloc = &view.allocation;
-        if decide.verdict == Verdict::Counter {
-            let quantity = decide
-                .counter_quantity
-                .as_deref()
-                .unwrap_or(&view.outcome.quantity);
-            let shares = decide
-                .counter_shares
-                .as_deref()
-                .unwrap_or(&view.outcome.shares);
-            alloc.validate_terms(
-                "counter_quantity",
-                "counter_benefit_shares",
-                quantity,
-                shares,
-                &self.federation(),
-                &mut v,
-            );
-        }
+        self.validate_counter(&decide, &view, &mut v);
         v.into_result()?;
-        if !alloc.required_parties.contains(&self.party) {
+        self.may_decide(&name, &view, decide.round)?;
+        let decision = self.write_decision(decide, &name, key?, meta).await?;
+        let view = self.get_allocation(&name.to_string()).await?;
+        Ok((view, decision))
+    }
+
+    /// The terms a COUNTER leaves, checked as a proposal's would be (what it does not change
+    /// stays as the current round has it).
+    fn validate_counter(&self, decide: &Decide, view: &AllocationView, v: &mut Violations) {
+        if decide.verdict != Verdict::Counter {
+            return;
+        }
+        let quantity = decide
+            .counter_quantity
+            .as_deref()
+            .unwrap_or(&view.outcome.quantity);
+        let shares = decide
+            .counter_shares
+            .as_deref()
+            .unwrap_or(&view.outcome.shares);
+        view.allocation.validate_terms(
+            "counter_quantity",
+            "counter_benefit_shares",
+            quantity,
+            shares,
+            &self.federation(),
+            v,
+        );
+    }
+
+    /// Whether this party may decide `round` of the negotiation as it stands: it must be a
+    /// required party, the negotiation open, the round the current one.
+    fn may_decide(
+        &self,
+        name: &ResourceName,
+        view: &AllocationView,
+        round: i32,
+    ) -> Result<(), RecordError> {
+        let required = &view.allocation.required_parties;
+        if !required.contains(&self.party) {
             return Err(RecordError::Denied {
                 reason: "NOT_REQUIRED_PARTY",
                 message: format!(
                     "{} is not among the parties whose approval {name} requires ({})",
                     self.party,
-                    alloc.required_parties.join(", ")
+                    required.join(", ")
                 ),
             });
         }
@@ -221,15 +212,27 @@ impl Records {
                 ),
             });
         }
-        if decide.round != view.outcome.round {
+        if round != view.outcome.round {
             return Err(RecordError::Precondition {
                 reason: "STALE_ROUND",
                 message: format!(
-                    "{name} is at round {}, not {}; read it again and decide on the current terms",
-                    view.outcome.round, decide.round
+                    "{name} is at round {}, not {round}; read it again and decide on the current terms",
+                    view.outcome.round
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// Writes this party's decision on a round, at most one per party and round (a second is
+    /// `ALREADY_DECIDED`), with the call's audit event; a retry answers the first decision.
+    async fn write_decision(
+        &self,
+        decide: Decide,
+        name: &ResourceName,
+        key: Idempotency,
+        meta: WriteMeta,
+    ) -> Result<Decision, RecordError> {
         let now = self.now();
         let decision = Decision {
             id: Uuid::now_v7(),
@@ -246,8 +249,7 @@ impl Records {
         };
         let unique = format!("decision|{name}|{}|{}", decide.round, self.party);
         let stored = decision_stored(&decision)?;
-        let decision = self
-            .write_new_about(stored, &name, Some(unique), key?, now, meta.audit)
+        self.write_new_about(stored, name, Some(unique), key, now, meta.audit)
             .await
             .map_err(|e| match e {
                 RecordError::Store(StoreError::AlreadyExists) => RecordError::Duplicate {
@@ -259,9 +261,7 @@ impl Records {
                 },
                 other => other,
             })?
-            .or_first(decision)?;
-        let view = self.get_allocation(&name.to_string()).await?;
-        Ok((view, decision))
+            .or_first(decision)
     }
 
     /// The proposer withdraws an open allocation.
@@ -364,4 +364,44 @@ pub(super) fn decision_stored(d: &Decision) -> Result<StoredRecord, RecordError>
         parent(&d.allocation),
         d,
     )
+}
+
+/// The form of a decision, before the negotiation is read: the allocation's name (returned
+/// when it parses), a round, a verdict, new terms only with a COUNTER and at least one then,
+/// a comment of reasonable length.
+fn validate_decide(decide: &Decide, v: &mut Violations) -> Option<ResourceName> {
+    let name = match ResourceName::parse(&decide.allocation, RecordKind::Allocation) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            v.add("allocation", e);
+            None
+        }
+    };
+    if decide.round < 1 {
+        v.add(
+            "round",
+            "is required: the round being decided, starting at 1",
+        );
+    }
+    match decide.verdict {
+        Verdict::Unspecified => v.add("verdict", "is required: APPROVE, REJECT or COUNTER"),
+        Verdict::Counter => {
+            if decide.counter_quantity.is_none() && decide.counter_shares.is_none() {
+                v.add(
+                    "counter_quantity",
+                    "a COUNTER needs a new quantity and/or new benefit shares",
+                );
+            }
+        }
+        Verdict::Approve | Verdict::Reject => {
+            if decide.counter_quantity.is_some() {
+                v.add("counter_quantity", "only a COUNTER carries new terms");
+            }
+            if decide.counter_shares.is_some() {
+                v.add("counter_benefit_shares", "only a COUNTER carries new terms");
+            }
+        }
+    }
+    check_text(v, "comment", &decide.comment, 2000, false);
+    name
 }

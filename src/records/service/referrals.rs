@@ -30,7 +30,9 @@ pub struct ReferralView {
 }
 
 impl Records {
-    /// The owner hands a project lead to another party.
+    /// The owner hands a project lead to another party: the request is validated
+    /// ([`Records::validate_referral`]), the project must be open and not referred already
+    /// ([`Records::may_refer`]), and the referral is written.
     pub async fn refer_project(
         &self,
         project: &str,
@@ -43,29 +45,7 @@ impl Records {
         if let Some(first) = self.replay(&key).await? {
             return self.referral_view(decode(&first)?).await;
         }
-        let name = match ResourceName::parse(project, RecordKind::Project) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                v.add("project", e);
-                None
-            }
-        };
-        if to_party.is_empty() {
-            v.add("to_party", "is required");
-        } else if !self.federation().contains(to_party) {
-            v.add(
-                "to_party",
-                format!("`{to_party}` is not a member of the federation"),
-            );
-        } else if !self.federation().is_active(to_party) {
-            v.add(
-                "to_party",
-                format!("`{to_party}` is suspended from the federation"),
-            );
-        } else if to_party == self.party {
-            v.add("to_party", "a party cannot refer a project to itself");
-        }
-        check_text(&mut v, "reason", reason, 2000, true);
+        let name = self.validate_referral(project, to_party, reason, &mut v);
         let Some(name) = name else {
             return Err(RecordError::Invalid(v));
         };
@@ -76,31 +56,7 @@ impl Records {
             });
         }
         v.into_result()?;
-        let current: Project = self.fetch(&name).await?;
-        if current.stage.is_terminal() {
-            return Err(RecordError::Precondition {
-                reason: "PROJECT_CLOSED",
-                message: format!(
-                    "{name} is {} and cannot be referred",
-                    current.stage.as_str()
-                ),
-            });
-        }
-        for existing in self
-            .children(RecordKind::Referral, &name.to_string())
-            .await?
-        {
-            let view = self.referral_view(decode(&existing)?).await?;
-            if view.state == ReferralState::Pending {
-                return Err(RecordError::Precondition {
-                    reason: "REFERRAL_PENDING",
-                    message: format!(
-                        "{name} is already referred to {} and awaits its answer",
-                        view.referral.to_party
-                    ),
-                });
-            }
-        }
+        self.may_refer(&name).await?;
         let now = self.now();
         let referral = Referral {
             id: Uuid::now_v7(),
@@ -126,8 +82,74 @@ impl Records {
         self.referral_view(written).await
     }
 
-    /// The receiving party accepts (taking over the lead as a new project of its own) or
-    /// declines a referral.
+    /// The form of a referral: the project's name (returned when it parses), an active
+    /// member of the federation other than this party, a reason.
+    fn validate_referral(
+        &self,
+        project: &str,
+        to_party: &str,
+        reason: &str,
+        v: &mut Violations,
+    ) -> Option<ResourceName> {
+        let name = match ResourceName::parse(project, RecordKind::Project) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                v.add("project", e);
+                None
+            }
+        };
+        if to_party.is_empty() {
+            v.add("to_party", "is required");
+        } else if !self.federation().contains(to_party) {
+            v.add(
+                "to_party",
+                format!("`{to_party}` is not a member of the federation"),
+            );
+        } else if !self.federation().is_active(to_party) {
+            v.add(
+                "to_party",
+                format!("`{to_party}` is suspended from the federation"),
+            );
+        } else if to_party == self.party {
+            v.add("to_party", "a party cannot refer a project to itself");
+        }
+        check_text(v, "reason", reason, 2000, true);
+        name
+    }
+
+    /// Whether the project may be referred now: not closed (`PROJECT_CLOSED`) and not
+    /// referred already to a party that has not answered (`REFERRAL_PENDING`).
+    async fn may_refer(&self, name: &ResourceName) -> Result<(), RecordError> {
+        let current: Project = self.fetch(name).await?;
+        if current.stage.is_terminal() {
+            return Err(RecordError::Precondition {
+                reason: "PROJECT_CLOSED",
+                message: format!(
+                    "{name} is {} and cannot be referred",
+                    current.stage.as_str()
+                ),
+            });
+        }
+        for existing in self
+            .children(RecordKind::Referral, &name.to_string())
+            .await?
+        {
+            let view = self.referral_view(decode(&existing)?).await?;
+            if view.state == ReferralState::Pending {
+                return Err(RecordError::Precondition {
+                    reason: "REFERRAL_PENDING",
+                    message: format!(
+                        "{name} is already referred to {} and awaits its answer",
+                        view.referral.to_party
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The receiving party accepts (taking over the lead as a new project of its own,
+    /// [`Records::taken_over`]) or declines a referral: only the party it was made to, once.
     pub async fn respond_to_referral(
         &self,
         referral: &str,
@@ -154,46 +176,15 @@ impl Records {
         };
         v.into_result()?;
         let view = self.get_referral(&name.to_string()).await?;
-        if view.referral.to_party != self.party {
-            return Err(RecordError::Denied {
-                reason: "NOT_RECIPIENT",
-                message: format!(
-                    "{name} was referred to {}, not to {}",
-                    view.referral.to_party, self.party
-                ),
-            });
-        }
-        if view.state != ReferralState::Pending {
-            return Err(RecordError::Duplicate {
-                reason: "ALREADY_ANSWERED",
-                message: format!("{name} was already answered"),
-            });
-        }
+        may_respond(&name, &view, &self.party)?;
         let now = self.now();
-        let mut also_create = Vec::new();
-        let mut new_project = None;
-        if accept {
-            let original_name =
-                parse_name(&view.referral.project, RecordKind::Project, "referral")?;
-            let original: Project = self.fetch(&original_name).await.map_err(|e| match e {
-                RecordError::NotFound { name } => RecordError::Precondition {
-                    reason: "PROJECT_NOT_YET_REPLICATED",
-                    message: format!("{name} has not reached this gateway yet; retry shortly"),
-                },
-                other => other,
-            })?;
-            let mut project = original.clone();
-            project.id = Uuid::now_v7();
-            project.owner = self.party.clone();
-            project.stage = Stage::Lead;
-            project.referred_from = Some(original_name.to_string());
-            project.revision = 1;
-            project.create_time = now;
-            project.update_time = now;
-            new_project =
-                Some(ResourceName::new(&self.party, RecordKind::Project, project.id).to_string());
-            also_create.push(project_stored(&project)?);
-        }
+        let taken_over = match accept {
+            true => Some(self.taken_over(&view.referral, now).await?),
+            false => None,
+        };
+        let new_project = taken_over
+            .as_ref()
+            .map(|p| ResourceName::new(&self.party, RecordKind::Project, p.id).to_string());
         let mut named = vec![name.to_string()];
         named.extend(new_project.clone());
         let audit = meta.audit.map(|a| a.naming(named));
@@ -207,6 +198,10 @@ impl Records {
             revision: 1,
             create_time: now,
             update_time: now,
+        };
+        let also_create = match &taken_over {
+            Some(project) => vec![project_stored(project)?],
+            None => Vec::new(),
         };
         self.write(
             response_stored(&response)?,
@@ -226,6 +221,28 @@ impl Records {
             other => other,
         })?;
         self.get_referral(&name.to_string()).await
+    }
+
+    /// The new project an accepted referral makes: a copy of the referred project (which must
+    /// have reached this gateway), owned by this party, at stage LEAD, linked to the original.
+    async fn taken_over(&self, referral: &Referral, now: i64) -> Result<Project, RecordError> {
+        let original_name = parse_name(&referral.project, RecordKind::Project, "referral")?;
+        let original: Project = self.fetch(&original_name).await.map_err(|e| match e {
+            RecordError::NotFound { name } => RecordError::Precondition {
+                reason: "PROJECT_NOT_YET_REPLICATED",
+                message: format!("{name} has not reached this gateway yet; retry shortly"),
+            },
+            other => other,
+        })?;
+        let mut project = original;
+        project.id = Uuid::now_v7();
+        project.owner = self.party.clone();
+        project.stage = Stage::Lead;
+        project.referred_from = Some(original_name.to_string());
+        project.revision = 1;
+        project.create_time = now;
+        project.update_time = now;
+        Ok(project)
     }
 
     pub async fn get_referral(&self, name: &str) -> Result<ReferralView, RecordError> {
@@ -362,4 +379,25 @@ pub(super) fn response_stored(r: &ReferralResponse) -> Result<StoredRecord, Reco
         parent(&r.referral),
         r,
     )
+}
+
+/// Whether `party` may answer a referral: only the party it was made to (`NOT_RECIPIENT`),
+/// and only while it is pending (`ALREADY_ANSWERED`).
+fn may_respond(name: &ResourceName, view: &ReferralView, party: &str) -> Result<(), RecordError> {
+    if view.referral.to_party != party {
+        return Err(RecordError::Denied {
+            reason: "NOT_RECIPIENT",
+            message: format!(
+                "{name} was referred to {}, not to {party}",
+                view.referral.to_party
+            ),
+        });
+    }
+    if view.state != ReferralState::Pending {
+        return Err(RecordError::Duplicate {
+            reason: "ALREADY_ANSWERED",
+            message: format!("{name} was already answered"),
+        });
+    }
+    Ok(())
 }

@@ -210,18 +210,49 @@ impl FeedTail {
 }
 
 /// One write, inside the caller's transaction. Every check runs before anything is modified
-/// (the unique key, inserted only if new, is the last check), so a refused write leaves
-/// nothing behind without a savepoint; the modifications are then sent in one pipeline.
+/// ([`check_write`]), so a refused write leaves nothing behind without a savepoint; the
+/// changes are then numbered and the modifications sent in one pipeline ([`send_write`]).
 pub(super) async fn apply_write(
     c: &impl GenericClient,
     tail: &mut FeedTail,
     w: Write,
 ) -> Result<WriteOutcome, StoreError> {
+    if let Some(first) = check_write(c, &w).await? {
+        return Ok(WriteOutcome::Replayed(first));
+    }
+    let mut entries = Vec::with_capacity(w.also_create.len() + 1);
+    for r in w.also_create.iter().chain([&w.record]) {
+        let seq = tail.next_seq(c, &r.owner).await?;
+        tail.position += 1;
+        entries.push((r, tail.position, seq));
+    }
+    let again = match w.resend {
+        Some(kind) => resend_versions(c, kind, &w.record.owner).await?,
+        None => Vec::new(),
+    };
+    // Each record's row keeps naming its entry: it holds the same version.
+    let mut resent = Vec::with_capacity(again.len());
+    for r in &again {
+        let seq = tail.next_seq(c, &r.owner).await?;
+        tail.position += 1;
+        resent.push((r, tail.position, seq));
+    }
+    send_write(c, &w, &entries, &resent).await?;
+    Ok(WriteOutcome::Applied(w.record))
+}
+
+/// Every check of a write, before anything is modified: its request id's first answer (a
+/// retry: returned), the revision it expects, records it creates that exist already, and
+/// last its unique key, which is inserted only if new.
+async fn check_write(
+    c: &impl GenericClient,
+    w: &Write,
+) -> Result<Option<StoredRecord>, StoreError> {
     let rec = &w.record;
     let (first, current) =
         tokio::try_join!(lookup_request(c, &w.key), get_record(c, rec.kind, rec.id))?;
-    if let Some(first) = first {
-        return Ok(WriteOutcome::Replayed(first));
+    if first.is_some() {
+        return Ok(first);
     }
     w.check_revision(current.as_ref())?;
     let existing = futures_util::future::try_join_all(
@@ -242,24 +273,21 @@ pub(super) async fn apply_write(
             return Err(StoreError::AlreadyExists);
         }
     }
-    // Checks passed: number the changes, then send every insert at once.
-    let mut entries = Vec::with_capacity(w.also_create.len() + 1);
-    for r in w.also_create.iter().chain([rec]) {
-        let seq = tail.next_seq(c, &r.owner).await?;
-        tail.position += 1;
-        entries.push((r, tail.position, seq));
-    }
-    let again = match w.resend {
-        Some(kind) => resend_versions(c, kind, &rec.owner).await?,
-        None => Vec::new(),
-    };
-    // Each record's row keeps naming its entry: it holds the same version.
-    let mut resent = Vec::with_capacity(again.len());
-    for r in &again {
-        let seq = tail.next_seq(c, &r.owner).await?;
-        tail.position += 1;
-        resent.push((r, tail.position, seq));
-    }
+    Ok(None)
+}
+
+/// A numbered change: the record version, its feed position and its owner's sequence.
+type Numbered<'a> = (&'a StoredRecord, i64, i64);
+
+/// Sends a checked write's modifications at once: each record's row and log entry
+/// (`entries`, the record itself last), the log entries of versions sent again (`resent`),
+/// and the request id with its first answer, the record's own log entry.
+async fn send_write(
+    c: &impl GenericClient,
+    w: &Write,
+    entries: &[Numbered<'_>],
+    resent: &[Numbered<'_>],
+) -> Result<(), StoreError> {
     let (log, request) = tokio::try_join!(
         async { c.prepare_cached(&INSERT_LOG).await.map_err(db) },
         async {
@@ -271,7 +299,6 @@ pub(super) async fn apply_write(
             .map_err(db)
         }
     )?;
-    // The first answer is the record's own log entry, named by its position.
     let answer = &entries.last().expect("the record itself").1;
     let (log, time) = (&log, w.time);
     let inserts = entries.iter().map(|(r, position, seq)| async move {
@@ -302,7 +329,7 @@ pub(super) async fn apply_write(
             .map_err(db)
         }
     )?;
-    Ok(WriteOutcome::Applied(w.record))
+    Ok(())
 }
 
 /// The current version of every record of `kind` that `owner` owns, for [`Write::resend`].

@@ -27,29 +27,8 @@ pub(super) async fn apply_batch(
     let mut position = lock_feed(&tx).await?;
     let start = position;
     let mut cursor = read_cursor(&tx, &batch.owner).await?;
-    tx.execute(
-        "INSERT INTO signers (fingerprint, certificate) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        &[&batch.signer.0, &batch.signer.1],
-    )
-    .await
-    .map_err(db)?;
+    keep_signer_and_manifest(&tx, &batch).await?;
     let manifest = batch.manifest.as_ref().map(|m| m.digest.as_slice());
-    if let Some(m) = &batch.manifest {
-        tx.execute(
-            "INSERT INTO manifests (digest, owner, manifest, scheme, signature, signer) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            &[
-                &m.digest,
-                &batch.owner,
-                &m.manifest,
-                &i32::from(m.scheme),
-                &m.signature,
-                &batch.signer.0,
-            ],
-        )
-        .await
-        .map_err(db)?;
-    }
     let evidence = tx
         .prepare_cached(
             "INSERT INTO evidence \
@@ -99,6 +78,37 @@ pub(super) async fn apply_batch(
     }
     tx.commit().await.map_err(db)?;
     Ok(cursor)
+}
+
+/// The signer certificate and the batch manifest the evidence of `batch` refers to, each
+/// kept once.
+async fn keep_signer_and_manifest(
+    tx: &impl GenericClient,
+    batch: &ReplicaBatch,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO signers (fingerprint, certificate) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&batch.signer.0, &batch.signer.1],
+    )
+    .await
+    .map_err(db)?;
+    if let Some(m) = &batch.manifest {
+        tx.execute(
+            "INSERT INTO manifests (digest, owner, manifest, scheme, signature, signer) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &m.digest,
+                &batch.owner,
+                &m.manifest,
+                &i32::from(m.scheme),
+                &m.signature,
+                &batch.signer.0,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    }
+    Ok(())
 }
 
 pub(super) async fn take_back_changes(
@@ -245,14 +255,28 @@ impl ReplicaStore for PostgresStore {
     }
 }
 
-/// Rewrites every stored copy `redaction` changes, in one transaction. The old row versions
-/// stay in the table's dead tuples until VACUUM reclaims them and later writes reuse the space.
+/// Rewrites every stored copy `redaction` changes, in one transaction: change-log entries
+/// and the records that name them, then the kept evidence. The old row versions stay in the
+/// table's dead tuples until VACUUM reclaims them and later writes reuse the space.
 async fn redact_copies(
     conn: &mut deadpool_postgres::Object,
     redaction: &Redaction,
 ) -> Result<Redacted, StoreError> {
     let tx = conn.transaction().await.map_err(db)?;
     let mut done = Redacted::default();
+    redact_log_and_records(&tx, redaction, &mut done).await?;
+    redact_evidence(&tx, redaction, &mut done).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(done)
+}
+
+/// The change-log entries `redaction` rewrites or deletes, and the records they are current
+/// versions of (deleted with them when the kind is erased).
+async fn redact_log_and_records(
+    tx: &impl GenericClient,
+    redaction: &Redaction,
+    done: &mut Redacted,
+) -> Result<(), StoreError> {
     let (owner, kind) = (redaction.owner.as_str(), redaction.kind.as_str());
     // A record's row names the change-log entry of its current version, so rewriting the
     // entries rewrites the records; rows go with their entries when the kind is erased.
@@ -306,6 +330,17 @@ async fn redact_copies(
             }
         }
     }
+    Ok(())
+}
+
+/// The kept envelopes `redaction` rewrites; each keeps the SHA-256 of the envelope as
+/// received, so its signature still proves what arrived.
+async fn redact_evidence(
+    tx: &impl GenericClient,
+    redaction: &Redaction,
+    done: &mut Redacted,
+) -> Result<(), StoreError> {
+    let owner = redaction.owner.as_str();
     let rows = tx
         .query(
             "SELECT seq, envelope, erased_sha256 FROM evidence WHERE owner = $1",
@@ -327,6 +362,5 @@ async fn redact_copies(
             done.evidence += 1;
         }
     }
-    tx.commit().await.map_err(db)?;
-    Ok(done)
+    Ok(())
 }

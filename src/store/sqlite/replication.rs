@@ -206,12 +206,26 @@ impl ReplicaStore for SqliteStore {
     }
 }
 
-/// Rewrites every stored copy `redaction` changes, in one transaction.
+/// Rewrites every stored copy `redaction` changes, in one transaction: change-log entries
+/// and the records that name them, then the kept evidence.
 fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacted, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
     let mut done = Redacted::default();
+    redact_log_and_records(&tx, redaction, &mut done)?;
+    redact_evidence(&tx, redaction, &mut done)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(done)
+}
+
+/// The change-log entries `redaction` rewrites or deletes, and the records they are current
+/// versions of (deleted with them when the kind is erased).
+fn redact_log_and_records(
+    tx: &Connection,
+    redaction: &Redaction,
+    done: &mut Redacted,
+) -> Result<(), StoreError> {
     let (owner, kind) = (redaction.owner.as_str(), redaction.kind.as_str());
     // A record's row names the change-log entry of its current version, so rewriting the
     // entries rewrites the records; rows go with their entries when the kind is erased.
@@ -271,6 +285,17 @@ fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacte
             }
         }
     }
+    Ok(())
+}
+
+/// The kept envelopes `redaction` rewrites; each keeps the SHA-256 of the envelope as
+/// received, so its signature still proves what arrived.
+fn redact_evidence(
+    tx: &Connection,
+    redaction: &Redaction,
+    done: &mut Redacted,
+) -> Result<(), StoreError> {
+    let owner = redaction.owner.as_str();
     let kept: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = {
         let mut stmt = tx
             .prepare("SELECT seq, envelope, erased_sha256 FROM evidence WHERE owner = ?1")
@@ -291,6 +316,5 @@ fn redact_copies(conn: &mut Connection, redaction: &Redaction) -> Result<Redacte
             done.evidence += 1;
         }
     }
-    tx.commit().map_err(unavailable)?;
-    Ok(done)
+    Ok(())
 }
