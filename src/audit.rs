@@ -125,22 +125,51 @@ pub enum AuditError {
 pub async fn verify_chain(store: &dyn Store) -> Result<ChainSummary, AuditError> {
     let anchor = store.audit_anchor().await?;
     let mut verifier = ChainVerifier::new(anchor.as_ref());
-    let mut after = anchor.as_ref().map_or(0, |a| a.seq);
-    loop {
-        let page = store
-            .audit_events(AuditQuery {
-                after_seq: after,
-                limit: 1000,
-                ..AuditQuery::default()
-            })
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
+    let mut pages = EventPages::after(store, anchor.as_ref().map_or(0, |a| a.seq));
+    while let Some(page) = pages.next().await? {
         for e in &page {
             verifier.check(e).map_err(AuditError::Broken)?;
         }
     }
     Ok(verifier.summary())
+}
+
+/// The audit events a store holds after a sequence number, in order, read a page at a time
+/// (verification and export walk the whole chain without holding it in memory).
+pub struct EventPages<'a> {
+    store: &'a dyn Store,
+    after: u64,
+}
+
+impl<'a> EventPages<'a> {
+    /// Events per page.
+    const PAGE: usize = 1000;
+
+    pub fn after(store: &'a dyn Store, after: u64) -> Self {
+        EventPages { store, after }
+    }
+
+    /// The next page, `None` past the last event.
+    pub async fn next(&mut self) -> Result<Option<Vec<AuditEvent>>, StoreError> {
+        let page = self
+            .store
+            .audit_events(AuditQuery {
+                after_seq: self.after,
+                limit: Self::PAGE,
+                ..AuditQuery::default()
+            })
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        self.after = last.seq;
+        Ok(Some(page))
+    }
+
+    /// The sequence number of the last event read.
+    pub fn position(&self) -> u64 {
+        self.after
+    }
 }
 
 struct Pending {

@@ -36,7 +36,7 @@ pub use audit::{
 };
 pub(crate) use audit::{chain, decode_audit_records, encode_audit_records};
 pub use lease::{LeaseStore, PullLease};
-pub(crate) use queue::{QueuedWrite, WriteQueue, answer_of};
+pub(crate) use queue::{QueuedWrite, WriteQueue, answer_after_commit, answer_of, fail_all};
 pub(crate) use records::{CURRENT_RECORDS, LOGGED_VERSION, VERSION_COLUMNS};
 pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,

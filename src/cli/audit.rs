@@ -17,11 +17,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{ChainVerifier, hex, verify_chain};
+use crate::audit::{ChainVerifier, EventPages, hex, verify_chain};
 use crate::config::Config;
 use crate::exchange::evidence::{EvidenceError, verify_evidence};
 use crate::store::StoreConfig;
-use crate::store::{AuditAnchor, AuditEvent, AuditQuery, NewAuditEvent, Store};
+use crate::store::{AuditAnchor, AuditEvent, NewAuditEvent, Store};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
@@ -255,18 +255,9 @@ async fn export(
         through,
     };
     writeln!(w, "{}", serde_json::to_string(&header)?)?;
-    let mut after = anchor.map_or(0, |a| a.seq);
-    let mut last = after;
-    loop {
-        let page = store
-            .audit_events(AuditQuery {
-                after_seq: after,
-                limit: 1000,
-                ..AuditQuery::default()
-            })
-            .await?;
-        let Some(tail) = page.last() else { break };
-        after = tail.seq;
+    let mut pages = EventPages::after(store, anchor.map_or(0, |a| a.seq));
+    let mut last = pages.position();
+    while let Some(page) = pages.next().await? {
         for e in page.into_iter().filter(|e| e.seq <= through) {
             last = e.seq;
             let line = Line {
@@ -282,7 +273,7 @@ async fn export(
             };
             writeln!(w, "{}", serde_json::to_string(&line)?)?;
         }
-        if after >= through {
+        if pages.position() >= through {
             break;
         }
     }

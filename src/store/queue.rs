@@ -5,10 +5,48 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::{StoreError, Write, WriteOutcome};
+use super::{StoreError, Write, WriteAudit, WriteOutcome};
 
 /// A record write waiting for the next group commit, and where its answer goes.
 pub(crate) type QueuedWrite = (Write, oneshot::Sender<Result<WriteOutcome, StoreError>>);
+
+/// A write of a group, applied or refused inside the group's transaction, waiting for the
+/// commit before it is answered.
+pub(crate) type Answer = (
+    oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    Result<WriteOutcome, StoreError>,
+);
+
+/// Fails every write of a group whose transaction could not start: each gets the cause.
+pub(crate) fn fail_all(queued: Vec<QueuedWrite>, e: StoreError) {
+    for (_, reply) in queued {
+        let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
+    }
+}
+
+/// Answers every write of a group once its transaction has ended. After a commit each gets
+/// its own result, and the audit events committed with the group (`audited`, ending at
+/// sequence number `last`) are marked committed; after a failed commit every write gets the
+/// commit's cause, whatever its own result was (nothing of the group was written).
+pub(crate) fn answer_after_commit(
+    answers: Vec<Answer>,
+    audited: &[WriteAudit],
+    committed: Result<u64, StoreError>,
+) {
+    match committed {
+        Ok(last) => {
+            WriteAudit::mark_committed(audited, last);
+            for (reply, result) in answers {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            for (reply, _) in answers {
+                let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
+            }
+        }
+    }
+}
 
 /// Record writes waiting for a group commit, and whether a drain is running. The first write
 /// queued while none runs starts one ([`Drain`]); the drain applies everything queued in one

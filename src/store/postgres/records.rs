@@ -357,11 +357,6 @@ async fn resend_versions(
 /// commit. A write that fails its checks changes nothing and gets its error; a database error
 /// or a failed commit fails all (nothing of the group is written).
 pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: Vec<QueuedWrite>) {
-    let fail_all = |queued: Vec<QueuedWrite>, e: StoreError| {
-        for (_, reply) in queued {
-            let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
-        }
-    };
     let tx = match conn.transaction().await {
         Ok(tx) => tx,
         Err(e) => return fail_all(queued, db(e)),
@@ -411,19 +406,7 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
         Ok(last)
     }
     .await;
-    match committed {
-        Ok(last) => {
-            WriteAudit::mark_committed(&audited, last);
-            for (reply, result) in answers {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
-            }
-        }
-    }
+    answer_after_commit(answers, &audited, committed);
 }
 
 #[async_trait]

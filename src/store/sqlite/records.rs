@@ -114,12 +114,7 @@ pub(super) fn lookup_request(
 pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => {
-            for (_, reply) in queued {
-                let _ = reply.send(Err(unavailable(&e)));
-            }
-            return;
-        }
+        Err(e) => return fail_all(queued, unavailable(&e)),
     };
     let mut answers = Vec::with_capacity(queued.len());
     // The audit events of the writes applied now (not of replays or refusals), committed
@@ -150,19 +145,7 @@ pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
         false => super::audit::insert_audit_events(&tx, events),
     };
     let committed = chained.and_then(|last| tx.commit().map_err(unavailable).map(|()| last));
-    match committed {
-        Ok(last) => {
-            WriteAudit::mark_committed(&audited, last);
-            for (reply, result) in answers {
-                let _ = reply.send(result);
-            }
-        }
-        Err(e) => {
-            for (reply, _) in answers {
-                let _ = reply.send(Err(StoreError::Unavailable(e.cause())));
-            }
-        }
-    }
+    answer_after_commit(answers, &audited, committed);
 }
 
 /// One write's checks and inserts, inside the caller's transaction.
