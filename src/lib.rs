@@ -4,9 +4,10 @@
 //! # Layout
 //!
 //! Modules from the bottom up. Each entry ends by naming the modules it uses; a module uses
-//! only modules listed before it, so there is no import circle. `layout`'s test reads this
-//! list and fails when a module uses one listed after it, when the modules it names differ
-//! from the ones it uses, or when a module is missing from the list.
+//! only modules listed before it, so there is no import circle. A test
+//! (`tests/gateway/layout.rs`) reads this list and fails when a module uses one listed after
+//! it, when the modules it names differ from the ones it uses, or when a module is missing
+//! from the list.
 //!
 //! - [`domain`]: the shared vocabulary — the federation's members and their order
 //!   ([`domain::Federation`]), record kinds, the party-id rule, the clock. Uses nothing.
@@ -72,10 +73,9 @@
 //! - `fuzz` (in tests and with the `fuzzing` feature): every decoder and parser as a fuzz
 //!   target. Uses [`domain`], [`workdays`], [`store`], [`identity`], [`config`], [`records`],
 //!   [`wire`], [`exchange`], [`api`], [`http_json`], [`cli`].
-//! - `layout` (tests only): the test that keeps this list true. Uses nothing.
 //!
 //! Unit tests of a module `foo` live in a sibling file `foo/tests.rs`, declared at the end of
-//! `foo.rs` as `#[cfg(test)] mod tests;`; `layout`'s test refuses a `mod tests { … }` written
+//! `foo.rs` as `#[cfg(test)] mod tests;`; the layout test refuses a `mod tests { … }` written
 //! inline. Tests that need running gateways are in `tests/`, sharing the harness of
 //! `tests/common/`.
 //!
@@ -111,8 +111,6 @@ pub mod fuzz;
 pub mod gateway;
 pub mod http_json;
 pub mod identity;
-#[cfg(test)]
-mod layout;
 pub mod membership;
 pub mod ops;
 pub mod records;
