@@ -315,6 +315,30 @@ impl Gateway {
         );
     }
 
+    /// Who may call what (SPEC §2), from this party's config and the live party list.
+    fn access_policy(&self) -> Arc<AccessPolicy> {
+        Arc::new(AccessPolicy {
+            party: self.config.party.clone(),
+            trust_domain: self.config.trust_domain.clone(),
+            members: self.records.members().clone(),
+            read_only_systems: self.config.read_only_systems.clone(),
+        })
+    }
+
+    /// The owner's side of the federation service: this party's change log served to peers,
+    /// filtered by its catalog and grants and signed.
+    async fn outbound(&self, stop: &watch::Receiver<bool>) -> Result<Outbound, GatewayError> {
+        Ok(Outbound::new(
+            self.config.party.clone(),
+            self.feed.clone(),
+            Arc::new(SharingPolicy::with_coordinator(&self.config.coordinator)),
+            self.sharing().await?,
+            self.tls.clone(),
+            stop.clone(),
+            self.ops.membership.clone(),
+        ))
+    }
+
     /// The gRPC server's settings, its layers (HTTP/JSON outermost, then the call layer, then
     /// authorization) and every service but health, each with the configured message limit.
     async fn router(
@@ -323,23 +347,8 @@ impl Gateway {
         stop: &watch::Receiver<bool>,
     ) -> Result<Router<Layers>, GatewayError> {
         let (reflection_v1, reflection_v1alpha) = reflection_services()?;
-        let sharing = self.sharing().await?;
+        let outbound = self.outbound(stop).await?;
         let config = &self.config;
-        let policy = Arc::new(AccessPolicy {
-            party: config.party.clone(),
-            trust_domain: config.trust_domain.clone(),
-            members: self.records.members().clone(),
-            read_only_systems: config.read_only_systems.clone(),
-        });
-        let outbound = Outbound::new(
-            config.party.clone(),
-            self.feed.clone(),
-            Arc::new(SharingPolicy::with_coordinator(&config.coordinator)),
-            sharing,
-            self.tls.clone(),
-            stop.clone(),
-            self.ops.membership.clone(),
-        );
         let limit = config.max_message_bytes;
         let records = &self.records;
         let http_json = crate::http_json::HttpJsonLayer::new(config.limits.clone(), limit)
@@ -362,7 +371,7 @@ impl Gateway {
                 audit,
                 config.limits.clone(),
             ))
-            .layer(AuthzLayer::new(policy))
+            .layer(AuthzLayer::new(self.access_policy()))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(

@@ -157,6 +157,35 @@ struct Answer {
     allow: Option<String>,
 }
 
+/// The answer to a request no route takes: 405 with the verbs the path allows
+/// (UNIMPLEMENTED), or NOT_FOUND naming where the routes are listed. The refusal still passes
+/// the call layer, so it is limited, counted and audited like any call.
+fn unrouted(found: Found<'_>, method: &http::Method, path: &str) -> (Answer, Status) {
+    let (code, why, allow) = match found {
+        Found::OtherVerbs(verbs) => {
+            let allow = verbs
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let why = format!("{method} is not allowed on {path}; allowed: {allow}");
+            (tonic::Code::Unimplemented, why, Some(allow))
+        }
+        _ => (
+            tonic::Code::NotFound,
+            format!("no HTTP route {method} {path}; the routes are listed in /openapi.json"),
+            None,
+        ),
+    };
+    let answer = Answer {
+        output: None,
+        streaming: false,
+        events: false,
+        allow,
+    };
+    (answer, Status::new(code, why))
+}
+
 impl Shared {
     async fn serve<S>(
         &self,
@@ -204,41 +233,8 @@ impl Shared {
                     (route.grpc_path.clone(), answer, message)
                 }
                 found => {
-                    let (code, why, allow) = match found {
-                        Found::OtherVerbs(verbs) => {
-                            let allow = verbs
-                                .iter()
-                                .map(|v| v.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            let why = format!(
-                                "{} is not allowed on {}; allowed: {allow}",
-                                parts.method,
-                                parts.uri.path()
-                            );
-                            (tonic::Code::Unimplemented, why, Some(allow))
-                        }
-                        _ => (
-                            tonic::Code::NotFound,
-                            format!(
-                                "no HTTP route {} {}; the routes are listed in /openapi.json",
-                                parts.method,
-                                parts.uri.path()
-                            ),
-                            None,
-                        ),
-                    };
-                    let answer = Answer {
-                        output: None,
-                        streaming: false,
-                        events: false,
-                        allow,
-                    };
-                    (
-                        parts.uri.path().to_string(),
-                        answer,
-                        Err(Status::new(code, why)),
-                    )
+                    let (answer, refusal) = unrouted(found, &parts.method, parts.uri.path());
+                    (parts.uri.path().to_string(), answer, Err(refusal))
                 }
             };
         let mut call = http::Request::builder()

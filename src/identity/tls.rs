@@ -514,6 +514,69 @@ pub fn incoming(
     )
 }
 
+/// One accepted connection's TLS handshake, on a task of its own.
+struct Accept {
+    acceptor: TlsAcceptor,
+    source: TlsSource,
+    timeout: Duration,
+    on_refused: Option<RefusedHandshake>,
+}
+
+impl Accept {
+    /// Runs the handshake within the timeout, unless its place is taken for a newer one
+    /// (`closed`), gives the place back, and hands an authenticated connection to the server
+    /// (a refused or timed-out one to `on_refused`).
+    async fn run(
+        self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        place: PendingPlace,
+        closed: tokio::sync::oneshot::Receiver<()>,
+        tx: tokio::sync::mpsc::Sender<Result<TlsConn, io::Error>>,
+    ) {
+        let handshake = tokio::select! {
+            done = tokio::time::timeout(self.timeout, self.acceptor.accept(tcp)) => done,
+            // Closed to make room for a newer handshake (counted by whoever closed it).
+            _ = closed => return,
+        };
+        // The place is given back once the handshake ended, whichever way.
+        drop(place);
+        match handshake {
+            Ok(Ok(stream)) => {
+                let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+                let identity = match chain {
+                    [leaf, ..] => spiffe_id_of(leaf),
+                    _ => Err("no client certificate".into()),
+                };
+                let trust = StillTrusted::new(self.source, chain.to_vec(), remote);
+                let info = PeerInfo {
+                    remote_addr: Some(remote),
+                    identity,
+                };
+                let _ = tx
+                    .send(Ok(TlsConn {
+                        stream,
+                        info,
+                        trust,
+                    }))
+                    .await;
+            }
+            Ok(Err(e)) => {
+                tracing::info!(remote = %remote, error = %e, "tls handshake refused");
+                if let Some(hook) = &self.on_refused {
+                    hook(remote, e.to_string());
+                }
+            }
+            Err(_) => {
+                tracing::info!(remote = %remote, "tls handshake timed out");
+                if let Some(hook) = &self.on_refused {
+                    hook(remote, "tls handshake timed out".into());
+                }
+            }
+        }
+    }
+}
+
 /// [`incoming`] under `limits`, telling `on_shed` about each connection closed over a cap.
 pub fn incoming_with(
     listener: TcpListener,
@@ -554,52 +617,13 @@ pub fn incoming_with(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = TlsAcceptor::from(source.borrow().server.clone());
-            let source = source.clone();
-            let tx = tx.clone();
-            let on_refused = on_refused.clone();
-            tokio::spawn(async move {
-                let handshake = tokio::select! {
-                    done = tokio::time::timeout(limits.timeout, acceptor.accept(tcp)) => done,
-                    // Closed to make room for a newer handshake (counted by whoever closed it).
-                    _ = closed => return,
-                };
-                // The place is given back once the handshake ended, whichever way.
-                drop(place);
-                match handshake {
-                    Ok(Ok(stream)) => {
-                        let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
-                        let identity = match chain {
-                            [leaf, ..] => spiffe_id_of(leaf),
-                            _ => Err("no client certificate".into()),
-                        };
-                        let trust = StillTrusted::new(source, chain.to_vec(), remote);
-                        let info = PeerInfo {
-                            remote_addr: Some(remote),
-                            identity,
-                        };
-                        let _ = tx
-                            .send(Ok(TlsConn {
-                                stream,
-                                info,
-                                trust,
-                            }))
-                            .await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(remote = %remote, error = %e, "tls handshake refused");
-                        if let Some(hook) = &on_refused {
-                            hook(remote, e.to_string());
-                        }
-                    }
-                    Err(_) => {
-                        tracing::info!(remote = %remote, "tls handshake timed out");
-                        if let Some(hook) = &on_refused {
-                            hook(remote, "tls handshake timed out".into());
-                        }
-                    }
-                }
-            });
+            let accept = Accept {
+                acceptor: TlsAcceptor::from(source.borrow().server.clone()),
+                source: source.clone(),
+                timeout: limits.timeout,
+                on_refused: on_refused.clone(),
+            };
+            tokio::spawn(accept.run(tcp, remote, place, closed, tx.clone()));
         }
     });
     ReceiverStream::new(rx)
