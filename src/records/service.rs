@@ -1,12 +1,13 @@
-//! [`Records`]: every read and write of projects and allocations at one gateway goes through
+//! [`Records`]: every read and write of every record family at one gateway goes through
 //! here, so the rules of SPEC §3 hold whichever API or test calls them. This file holds what
-//! every record family shares (idempotency, etag conflicts, paging, decoding); each family's
-//! rules are in a file of its own: [`projects`], [`allocations`] (with their negotiation),
-//! [`referrals`], [`catalog`] entries and [`access`] requests.
+//! every record family shares (idempotency, etag conflicts, decoding), [`paging`] how lists
+//! are paged; each family's rules are in a file of its own: [`projects`], [`allocations`]
+//! (with their negotiation), [`referrals`], [`catalog`] entries and [`access`] requests.
 
 mod access;
 mod allocations;
 mod catalog;
+mod paging;
 mod projects;
 mod referrals;
 
@@ -16,6 +17,9 @@ pub use allocations::{AllocationFilter, AllocationView, Decide};
 use allocations::{allocation_stored, decision_stored};
 pub use catalog::CatalogFilter;
 use catalog::entry_stored;
+pub use paging::{MAX_PAGE_SIZE, Page};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use paging::{page_token, parse_page};
 pub use projects::ProjectFilter;
 use projects::project_stored;
 pub use referrals::{ReferralFilter, ReferralView};
@@ -23,10 +27,8 @@ use referrals::{referral_stored, response_stored};
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Feed;
@@ -42,11 +44,6 @@ use crate::store::{
 };
 use crate::workdays::Deadlines;
 
-/// Page size when the request gives none (AIP-158).
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-/// Larger page sizes are lowered to this (AIP-158).
-pub const MAX_PAGE_SIZE: usize = 500;
-
 /// The idempotency part of a write request, and the call's audit event where the write may
 /// commit it.
 #[derive(Debug, Clone, Default)]
@@ -58,13 +55,6 @@ pub struct WriteMeta {
     /// The call's audit event, for a method whose one write the store commits it with (the
     /// method's service code names the records it reports).
     pub audit: Option<WriteAudit>,
-}
-
-/// A page request (AIP-158).
-#[derive(Debug, Clone, Default)]
-pub struct Page {
-    pub size: i32,
-    pub token: String,
 }
 
 /// A record whose updates carry the revision the client read (as its etag).
@@ -451,72 +441,6 @@ impl Records {
         .or_first(next)
     }
 
-    /// One page of a list call: checks the party filters (`parties`: request field and party
-    /// id) and the page request,
-    /// then scans `query` (its filters set; `after` and `limit` come from the page) keeping what
-    /// `keep` returns. `fingerprint` names the filters, so a page token is accepted only with
-    /// the filters it was issued for.
-    async fn list_page<'a, T: Send + 'a>(
-        &'a self,
-        parties: &[(&str, &str)],
-        fingerprint: String,
-        page: &Page,
-        query: ListQuery,
-        keep: impl FnMut(StoredRecord) -> BoxFuture<'a, Result<Option<T>, RecordError>> + Send,
-    ) -> Result<(Vec<T>, String), RecordError> {
-        let mut v = Violations::new();
-        for (field, party) in parties {
-            if !party.is_empty() && !self.federation().contains(party) {
-                v.add(
-                    *field,
-                    format!("`{party}` is not a member of the federation"),
-                );
-            }
-        }
-        let (after, limit) = parse_page(page, &fingerprint, &mut v);
-        v.into_result()?;
-        let query = ListQuery {
-            after,
-            limit,
-            ..query
-        };
-        self.scan_page(query, &fingerprint, keep).await
-    }
-
-    /// One page of `query` (whose `limit` is the page size), keeping what `keep` returns.
-    /// Filters on derived state (an allocation's status, a referral's state) live in `keep`,
-    /// so the scan reads on until the page is full; the token resumes after the last record
-    /// examined.
-    async fn scan_page<'a, T: Send + 'a>(
-        &'a self,
-        mut query: ListQuery,
-        fingerprint: &str,
-        mut keep: impl FnMut(StoredRecord) -> BoxFuture<'a, Result<Option<T>, RecordError>> + Send,
-    ) -> Result<(Vec<T>, String), RecordError> {
-        let limit = query.limit;
-        query.limit = limit + 1;
-        let mut out = Vec::new();
-        loop {
-            let rows = self.store.list(query.clone()).await?;
-            let exhausted = rows.len() <= limit;
-            for row in rows {
-                if out.len() == limit {
-                    return Ok((
-                        out,
-                        page_token(query.after.unwrap_or_default(), fingerprint),
-                    ));
-                }
-                query.after = Some(row.id);
-                if let Some(item) = keep(row).await? {
-                    out.push(item);
-                }
-            }
-            if exhausted {
-                return Ok((out, String::new()));
-            }
-        }
-    }
-
     /// The first answer (lowest id) of `kind` to the record `parent` written by `by`: the
     /// answer of a referral or an access request. Later ones, if a race let any in, do not
     /// count, so every gateway derives the same state.
@@ -675,55 +599,5 @@ fn parent(name: &str) -> IndexFields {
     IndexFields {
         parent: Some(name.to_string()),
         ..IndexFields::default()
-    }
-}
-
-/// A page token: the last id returned plus a hash of the filters it was issued for, hex-encoded.
-pub(crate) fn page_token(last: Uuid, fingerprint: &str) -> String {
-    let mut bytes = last.as_bytes().to_vec();
-    bytes.extend_from_slice(&Sha256::digest(fingerprint.as_bytes())[..8]);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Reads page size and token; returns (after, limit).
-pub(crate) fn parse_page(
-    page: &Page,
-    fingerprint: &str,
-    v: &mut Violations,
-) -> (Option<Uuid>, usize) {
-    let limit = match page.size {
-        s if s < 0 => {
-            v.add("page_size", "must not be negative");
-            DEFAULT_PAGE_SIZE
-        }
-        0 => DEFAULT_PAGE_SIZE,
-        s => (s as usize).min(MAX_PAGE_SIZE),
-    };
-    if page.token.is_empty() {
-        return (None, limit);
-    }
-    let bytes: Option<Vec<u8>> = (page.token.len() == 48)
-        .then(|| {
-            (0..48)
-                .step_by(2)
-                .map(|i| u8::from_str_radix(page.token.get(i..i + 2)?, 16).ok())
-                .collect()
-        })
-        .flatten();
-    match bytes {
-        Some(b) if b[16..] == Sha256::digest(fingerprint.as_bytes())[..8] => {
-            (Some(Uuid::from_slice(&b[..16]).unwrap_or_default()), limit)
-        }
-        Some(_) => {
-            v.add(
-                "page_token",
-                "was issued for different filters; keep the filters unchanged while paging",
-            );
-            (None, limit)
-        }
-        None => {
-            v.add("page_token", "is not a token this service issued");
-            (None, limit)
-        }
     }
 }
