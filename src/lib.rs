@@ -11,6 +11,8 @@
 //!
 //! - [`domain`]: the shared vocabulary — the federation's members and their order
 //!   ([`domain::Federation`]), record kinds, the party-id rule, the clock. Uses nothing.
+//! - [`crypto`]: the cryptography of the profiles; [`crypto::gm`] holds the 商用密码 primitives
+//!   (SM2 signatures with distinguishing ids, SM3, SM4-GCM). Uses nothing.
 //! - [`workdays`]: working-day deadlines over a holiday calendar (statutory holidays,
 //!   adjusted working days), for answers to access requests. Uses nothing.
 //! - [`store`]: durable storage, one trait per concern — [`store::RecordStore`] (records,
@@ -104,6 +106,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod exchange;
 #[cfg(any(test, feature = "fuzzing"))]

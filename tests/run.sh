@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README. On a fresh machine with only a Rust toolchain and Debian's
 # packages it first installs what the tests need — the PostgreSQL server package (for the
-# PostgreSQL backend's tests) and cargo-nextest (the test runner) — then runs the whole Rust
+# PostgreSQL backend's tests), openssl (the 国密 tests compare with it) and cargo-nextest
+# (the test runner) — then runs the whole Rust
 # test suite with a throwaway PostgreSQL server on loopback (tests/with-postgres.sh).
 #
 #     bash tests/run.sh                  # arguments go to `cargo nextest run`
@@ -25,6 +26,12 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   echo "== installing the PostgreSQL server package (apt-get install postgresql)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if ! command -v openssl >/dev/null; then
+  # The 国密 tests compare SM2 and SM3 with OpenSSL's command line.
+  echo "== installing openssl (apt-get install openssl)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest (cargo install --locked cargo-nextest)"

@@ -1,0 +1,196 @@
+//! 商用密码 primitives: SM3 hashes (GB/T 32905), SM4 in GCM mode (GB/T 32907 with the generic
+//! GCM construction, as RFC 8998 uses it for TLS_SM4_GCM_SM3), and SM2 signatures
+//! (GB/T 32918) with a distinguishing id, DER-encoded as certificates, CRLs and OpenSSL carry
+//! them.
+//!
+//! Two pitfalls are named here once: an SM2 signature hashes the signer's `Z` value, which
+//! depends on a distinguishing id — [`CERT_DIST_ID`] for certificates, CRLs and everything
+//! else the gateway signs, but [`TLS13_DIST_ID`] for a TLS 1.3 CertificateVerify
+//! (RFC 8998 §3.2.1); and a signature inside X.509 is the DER `SEQUENCE { r, s }`, not the
+//! 64 raw bytes `r‖s` (OpenSSL refuses the latter).
+
+use aes_gcm::AesGcm;
+use aes_gcm::aead::consts::U12;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use sm2::dsa::signature::{Signer, Verifier};
+use sm2::dsa::{Signature, SigningKey, VerifyingKey};
+use sm2::elliptic_curve::Generate;
+use sm2::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
+use sm3::{Digest, Sm3};
+use sm4::Sm4;
+
+/// The distinguishing id of every SM2 signature the gateway makes or checks outside TLS
+/// (GB/T 35276's default, which OpenSSL calls `distid:1234567812345678`).
+pub const CERT_DIST_ID: &str = "1234567812345678";
+
+/// The distinguishing id of a TLS 1.3 CertificateVerify signed with SM2 (RFC 8998 §3.2.1).
+pub const TLS13_DIST_ID: &str = "TLSv1.3+GM+Cipher+Suite";
+
+/// Bytes of an SM4 key.
+pub const SM4_KEY_BYTES: usize = 16;
+/// Bytes of an SM4-GCM nonce (as TLS and this gateway use it).
+pub const SM4_GCM_NONCE_BYTES: usize = 12;
+/// Bytes of an SM4-GCM tag.
+pub const SM4_GCM_TAG_BYTES: usize = 16;
+
+/// Why a 国密 operation refused its input. Messages say what was wrong, never what a key is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum GmError {
+    #[error("not an SM2 key: {0}")]
+    Key(String),
+    #[error("the SM2 signature does not verify")]
+    BadSignature,
+    #[error("not a DER-encoded SM2 signature")]
+    MalformedSignature,
+    #[error("an SM4 key is {SM4_KEY_BYTES} bytes and an SM4-GCM nonce {SM4_GCM_NONCE_BYTES}")]
+    Sm4Length,
+    #[error("the SM4-GCM ciphertext or its associated data was changed, or the key is wrong")]
+    Sm4Open,
+}
+
+/// The SM3 hash of `data`.
+pub fn sm3(data: &[u8]) -> [u8; 32] {
+    Sm3::digest(data).into()
+}
+
+type Sm4Gcm = AesGcm<Sm4, U12>;
+
+fn sm4_gcm(key: &[u8], nonce: &[u8]) -> Result<(Sm4Gcm, aes_gcm::Nonce<U12>), GmError> {
+    if key.len() != SM4_KEY_BYTES || nonce.len() != SM4_GCM_NONCE_BYTES {
+        return Err(GmError::Sm4Length);
+    }
+    let cipher = Sm4Gcm::new_from_slice(key).map_err(|_| GmError::Sm4Length)?;
+    let nonce = aes_gcm::Nonce::<U12>::try_from(nonce).map_err(|_| GmError::Sm4Length)?;
+    Ok((cipher, nonce))
+}
+
+/// Encrypts `plaintext` under SM4-GCM, binding `aad`: the ciphertext followed by the 16-byte
+/// tag. A nonce must never be used twice with one key.
+pub fn sm4_gcm_seal(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, GmError> {
+    let (cipher, nonce) = sm4_gcm(key, nonce)?;
+    let payload = Payload {
+        msg: plaintext,
+        aad,
+    };
+    cipher
+        .encrypt(&nonce, payload)
+        .map_err(|_| GmError::Sm4Length)
+}
+
+/// Decrypts what [`sm4_gcm_seal`] made; any change to the ciphertext, the tag or `aad` (or
+/// another key or nonce) is refused, and nothing of the plaintext is returned.
+pub fn sm4_gcm_open(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, GmError> {
+    let (cipher, nonce) = sm4_gcm(key, nonce)?;
+    let payload = Payload { msg: sealed, aad };
+    cipher
+        .decrypt(&nonce, payload)
+        .map_err(|_| GmError::Sm4Open)
+}
+
+/// An SM2 private key.
+pub struct Sm2PrivateKey {
+    key: SigningKey,
+}
+
+impl Sm2PrivateKey {
+    /// A new random key (from the operating system's generator).
+    pub fn generate() -> Result<Self, GmError> {
+        let secret = sm2::SecretKey::try_generate()
+            .map_err(|e| GmError::Key(format!("no random bytes from the system: {e}")))?;
+        Ok(Self::from_secret(&secret))
+    }
+
+    fn from_secret(secret: &sm2::SecretKey) -> Self {
+        let key = SigningKey::new(CERT_DIST_ID, secret).expect("a valid secret key");
+        Sm2PrivateKey { key }
+    }
+
+    /// A key from its 32-byte private scalar.
+    pub fn from_scalar(bytes: &[u8]) -> Result<Self, GmError> {
+        let secret = sm2::SecretKey::from_slice(bytes).map_err(|e| GmError::Key(e.to_string()))?;
+        Ok(Self::from_secret(&secret))
+    }
+
+    /// A key from a PKCS#8 PEM file's text (`-----BEGIN PRIVATE KEY-----`).
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, GmError> {
+        let secret =
+            sm2::SecretKey::from_pkcs8_pem(pem).map_err(|e| GmError::Key(e.to_string()))?;
+        Ok(Self::from_secret(&secret))
+    }
+
+    /// The key as PKCS#8 PEM, as OpenSSL reads it.
+    pub fn to_pkcs8_pem(&self) -> String {
+        let secret = sm2::SecretKey::from(self.key.as_nonzero_scalar());
+        secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("an SM2 key encodes")
+            .to_string()
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> Sm2PublicKey {
+        Sm2PublicKey {
+            key: sm2::PublicKey::from(self.key.verifying_key()),
+        }
+    }
+
+    /// Signs `message` (SM3 over `Z ‖ message`, `Z` from `dist_id`), DER-encoded.
+    pub fn sign(&self, dist_id: &str, message: &[u8]) -> Result<Vec<u8>, GmError> {
+        let secret = sm2::SecretKey::from(self.key.as_nonzero_scalar());
+        let key = SigningKey::new(dist_id, &secret).map_err(|e| GmError::Key(e.to_string()))?;
+        let signature: Signature = key.sign(message);
+        Ok(signature.to_der().to_bytes().to_vec())
+    }
+}
+
+/// An SM2 public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sm2PublicKey {
+    key: sm2::PublicKey,
+}
+
+impl Sm2PublicKey {
+    /// A key from its SEC1 encoding (`04 ‖ x ‖ y`, or compressed).
+    pub fn from_sec1(bytes: &[u8]) -> Result<Self, GmError> {
+        let key =
+            sm2::PublicKey::from_sec1_bytes(bytes).map_err(|e| GmError::Key(e.to_string()))?;
+        Ok(Sm2PublicKey { key })
+    }
+
+    /// A key from a PEM file's text (`-----BEGIN PUBLIC KEY-----`, SubjectPublicKeyInfo).
+    pub fn from_pem(pem: &str) -> Result<Self, GmError> {
+        let key =
+            sm2::PublicKey::from_public_key_pem(pem).map_err(|e| GmError::Key(e.to_string()))?;
+        Ok(Sm2PublicKey { key })
+    }
+
+    /// The key as SubjectPublicKeyInfo PEM, as OpenSSL reads it.
+    pub fn to_pem(&self) -> String {
+        self.key
+            .to_public_key_pem(LineEnding::LF)
+            .expect("an SM2 public key encodes")
+    }
+
+    /// Checks a DER-encoded signature over `message` made with `dist_id`.
+    pub fn verify(&self, dist_id: &str, message: &[u8], der: &[u8]) -> Result<(), GmError> {
+        let signature = Signature::from_der(der).map_err(|_| GmError::MalformedSignature)?;
+        let key = VerifyingKey::new(dist_id, self.key).map_err(|e| GmError::Key(e.to_string()))?;
+        key.verify(message, &signature)
+            .map_err(|_| GmError::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests;
