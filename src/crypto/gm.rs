@@ -21,6 +21,8 @@ use sm2::pkcs8::{
 use sm3::{Digest, Sm3};
 use sm4::Sm4;
 
+pub mod pki;
+
 /// The distinguishing id of every SM2 signature the gateway makes or checks outside TLS
 /// (GB/T 35276's default, which OpenSSL calls `distid:1234567812345678`).
 pub const CERT_DIST_ID: &str = "1234567812345678";
@@ -48,6 +50,8 @@ pub enum GmError {
     Sm4Length,
     #[error("the SM4-GCM ciphertext or its associated data was changed, or the key is wrong")]
     Sm4Open,
+    #[error("cannot build the SM2 certificate: {0}")]
+    Certificate(String),
 }
 
 /// The SM3 hash of `data`.
@@ -174,6 +178,14 @@ impl Sm2PublicKey {
         let key =
             sm2::PublicKey::from_public_key_pem(pem).map_err(|e| GmError::Key(e.to_string()))?;
         Ok(Sm2PublicKey { key })
+    }
+
+    /// The key as SubjectPublicKeyInfo DER.
+    pub fn to_der(&self) -> Vec<u8> {
+        self.key
+            .to_public_key_der()
+            .expect("an SM2 public key encodes")
+            .into_vec()
     }
 
     /// The key as SubjectPublicKeyInfo PEM, as OpenSSL reads it.
