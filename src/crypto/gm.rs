@@ -23,6 +23,8 @@ use sm4::Sm4;
 
 pub mod pki;
 
+use rustls::pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm};
+
 /// The distinguishing id of every SM2 signature the gateway makes or checks outside TLS
 /// (GB/T 35276's default, which OpenSSL calls `distid:1234567812345678`).
 pub const CERT_DIST_ID: &str = "1234567812345678";
@@ -201,6 +203,48 @@ impl Sm2PublicKey {
         let key = VerifyingKey::new(dist_id, self.key).map_err(|e| GmError::Key(e.to_string()))?;
         key.verify(message, &signature)
             .map_err(|_| GmError::BadSignature)
+    }
+}
+
+/// SM2 with SM3 for rustls-webpki: how certificate chains and CRLs signed by an SM2 CA are
+/// verified (with [`CERT_DIST_ID`]). webpki knows no SM2, so it is told the algorithm
+/// identifiers: `id-ecPublicKey` with the curve `sm2p256v1` (1.2.156.10197.1.301) for the key,
+/// `SM2-with-SM3` (1.2.156.10197.1.501, no parameters) for the signature.
+#[derive(Debug)]
+pub struct Sm2Sm3;
+
+/// The one [`Sm2Sm3`] verifier, to list among a verifier's supported algorithms.
+pub static SM2_SM3: &dyn SignatureVerificationAlgorithm = &Sm2Sm3;
+
+/// The contents of the AlgorithmIdentifier of an SM2 public key.
+const SM2_PUBLIC_KEY_ALG: &[u8] = &[
+    0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, // id-ecPublicKey
+    0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x82, 0x2d, // sm2p256v1
+];
+
+/// The contents of the AlgorithmIdentifier of an SM2-with-SM3 signature.
+const SM2_SM3_SIGNATURE_ALG: &[u8] = &[
+    0x06, 0x08, 0x2a, 0x81, 0x1c, 0xcf, 0x55, 0x01, 0x83, 0x75, // SM2-with-SM3
+];
+
+impl SignatureVerificationAlgorithm for Sm2Sm3 {
+    fn verify_signature(
+        &self,
+        public_key: &[u8],
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), InvalidSignature> {
+        let key = Sm2PublicKey::from_sec1(public_key).map_err(|_| InvalidSignature)?;
+        key.verify(CERT_DIST_ID, message, signature)
+            .map_err(|_| InvalidSignature)
+    }
+
+    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
+        AlgorithmIdentifier::from_slice(SM2_PUBLIC_KEY_ALG)
+    }
+
+    fn signature_alg_id(&self) -> AlgorithmIdentifier {
+        AlgorithmIdentifier::from_slice(SM2_SM3_SIGNATURE_ALG)
     }
 }
 

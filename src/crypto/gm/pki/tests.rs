@@ -213,3 +213,55 @@ fn openssl_checks_the_signature_of_the_gateways_sm2_crl_and_reads_what_it_revoke
     let empty = <x509_cert::crl::CertificateList>::from_pem(&empty).unwrap();
     assert!(empty.tbs_cert_list.revoked_certificates.is_none());
 }
+
+/// The chain as the gateway's TLS verifier checks it: rustls-webpki with [`SM2_SM3`].
+fn webpki_verifies(ca: &str, leaf: &str, usage: webpki::KeyUsage) -> Result<(), webpki::Error> {
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    let ca = CertificateDer::from(
+        x509_cert::Certificate::from_pem(ca)
+            .unwrap()
+            .to_der()
+            .unwrap(),
+    );
+    let leaf = CertificateDer::from(
+        x509_cert::Certificate::from_pem(leaf)
+            .unwrap()
+            .to_der()
+            .unwrap(),
+    );
+    let anchor = webpki::anchor_from_trusted_cert(&ca)?;
+    let end = webpki::EndEntityCert::try_from(&leaf)?;
+    end.verify_for_usage(
+        &[super::super::SM2_SM3],
+        &[anchor],
+        &[],
+        UnixTime::now(),
+        usage,
+        None,
+        None,
+    )
+    .map(|_| ())
+}
+
+#[test]
+fn webpki_verifies_an_sm2_chain_with_the_sm2_algorithm_and_refuses_another_cas() {
+    let ca_key = Sm2PrivateKey::generate().unwrap();
+    let ca = issue_ca(&ca_key, "yrd-huzhou federation CA", 365 * DAY).unwrap();
+    let subject = Sm2PrivateKey::generate().unwrap().public_key();
+    let leaf = issue_leaf(&ca_key, &ca, &subject, &gateway_spec()).unwrap();
+    webpki_verifies(&ca, &leaf, webpki::KeyUsage::server_auth()).unwrap();
+    webpki_verifies(&ca, &leaf, webpki::KeyUsage::client_auth()).unwrap();
+
+    let other_key = Sm2PrivateKey::generate().unwrap();
+    let other = issue_ca(&other_key, "yrd-huzhou federation CA", 365 * DAY).unwrap();
+    let foreign = issue_leaf(&other_key, &other, &subject, &gateway_spec()).unwrap();
+    assert!(webpki_verifies(&ca, &foreign, webpki::KeyUsage::server_auth()).is_err());
+
+    let mut client_only = gateway_spec();
+    client_only.server = false;
+    let client = issue_leaf(&ca_key, &ca, &subject, &client_only).unwrap();
+    assert!(
+        webpki_verifies(&ca, &client, webpki::KeyUsage::server_auth()).is_err(),
+        "a client certificate served as a server's"
+    );
+}
