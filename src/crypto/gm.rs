@@ -154,9 +154,14 @@ impl Sm2PrivateKey {
 
     /// Signs `message` (SM3 over `Z ‖ message`, `Z` from `dist_id`), DER-encoded.
     pub fn sign(&self, dist_id: &str, message: &[u8]) -> Result<Vec<u8>, GmError> {
-        let secret = sm2::SecretKey::from(self.key.as_nonzero_scalar());
-        let key = SigningKey::new(dist_id, &secret).map_err(|e| GmError::Key(e.to_string()))?;
-        let signature: Signature = key.sign(message);
+        let signature: Signature = if dist_id == CERT_DIST_ID {
+            self.key.sign(message)
+        } else {
+            // Another id makes another Z: a signer of its own (the public key computed again).
+            let secret = sm2::SecretKey::from(self.key.as_nonzero_scalar());
+            let key = SigningKey::new(dist_id, &secret).map_err(|e| GmError::Key(e.to_string()))?;
+            key.sign(message)
+        };
         Ok(signature.to_der().to_bytes().to_vec())
     }
 }
