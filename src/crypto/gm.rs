@@ -22,6 +22,7 @@ use sm3::{Digest, Sm3};
 use sm4::Sm4;
 
 pub mod pki;
+pub mod tls;
 
 use rustls::pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm};
 
@@ -126,6 +127,13 @@ impl Sm2PrivateKey {
     /// A key from its 32-byte private scalar.
     pub fn from_scalar(bytes: &[u8]) -> Result<Self, GmError> {
         let secret = sm2::SecretKey::from_slice(bytes).map_err(|e| GmError::Key(e.to_string()))?;
+        Ok(Self::from_secret(&secret))
+    }
+
+    /// A key from PKCS#8 DER.
+    pub fn from_pkcs8_der(der: &[u8]) -> Result<Self, GmError> {
+        let secret =
+            sm2::SecretKey::from_pkcs8_der(der).map_err(|e| GmError::Key(e.to_string()))?;
         Ok(Self::from_secret(&secret))
     }
 

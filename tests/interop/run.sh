@@ -33,3 +33,6 @@ fi
 echo "-- python grpcio suite"
 cargo build --quiet --bin yrd-gateway
 YRD_GATEWAY_BIN=target/debug/yrd-gateway "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/interop
+
+echo "-- 国密 TLS against OpenSSL 4.0: the gm provider's client calls gm_peer.py"
+YRD_GM_PYTHON="$venv/bin/python" cargo nextest run --run-ignored only python_openssl

@@ -172,7 +172,7 @@ impl Records {
 
     /// The provider's answer to a request made to this party: the answer is validated
     /// against the request ([`Records::validate_answer`]), the transition checked
-    /// ([`Records::may_answer`]), and the answer written ([`Records::write_answer`]).
+    /// ([`may_answer`]), and the answer written ([`Records::write_answer`]).
     pub async fn answer_access_request(
         &self,
         answer: Answer,
