@@ -219,15 +219,30 @@ impl Sm2PublicKey {
     }
 }
 
-/// SM2 with SM3 for rustls-webpki: how certificate chains and CRLs signed by an SM2 CA are
-/// verified (with [`CERT_DIST_ID`]). webpki knows no SM2, so it is told the algorithm
+/// SM2 with SM3 for rustls-webpki, with one distinguishing id: [`SM2_SM3_CERT`] checks
+/// certificate chains and CRLs signed by an SM2 CA, [`SM2_SM3_TLS13`] a TLS 1.3
+/// CertificateVerify. webpki knows no SM2, so it is told the algorithm
 /// identifiers: `id-ecPublicKey` with the curve `sm2p256v1` (1.2.156.10197.1.301) for the key,
 /// `SM2-with-SM3` (1.2.156.10197.1.501, no parameters) for the signature.
 #[derive(Debug)]
-pub struct Sm2Sm3;
+pub struct Sm2Sm3 {
+    /// The distinguishing id the signatures were made with.
+    dist_id: &'static str,
+}
 
-/// The one [`Sm2Sm3`] verifier, to list among a verifier's supported algorithms.
-pub static SM2_SM3: &dyn SignatureVerificationAlgorithm = &Sm2Sm3;
+/// The one [`Sm2Sm3`] verifier of chains and CRLs, to list among a verifier's supported
+/// algorithms.
+pub static SM2_SM3: &dyn SignatureVerificationAlgorithm = &SM2_SM3_CERT;
+
+/// [`Sm2Sm3`] with [`CERT_DIST_ID`], as a value a static slice can name.
+pub const SM2_SM3_CERT: Sm2Sm3 = Sm2Sm3 {
+    dist_id: CERT_DIST_ID,
+};
+
+/// [`Sm2Sm3`] with [`TLS13_DIST_ID`]: what a TLS 1.3 CertificateVerify is checked with.
+pub const SM2_SM3_TLS13: Sm2Sm3 = Sm2Sm3 {
+    dist_id: TLS13_DIST_ID,
+};
 
 /// The contents of the AlgorithmIdentifier of an SM2 public key.
 const SM2_PUBLIC_KEY_ALG: &[u8] = &[
@@ -248,7 +263,7 @@ impl SignatureVerificationAlgorithm for Sm2Sm3 {
         signature: &[u8],
     ) -> Result<(), InvalidSignature> {
         let key = Sm2PublicKey::from_sec1(public_key).map_err(|_| InvalidSignature)?;
-        key.verify(CERT_DIST_ID, message, signature)
+        key.verify(self.dist_id, message, signature)
             .map_err(|_| InvalidSignature)
     }
 

@@ -3,7 +3,7 @@
 //! HMAC-SM3), the key exchange curveSM2 (0x0029: ECDHE on the SM2 curve, uncompressed
 //! points, the shared x coordinate as secret), and the signature scheme sm2sig_sm3 (0x0708:
 //! a CertificateVerify signed with [`TLS13_DIST_ID`], DER-encoded), with certificate chains
-//! checked by rustls-webpki through [`SM2_SM3`] ([`super::CERT_DIST_ID`]). rustls 0.23 has no names
+//! checked by rustls-webpki through [`super::SM2_SM3`] ([`super::CERT_DIST_ID`]). rustls 0.23 has no names
 //! for these code points; they travel as its `Unknown` values.
 
 use std::sync::Arc;
@@ -22,9 +22,7 @@ use rustls::crypto::{
     ActiveKeyExchange, CryptoProvider, KeyProvider, SharedSecret, SupportedKxGroup,
     WebPkiSupportedAlgorithms,
 };
-use rustls::pki_types::{
-    AlgorithmIdentifier, InvalidSignature, PrivateKeyDer, SignatureVerificationAlgorithm,
-};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::{Signer, SigningKey};
 use rustls::{
     CipherSuite, CipherSuiteCommon, ConnectionTrafficSecrets, ContentType, Error, NamedGroup,
@@ -32,7 +30,7 @@ use rustls::{
 };
 use sm3::Digest as _;
 
-use super::{SM2_SM3, Sm2PrivateKey, Sm2PublicKey, TLS13_DIST_ID};
+use super::{SM2_SM3_CERT, SM2_SM3_TLS13, Sm2PrivateKey, TLS13_DIST_ID};
 
 /// TLS_SM4_GCM_SM3 (RFC 8998 §2).
 pub const TLS_SM4_GCM_SM3: CipherSuite = CipherSuite::Unknown(0x00c6);
@@ -55,8 +53,8 @@ pub fn provider() -> CryptoProvider {
 /// Chains are checked with the standard id ([`SM2_SM3`]), a CertificateVerify with the TLS
 /// one.
 static ALGORITHMS: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
-    all: &[&super::Sm2Sm3],
-    mapping: &[(SM2SIG_SM3, &[&Sm2Sm3Tls13])],
+    all: &[&SM2_SM3_CERT],
+    mapping: &[(SM2SIG_SM3, &[&SM2_SM3_TLS13])],
 };
 
 static SM4_GCM_SM3_SUITE: Tls13CipherSuite = Tls13CipherSuite {
@@ -283,31 +281,6 @@ impl ActiveKeyExchange for Sm2KeyShare {
 
     fn group(&self) -> NamedGroup {
         CURVE_SM2
-    }
-}
-
-/// A CertificateVerify signed with SM2 checks with the TLS distinguishing id.
-#[derive(Debug)]
-struct Sm2Sm3Tls13;
-
-impl SignatureVerificationAlgorithm for Sm2Sm3Tls13 {
-    fn verify_signature(
-        &self,
-        public_key: &[u8],
-        message: &[u8],
-        signature: &[u8],
-    ) -> Result<(), InvalidSignature> {
-        let key = Sm2PublicKey::from_sec1(public_key).map_err(|_| InvalidSignature)?;
-        key.verify(TLS13_DIST_ID, message, signature)
-            .map_err(|_| InvalidSignature)
-    }
-
-    fn public_key_alg_id(&self) -> AlgorithmIdentifier {
-        SM2_SM3.public_key_alg_id()
-    }
-
-    fn signature_alg_id(&self) -> AlgorithmIdentifier {
-        SM2_SM3.signature_alg_id()
     }
 }
 
