@@ -90,6 +90,9 @@ pub enum CertsCommand {
         /// Party ids; default: the shipped four-party federation.
         #[arg(long, value_delimiter = ',')]
         parties: Vec<String>,
+        /// Crypto profile: intl (P-256) or gm (SM2 certificates and CRLs).
+        #[arg(long, default_value = "intl")]
+        profile: crate::crypto::Profile,
     },
 }
 
@@ -148,6 +151,7 @@ pub fn certs_init(
     dir: &std::path::Path,
     trust_domain: &str,
     parties: &[String],
+    profile: crate::crypto::Profile,
 ) -> anyhow::Result<()> {
     let parties: Vec<String> = if parties.is_empty() {
         default_federation()
@@ -161,7 +165,7 @@ pub fn certs_init(
         }
         parties.to_vec()
     };
-    let report = crate::identity::pki::init_dev_pki(dir, trust_domain, &parties)?;
+    let report = crate::identity::pki::init_dev_pki(dir, trust_domain, &parties, profile)?;
     for p in &report.created {
         say!("created {}", p.display())
     }
@@ -179,7 +183,12 @@ pub async fn check_health(config: &crate::config::Config, service: &str) -> anyh
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let client = tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+    let client = tls::client_config(
+        config.tls.profile,
+        &config.tls.ca,
+        &config.tls.cert,
+        &config.tls.key,
+    )?;
     let channel = tls::channel(&addr.to_string(), "localhost", client)?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest {

@@ -229,6 +229,7 @@ fn config_file() -> String {
         federation: crate::cli::default_federation(),
         peers: vec![("anji".into(), "127.0.0.1:50053".into())],
         default_catalog: true,
+        profile: crate::crypto::Profile::Gm,
     }
     .render()
 }

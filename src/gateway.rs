@@ -109,7 +109,7 @@ impl Gateway {
             members.clone(),
         )
         .with_deadlines(config.deadlines.clone());
-        let membership = Arc::new(Membership::new(members.clone()));
+        let membership = Arc::new(Membership::new(members.clone(), config.tls.profile));
         let inbound = Inbound::new(records.clone(), feed.clone(), verifier.clone(), tls.clone())
             .with_idle_limit(config.limits.peer_idle_timeout)
             .with_membership(membership.clone());

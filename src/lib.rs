@@ -11,8 +11,10 @@
 //!
 //! - [`domain`]: the shared vocabulary — the federation's members and their order
 //!   ([`domain::Federation`]), record kinds, the party-id rule, the clock. Uses nothing.
-//! - [`crypto`]: the cryptography of the profiles; [`crypto::gm`] holds the 商用密码 primitives
-//!   (SM2 signatures with distinguishing ids, SM3, SM4-GCM). Uses nothing.
+//! - [`crypto`]: the federation's crypto profile ([`crypto::Profile`]: `intl` or `gm`) and its
+//!   TLS provider; [`crypto::gm`] holds the 商用密码 primitives (SM2 signatures with
+//!   distinguishing ids, SM3, SM4-GCM), SM2 certificates and CRLs, and RFC 8998 TLS as a
+//!   rustls provider. Uses nothing.
 //! - [`workdays`]: working-day deadlines over a holiday calendar (statutory holidays,
 //!   adjusted working days), for answers to access requests. Uses nothing.
 //! - [`store`]: durable storage, one trait per concern — [`store::RecordStore`] (records,
@@ -25,13 +27,14 @@
 //!   an SQLite store file ([`store::sqlite::backup`]). Uses [`domain`].
 //! - [`identity`]: SPIFFE ids in certificates and the access rules of SPEC §2; key files
 //!   ([`identity::pem`]), TLS configs for both directions ([`identity::tls`]), the gateway's
-//!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]).
-//!   Uses [`domain`].
+//!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]), each in
+//!   the profile its files are of. Uses [`domain`], [`crypto`].
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`] before anything
-//!   binds. Uses [`domain`], [`workdays`], [`store`], [`identity`].
+//!   binds. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`identity`].
 //! - [`membership`]: the digest of the federation's party list each gateway shows its peers,
 //!   which peers showed another, and ([`membership::reload`]) the party list and peers
-//!   changed while running by editing the config file. Uses [`domain`], [`config`].
+//!   changed while running by editing the config file. Uses [`domain`], [`crypto`],
+//!   [`config`].
 //! - [`records`]: the record families — projects, factor allocations with their decisions,
 //!   referrals, catalog entries with sharing classes, access requests with their answers —
 //!   their validation, and [`records::Records`], which applies ownership, idempotency and
@@ -49,14 +52,14 @@
 //! - [`exchange`]: replication between gateways — sharing policy, signature verification, the
 //!   owner's outbound stream and the receiver's inbound pullers, evidence checks, and
 //!   ([`exchange::recovery`]) taking this party's own changes back from its peers after a
-//!   restore from an older backup (writes held until then). Uses [`domain`], [`store`],
-//!   [`identity`], [`config`], [`membership`], [`records`], [`wire`], [`sharing`].
+//!   restore from an older backup (writes held until then). Uses [`domain`], [`crypto`],
+//!   [`store`], [`identity`], [`config`], [`membership`], [`records`], [`wire`], [`sharing`].
 //! - [`audit`]: the audit trail's single writer (concurrent events committed together, in one
 //!   order), chain verification and cross-party witnessing. Uses [`domain`], [`store`],
 //!   [`identity`], [`config`], [`membership`], [`wire`], [`exchange`].
 //! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
-//!   and status page. Uses [`domain`], [`store`], [`identity`], [`membership`], [`records`],
-//!   [`exchange`].
+//!   and status page. Uses [`domain`], [`crypto`], [`store`], [`identity`], [`membership`],
+//!   [`records`], [`exchange`].
 //! - [`api`]: the gRPC surface — the handlers, one file per record family, the authorization
 //!   and call layers, the single error-to-status mapping. Uses [`domain`], [`store`],
 //!   [`identity`], [`config`], [`membership`], [`records`], [`wire`], [`exchange`],
@@ -70,11 +73,11 @@
 //!   [`sharing`], [`exchange`], [`audit`], [`ops`], [`api`], [`http_json`].
 //! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `store backup`/`restore`, `bench` and the
 //!   demo `client` (one file per record family under `cli/client/`). Uses [`domain`],
-//!   [`store`], [`identity`], [`config`], [`records`], [`wire`], [`exchange`], [`audit`],
-//!   [`gateway`].
+//!   [`crypto`], [`store`], [`identity`], [`config`], [`records`], [`wire`], [`exchange`],
+//!   [`audit`], [`gateway`].
 //! - `fuzz` (in tests and with the `fuzzing` feature): every decoder and parser as a fuzz
-//!   target. Uses [`domain`], [`workdays`], [`store`], [`identity`], [`config`], [`records`],
-//!   [`wire`], [`exchange`], [`api`], [`http_json`], [`cli`].
+//!   target. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`identity`], [`config`],
+//!   [`records`], [`wire`], [`exchange`], [`api`], [`http_json`], [`cli`].
 //!
 //! Unit tests of a module `foo` live in a sibling file `foo/tests.rs`, declared at the end of
 //! `foo.rs` as `#[cfg(test)] mod tests;`; the layout test refuses a `mod tests { … }` written

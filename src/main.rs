@@ -136,8 +136,9 @@ fn main() -> ExitCode {
                     dir,
                     trust_domain,
                     parties,
+                    profile,
                 },
-        } => report(cli::certs_init(&dir, &trust_domain, &parties)),
+        } => report(cli::certs_init(&dir, &trust_domain, &parties, profile)),
         Command::Client(args) => report(runtime.block_on(cli::run_client(*args))),
         Command::Health { config, service } => {
             let config = match Config::load(&config, &env_overrides()) {

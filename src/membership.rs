@@ -9,9 +9,11 @@
 //! `yrd_membership_differs{peer}` and in a warning when it starts to differ.
 //!
 //! The digest is SHA-256 over a canonical text of the list, so an operator can compute it by
-//! hand: the line `yrd-membership/1`, then per party in order one line of id, display name,
-//! province and division code separated by tabs — and a fifth field `suspended` for a
-//! suspended party — each line ending in `\n`.
+//! hand: the line `yrd-membership/1`; in a federation of the `gm` crypto profile the line
+//! `crypto gm` (the `intl` profile adds none, so its digest is what gateways older than
+//! profiles show); then per party in order one line of id, display name, province and
+//! division code separated by tabs — and a fifth field `suspended` for a suspended party —
+//! each line ending in `\n`. A peer of another profile therefore shows as differing.
 
 pub mod reload;
 
@@ -20,11 +22,16 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
+use crate::crypto::Profile;
 use crate::domain::{Federation, Members};
 
-/// The SHA-256 of `federation`'s canonical text (see the module documentation).
-pub fn digest(federation: &Federation) -> [u8; 32] {
+/// The SHA-256 of the canonical text of `federation` in `profile` (see the module
+/// documentation).
+pub fn digest(federation: &Federation, profile: Profile) -> [u8; 32] {
     let mut text = String::from("yrd-membership/1\n");
+    if profile != Profile::Intl {
+        text.push_str(&format!("crypto {profile}\n"));
+    }
     for p in federation.parties() {
         for (i, field) in [&p.id, &p.display_name, &p.province, &p.division_code]
             .into_iter()
@@ -68,15 +75,22 @@ pub struct View {
 #[derive(Debug)]
 pub struct Membership {
     members: Members,
+    profile: Profile,
     views: Mutex<BTreeMap<String, View>>,
 }
 
 impl Membership {
-    pub fn new(members: Members) -> Membership {
+    pub fn new(members: Members, profile: Profile) -> Membership {
         Membership {
             members,
+            profile,
             views: Mutex::default(),
         }
+    }
+
+    /// The crypto profile this gateway runs in (part of the digest).
+    pub fn profile(&self) -> Profile {
+        self.profile
     }
 
     /// The party list this digest is of, to follow its changes.
@@ -86,7 +100,7 @@ impl Membership {
 
     /// This gateway's digest of its party list as it is now.
     pub fn own(&self) -> [u8; 32] {
-        digest(&self.members.current())
+        digest(&self.members.current(), self.profile)
     }
 
     /// Notes the digest `party` showed at `at`. An empty or malformed one (a gateway older
@@ -104,7 +118,7 @@ impl Membership {
                 peer = party,
                 theirs = %hex(&digest),
                 ours = %hex(&own),
-                "the peer's party list differs from ours: compare [[parties]] in both configurations"
+                "the peer's party list differs from ours: compare [[parties]] and [crypto] profile in both configurations"
             );
         } else if !differs && before == Some(true) {
             tracing::info!(peer = party, "the peer's party list is ours again");

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller;
 use crate::identity::Role;
+use crate::identity::tls::PeerInfo;
 use crate::membership::Membership;
 use crate::records::Records;
 use crate::wire::pb;
@@ -33,6 +34,11 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let caller = caller(&request)?;
+        let negotiated = request
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.negotiated.clone())
+            .unwrap_or_default();
         let (role, system) = match &caller.id.role {
             Role::Gateway => (pb::Role::Gateway, String::new()),
             Role::Client { system } => (pb::Role::Client, system.clone()),
@@ -44,6 +50,9 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             system,
             read_only: caller.read_only,
             gateway_party: self.records.party().to_string(),
+            crypto_profile: self.membership.profile().to_string(),
+            tls_cipher_suite: negotiated.cipher_suite,
+            tls_group: negotiated.group,
         }))
     }
 
@@ -81,6 +90,7 @@ impl pb::directory_service_server::DirectoryService for DirectoryApi {
             parties,
             membership_sha256: self.membership.own().to_vec(),
             peers,
+            crypto_profile: self.membership.profile().to_string(),
         }))
     }
 }

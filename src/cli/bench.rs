@@ -207,7 +207,12 @@ impl Setup {
     /// A folder for `federation`, with certificates for the members named in `ids`.
     fn with_federation(federation: Federation, ids: &[String]) -> anyhow::Result<Setup> {
         let dir = tempfile_dir()?;
-        crate::identity::pki::init_dev_pki(&dir.path().join("certs"), DEFAULT_TRUST_DOMAIN, ids)?;
+        crate::identity::pki::init_dev_pki(
+            &dir.path().join("certs"),
+            DEFAULT_TRUST_DOMAIN,
+            ids,
+            crate::crypto::Profile::Intl,
+        )?;
         Ok(Setup {
             dir,
             postgres_url: None,
@@ -256,6 +261,7 @@ impl Setup {
                 .map(|(p, a)| (p.to_string(), a.to_string()))
                 .collect(),
             default_catalog: true,
+            profile: crate::crypto::Profile::Intl,
         }
         .render();
         let path = self.root().join(format!("{party}.toml"));
@@ -329,7 +335,7 @@ fn client_channels(
     n: usize,
 ) -> anyhow::Result<Vec<tonic::transport::Channel>> {
     let certs = root.join("certs");
-    let tls = crate::identity::tls::client_config(
+    let tls = crate::identity::tls::client_config_for(
         &certs.join("ca.crt"),
         &certs.join(party).join("client.crt"),
         &certs.join(party).join("client.key"),

@@ -83,7 +83,7 @@ fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
             format!("127.0.0.1:{}", 50051 + order)
         }
     };
-    let tls = crate::identity::tls::client_config(&ca, &cert, &key)?;
+    let tls = crate::identity::tls::client_config_for(&ca, &cert, &key)?;
     Ok(crate::identity::tls::channel(
         &address,
         &args.server_name,

@@ -21,9 +21,13 @@ use crate::gateway::Gateway;
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// Folder for certificates, configs and stores (created if missing; reused on restart).
-    #[arg(long, default_value = "data/dev")]
-    pub data_dir: PathBuf,
+    /// Folder for certificates, configs and stores (created if missing; reused on restart);
+    /// default `data/dev`, in the gm profile `data/dev-gm`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Crypto profile of the federation: intl, or gm (RFC 8998 TLS, SM2, SM3).
+    #[arg(long, default_value = "intl")]
+    pub profile: crate::crypto::Profile,
     /// gRPC port of the first party; the others follow in party order.
     #[arg(long, default_value_t = 50051)]
     pub grpc_port_base: u16,
@@ -49,6 +53,16 @@ pub enum DevAction {
         #[arg(long, default_value = "")]
         division_code: String,
     },
+}
+
+impl DevArgs {
+    /// The folder of the dev federation.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| match self.profile {
+            crate::crypto::Profile::Intl => PathBuf::from("data/dev"),
+            crate::crypto::Profile::Gm => PathBuf::from("data/dev-gm"),
+        })
+    }
 }
 
 /// The party list of the dev federation in `data`: `federation.toml` there once a party was
@@ -89,6 +103,7 @@ fn dev_config(args: &DevArgs, federation: &Federation, party: &str) -> anyhow::R
         federation: federation.clone(),
         peers,
         default_catalog: true,
+        profile: args.profile,
     }
     .render())
 }
@@ -112,7 +127,7 @@ fn replace_file(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// `dev add-party`: see the module documentation.
 pub fn add_party(args: &DevArgs, party: PartyInfo) -> anyhow::Result<()> {
-    let data = &args.data_dir;
+    let data = &args.data_dir();
     let before = dev_federation(data)?;
     anyhow::ensure!(
         !before.contains(&party.id),
@@ -128,6 +143,7 @@ pub fn add_party(args: &DevArgs, party: PartyInfo) -> anyhow::Result<()> {
         &data.join("certs"),
         DEFAULT_TRUST_DOMAIN,
         std::slice::from_ref(&id),
+        args.profile,
     )?;
     let address = port(args.grpc_port_base, before.parties().len())?;
     // The others' files get the new entries appended: what an operator would add by hand.
@@ -172,11 +188,16 @@ pub async fn run(
     args: DevArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let data = &args.data_dir;
+    let data = &args.data_dir();
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let federation = dev_federation(data)?;
     let ids: Vec<String> = federation.parties().iter().map(|p| p.id.clone()).collect();
-    crate::identity::pki::init_dev_pki(&data.join("certs"), DEFAULT_TRUST_DOMAIN, &ids)?;
+    crate::identity::pki::init_dev_pki(
+        &data.join("certs"),
+        DEFAULT_TRUST_DOMAIN,
+        &ids,
+        args.profile,
+    )?;
 
     let mut gateways = Vec::new();
     for party in &ids {

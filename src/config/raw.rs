@@ -22,6 +22,9 @@ pub struct RawConfig {
     pub trust_domain: Option<String>,
     pub listen: RawListen,
     pub tls: RawTls,
+    /// The federation's crypto profile.
+    #[serde(default)]
+    pub crypto: RawCrypto,
     pub store: RawStore,
     #[serde(default)]
     pub log: RawLog,
@@ -94,6 +97,27 @@ pub struct RawTls {
 pub struct RawAudit {
     /// How often the signed audit chain head is sent to peers.
     pub witness_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCrypto {
+    /// `intl` (the default) or `gm`; the same at every party of a federation.
+    pub profile: Option<String>,
+}
+
+impl RawCrypto {
+    fn check(self) -> Result<crate::crypto::Profile, ConfigError> {
+        match self.profile {
+            None => Ok(crate::crypto::Profile::default()),
+            Some(name) => crate::crypto::Profile::parse(&name).ok_or_else(|| {
+                ConfigError::invalid(
+                    "crypto.profile",
+                    format!("`{name}` is not a profile: use \"intl\" or \"gm\""),
+                )
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +277,7 @@ impl RawConfig {
                 .unwrap_or(self.listen.grpc),
             "0.0.0.0:50051",
         )?;
+        let profile = self.crypto.check()?;
         let store = self.store.with_env(env).check(resolve)?;
         let log = self.log.check(env)?;
         let read_only_systems = self.access.check()?;
@@ -280,6 +305,7 @@ impl RawConfig {
                 cert: resolve(self.tls.cert),
                 key: resolve(self.tls.key),
                 crl: self.tls.crl.map(resolve),
+                profile,
             },
             store,
             log,

@@ -26,6 +26,8 @@ pub struct ConfigTemplate {
     pub peers: Vec<(String, String)>,
     /// Publish the default catalog at start (`[sharing] default_catalog`).
     pub default_catalog: bool,
+    /// The federation's crypto profile (`[crypto] profile`, written when not the default).
+    pub profile: crate::crypto::Profile,
 }
 
 fn toml_str(s: &str) -> String {
@@ -64,6 +66,16 @@ impl ConfigTemplate {
             t = t.replacen(
                 "\n\n[store]",
                 &format!("\ncrl = {}\n\n[store]", toml_str(crl)),
+                1,
+            );
+        }
+        if self.profile != crate::crypto::Profile::Intl {
+            t = t.replacen(
+                "\n\n[store]",
+                &format!(
+                    "\n\n# The federation's crypto profile: the same at every party.\n[crypto]\nprofile = {}\n\n[store]",
+                    toml_str(self.profile.as_str())
+                ),
                 1,
             );
         }

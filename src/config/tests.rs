@@ -259,3 +259,15 @@ fn the_coordinator_is_the_first_party_unless_the_sharing_section_names_another()
     let stranger = format!("{GOOD}\n[sharing]\ncoordinator = \"shanghai\"\n");
     assert_eq!(key_of(load(&stranger).unwrap_err()), "sharing.coordinator");
 }
+
+#[test]
+fn the_crypto_profile_is_intl_unless_the_crypto_section_names_gm() {
+    use crate::crypto::Profile;
+    assert_eq!(load(GOOD).unwrap().tls.profile, Profile::Intl);
+    let gm = GOOD.replace("[store]", "[crypto]\nprofile = \"gm\"\n[store]");
+    assert_eq!(load(&gm).unwrap().tls.profile, Profile::Gm);
+    let sm = GOOD.replace("[store]", "[crypto]\nprofile = \"sm2\"\n[store]");
+    let err = load(&sm).unwrap_err();
+    assert!(err.to_string().contains("\"intl\" or \"gm\""), "{err}");
+    assert_eq!(key_of(err), "crypto.profile");
+}

@@ -144,7 +144,8 @@ impl Inbound {
         verifier: Arc<SignatureVerifier>,
         tls: TlsSource,
     ) -> Self {
-        let membership = Arc::new(Membership::new(records.members().clone()));
+        let profile = tls.borrow().profile;
+        let membership = Arc::new(Membership::new(records.members().clone(), profile));
         Inbound {
             records,
             feed,

@@ -7,6 +7,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use sha2::{Digest, Sha256};
 
 use super::ExchangeError;
+use crate::crypto::{Profile, SM2_SM3_SIGNATURE};
 use crate::identity::tls::{TlsSource, provider, spiffe_id_of};
 use crate::identity::{Role, SpiffeId};
 
@@ -76,7 +77,9 @@ impl SignatureVerifier {
         })
     }
 
-    /// Verifies `signature` over `message` with the signer's public key.
+    /// Verifies `signature` over `message` with the signer's public key. Either profile's
+    /// signatures verify, whatever this gateway's profile is now: evidence kept from before a
+    /// federation changed profile stays checkable.
     pub fn verify(
         &self,
         signer: &VerifiedSigner,
@@ -86,18 +89,25 @@ impl SignatureVerifier {
         signature: &[u8],
     ) -> Result<(), ExchangeError> {
         let bad = |reason: String| ExchangeError::BadSignature { seq, reason };
-        let scheme = SignatureScheme::from(scheme);
-        let algs = provider()
-            .signature_verification_algorithms
-            .mapping
-            .iter()
-            .find(|(s, _)| *s == scheme)
-            .map(|(_, algs)| *algs)
-            .ok_or_else(|| bad(format!("unsupported scheme {scheme:?}")))?;
+        let alg = if scheme == SM2_SM3_SIGNATURE {
+            crate::crypto::gm::SM2_SM3
+        } else {
+            let scheme = SignatureScheme::from(scheme);
+            let algs = provider(Profile::Intl)
+                .signature_verification_algorithms
+                .mapping
+                .iter()
+                .find(|(s, _)| *s == scheme)
+                .map(|(_, algs)| *algs)
+                .ok_or_else(|| bad(format!("unsupported scheme {scheme:?}")))?;
+            *algs.first().ok_or_else(|| bad("no algorithm".into()))?
+        };
         let der = CertificateDer::from(signer.der.as_slice());
         let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| bad(e.to_string()))?;
-        let alg = algs.first().ok_or_else(|| bad("no algorithm".into()))?;
-        cert.verify_signature(*alg, message, signature)
+        cert.verify_signature(alg, message, signature)
             .map_err(|e| bad(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests;

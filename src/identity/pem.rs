@@ -1,7 +1,7 @@
-//! The gateway's key material as files: where they are ([`TlsPaths`]), reading certificates
-//! and keys from PEM, and the one crypto provider (ring) every TLS and signature operation
-//! uses. Both the TLS configs ([`super::tls`]) and the signing key ([`super::signer`]) are
-//! built from these.
+//! The gateway's key material as files: where they are and which crypto profile reads them
+//! ([`TlsPaths`]), reading certificates and keys from PEM, and the profile's crypto provider
+//! every TLS operation uses. Both the TLS configs ([`super::tls`]) and the signing key
+//! ([`super::signer`]) are built from these.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,13 +9,17 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// File paths of the gateway's TLS material (resolved against the config file's folder).
+use crate::crypto::Profile;
+
+/// File paths of the gateway's TLS material (resolved against the config file's folder), and
+/// the crypto profile they must fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsPaths {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub crl: Option<PathBuf>,
+    pub profile: Profile,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +32,101 @@ pub enum TlsError {
     },
     #[error("invalid TLS setup: {0}")]
     Setup(String),
+    #[error(
+        "{path} holds {found}, but the crypto profile is {profile}, which needs {needs}: \
+         issue the federation's files again with `certs init --profile {profile}`, or set \
+         `[crypto] profile` to the one the federation uses"
+    )]
+    Profile {
+        path: PathBuf,
+        found: &'static str,
+        profile: Profile,
+        needs: &'static str,
+    },
 }
 
-/// The crypto provider every TLS and signature operation of the gateway uses (ring).
-pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto provider every TLS operation of a gateway in `profile` uses.
+pub fn provider(profile: Profile) -> Arc<rustls::crypto::CryptoProvider> {
+    profile.tls_provider()
+}
+
+/// The object identifier of the SM2 curve (GB/T 33560), in a certificate's public key.
+const SM2_CURVE_OID: &str = "1.2.156.10197.1.301";
+
+/// The profile a certificate's public key belongs to: an SM2 key is `gm`, any other `intl`.
+pub fn profile_of_certificate(cert: &CertificateDer<'_>) -> Result<Profile, String> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let spki = &parsed.tbs_certificate.subject_pki.algorithm;
+    let curve = spki
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
+    Ok(if curve.as_deref() == Some(SM2_CURVE_OID) {
+        Profile::Gm
+    } else {
+        Profile::Intl
+    })
+}
+
+/// What a file of `kind` holds when it belongs to `profile`, for errors.
+fn holds(kind: &'static str, profile: Profile) -> &'static str {
+    match (kind, profile) {
+        ("certificate", Profile::Gm) => "an SM2 certificate",
+        ("certificate", Profile::Intl) => "an international (non-SM2) certificate",
+        (_, Profile::Gm) => "an SM2 private key",
+        (_, Profile::Intl) => "an international (non-SM2) private key",
+    }
+}
+
+/// Refuses material that does not fit `paths.profile`, naming the file: the CA bundle and the
+/// gateway certificate must carry the profile's keys, and the key file must load with the
+/// profile's provider.
+pub fn check_profile(paths: &TlsPaths) -> Result<(), TlsError> {
+    let profile = paths.profile;
+    let wrong = |path: &Path, found: Profile, kind: &'static str| TlsError::Profile {
+        path: path.to_owned(),
+        found: holds(kind, found),
+        profile,
+        needs: holds(kind, profile),
+    };
+    for path in [&paths.ca, &paths.cert] {
+        for cert in load_certs(path)? {
+            let found = profile_of_certificate(&cert).map_err(|message| TlsError::Load {
+                what: "certificates",
+                path: path.clone(),
+                message,
+            })?;
+            if found != profile {
+                return Err(wrong(path, found, "certificate"));
+            }
+        }
+    }
+    let key = load_key(&paths.key)?;
+    if provider(profile)
+        .key_provider
+        .load_private_key(key.clone_key())
+        .is_err()
+    {
+        let other = Profile::ALL.into_iter().find(|p| {
+            *p != profile
+                && provider(*p)
+                    .key_provider
+                    .load_private_key(key.clone_key())
+                    .is_ok()
+        });
+        return Err(match other {
+            Some(found) => wrong(&paths.key, found, "key"),
+            None => TlsError::Load {
+                what: "private key",
+                path: paths.key.clone(),
+                message: format!("not {}", profile.key_kind()),
+            },
+        });
+    }
+    Ok(())
 }
 
 /// Reads every certificate in a PEM file.

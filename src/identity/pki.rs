@@ -1,7 +1,9 @@
 //! The development PKI: a federation CA and, per party, a gateway certificate and a demo client
-//! certificate, in the layout of SPEC §7. Production operators bring their own CA; the gateway
-//! only reads file paths. Tests use [`Authority::issue`] to make the odd certificates they need
-//! (expired, foreign CA, no SPIFFE id).
+//! certificate, in the layout of SPEC §7, in either crypto profile — P-256 certificates made
+//! with rcgen (`intl`), SM2 certificates made by [`crate::crypto::gm::pki`] (`gm`).
+//! Production operators bring their own CA; the gateway only reads file paths. Tests use
+//! [`Authority::issue`] to make the odd certificates they need (expired, foreign CA, no
+//! SPIFFE id).
 
 use std::fs;
 use std::io::Write;
@@ -15,6 +17,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use super::SpiffeId;
+use crate::crypto::Profile;
+use crate::crypto::gm::{self, Sm2PrivateKey};
 
 /// How long development certificates stay valid.
 const DEV_VALIDITY_DAYS: i64 = 825;
@@ -30,6 +34,8 @@ pub enum PkiError {
     },
     #[error("{0}")]
     Inconsistent(String),
+    #[error("SM2 certificate: {0}")]
+    Gm(#[from] gm::GmError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
@@ -98,7 +104,13 @@ pub struct Issued {
 /// A certificate authority able to sign leaf certificates.
 pub struct Authority {
     cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
+    key: CaKey,
+}
+
+/// The CA's key, by profile.
+enum CaKey {
+    Intl(Box<Issuer<'static, KeyPair>>),
+    Gm(Sm2PrivateKey),
 }
 
 fn random_serial() -> SerialNumber {
@@ -112,8 +124,22 @@ fn random_serial() -> SerialNumber {
 }
 
 impl Authority {
-    /// Creates a new self-signed CA.
+    /// Creates a new self-signed CA of the intl profile.
     pub fn generate(common_name: &str) -> Result<Self, PkiError> {
+        Self::generate_in(Profile::Intl, common_name)
+    }
+
+    /// Creates a new self-signed CA of `profile`.
+    pub fn generate_in(profile: Profile, common_name: &str) -> Result<Self, PkiError> {
+        if profile == Profile::Gm {
+            let key = Sm2PrivateKey::generate()?;
+            let valid_for = std::time::Duration::from_secs(DEV_VALIDITY_DAYS as u64 * 2 * 86_400);
+            let cert_pem = gm::pki::issue_ca(&key, common_name, valid_for)?;
+            return Ok(Authority {
+                cert_pem,
+                key: CaKey::Gm(key),
+            });
+        }
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -136,18 +162,31 @@ impl Authority {
         let cert = params.self_signed(&key)?;
         Ok(Authority {
             cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
+            key: CaKey::Intl(Box::new(Issuer::new(params, key))),
         })
     }
 
-    /// Loads a CA from its PEM certificate and key.
+    /// Loads a CA from its PEM certificate and key; the certificate's key says the profile.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::from_pem(key_pem)?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
+        let key = match profile_of_pem(cert_pem)? {
+            Profile::Intl => {
+                let key = KeyPair::from_pem(key_pem)?;
+                CaKey::Intl(Box::new(Issuer::from_ca_cert_pem(cert_pem, key)?))
+            }
+            Profile::Gm => CaKey::Gm(Sm2PrivateKey::from_pkcs8_pem(key_pem)?),
+        };
         Ok(Authority {
             cert_pem: cert_pem.to_string(),
-            issuer,
+            key,
         })
+    }
+
+    /// The profile of the CA's key.
+    pub fn profile(&self) -> Profile {
+        match self.key {
+            CaKey::Intl(_) => Profile::Intl,
+            CaKey::Gm(_) => Profile::Gm,
+        }
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -155,11 +194,18 @@ impl Authority {
     }
 
     pub fn key_pem(&self) -> String {
-        self.issuer.key().serialize_pem()
+        match &self.key {
+            CaKey::Intl(issuer) => issuer.key().serialize_pem(),
+            CaKey::Gm(key) => key.to_pkcs8_pem(),
+        }
     }
 
-    /// Signs a leaf certificate with a fresh ECDSA P-256 key.
+    /// Signs a leaf certificate with a fresh key of the CA's profile (ECDSA P-256 or SM2).
     pub fn issue(&self, spec: &LeafSpec) -> Result<Issued, PkiError> {
+        let issuer = match &self.key {
+            CaKey::Intl(issuer) => issuer,
+            CaKey::Gm(ca_key) => return self.issue_gm(ca_key, spec),
+        };
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -189,7 +235,7 @@ impl Authority {
         params.not_after = spec.not_after;
         let serial = random_serial();
         params.serial_number = Some(serial.clone());
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = params.signed_by(&key, issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -197,8 +243,52 @@ impl Authority {
         })
     }
 
+    /// [`Self::issue`] in the gm profile. The certificate is valid from a few minutes ago
+    /// until `spec.not_after`; it always allows client authentication.
+    fn issue_gm(&self, ca_key: &Sm2PrivateKey, spec: &LeafSpec) -> Result<Issued, PkiError> {
+        let [spiffe_id] = spec.uris.as_slice() else {
+            return Err(PkiError::Inconsistent(
+                "an SM2 certificate carries exactly one URI SAN".into(),
+            ));
+        };
+        let left = spec.not_after - OffsetDateTime::now_utc();
+        let key = Sm2PrivateKey::generate()?;
+        let cert_pem = gm::pki::issue_leaf(
+            ca_key,
+            &self.cert_pem,
+            &key.public_key(),
+            &gm::pki::LeafSpec {
+                common_name: spec.common_name.clone(),
+                spiffe_id: spiffe_id.clone(),
+                dns_names: spec.dns_names.clone(),
+                ip_addresses: spec.ips.clone(),
+                server: spec.server_auth,
+                client: true,
+                valid_for: std::time::Duration::from_secs(left.whole_seconds().max(0) as u64),
+            },
+        )?;
+        Ok(Issued {
+            serial: gm::pki::serial_of(&cert_pem)?,
+            cert_pem,
+            key_pem: key.to_pkcs8_pem(),
+        })
+    }
+
     /// A PEM certificate revocation list revoking the given serial numbers, valid for a week.
     pub fn revoke(&self, serials: &[Vec<u8>], crl_number: u64) -> Result<String, PkiError> {
+        let issuer = match &self.key {
+            CaKey::Intl(issuer) => issuer,
+            CaKey::Gm(ca_key) => {
+                let week = std::time::Duration::from_secs(7 * 86_400);
+                return Ok(gm::pki::issue_crl(
+                    ca_key,
+                    &self.cert_pem,
+                    crl_number,
+                    serials,
+                    week,
+                )?);
+            }
+        };
         let now = OffsetDateTime::now_utc();
         let params = rcgen::CertificateRevocationListParams {
             this_update: now - Duration::minutes(1),
@@ -216,8 +306,17 @@ impl Authority {
                 .collect(),
             key_identifier_method: rcgen::KeyIdMethod::Sha256,
         };
-        Ok(params.signed_by(&self.issuer)?.pem()?)
+        Ok(params.signed_by(issuer)?.pem()?)
     }
+}
+
+/// The profile of the first certificate in `pem`.
+fn profile_of_pem(pem: &str) -> Result<Profile, PkiError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| PkiError::Inconsistent(format!("unreadable CA certificate: {e}")))?;
+    super::pem::profile_of_certificate(&der).map_err(PkiError::Inconsistent)
 }
 
 /// What `certs init` did, for the operator's terminal.
@@ -227,12 +326,14 @@ pub struct InitReport {
     pub kept: Vec<PathBuf>,
 }
 
-/// Creates the development PKI under `dir`, or completes it: an existing CA is reused and
-/// existing certificates are kept, so re-running after adding a party issues only what is new.
+/// Creates the development PKI of `profile` under `dir`, or completes it: an existing CA is
+/// reused (and must be of `profile`) and existing certificates are kept, so re-running after
+/// adding a party issues only what is new.
 pub fn init_dev_pki(
     dir: &Path,
     trust_domain: &str,
     parties: &[String],
+    profile: Profile,
 ) -> Result<InitReport, PkiError> {
     let mut report = InitReport::default();
     fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -243,10 +344,19 @@ pub fn init_dev_pki(
             let crt = fs::read_to_string(&ca_crt).map_err(io_err(&ca_crt))?;
             let key = fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
             report.kept.push(ca_crt.clone());
-            Authority::from_pem(&crt, &key)?
+            let ca = Authority::from_pem(&crt, &key)?;
+            if ca.profile() != profile {
+                return Err(PkiError::Inconsistent(format!(
+                    "{} is a CA of the {} profile, not {profile}: choose another folder for \
+                     the {profile} certificates, or remove this one",
+                    ca_crt.display(),
+                    ca.profile()
+                )));
+            }
+            ca
         }
         (false, false) => {
-            let ca = Authority::generate("YRD Huzhou development CA")?;
+            let ca = Authority::generate_in(profile, "YRD Huzhou development CA")?;
             write_private(&ca_key, &ca.key_pem())?;
             write_public(&ca_crt, ca.cert_pem())?;
             report.created.push(ca_crt.clone());

@@ -29,7 +29,10 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use super::SpiffeId;
-pub use super::pem::{TlsError, TlsPaths, load_certs, load_key, provider};
+pub use super::pem::{
+    TlsError, TlsPaths, check_profile, load_certs, load_key, profile_of_certificate, provider,
+};
+use crate::crypto::Profile;
 
 /// What a connection that has not finished its TLS handshake — an unauthenticated client —
 /// may hold: time, and a place among the handshakes in progress, overall and from its address.
@@ -178,7 +181,7 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 /// revocation of the end entity when a CRL is configured.
 pub fn chain_verifier(paths: &TlsPaths) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let roots = Arc::new(load_roots(&paths.ca)?);
-    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider(paths.profile));
     if let Some(crl) = &paths.crl {
         builder = builder
             .with_crls(load_crls(crl)?)
@@ -188,10 +191,11 @@ pub fn chain_verifier(paths: &TlsPaths) -> Result<Arc<dyn ClientCertVerifier>, T
     builder.build().map_err(|e| TlsError::Setup(e.to_string()))
 }
 
-/// The server side: TLS 1.3 only, a client certificate chaining to the CA is mandatory.
+/// The server side: TLS 1.3 only, in the profile's suites, a client certificate chaining to
+/// the CA is mandatory.
 pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier = chain_verifier(paths)?;
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider(paths.profile))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -202,9 +206,15 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// The client side: TLS 1.3 only, presents `cert`/`key`, trusts only the federation CA.
-pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientConfig>, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
+/// The client side: TLS 1.3 only, in `profile`'s suites, presents `cert`/`key`, trusts only
+/// the federation CA.
+pub fn client_config(
+    profile: Profile,
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider(profile))
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_root_certificates(load_roots(ca)?)
@@ -212,6 +222,22 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<Arc<ClientCon
         .map_err(|e| TlsError::Setup(format!("certificate and key do not fit together: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// As [`client_config`], in the profile of the certificate `cert` holds (an SM2 certificate
+/// dials in `gm`): for tools that are given files, not a config.
+pub fn client_config_for(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let own = load_certs(cert)?;
+    let profile = profile_of_certificate(&own[0]).map_err(|message| TlsError::Load {
+        what: "certificates",
+        path: cert.to_owned(),
+        message,
+    })?;
+    client_config(profile, ca, cert, key)
 }
 
 /// The single URI SAN of a certificate, parsed as a federation SPIFFE id.
@@ -248,6 +274,45 @@ pub struct PeerInfo {
     pub remote_addr: Option<SocketAddr>,
     /// The SPIFFE id of the client certificate, or why there is none usable.
     pub identity: Result<SpiffeId, String>,
+    /// The cipher suite and key exchange group the handshake chose.
+    pub negotiated: Negotiated,
+}
+
+/// What a TLS handshake chose, by the names the IANA registry gives (RFC 8998's for the gm
+/// profile).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// E.g. `TLS_SM4_GCM_SM3` or `TLS13_AES_128_GCM_SHA256`.
+    pub cipher_suite: String,
+    /// E.g. `curveSM2` or `X25519`.
+    pub group: String,
+}
+
+impl Negotiated {
+    /// What `connection` negotiated (empty before the handshake is done).
+    pub fn of(connection: &rustls::CommonState) -> Negotiated {
+        use crate::crypto::gm::tls::{CURVE_SM2, TLS_SM4_GCM_SM3};
+        let cipher_suite = match connection.negotiated_cipher_suite().map(|s| s.suite()) {
+            None => String::new(),
+            Some(TLS_SM4_GCM_SM3) => "TLS_SM4_GCM_SM3".into(),
+            Some(suite) => suite
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{:#06x}", u16::from(suite))),
+        };
+        let group = match connection.negotiated_key_exchange_group().map(|g| g.name()) {
+            None => String::new(),
+            Some(CURVE_SM2) => "curveSM2".into(),
+            Some(group) => group
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{:#06x}", u16::from(group))),
+        };
+        Negotiated {
+            cipher_suite,
+            group,
+        }
+    }
 }
 
 /// An accepted, handshaken TLS connection.
@@ -388,6 +453,8 @@ impl AsyncWrite for TlsConn {
 
 /// Everything TLS a gateway loads from its `[tls]` files; replaced as a whole when they change.
 pub struct TlsMaterial {
+    /// The crypto profile the files were loaded in.
+    pub profile: Profile,
     pub server: Arc<ServerConfig>,
     pub client: Arc<ClientConfig>,
     /// Checks certificates of clients, peers and change signers against CA and CRL.
@@ -412,12 +479,15 @@ fn not_after(cert: &CertificateDer<'_>) -> i64 {
 }
 
 impl TlsMaterial {
+    /// Loads the files of `paths`, refusing any that does not fit its crypto profile.
     pub fn load(paths: &TlsPaths) -> Result<Self, TlsError> {
+        check_profile(paths)?;
         let own = load_certs(&paths.cert)?;
         let ca = load_certs(&paths.ca)?;
         Ok(TlsMaterial {
+            profile: paths.profile,
             server: server_config(paths)?,
-            client: client_config(&paths.ca, &paths.cert, &paths.key)?,
+            client: client_config(paths.profile, &paths.ca, &paths.cert, &paths.key)?,
             chain: chain_verifier(paths)?,
             cert_not_after: not_after(&own[0]),
             ca_not_after: not_after(&ca[0]),
@@ -552,6 +622,7 @@ impl Accept {
                 let info = PeerInfo {
                     remote_addr: Some(remote),
                     identity,
+                    negotiated: Negotiated::of(stream.get_ref().1),
                 };
                 let _ = tx
                     .send(Ok(TlsConn {

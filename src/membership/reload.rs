@@ -200,7 +200,12 @@ fn restart_needed(started: &Config, new: &Config) -> Vec<&'static str> {
     differs("trust_domain", started.trust_domain != new.trust_domain);
     differs("listen.grpc", started.listen_grpc != new.listen_grpc);
     differs("admin.listen", started.admin_listen != new.admin_listen);
-    differs("tls", started.tls != new.tls);
+    let (a, b) = (&started.tls, &new.tls);
+    differs(
+        "tls",
+        (&a.ca, &a.cert, &a.key, &a.crl) != (&b.ca, &b.cert, &b.key, &b.crl),
+    );
+    differs("crypto.profile", started.tls.profile != new.tls.profile);
     differs("store", started.store != new.store);
     differs("log", started.log != new.log);
     differs(

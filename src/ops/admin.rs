@@ -178,9 +178,14 @@ fn federation(h: &mut String, state: &OpsState) {
         );
     }
     let own = crate::membership::hex(&state.membership.own());
+    let profile = state.membership.profile();
+    let what = match profile {
+        crate::crypto::Profile::Intl => "TLS 1.3 with international suites, P-256, SHA-256",
+        crate::crypto::Profile::Gm => "RFC 8998 TLS_SM4_GCM_SM3 with curveSM2, SM2, SM3",
+    };
     let _ = write!(
         h,
-        "</table><p>Party list digest (SHA-256, the same at every gateway): <code>{own}</code></p><table><tr><th>peer</th><th>its party list</th><th>shown</th></tr>"
+        "</table><p>Crypto profile: <b>{profile}</b> ({what}). Party list digest (SHA-256 over the list and the profile, the same at every gateway): <code>{own}</code></p><table><tr><th>peer</th><th>its party list</th><th>shown</th></tr>"
     );
     let views = state.membership.views();
     if views.is_empty() {
@@ -193,7 +198,7 @@ fn federation(h: &mut String, state: &OpsState) {
             esc(&v.party),
             if v.differs {
                 format!(
-                    "<b class=bad>DIFFERS</b>: <code>{}</code> — compare [[parties]] in both configurations",
+                    "<b class=bad>DIFFERS</b>: <code>{}</code> — compare [[parties]] and [crypto] profile in both configurations",
                     crate::membership::hex(&v.digest)
                 )
             } else {

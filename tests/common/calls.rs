@@ -194,6 +194,34 @@ pub async fn audit_events_until(
     .await
 }
 
+/// The chain heads of `party` the gateway `witness` holds, once it holds one (asked as
+/// `party`'s gateway, as a peer would).
+pub async fn witnessed_heads(
+    fed: &TestFederation,
+    witness: &str,
+    party: &str,
+) -> Vec<pb::SignedChainHead> {
+    let peer = pb::federation_service_client::FederationServiceClient::new(
+        fed.channel_with(witness, fed.pki.client_config(party, "gateway")),
+    );
+    let what = format!("{witness} witnessing {party}'s head");
+    eventually(Duration::from_secs(30), &what, || {
+        let mut peer = peer.clone();
+        async move {
+            let heads = peer
+                .list_witnessed_heads(pb::ListWitnessedHeadsRequest {
+                    party: party.into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .heads;
+            (!heads.is_empty()).then_some(heads)
+        }
+    })
+    .await
+}
+
 /// The value of a per-peer metric (`name{peer="PEER"}`) on an admin server, if listed.
 pub async fn peer_metric(admin: SocketAddr, name: &str, peer: &str) -> Option<u64> {
     let (code, body) = http_get(admin, "/metrics").await;

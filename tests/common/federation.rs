@@ -38,6 +38,8 @@ pub struct Options {
     pub postgres_url: Option<String>,
     /// Admin HTTP address instead of port 0 (for a test that reads a child's metrics).
     pub listen_admin: Option<String>,
+    /// The federation's crypto profile (its PKI and `[crypto] profile`).
+    pub profile: yrd_gateway::crypto::Profile,
 }
 
 /// Microseconds added to the clock of every in-process gateway of this test (each test runs in
@@ -94,6 +96,7 @@ pub fn write_config_of(
         default_catalog: !options.without_default_catalog.iter().any(|p| p == party),
         federation: fed,
         peers: peers.to_vec(),
+        profile: options.profile,
     }
     .render();
     let path = root.join(format!("{party}.toml"));
@@ -184,7 +187,7 @@ impl TestFederation {
 
     pub async fn start_with(parties: &[&str], options: Options) -> TestFederation {
         let root = tempfile::tempdir().unwrap();
-        let pki = Pki::new(root.path());
+        let pki = Pki::new_in(root.path(), options.profile);
         if options.crl {
             std::fs::write(pki.dir.join("crl.pem"), pki.ca.revoke(&[], 1).unwrap()).unwrap();
         }

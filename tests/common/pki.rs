@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ClientConfig;
+use yrd_gateway::crypto::Profile;
 use yrd_gateway::identity::pki::{Authority, Issued, LeafSpec};
 use yrd_gateway::identity::tls;
 
@@ -13,6 +14,7 @@ use super::*;
 pub struct Pki {
     pub dir: PathBuf,
     pub ca: Authority,
+    pub profile: Profile,
 }
 
 impl Pki {
@@ -23,19 +25,26 @@ impl Pki {
             cert: self.dir.join(party).join("gateway.crt"),
             key: self.dir.join(party).join("gateway.key"),
             crl: None,
+            profile: self.profile,
         }
     }
 
     pub fn new(root: &Path) -> Pki {
+        Self::new_in(root, Profile::Intl)
+    }
+
+    /// A development PKI of `profile` (SM2 certificates in `gm`).
+    pub fn new_in(root: &Path, profile: Profile) -> Pki {
         let dir = root.join("certs");
         let parties: Vec<String> = PARTIES.iter().map(|s| s.to_string()).collect();
-        yrd_gateway::identity::pki::init_dev_pki(&dir, TRUST_DOMAIN, &parties).expect("dev pki");
+        yrd_gateway::identity::pki::init_dev_pki(&dir, TRUST_DOMAIN, &parties, profile)
+            .expect("dev pki");
         let ca = Authority::from_pem(
             &std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
             &std::fs::read_to_string(dir.join("ca.key")).unwrap(),
         )
         .unwrap();
-        Pki { dir, ca }
+        Pki { dir, ca, profile }
     }
 
     pub fn ca_path(&self) -> PathBuf {
@@ -46,6 +55,7 @@ impl Pki {
     pub fn client_config(&self, party: &str, stem: &str) -> Arc<ClientConfig> {
         let d = self.dir.join(party);
         tls::client_config(
+            self.profile,
             &self.ca_path(),
             &d.join(format!("{stem}.crt")),
             &d.join(format!("{stem}.key")),
@@ -60,7 +70,7 @@ impl Pki {
         let key = self.dir.join(format!("{name}.key"));
         std::fs::write(&crt, &issued.cert_pem).unwrap();
         std::fs::write(&key, &issued.key_pem).unwrap();
-        tls::client_config(&self.ca_path(), &crt, &key).unwrap()
+        tls::client_config_for(&self.ca_path(), &crt, &key).unwrap()
     }
 
     /// Issues a client certificate for `party`/`system` from the federation CA.

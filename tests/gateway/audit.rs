@@ -96,24 +96,7 @@ async fn a_consistently_rebuilt_chain_is_caught_by_a_peers_witness() {
     let mut fed = TestFederation::start_with(&["zone", "guangde"], options).await;
     some_calls(&fed, "zone", 5).await;
     // Wait until guangde holds a head of the zone covering those calls.
-    let peer = pb::federation_service_client::FederationServiceClient::new(
-        fed.channel_with("guangde", fed.pki.client_config("zone", "gateway")),
-    );
-    eventually(WAIT, "guangde witnessing the zone's head", || {
-        let mut peer = peer.clone();
-        async move {
-            let heads = peer
-                .list_witnessed_heads(pb::ListWitnessedHeadsRequest {
-                    party: "zone".into(),
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .heads;
-            (!heads.is_empty()).then_some(())
-        }
-    })
-    .await;
+    witnessed_heads(&fed, "guangde", "zone").await;
     fed.gateway("zone").stop().await;
 
     // The zone rewrites event 2 and rebuilds every hash after it: locally the chain verifies.

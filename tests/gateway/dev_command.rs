@@ -43,7 +43,7 @@ async fn dev_starts_four_gateways_and_stops_on_sigterm() {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let me = loop {
             // The certificates appear when dev has started; wait for them and for the port.
-            let config = tls::client_config(
+            let config = tls::client_config_for(
                 &certs.join("ca.crt"),
                 &certs.join(party).join("client.crt"),
                 &certs.join(party).join("client.key"),

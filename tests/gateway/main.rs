@@ -14,6 +14,7 @@ mod docs;
 mod durability;
 mod exchange;
 mod flood;
+mod gm;
 mod grants;
 mod http_json;
 mod identity;

@@ -169,8 +169,13 @@ async fn a_fifth_party_joins_a_running_federation_and_no_gateway_restarts() {
 
     // lingang's operator: certificates from the federation CA, a config listing all five,
     // the gateway started with an empty store.
-    yrd_gateway::identity::pki::init_dev_pki(&fed.pki.dir, TRUST_DOMAIN, &["lingang".into()])
-        .unwrap();
+    yrd_gateway::identity::pki::init_dev_pki(
+        &fed.pki.dir,
+        TRUST_DOMAIN,
+        &["lingang".into()],
+        fed.pki.profile,
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let lingang_addr = listener.local_addr().unwrap().to_string();
     let five = [&four[..], &["lingang"]].concat();

@@ -1,10 +1,14 @@
 """An RFC 8998 peer nobody here wrote: OpenSSL 4.0 as PyPI's cryptography 48 bundles it,
 driven through pyOpenSSL 26.2, with TLS_SM4_GCM_SM3, curveSM2 and SM2 certificates only.
 
-    python gm_peer.py serve DIR PORT   # DIR holds ca.crt, server.crt, server.key
+    python gm_peer.py serve DIR PORT        # DIR holds ca.crt, server.crt, server.key
+    python gm_peer.py call DIR PORT PATH    # DIR holds ca.crt, client.crt, client.key
 
-It requires a client certificate from ca.crt, prints "ready", then after one handshake the
-negotiated suite, group and the client's subject, and echoes one message with "echo:".
+`serve` requires a client certificate from ca.crt, prints "ready", then after one handshake
+the negotiated suite, group and the client's subject, and echoes one message with "echo:".
+`call` sends an HTTP/1.1 GET of PATH to a gateway's HTTP/JSON surface on 127.0.0.1:PORT with
+the client certificate, prints the negotiated suite and the server's subject, then the
+response; or "refused" and why when the handshake or the server refuses it.
 """
 
 import socket
@@ -56,8 +60,40 @@ def serve(directory, port):
         sock.close()
 
 
+def call(directory, port, path):
+    ctx = context(directory, "client")
+    ctx.set_alpn_protos([b"http/1.1"])
+    sock = socket.create_connection(("127.0.0.1", port))
+    conn = SSL.Connection(ctx, sock)
+    conn.set_tlsext_host_name(b"localhost")
+    conn.set_connect_state()
+    try:
+        conn.do_handshake()
+        print(negotiated(conn), flush=True)
+        request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        conn.sendall(request.encode())
+        response = b""
+        while True:
+            try:
+                chunk = conn.recv(65536)
+            except SSL.ZeroReturnError:
+                break
+            if not chunk:
+                break
+            response += chunk
+        print(response.decode("utf-8", "replace"), flush=True)
+    except SSL.Error as e:
+        # In TLS 1.3 a server refuses a client certificate after the client's handshake is
+        # done: the alert arrives with the first read.
+        print("refused", e, flush=True)
+    finally:
+        sock.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "call":
+        call(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:
         raise SystemExit(__doc__)

@@ -162,6 +162,9 @@ fn serial() -> Result<SerialNumber, GmError> {
     SerialNumber::new(&bytes).map_err(bad)
 }
 
+/// How long before its issue a certificate is already valid.
+const NOT_BEFORE_MARGIN: Duration = Duration::from_secs(5 * 60);
+
 /// Builds, signs with `issuer_key` and PEM-encodes a certificate.
 fn issue(
     profile: Profile,
@@ -170,7 +173,12 @@ fn issue(
     valid_for: Duration,
 ) -> Result<String, GmError> {
     let spki = SubjectPublicKeyInfoOwned::from_der(&subject_key.to_der()).map_err(bad)?;
-    let validity = Validity::from_now(valid_for).map_err(bad)?;
+    // Valid from a few minutes ago, so a party whose clock runs a little behind accepts it.
+    let now = std::time::SystemTime::now();
+    let validity = Validity::new(
+        Time::try_from(now - NOT_BEFORE_MARGIN).map_err(bad)?,
+        Time::try_from(now + valid_for).map_err(bad)?,
+    );
     let mut builder = CertificateBuilder::new(profile, serial()?, validity, spki).map_err(bad)?;
     let tbs = builder.finalize(&issuer_key.key).map_err(bad)?;
     let signature = issuer_key.sign(CERT_DIST_ID, &tbs)?;

@@ -1,0 +1,337 @@
+//! The gm crypto profile (国密): a federation whose links and client port speak RFC 8998
+//! (TLS_SM4_GCM_SM3, curveSM2, SM2 certificates), whose gateways sign what they send with
+//! SM2, and which refuses what does not fit its profile — other suites, certificates of
+//! another profile or CA, files of the wrong kind at start.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use yrd_gateway::config::Config;
+use yrd_gateway::crypto::Profile;
+use yrd_gateway::gateway::Gateway;
+use yrd_gateway::identity::tls;
+use yrd_gateway::wire::pb;
+use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn gm() -> Options {
+    Options {
+        profile: Profile::Gm,
+        extra_toml: "[audit]\nwitness_interval_ms = 100\n".into(),
+        ..Options::default()
+    }
+}
+
+async fn who_am_i(channel: tonic::transport::Channel) -> Result<pb::WhoAmIResponse, tonic::Status> {
+    DirectoryServiceClient::new(channel)
+        .who_am_i(pb::WhoAmIRequest {})
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
+    let mut fed = TestFederation::start_with(&["changxing", "anji", "guangde"], gm()).await;
+
+    // Every call's connection is RFC 8998, and the gateway says which profile it runs.
+    for party in ["changxing", "anji", "guangde"] {
+        let me = who_am_i(fed.client(party, party)).await.unwrap();
+        assert_eq!(me.crypto_profile, "gm", "{party}");
+        assert_eq!(me.tls_cipher_suite, "TLS_SM4_GCM_SM3", "{party}");
+        assert_eq!(me.tls_group, "curveSM2", "{party}");
+    }
+
+    // A record crosses gm links, signed with SM2, within the default catalog: the phone to
+    // the Zhejiang neighbour only.
+    let created = create(&fed, "changxing", "国密 project").await;
+    let at_anji = eventually(WAIT, "the project at anji", || {
+        try_get(&fed, "anji", &created.name)
+    })
+    .await;
+    assert_eq!(at_anji.contact.unwrap().phone, "+86 138-0000-0000");
+    let at_guangde = eventually(WAIT, "the project at guangde", || {
+        try_get(&fed, "guangde", &created.name)
+    })
+    .await;
+    assert_eq!(at_guangde.contact.unwrap().phone, "");
+
+    // The profile is part of the party list digest, and the peers agree on it.
+    let parties = eventually(WAIT, "both peers' digests at anji", || async {
+        let list = fed
+            .directory("anji", "anji")
+            .list_parties(pb::ListPartiesRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        (list.peers.len() == 2).then_some(list)
+    })
+    .await;
+    assert_eq!(parties.crypto_profile, "gm");
+    assert!(parties.peers.iter().all(|p| !p.differs), "{parties:?}");
+    let intl = yrd_gateway::membership::digest(&federation(), Profile::Intl);
+    assert_ne!(parties.membership_sha256, intl.to_vec());
+
+    let (status, page) = http_get(fed.gateways["anji"].admin, "/").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Crypto profile: <b>gm</b>"), "{page}");
+
+    // Audit chain heads are signed with SM2 and witnessed by the peers.
+    let heads = witnessed_heads(&fed, "anji", "changxing").await;
+    assert!(heads.iter().all(|h| h.scheme == 0x0708), "{heads:?}");
+
+    // Offline, the evidence of every change received and the witnessed chain verify.
+    fed.stop_all().await;
+    for party in ["anji", "guangde"] {
+        let config = fed.gateways[party].config.clone();
+        let (ok, out) = cli(&[
+            "audit",
+            "verify-evidence",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(ok, "{party}: {out}");
+    }
+    let config = fed.gateways["changxing"].config.clone();
+    let (ok, out) = cli(&[
+        "audit",
+        "verify",
+        "--config",
+        config.to_str().unwrap(),
+        "--with-witnesses",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("anji"), "{out}");
+}
+
+#[tokio::test]
+async fn a_gm_gateway_refuses_other_suites_other_cas_and_intl_certificates() {
+    let fed = TestFederation::start_with(&["anji"], gm()).await;
+    let other = tempfile::tempdir().unwrap();
+
+    // An international client: its suites and certificate are not RFC 8998's.
+    let intl = Pki::new(other.path());
+    let err = who_am_i(fed.channel_with("anji", intl.client_config("anji", "client")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        "{err:?}"
+    );
+
+    // An SM2 client certificate from another gm CA.
+    let foreign = tempfile::tempdir().unwrap();
+    let foreign = Pki::new_in(foreign.path(), Profile::Gm);
+    let err = who_am_i(fed.channel_with("anji", foreign.client_config("anji", "client")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        "{err:?}"
+    );
+
+    // A gm client of the federation's own CA gets in.
+    assert!(who_am_i(fed.client("anji", "anji")).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_gateway_whose_files_do_not_fit_its_profile_refuses_to_start_and_names_the_file() {
+    let root = tempfile::tempdir().unwrap();
+    let pki = Pki::new(root.path());
+    let config = write_config(root.path(), "anji", "127.0.0.1:0", &[], &gm());
+    let refused = |config: &std::path::Path| {
+        let config = Config::load(config, &HashMap::new()).unwrap();
+        async move {
+            match Gateway::open(config).await {
+                Ok(_) => panic!("a gateway with files of the wrong profile started"),
+                Err(e) => e.to_string(),
+            }
+        }
+    };
+
+    // gm in the config, the intl PKI on disk: the CA bundle is named first.
+    let why = refused(&config).await;
+    assert!(why.contains(&pki.ca_path().display().to_string()), "{why}");
+    assert!(why.contains("certs init --profile gm"), "{why}");
+
+    // SM2 certificates, but an international key beside them.
+    let gm_dir = tempfile::tempdir().unwrap();
+    let gm_pki = Pki::new_in(gm_dir.path(), Profile::Gm);
+    for name in ["ca.crt", "anji/gateway.crt"] {
+        std::fs::copy(gm_pki.dir.join(name), pki.dir.join(name)).unwrap();
+    }
+    let why = refused(&config).await;
+    let key = pki.dir.join("anji/gateway.key");
+    assert!(why.contains(&key.display().to_string()), "{why}");
+    assert!(why.contains("international"), "{why}");
+
+    // With all three of the profile the gateway's TLS material loads.
+    std::fs::copy(gm_pki.dir.join("anji/gateway.key"), &key).unwrap();
+    let loaded = Config::load(&config, &HashMap::new()).unwrap();
+    assert_eq!(loaded.tls.profile, Profile::Gm);
+    tls::TlsMaterial::load(&loaded.tls).expect("gm files in the gm profile load");
+
+    // An intl config with SM2 files: the CA bundle again, the other way round.
+    let intl = write_config(root.path(), "anji", "127.0.0.1:0", &[], &Options::default());
+    let why = refused(&intl).await;
+    assert!(why.contains("SM2 certificate"), "{why}");
+    assert!(why.contains("certs init --profile intl"), "{why}");
+}
+
+/// The Python with OpenSSL 4.0 (PyPI `cryptography` 48 and `pyOpenSSL` 26.2) that
+/// `tests/interop/run.sh` names, and the peer script.
+fn python_peer() -> (String, &'static str) {
+    let python = std::env::var("YRD_GM_PYTHON").expect("YRD_GM_PYTHON");
+    (
+        python,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/gm_peer.py"),
+    )
+}
+
+/// A folder holding `ca.crt` and `<role>.crt`/`<role>.key` copied from `pki`'s
+/// `<party>/<stem>.*`, for the Python peer.
+fn peer_files(pki: &Pki, party: &str, stem: &str, role: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(pki.ca_path(), dir.path().join("ca.crt")).unwrap();
+    for ext in ["crt", "key"] {
+        std::fs::copy(
+            pki.dir.join(party).join(format!("{stem}.{ext}")),
+            dir.path().join(format!("{role}.{ext}")),
+        )
+        .unwrap();
+    }
+    dir
+}
+
+/// An OpenSSL 4.0 client calls a gm gateway's HTTP/JSON WhoAmI over RFC 8998, and one with a
+/// certificate of another gm CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs YRD_GM_PYTHON: a Python with cryptography 48 and pyOpenSSL 26.2"]
+async fn python_openssl_4_calls_a_gm_gateway() {
+    let (python, script) = python_peer();
+    let fed = TestFederation::start_with(&["anji"], gm()).await;
+    let port = fed.addr("anji").port().to_string();
+    let call = |dir: tempfile::TempDir| {
+        let (python, port) = (python.clone(), port.clone());
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(python)
+                .args([
+                    script,
+                    "call",
+                    dir.path().to_str().unwrap(),
+                    &port,
+                    "/v1/whoami",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+
+    let said = call(peer_files(&fed.pki, "anji", "client", "client"))
+        .await
+        .unwrap();
+    eprintln!("the OpenSSL 4.0 client said: {said}");
+    assert!(said.contains("suite TLS_SM4_GCM_SM3"), "{said}");
+    assert!(said.contains("peer anji gateway"), "{said}");
+    assert!(said.contains("HTTP/1.1 200"), "{said}");
+    // What the gateway saw of the same connection, including the group the bindings cannot name.
+    assert!(
+        said.contains("\"tlsCipherSuite\":\"TLS_SM4_GCM_SM3\""),
+        "{said}"
+    );
+    assert!(said.contains("\"tlsGroup\":\"curveSM2\""), "{said}");
+    assert!(said.contains("\"cryptoProfile\":\"gm\""), "{said}");
+    assert!(
+        said.contains("spiffe://yrd-huzhou/party/anji/client/demo"),
+        "{said}"
+    );
+
+    let foreign = tempfile::tempdir().unwrap();
+    let foreign = Pki::new_in(foreign.path(), Profile::Gm);
+    let mut files = peer_files(&foreign, "anji", "client", "client");
+    // The foreign client trusts the federation CA, so only the gateway's refusal is tested.
+    std::fs::copy(fed.pki.ca_path(), files.path().join("ca.crt")).unwrap();
+    let said = call(std::mem::replace(&mut files, tempfile::tempdir().unwrap()))
+        .await
+        .unwrap();
+    assert!(said.contains("refused"), "{said}");
+    assert!(!said.contains("HTTP/1.1 200"), "{said}");
+}
+
+/// A gateway's own TLS client (the config it dials peers with) reaches an OpenSSL 4.0 server
+/// over RFC 8998, and refuses one whose certificate is of another gm CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs YRD_GM_PYTHON: a Python with cryptography 48 and pyOpenSSL 26.2"]
+async fn python_openssl_4_serves_a_gm_gateways_tls_client() {
+    use std::io::{BufRead, Read};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (python, script) = python_peer();
+    let root = tempfile::tempdir().unwrap();
+    let pki = Pki::new_in(root.path(), Profile::Gm);
+    let foreign = tempfile::tempdir().unwrap();
+    let foreign = Pki::new_in(foreign.path(), Profile::Gm);
+    let paths = pki.gateway_paths("changxing");
+    let material = tls::TlsMaterial::load(&paths).unwrap();
+
+    for (server, trusted) in [(&pki, true), (&foreign, false)] {
+        let files = peer_files(server, "anji", "gateway", "server");
+        // The server trusts the federation CA either way: only the client's check is tested.
+        std::fs::copy(pki.ca_path(), files.path().join("ca.crt")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut peer = std::process::Command::new(&python)
+            .args([
+                script,
+                "serve",
+                files.path().to_str().unwrap(),
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(peer.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(material.client.clone());
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let connected = connector.connect(name, tcp).await;
+        if !trusted {
+            let Err(err) = connected else {
+                panic!("a server of another CA was accepted");
+            };
+            // Both development CAs bear one name: the chain is found and its signature fails.
+            assert!(
+                err.to_string().contains("invalid peer certificate"),
+                "{err}"
+            );
+            let _ = peer.kill();
+            continue;
+        }
+        let mut conn = connected.unwrap();
+        let (_, state) = conn.get_ref();
+        let negotiated = tls::Negotiated::of(state);
+        assert_eq!(negotiated.cipher_suite, "TLS_SM4_GCM_SM3");
+        assert_eq!(negotiated.group, "curveSM2");
+        conn.write_all(b"hello").await.unwrap();
+        let mut echoed = Vec::new();
+        let _ = conn.read_to_end(&mut echoed).await;
+        assert_eq!(echoed, b"echo:hello");
+        let mut said = String::new();
+        out.read_to_string(&mut said).unwrap();
+        peer.wait().unwrap();
+        eprintln!("the OpenSSL 4.0 server said: {said}");
+        assert!(said.contains("suite TLS_SM4_GCM_SM3"), "{said}");
+        assert!(said.contains("peer changxing gateway"), "{said}");
+    }
+}
