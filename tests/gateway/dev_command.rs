@@ -11,10 +11,10 @@ use yrd_gateway::wire::pb::directory_service_client::DirectoryServiceClient;
 use crate::common::PARTIES;
 
 /// Ten ports (five gRPC, five admin) for `dev` in this test process: below the usual
-/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0 to 3 keeps
+/// ephemeral range, so port-0 servers of parallel tests cannot collide; `slot` 0 to 4 keeps
 /// the tests of this file apart when one process runs them all.
 fn port_base(slot: u16) -> u16 {
-    10_000 + (std::process::id() % 550) as u16 * 40 + slot * 10
+    10_000 + (std::process::id() % 400) as u16 * 50 + slot * 10
 }
 
 #[tokio::test]
@@ -336,11 +336,17 @@ struct Dev {
 
 impl Dev {
     fn start(slot: u16) -> Dev {
+        Self::start_with(slot, &[])
+    }
+
+    /// `dev` with `options` added to its command line.
+    fn start_with(slot: u16, options: &[&str]) -> Dev {
         let data = tempfile::tempdir().unwrap();
         let base = port_base(slot);
         let child = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
             .args(["dev", "--grpc-port-base", &base.to_string()])
             .args(["--admin-port-base", &(base + 5).to_string()])
+            .args(options)
             .arg("--data-dir")
             .arg(data.path())
             .stdout(Stdio::null())
@@ -433,10 +439,67 @@ impl Dev {
 #[tokio::test]
 async fn the_developer_guide_tour_negotiation_and_referral_run_on_dev() {
     let dev = Dev::start(2);
+    let me = dev.client("zone", &["whoami"]);
+    assert!(me.contains("spiffe://yrd-huzhou/party/zone/client/demo"));
+    assert!(me.contains("profile:    intl"), "{me}");
+    let _project = tour_negotiation_and_referral(&dev);
+
+    // A fifth party's certificates added to the development CA.
+    let certs = dev.data.path().join("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .args(["--parties", "shanghai"])
+        .output()
+        .unwrap();
     assert!(
-        dev.client("zone", &["whoami"])
-            .contains("spiffe://yrd-huzhou/party/zone/client/demo")
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(certs.join("shanghai/gateway.crt").exists());
+    assert!(certs.join("shanghai/client.crt").exists());
+}
+
+/// The same tour on `dev --profile gm`: every link and client call over RFC 8998, SM2
+/// certificates, SM2-signed changes.
+#[tokio::test]
+async fn the_developer_guide_tour_runs_on_dev_in_the_gm_profile() {
+    let dev = Dev::start_with(4, &["--profile", "gm"]);
+    for party in PARTIES {
+        let me = dev.client(party, &["whoami"]);
+        assert!(me.contains("profile:    gm"), "{party}: {me}");
+        assert!(
+            me.contains("channel:    TLS_SM4_GCM_SM3 over curveSM2"),
+            "{party}: {me}"
+        );
+    }
+    let project = tour_negotiation_and_referral(&dev);
+    // At anji, in Zhejiang like changxing, the phone is there.
+    dev.until("the project with its phone at anji", || {
+        dev.try_client("anji", &["project", "get", &project])
+            .filter(|p| p.contains("contact: 张三 +86 138-0000-0000"))
+    });
+
+    // The gm folder's CA is SM2; `certs init` in the intl profile refuses to complete it.
+    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
+        .args(["certs", "init", "--dir"])
+        .arg(dev.data.path().join("certs"))
+        .args(["--parties", "shanghai"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("is a CA of the gm profile, not intl"),
+        "{said}"
+    );
+}
+
+/// The developer guide's tour on `dev`: a project at changxing read at guangde without its
+/// phone, a negotiation to AGREED at every party, a referral accepted.
+/// Returns the name of the project created at changxing.
+fn tour_negotiation_and_referral(dev: &Dev) -> String {
     let created = dev.client(
         "changxing",
         &[
@@ -598,22 +661,7 @@ async fn the_developer_guide_tour_negotiation_and_referral_run_on_dev() {
         dev.try_client("changxing", &["project", "get", &project])
             .filter(|p| p.contains("STAGE_REFERRED"))
     });
-
-    // A fifth party's certificates added to the development CA.
-    let certs = dev.data.path().join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))
-        .args(["certs", "init", "--dir"])
-        .arg(&certs)
-        .args(["--parties", "shanghai"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(certs.join("shanghai/gateway.crt").exists());
-    assert!(certs.join("shanghai/client.crt").exists());
+    project
 }
 
 /// The README's "A fifth party, live": `dev add-party lingang` while `dev` runs, then

@@ -45,8 +45,17 @@ async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
     }
 
     // A record crosses gm links, signed with SM2, within the default catalog: the phone to
-    // the Zhejiang neighbour only.
+    // the Zhejiang neighbour only; a Watch at guangde sees it arrive.
+    let mut watch = fed
+        .watch("guangde", "guangde")
+        .watch(pb::WatchRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let created = create(&fed, "changxing", "国密 project").await;
+    let watched = next_project(&mut watch).await;
+    assert_eq!(watched.name, created.name);
+    assert_eq!(watched.contact.unwrap().phone, "");
     let at_anji = eventually(WAIT, "the project at anji", || {
         try_get(&fed, "anji", &created.name)
     })

@@ -24,6 +24,11 @@ pub(super) async fn whoami(channel: Channel) -> anyhow::Result<()> {
     say!("system:     {}", me.system);
     say!("read only:  {}", me.read_only);
     say!("gateway of: {}", me.gateway_party);
+    // A gateway older than crypto profiles leaves these empty.
+    if !me.crypto_profile.is_empty() {
+        say!("profile:    {}", me.crypto_profile);
+        say!("channel:    {} over {}", me.tls_cipher_suite, me.tls_group);
+    }
     Ok(())
 }
 
