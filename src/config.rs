@@ -161,7 +161,8 @@ pub struct LogConfig {
 
 impl Config {
     /// Reads and validates a config file. `env` holds environment overrides (`YRD_LOG_FORMAT`,
-    /// `YRD_LOG_LEVEL`, `YRD_LISTEN_GRPC`, `YRD_LISTEN_ADMIN`, and `YRD_STORE_URL` with
+    /// `YRD_LOG_LEVEL`, `YRD_LISTEN_GRPC`, `YRD_LISTEN_ADMIN`, `YRD_CRYPTO_PROFILE`, and
+    /// `YRD_STORE_URL` with
     /// `YRD_STORE_PASSWORD_FILE`, which switch the store to PostgreSQL); it is passed in so
     /// tests never touch the process env.
     pub fn load(path: &Path, env: &HashMap<String, String>) -> Result<Config, ConfigError> {

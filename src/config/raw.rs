@@ -107,8 +107,9 @@ pub struct RawCrypto {
 }
 
 impl RawCrypto {
-    fn check(self) -> Result<crate::crypto::Profile, ConfigError> {
-        match self.profile {
+    /// The profile, `YRD_CRYPTO_PROFILE` overriding the file.
+    fn check(self, env: &HashMap<String, String>) -> Result<crate::crypto::Profile, ConfigError> {
+        match env.get("YRD_CRYPTO_PROFILE").cloned().or(self.profile) {
             None => Ok(crate::crypto::Profile::default()),
             Some(name) => crate::crypto::Profile::parse(&name).ok_or_else(|| {
                 ConfigError::invalid(
@@ -277,7 +278,7 @@ impl RawConfig {
                 .unwrap_or(self.listen.grpc),
             "0.0.0.0:50051",
         )?;
-        let profile = self.crypto.check()?;
+        let profile = self.crypto.check(env)?;
         let store = self.store.with_env(env).check(resolve)?;
         let log = self.log.check(env)?;
         let read_only_systems = self.access.check()?;

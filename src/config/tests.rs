@@ -270,4 +270,7 @@ fn the_crypto_profile_is_intl_unless_the_crypto_section_names_gm() {
     let err = load(&sm).unwrap_err();
     assert!(err.to_string().contains("\"intl\" or \"gm\""), "{err}");
     assert_eq!(key_of(err), "crypto.profile");
+    let env: HashMap<String, String> = [("YRD_CRYPTO_PROFILE".into(), "gm".into())].into();
+    let overridden = Config::from_toml(GOOD, Path::new("/etc/yrd/gateway.toml"), &env).unwrap();
+    assert_eq!(overridden.tls.profile, Profile::Gm);
 }
