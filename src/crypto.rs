@@ -48,6 +48,14 @@ impl Profile {
         }
     }
 
+    /// The hash the profile's gateways list envelopes with in their manifests.
+    pub fn digest(self) -> Digest {
+        match self {
+            Profile::Intl => Digest::Sha256,
+            Profile::Gm => Digest::Sm3,
+        }
+    }
+
     /// The TLS provider of the profile: in `gm`, RFC 8998's suite, group and scheme only.
     pub fn tls_provider(self) -> Arc<CryptoProvider> {
         match self {
@@ -67,6 +75,38 @@ impl std::str::FromStr for Profile {
 impl std::fmt::Display for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A hash of evidence: what a manifest lists each envelope by, and what a receiver keeps of an
+/// envelope whose items it erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digest {
+    Sha256,
+    Sm3,
+}
+
+impl Digest {
+    /// The hash of `data`.
+    pub fn of(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            Digest::Sha256 => {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(data).to_vec()
+            }
+            Digest::Sm3 => gm::sm3(data).to_vec(),
+        }
+    }
+
+    /// The hash that goes with a signature code: SM3 with an SM2 signature
+    /// ([`SM2_SM3_SIGNATURE`]), SHA-256 with any other — as the gateways of each profile make
+    /// their manifests.
+    pub fn for_signature(scheme: u16) -> Digest {
+        if scheme == SM2_SM3_SIGNATURE {
+            Digest::Sm3
+        } else {
+            Digest::Sha256
+        }
     }
 }
 

@@ -24,7 +24,8 @@
 //!   health, checkpoint); [`store::Store`] is all four. One file per concern in each
 //!   backend: [`store::sqlite`] (embedded) and [`store::postgres`] (several replicas of a
 //!   gateway on one database), both held to one conformance suite; backing up and restoring
-//!   an SQLite store file ([`store::sqlite::backup`]). Uses [`domain`].
+//!   an SQLite store file ([`store::sqlite::backup`]). Uses [`domain`], [`crypto`] (the
+//!   digest an erased envelope keeps).
 //! - [`identity`]: SPIFFE ids in certificates and the access rules of SPEC §2; key files
 //!   ([`identity::pem`]), TLS configs for both directions ([`identity::tls`]), the gateway's
 //!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]), each in

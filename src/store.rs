@@ -47,7 +47,7 @@ pub(crate) use replication::{
 };
 pub use replication::{
     Evidence, Redacted, Redaction, ReplicaBatch, ReplicaChange, ReplicaStore, SignedManifest,
-    StoredEvidence, envelope_sha256,
+    StoredEvidence, envelope_digest,
 };
 
 #[derive(Debug, thiserror::Error)]

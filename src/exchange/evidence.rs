@@ -158,16 +158,17 @@ impl<'a> EvidenceChecker<'a> {
             self.summary.manifests += 1;
         }
         let listed = &self.verified[digest];
+        let (algorithm, hashes) = super::signing::listed_digests(listed)?;
         let place = e
             .seq
             .checked_sub(listed.first_seq)
-            .and_then(|p| listed.envelope_sha256.get(p as usize));
+            .and_then(|p| hashes.get(p as usize));
         let received_sha = match &e.erased_sha256 {
             Some(sha) => {
                 self.summary.erased += 1;
                 sha.clone()
             }
-            None => Sha256::digest(&e.envelope).to_vec(),
+            None => algorithm.of(&e.envelope),
         };
         if place != Some(&received_sha) {
             return Err("its manifest does not list the kept envelope at its place".into());

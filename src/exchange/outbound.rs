@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::ExchangeError;
 use super::policy::SharingPolicy;
+use crate::crypto::Digest;
 use crate::domain::RecordKind;
 use crate::identity::signer::ChangeSigner;
 use crate::identity::tls::TlsSource;
@@ -141,7 +141,7 @@ impl Outbound {
         let sealed = super::on_cores(Arc::new(changes), move |_, c| {
             let envelope = this.envelope(&view, &recipient, c);
             if manifest {
-                let digest = Sha256::digest(&envelope).to_vec();
+                let digest = each.digest().of(&envelope);
                 return Ok((
                     pb::SignedChange {
                         envelope,
@@ -166,13 +166,17 @@ impl Outbound {
         if !manifest {
             return Ok((changes, None));
         }
-        let bytes = pb::ChangeManifest {
+        let mut listed = pb::ChangeManifest {
             owner: self.party.clone(),
             recipient: peer.to_string(),
             first_seq,
-            envelope_sha256: digests,
+            ..Default::default()
+        };
+        match signer.digest() {
+            Digest::Sha256 => listed.envelope_sha256 = digests,
+            Digest::Sm3 => listed.envelope_sm3 = digests,
         }
-        .encode_to_vec();
+        let bytes = listed.encode_to_vec();
         let (scheme, signature) = signer.sign(&bytes)?;
         let signed = pb::SignedManifest {
             manifest: bytes,

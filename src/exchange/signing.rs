@@ -4,12 +4,13 @@
 
 use rustls::SignatureScheme;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::ExchangeError;
-use crate::crypto::{Profile, SM2_SM3_SIGNATURE};
+use crate::crypto::{Digest, Profile, SM2_SM3_SIGNATURE};
 use crate::identity::tls::{TlsSource, provider, spiffe_id_of};
 use crate::identity::{Role, SpiffeId};
+use crate::wire::pb;
 
 /// Hex SHA-256 of a DER certificate: how evidence refers to its signer.
 pub fn fingerprint(der: &[u8]) -> String {
@@ -17,6 +18,17 @@ pub fn fingerprint(der: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The envelopes a manifest lists and the hash it lists them by: exactly one of its lists
+/// (`envelope_sha256`, or `envelope_sm3` from a gateway of the gm profile) is filled — both
+/// empty for a manifest of no envelope.
+pub fn listed_digests(manifest: &pb::ChangeManifest) -> Result<(Digest, &[Vec<u8>]), String> {
+    match (&manifest.envelope_sha256[..], &manifest.envelope_sm3[..]) {
+        (sha256, []) => Ok((Digest::Sha256, sha256)),
+        ([], sm3) => Ok((Digest::Sm3, sm3)),
+        _ => Err("lists its envelopes by both SHA-256 and SM3".into()),
+    }
 }
 
 /// A signer certificate that chains to the federation CA and names the owner's gateway.

@@ -12,7 +12,7 @@ use rustls::sign::SigningKey;
 
 use super::pem::{TlsPaths, load_certs, load_key, provider};
 use crate::crypto::gm::{CERT_DIST_ID, Sm2PrivateKey};
-use crate::crypto::{Profile, SM2_SM3_SIGNATURE};
+use crate::crypto::{Digest, Profile, SM2_SM3_SIGNATURE};
 
 /// The gateway key cannot be loaded or cannot sign.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,6 +74,15 @@ impl ChangeSigner {
             key,
             certificate: certs[0].as_ref().to_vec(),
         })
+    }
+
+    /// The hash the manifests this key signs list envelopes with: SM3 with an SM2 key, SHA-256
+    /// with any other.
+    pub fn digest(&self) -> Digest {
+        match self.key {
+            Key::Intl { .. } => Digest::Sha256,
+            Key::Gm(_) => Digest::Sm3,
+        }
     }
 
     /// DER of the certificate whose key signs.

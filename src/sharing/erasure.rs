@@ -22,7 +22,7 @@ use crate::records::{
     AccessFilter, AccessState, AccessView, DeletionReceipt, Feed, RecordError, Records,
     ResourceName,
 };
-use crate::store::{Redaction, ReplicaChange, envelope_sha256};
+use crate::store::{Redaction, ReplicaChange, envelope_digest};
 use crate::wire::{kind_to_wire, pb};
 
 /// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
@@ -258,7 +258,8 @@ pub fn keep_only_granted(
                 envelope.withheld_fields.push(named);
             }
         }
-        change.evidence.erased_sha256 = Some(envelope_sha256(&change.evidence.envelope));
+        let scheme = change.evidence.scheme;
+        change.evidence.erased_sha256 = Some(envelope_digest(scheme, &change.evidence.envelope));
         change.evidence.envelope = envelope.encode_to_vec();
         record.body = body;
         touched.push((change.seq, emptied));

@@ -187,7 +187,7 @@ proptest! {
 fn a_change_arriving_after_its_grant_ended_is_kept_without_the_item() {
     use prost::Message;
 
-    use crate::store::{Evidence, ReplicaChange, StoredRecord, envelope_sha256};
+    use crate::store::{Evidence, ReplicaChange, StoredRecord, envelope_digest};
     use crate::wire::pb;
 
     let entry = entry(
@@ -257,7 +257,7 @@ fn a_change_arriving_after_its_grant_ended_is_kept_without_the_item() {
     );
     assert_eq!(
         kept.evidence.erased_sha256,
-        Some(envelope_sha256(&received))
+        Some(envelope_digest(0x0403, &received))
     );
 
     let mut emptied_by_owner = vec![change("")];

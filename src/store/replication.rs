@@ -21,7 +21,7 @@ pub struct Evidence {
     /// SHA-256 fingerprint (hex) of the signer's certificate, stored once in the store.
     pub signer: String,
     /// Set when items of the envelope were erased before it was kept (the receiver no longer
-    /// holds a grant for them): the SHA-256 of the envelope as received.
+    /// holds a grant for them): the digest of the envelope as received ([`envelope_digest`]).
     pub erased_sha256: Option<Vec<u8>>,
 }
 
@@ -188,10 +188,12 @@ pub(crate) fn redact_logged(redaction: &Redaction, mut record: StoredRecord) -> 
     }
 }
 
-/// SHA-256 of an envelope as received.
-pub fn envelope_sha256(envelope: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(envelope).to_vec()
+/// The digest a receiver keeps of an envelope as received when it erases items of it, by the
+/// algorithm its manifest lists envelopes with: SM3 when the change (or its manifest) was
+/// signed with SM2 (`scheme`), SHA-256 otherwise. Kept in the `erased_sha256` columns, named
+/// from before the gm profile.
+pub fn envelope_digest(scheme: u16, envelope: &[u8]) -> Vec<u8> {
+    crate::crypto::Digest::for_signature(scheme).of(envelope)
 }
 
 /// The changes of `owner`'s own log given back after `head`, which must follow it without a

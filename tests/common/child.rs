@@ -98,6 +98,17 @@ impl Drop for ChildGateway {
     }
 }
 
+/// `yrd-gateway audit COMMAND --config CONFIG` (`verify`, `verify-evidence`, …) with `more`
+/// arguments; whether it succeeded, and what it said.
+pub fn audit_cli(command: &str, config: &Path, more: &[&str]) -> (bool, String) {
+    let config = config.to_str().unwrap();
+    let args: Vec<&str> = ["audit", command, "--config", config]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect();
+    cli(&args)
+}
+
 /// Runs the built binary with `args`; whether it succeeded, and its stdout and stderr.
 pub fn cli(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_yrd-gateway"))

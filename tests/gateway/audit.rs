@@ -126,13 +126,7 @@ async fn a_consistently_rebuilt_chain_is_caught_by_a_peers_witness() {
 
     // The peer's signed head contradicts it.
     let config = fed.gateways["zone"].config.clone();
-    let (ok, out) = cli(&[
-        "audit",
-        "verify",
-        "--config",
-        config.to_str().unwrap(),
-        "--with-witnesses",
-    ]);
+    let (ok, out) = audit_cli("verify", &config, &["--with-witnesses"]);
     assert!(!ok, "{out}");
     assert!(
         out.contains("CONTRADICTED: guangde holds a head signed by this party"),

@@ -95,22 +95,11 @@ async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
     fed.stop_all().await;
     for party in ["anji", "guangde"] {
         let config = fed.gateways[party].config.clone();
-        let (ok, out) = cli(&[
-            "audit",
-            "verify-evidence",
-            "--config",
-            config.to_str().unwrap(),
-        ]);
+        let (ok, out) = audit_cli("verify-evidence", &config, &[]);
         assert!(ok, "{party}: {out}");
     }
     let config = fed.gateways["changxing"].config.clone();
-    let (ok, out) = cli(&[
-        "audit",
-        "verify",
-        "--config",
-        config.to_str().unwrap(),
-        "--with-witnesses",
-    ]);
+    let (ok, out) = audit_cli("verify", &config, &["--with-witnesses"]);
     assert!(ok, "{out}");
     assert!(out.contains("anji"), "{out}");
 }
@@ -343,4 +332,56 @@ async fn python_openssl_4_serves_a_gm_gateways_tls_client() {
         assert!(said.contains("suite TLS_SM4_GCM_SM3"), "{said}");
         assert!(said.contains("peer changxing gateway"), "{said}");
     }
+}
+
+/// In the gm profile, manifests list envelopes by SM3, so what a receiver keeps of an envelope
+/// whose items it erased when a grant ended is its SM3: the evidence still verifies, and a
+/// SHA-256 in its place would not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_of_erased_items_verifies_by_sm3_in_the_gm_profile() {
+    let mut fed = TestFederation::start_with(&["zone", "changxing", "guangde"], gm()).await;
+    let project = create(&fed, "changxing", "国密 grant").await;
+    let request = crate::grants::granted_phones(&fed).await;
+    eventually(WAIT, "the phone at guangde", || async {
+        try_get(&fed, "guangde", &project.name)
+            .await
+            .filter(|p| p.contact.as_ref().is_some_and(|c| !c.phone.is_empty()))
+    })
+    .await;
+    fed.access("changxing", "changxing")
+        .revoke_access_grant(crate::grants::revoke(&request, "项目对接已结束"))
+        .await
+        .unwrap();
+    eventually(WAIT, "the deletion receipt at guangde", || async {
+        crate::grants::request_at(&fed, "guangde", &request)
+            .await
+            .filter(|r| r.deletion_receipt.as_ref().is_some_and(|d| d.evidence >= 1))
+    })
+    .await;
+    fed.stop_all().await;
+
+    let config = fed.gateways["guangde"].config.clone();
+    let (ok, out) = audit_cli("verify-evidence", &config, &[]);
+    assert!(ok, "{out}");
+    // Changxing's manifests list by SM3, so the digest guangde kept of the erased envelope
+    // matched only as an SM3.
+    let changxing = out.lines().find(|l| l.starts_with("changxing:")).unwrap();
+    assert!(
+        changxing.contains("; 1 with items erased when a grant ended"),
+        "{out}"
+    );
+
+    // And the check rests on the kept digest: with other bytes in its place it fails.
+    let db = fed.root.path().join("guangde/store.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE evidence SET erased_sha256 = zeroblob(32) WHERE erased_sha256 IS NOT NULL",
+            [],
+        )
+        .unwrap();
+    assert!(changed >= 1);
+    drop(conn);
+    let (ok, out) = audit_cli("verify-evidence", &config, &[]);
+    assert!(!ok, "{out}");
 }

@@ -329,12 +329,7 @@ async fn a_suspended_or_removed_party_is_refused_at_once_and_what_it_sent_stays_
     .await;
     assert!(try_get(&fed, "zone", &from_anji.name).await.is_some());
     let config = fed.gateways["zone"].config.clone();
-    let (ok, out) = cli(&[
-        "audit",
-        "verify-evidence",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
+    let (ok, out) = audit_cli("verify-evidence", &config, &[]);
     assert!(ok, "{out}");
 
     // A change that moves a listed party is refused as a whole; the running list stays.

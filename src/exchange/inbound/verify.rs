@@ -4,6 +4,7 @@
 //! from its envelope.
 
 use super::*;
+use crate::exchange::signing::listed_digests;
 
 impl Inbound {
     /// Receives one message: notes the owner's membership digest, checks a new signer
@@ -103,12 +104,14 @@ impl Inbound {
                 manifest.recipient
             )));
         }
-        if manifest.envelope_sha256.len() != changes {
+        let (algorithm, hashes) = listed_digests(&manifest).map_err(&refuse)?;
+        if hashes.len() != changes {
             return Err(refuse(format!(
                 "lists {} envelopes, the response carries {changes}",
-                manifest.envelope_sha256.len()
+                hashes.len()
             )));
         }
+        let hashes = hashes.to_vec();
         let digest = Sha256::digest(&signed.manifest).to_vec();
         Ok(OpenManifest {
             signed: SignedManifest {
@@ -118,7 +121,8 @@ impl Inbound {
                 signature: signed.signature,
             },
             first_seq: manifest.first_seq,
-            hashes: manifest.envelope_sha256,
+            algorithm,
+            hashes,
         })
     }
 
@@ -204,7 +208,9 @@ pub(super) struct OpenManifest {
     /// What the store keeps as the evidence of the whole batch.
     pub(super) signed: SignedManifest,
     first_seq: u64,
-    /// SHA-256 of each envelope, in order.
+    /// The hash the manifest lists envelopes by.
+    algorithm: crate::crypto::Digest,
+    /// The hash of each envelope, in order.
     hashes: Vec<Vec<u8>>,
 }
 
@@ -255,9 +261,7 @@ fn listed(
         seq: envelope.seq,
         reason: reason.to_string(),
     };
-    if manifest.hashes.get(i).map(Vec::as_slice)
-        != Some(Sha256::digest(&signed.envelope).as_slice())
-    {
+    if manifest.hashes.get(i) != Some(&manifest.algorithm.of(&signed.envelope)) {
         return Err(bad("the envelope is not the one the signed manifest lists"));
     }
     if envelope.seq != manifest.first_seq + i as u64 {

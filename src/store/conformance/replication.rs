@@ -193,15 +193,20 @@ pub async fn widening_writes_send_records_again(store: Arc<dyn Store>) {
 }
 
 /// A redaction rewrites an owner's records of one kind, their change-log copies and the kept
-/// envelopes (keeping each envelope's SHA-256 as received, once), leaves other owners, kinds
-/// and the cursor alone, and a second identical redaction changes nothing.
+/// envelopes (keeping each envelope's digest as received, once: SHA-256, or SM3 for one signed
+/// with SM2), leaves other owners, kinds and the cursor alone, and a second identical
+/// redaction changes nothing.
 pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Arc<dyn Store>) {
     let (id, other) = (Uuid::now_v7(), Uuid::now_v7());
     let mut allocation = record("guangde", other, 1, "phone 138");
     allocation.kind = RecordKind::Allocation;
+    // A change of a kind not shared with this receiver, signed with SM2 (the gm profile).
+    let mut sm2 = replica(3, None);
+    sm2.evidence.scheme = crate::crypto::SM2_SM3_SIGNATURE;
     let changes = vec![
         replica(1, Some(record("guangde", id, 1, "phone 138"))),
         replica(2, Some(allocation)),
+        sm2,
     ];
     store.apply_replicas(batch(changes)).await.unwrap();
     applied(
@@ -218,7 +223,9 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
         owner: "guangde".into(),
         kind: RecordKind::Project,
         body: Arc::new(move |b: &str| strip(b)),
-        envelope: Arc::new(|e: &[u8]| (e == b"envelope 1").then(|| b"envelope 1 erased".to_vec())),
+        envelope: Arc::new(|e: &[u8]| {
+            (e == b"envelope 1" || e == b"envelope 3").then(|| [e, b" erased"].concat())
+        }),
         delete_records: false,
     };
     let done = store.redact(redaction.clone()).await.unwrap();
@@ -227,7 +234,7 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
         Redacted {
             records: 1,
             log_entries: 1,
-            evidence: 1
+            evidence: 2
         }
     );
     let held = store
@@ -251,10 +258,12 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
     assert_eq!(kept[0].envelope, b"envelope 1 erased".to_vec());
     assert_eq!(
         kept[0].erased_sha256,
-        Some(crate::store::envelope_sha256(b"envelope 1"))
+        Some(crate::store::envelope_digest(0x0403, b"envelope 1"))
     );
     assert_eq!(kept[1].erased_sha256, None);
-    assert_eq!(store.cursor("guangde").await.unwrap(), 2);
+    let sm3 = crate::crypto::gm::sm3(b"envelope 3").to_vec();
+    assert_eq!(kept[2].erased_sha256, Some(sm3));
+    assert_eq!(store.cursor("guangde").await.unwrap(), 3);
     assert_eq!(store.redact(redaction).await.unwrap(), Redacted::default());
 
     // Deleting: the records of the kind and their change-log copies go; other kinds stay.
@@ -279,7 +288,7 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
     assert_eq!(logged[0].record.kind, RecordKind::Allocation);
     assert_eq!(
         store.cursor("guangde").await.unwrap(),
-        2,
+        3,
         "the cursor stays"
     );
 }

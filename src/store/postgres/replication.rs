@@ -333,8 +333,8 @@ async fn redact_log_and_records(
     Ok(())
 }
 
-/// The kept envelopes `redaction` rewrites; each keeps the SHA-256 of the envelope as
-/// received, so its signature still proves what arrived.
+/// The kept envelopes `redaction` rewrites; each keeps the digest of the envelope as received
+/// ([`envelope_digest`]), so its signature still proves what arrived.
 async fn redact_evidence(
     tx: &impl GenericClient,
     redaction: &Redaction,
@@ -343,16 +343,17 @@ async fn redact_evidence(
     let owner = redaction.owner.as_str();
     let rows = tx
         .query(
-            "SELECT seq, envelope, erased_sha256 FROM evidence WHERE owner = $1",
+            "SELECT seq, envelope, erased_sha256, scheme FROM evidence WHERE owner = $1",
             &[&owner],
         )
         .await
         .map_err(db)?;
     for row in rows {
-        let (seq, envelope, erased): (i64, Vec<u8>, Option<Vec<u8>>) =
-            (row.get(0), row.get(1), row.get(2));
+        let (seq, envelope, erased, scheme): (i64, Vec<u8>, Option<Vec<u8>>, i32) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         if let Some(new) = (redaction.envelope)(&envelope) {
-            let sha = erased.unwrap_or_else(|| envelope_sha256(&envelope));
+            let scheme = u16::try_from(scheme).unwrap_or_default();
+            let sha = erased.unwrap_or_else(|| envelope_digest(scheme, &envelope));
             tx.execute(
                 "UPDATE evidence SET envelope = $1, erased_sha256 = $2 WHERE owner = $3 AND seq = $4",
                 &[&new, &sha, &owner, &seq],

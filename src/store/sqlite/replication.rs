@@ -288,26 +288,30 @@ fn redact_log_and_records(
     Ok(())
 }
 
-/// The kept envelopes `redaction` rewrites; each keeps the SHA-256 of the envelope as
-/// received, so its signature still proves what arrived.
+/// The kept envelopes `redaction` rewrites; each keeps the digest of the envelope as received
+/// ([`envelope_digest`]), so its signature still proves what arrived.
 fn redact_evidence(
     tx: &Connection,
     redaction: &Redaction,
     done: &mut Redacted,
 ) -> Result<(), StoreError> {
     let owner = redaction.owner.as_str();
-    let kept: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = {
+    // Sequence number, envelope, digest kept at an earlier erasure, signature code.
+    type Kept = (i64, Vec<u8>, Option<Vec<u8>>, u16);
+    let kept: Vec<Kept> = {
         let mut stmt = tx
-            .prepare("SELECT seq, envelope, erased_sha256 FROM evidence WHERE owner = ?1")
+            .prepare("SELECT seq, envelope, erased_sha256, scheme FROM evidence WHERE owner = ?1")
             .map_err(unavailable)?;
         let rows = stmt
-            .query_map(params![owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map(params![owner], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .map_err(unavailable)?;
         rows.collect::<Result<_, _>>().map_err(unavailable)?
     };
-    for (seq, envelope, erased) in kept {
+    for (seq, envelope, erased, scheme) in kept {
         if let Some(new) = (redaction.envelope)(&envelope) {
-            let sha = erased.unwrap_or_else(|| envelope_sha256(&envelope));
+            let sha = erased.unwrap_or_else(|| envelope_digest(scheme, &envelope));
             tx.execute(
                 "UPDATE evidence SET envelope = ?1, erased_sha256 = ?2 WHERE owner = ?3 AND seq = ?4",
                 params![new, sha, owner, seq],

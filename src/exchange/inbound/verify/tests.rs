@@ -1,4 +1,5 @@
 use super::*;
+use crate::crypto::Digest;
 
 fn change(seq: u64) -> pb::SignedChange {
     let envelope = pb::ChangeEnvelope {
@@ -14,6 +15,11 @@ fn change(seq: u64) -> pb::SignedChange {
 }
 
 fn manifest_of(first_seq: u64, changes: &[pb::SignedChange]) -> OpenManifest {
+    listing_by(Digest::Sha256, first_seq, changes)
+}
+
+/// A manifest listing `changes` by `algorithm`.
+fn listing_by(algorithm: Digest, first_seq: u64, changes: &[pb::SignedChange]) -> OpenManifest {
     OpenManifest {
         signed: SignedManifest {
             digest: Vec::new(),
@@ -22,11 +28,30 @@ fn manifest_of(first_seq: u64, changes: &[pb::SignedChange]) -> OpenManifest {
             signature: Vec::new(),
         },
         first_seq,
-        hashes: changes
-            .iter()
-            .map(|c| Sha256::digest(&c.envelope).to_vec())
-            .collect(),
+        algorithm,
+        hashes: changes.iter().map(|c| algorithm.of(&c.envelope)).collect(),
     }
+}
+
+#[test]
+fn a_manifest_of_the_gm_profile_lists_by_sm3_and_nothing_else() {
+    let five = change(5);
+    let sm3 = listing_by(Digest::Sm3, 5, std::slice::from_ref(&five));
+    assert_eq!(listed(&sm3, 0, &five).unwrap().1.seq, 5);
+    // The SHA-256 of the same envelope in an SM3 listing is not the envelope.
+    let mut confused = sm3;
+    confused.hashes = vec![Digest::Sha256.of(&five.envelope)];
+    assert!(listed(&confused, 0, &five).is_err());
+
+    // A manifest lists by exactly one algorithm.
+    let mut both = pb::ChangeManifest {
+        envelope_sm3: vec![Digest::Sm3.of(&five.envelope)],
+        ..Default::default()
+    };
+    let (algorithm, hashes) = crate::exchange::signing::listed_digests(&both).unwrap();
+    assert_eq!((algorithm, hashes.len()), (Digest::Sm3, 1));
+    both.envelope_sha256 = vec![Digest::Sha256.of(&five.envelope)];
+    assert!(crate::exchange::signing::listed_digests(&both).is_err());
 }
 
 #[test]
