@@ -56,8 +56,22 @@ impl fmt::Display for ChainBreak {
 pub struct ChainSummary {
     /// Events checked.
     pub events: u64,
+    /// Of them, events linked with SM3 (the gm crypto profile); the others with SHA-256.
+    pub sm3: u64,
     /// Sequence and hash of the last event (or the anchor when no events remain).
     pub head: Option<AuditAnchor>,
+}
+
+impl ChainSummary {
+    /// Which hashes linked the events checked, for the operator: "SHA-256", "SM3", or both
+    /// with their counts.
+    pub fn digests(&self) -> String {
+        match (self.events - self.sm3, self.sm3) {
+            (_, 0) => "linked with SHA-256".into(),
+            (0, _) => "linked with SM3".into(),
+            (sha, sm3) => format!("{sha} linked with SHA-256, {sm3} with SM3"),
+        }
+    }
 }
 
 /// Checks consecutive events starting after `anchor` (or at 1 from [`GENESIS`]).
@@ -65,6 +79,7 @@ pub struct ChainVerifier {
     expected: u64,
     prev: Vec<u8>,
     events: u64,
+    sm3: u64,
 }
 
 impl ChainVerifier {
@@ -74,6 +89,7 @@ impl ChainVerifier {
             expected: anchor.map_or(1, |a| a.seq.saturating_add(1)),
             prev: anchor.map_or(GENESIS.to_vec(), |a| a.hash.clone()),
             events: 0,
+            sm3: 0,
         }
     }
 
@@ -91,18 +107,20 @@ impl ChainVerifier {
         if e.prev_hash != self.prev {
             return Err(ChainBreak::Relinked { seq: e.seq });
         }
-        if link(e.seq, &e.prev_hash, &e.event).as_slice() != e.hash.as_slice() {
+        if link(e.digest, e.seq, &e.prev_hash, &e.event) != e.hash {
             return Err(ChainBreak::Changed { seq: e.seq });
         }
         self.prev = e.hash.clone();
         self.expected = self.expected.saturating_add(1);
         self.events += 1;
+        self.sm3 += u64::from(e.digest == crate::crypto::Digest::Sm3);
         Ok(())
     }
 
     pub fn summary(&self) -> ChainSummary {
         ChainSummary {
             events: self.events,
+            sm3: self.sm3,
             head: (self.expected > 1).then(|| AuditAnchor {
                 seq: self.expected - 1,
                 hash: self.prev.clone(),

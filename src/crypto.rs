@@ -87,6 +87,21 @@ pub enum Digest {
 }
 
 impl Digest {
+    /// The name stores and exports keep: `sha256` or `sm3`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Digest::Sha256 => "sha256",
+            Digest::Sm3 => "sm3",
+        }
+    }
+
+    /// The digest named `name` ([`Self::name`]).
+    pub fn parse(name: &str) -> Option<Digest> {
+        [Digest::Sha256, Digest::Sm3]
+            .into_iter()
+            .find(|d| d.name() == name)
+    }
+
     /// The hash of `data`.
     pub fn of(self, data: &[u8]) -> Vec<u8> {
         match self {

@@ -99,7 +99,8 @@ impl Gateway {
         let material = TlsMaterial::load(&config.tls)?;
         let (tls_tx, tls) = watch::channel(Arc::new(material));
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
-        let store: Arc<dyn Store> = crate::store::open(&config.store).await?;
+        let store: Arc<dyn Store> =
+            crate::store::open(&config.store, config.tls.profile.digest()).await?;
         let feed = Feed::new(store.clone());
         let (live, members, peers) = Live::new(&config);
         let records = Records::new(

@@ -34,7 +34,7 @@ use std::sync::Arc;
 pub use audit::{
     AuditAnchor, AuditEvent, AuditQuery, AuditStore, GENESIS, NewAuditEvent, WitnessedHead, link,
 };
-pub(crate) use audit::{chain, decode_audit_records, encode_audit_records};
+pub(crate) use audit::{chain, decode_audit_digest, decode_audit_records, encode_audit_records};
 pub use lease::{LeaseStore, PullLease};
 pub(crate) use queue::{QueuedWrite, WriteQueue, answer_after_commit, answer_of, fail_all};
 pub(crate) use records::{CURRENT_RECORDS, LOGGED_VERSION, VERSION_COLUMNS};
@@ -106,12 +106,19 @@ pub enum StoreConfig {
 }
 
 /// Opens the store `config` names (creating an SQLite file or the PostgreSQL schema if
-/// needed).
-pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// needed), linking the audit events it appends by `chain`.
+pub async fn open(
+    config: &StoreConfig,
+    chain: crate::crypto::Digest,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config {
-        StoreConfig::Sqlite { path } => Arc::new(sqlite::SqliteStore::open(path)?),
-        StoreConfig::Postgres(options) => {
-            Arc::new(postgres::PostgresStore::connect((**options).clone()).await?)
+        StoreConfig::Sqlite { path } => {
+            Arc::new(sqlite::SqliteStore::open(path)?.chained_by(chain))
         }
+        StoreConfig::Postgres(options) => Arc::new(
+            postgres::PostgresStore::connect((**options).clone())
+                .await?
+                .chained_by(chain),
+        ),
     })
 }

@@ -98,6 +98,7 @@ impl pb::audit_service_server::AuditService for AuditApi {
                     request_id: e.event.request_id,
                     prev_hash: e.prev_hash,
                     hash: e.hash,
+                    digest: e.digest.name().to_string(),
                 })
                 .collect(),
             next_page_token,

@@ -64,7 +64,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         // Checking a chain must not create an empty store where the operator mistyped a path.
         anyhow::ensure!(path.exists(), "no store at {}", path.display());
     }
-    Ok(crate::store::open(&config.store).await?)
+    Ok(crate::store::open(&config.store, config.tls.profile.digest()).await?)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,6 +92,10 @@ struct Line {
     request_id: String,
     prev_hash: String,
     hash: String,
+    /// The hash the event was linked with, `sha256` or `sm3`; absent in exports written
+    /// before events kept theirs (SHA-256).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<String>,
 }
 
 fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
@@ -136,8 +140,9 @@ pub async fn run(
             };
             match &summary.head {
                 Some(h) => say!(
-                    "audit chain intact: {} events verified, head {} {}",
+                    "audit chain intact: {} events verified ({}), head {} {}",
                     summary.events,
+                    summary.digests(),
                     h.seq,
                     hex(&h.hash)
                 ),
@@ -270,6 +275,7 @@ async fn export(
                 request_id: e.event.request_id,
                 prev_hash: hex(&e.prev_hash),
                 hash: hex(&e.hash),
+                digest: Some(e.digest.name().to_string()),
             };
             writeln!(w, "{}", serde_json::to_string(&line)?)?;
         }
@@ -293,8 +299,9 @@ fn verify_export(file: &Path) -> anyhow::Result<bool> {
     match check_export(reader.lines())? {
         Ok((party, summary)) => {
             say!(
-                "export intact: {} events of {party}, through {}",
+                "export intact: {} events of {party} ({}), through {}",
                 summary.events,
+                summary.digests(),
                 summary.head.map_or(0, |h| h.seq)
             );
             Ok(true)
@@ -336,6 +343,11 @@ pub(crate) fn check_export(
             },
             prev_hash: unhex(&l.prev_hash)?,
             hash: unhex(&l.hash)?,
+            digest: match &l.digest {
+                None => crate::crypto::Digest::Sha256,
+                Some(name) => crate::crypto::Digest::parse(name)
+                    .with_context(|| format!("event {}: unknown digest `{name}`", l.seq))?,
+            },
         };
         if let Err(b) = verifier.check(&event) {
             return Ok(Err(b.to_string()));

@@ -59,7 +59,7 @@ pub async fn run(
             )
         }
         (StoreConfig::Postgres(_), StoreCommand::Restore { backup: None, .. }) => {
-            let store = crate::store::open(&config.store).await?;
+            let store = crate::store::open(&config.store, config.tls.profile.digest()).await?;
             store
                 .set_restored_mark(Some(crate::domain::now_micros()))
                 .await?;

@@ -1,11 +1,12 @@
 //! The audit chain's storage: events appended in one order, each linked to the previous one by
-//! a hash ([`link`], computed here once for every backend by [`chain`]), the anchor pruning
-//! leaves, and the chain heads other parties signed and this gateway witnessed.
+//! a hash ([`link`], computed here once for every backend by [`chain`]) — SHA-256, or SM3 in
+//! the gm crypto profile, each event keeping which — the anchor pruning leaves, and the chain
+//! heads other parties signed and this gateway witnessed.
 
 use async_trait::async_trait;
-use sha2::{Digest, Sha256};
 
 use super::StoreError;
+use crate::crypto::Digest;
 
 /// An audit event before it is chained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct AuditEvent {
     /// Hash of the previous event (or of the anchor after pruning; zeros for the first).
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// The hash this event was linked with (events stored before it was kept: SHA-256).
+    pub digest: Digest,
 }
 
 /// Where a pruned chain continues from: the last removed event's sequence and hash.
@@ -66,8 +69,9 @@ pub struct WitnessedHead {
 /// The audit chain and witnessed heads.
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
-    /// Appends audit events in order, chained with `store::chain` (one
-    /// linking for every backend), in one durable transaction. Returns the last sequence number.
+    /// Appends audit events in order, chained with `store::chain` (one linking for every
+    /// backend) by the store's chain digest, in one durable transaction. Returns the last
+    /// sequence number.
     async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError>;
 
     /// Audit events in sequence order, filtered.
@@ -93,29 +97,38 @@ pub trait AuditStore: Send + Sync + 'static {
 /// The previous hash of the first event.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// The hash of event `seq` with content `e`, chained to `prev`. The encoding is
-/// length-prefixed and versioned, so no two different events hash alike.
-pub fn link(seq: u64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"yrd-audit-v1");
-    h.update(seq.to_be_bytes());
-    h.update(e.time.to_be_bytes());
-    for s in [&e.caller, &e.method, &e.code, &e.request_id] {
-        h.update((s.len() as u32).to_be_bytes());
-        h.update(s.as_bytes());
+/// The hash by `digest` of event `seq` with content `e`, chained to `prev`. The encoding is
+/// length-prefixed and versioned, so no two different events hash alike; it is the same for
+/// both digests.
+pub fn link(digest: Digest, seq: u64, prev: &[u8], e: &NewAuditEvent) -> Vec<u8> {
+    let strings = [&e.caller, &e.method, &e.code, &e.request_id];
+    let size = strings.iter().map(|s| 4 + s.len()).sum::<usize>()
+        + e.records.iter().map(|r| 4 + r.len()).sum::<usize>();
+    let mut h = Vec::with_capacity(12 + 8 + 8 + 4 + size + prev.len());
+    h.extend_from_slice(b"yrd-audit-v1");
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&e.time.to_be_bytes());
+    for s in strings {
+        h.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        h.extend_from_slice(s.as_bytes());
     }
-    h.update((e.records.len() as u32).to_be_bytes());
+    h.extend_from_slice(&(e.records.len() as u32).to_be_bytes());
     for r in &e.records {
-        h.update((r.len() as u32).to_be_bytes());
-        h.update(r.as_bytes());
+        h.extend_from_slice(&(r.len() as u32).to_be_bytes());
+        h.extend_from_slice(r.as_bytes());
     }
-    h.update(prev);
-    h.finalize().into()
+    h.extend_from_slice(prev);
+    digest.of(&h)
 }
 
 /// `events` as the next links of the chain whose head is `head` (`None`: an empty chain), each
-/// with its sequence number, previous hash and hash. Every backend stores exactly these.
-pub(crate) fn chain(head: Option<AuditAnchor>, events: Vec<NewAuditEvent>) -> Vec<AuditEvent> {
+/// with its sequence number, previous hash and hash by `digest`. Every backend stores exactly
+/// these.
+pub(crate) fn chain(
+    head: Option<AuditAnchor>,
+    events: Vec<NewAuditEvent>,
+    digest: Digest,
+) -> Vec<AuditEvent> {
     let (mut seq, mut prev) = match head {
         Some(h) => (h.seq, h.hash),
         None => (0, GENESIS.to_vec()),
@@ -124,15 +137,28 @@ pub(crate) fn chain(head: Option<AuditAnchor>, events: Vec<NewAuditEvent>) -> Ve
         .into_iter()
         .map(|event| {
             seq += 1;
-            let hash = link(seq, &prev, &event).to_vec();
+            let hash = link(digest, seq, &prev, &event);
             AuditEvent {
                 seq,
                 event,
                 prev_hash: std::mem::replace(&mut prev, hash.clone()),
                 hash,
+                digest,
             }
         })
         .collect()
+}
+
+/// The digest a stored event names (`None`: stored before events kept theirs, SHA-256).
+pub(crate) fn decode_audit_digest(seq: u64, stored: Option<String>) -> Result<Digest, StoreError> {
+    match stored {
+        None => Ok(Digest::Sha256),
+        Some(name) => Digest::parse(&name).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "audit event {seq} names the unknown digest `{name}`"
+            ))
+        }),
+    }
 }
 
 /// The list of resource names an audit event touched, as both backends store it.

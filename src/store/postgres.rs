@@ -152,6 +152,8 @@ pub struct PostgresStore {
     queued: WriteQueue,
     signal: Arc<watch::Sender<u64>>,
     listener: tokio::task::AbortHandle,
+    /// The hash new audit events are linked with.
+    chain: crate::crypto::Digest,
 }
 
 impl Drop for PostgresStore {
@@ -228,7 +230,15 @@ impl PostgresStore {
             queued: WriteQueue::default(),
             signal,
             listener,
+            chain: crate::crypto::Digest::Sha256,
         })
+    }
+
+    /// The store, linking the audit events it appends from now on by `digest` (SHA-256
+    /// unless told otherwise; SM3 in the gm crypto profile).
+    pub fn chained_by(mut self, digest: crate::crypto::Digest) -> Self {
+        self.chain = digest;
+        self
     }
 
     async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {

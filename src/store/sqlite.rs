@@ -31,6 +31,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     read_slots: Arc<tokio::sync::Semaphore>,
     queued: WriteQueue,
+    /// The hash new audit events are linked with.
+    chain: crate::crypto::Digest,
 }
 
 /// Locks a mutex, taking over its data if a thread panicked while holding it (every holder
@@ -72,7 +74,15 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             read_slots: Arc::new(tokio::sync::Semaphore::new(READERS)),
             queued: WriteQueue::default(),
+            chain: crate::crypto::Digest::Sha256,
         })
+    }
+
+    /// The store, linking the audit events it appends from now on by `digest` (SHA-256
+    /// unless told otherwise; SM3 in the gm crypto profile).
+    pub fn chained_by(mut self, digest: crate::crypto::Digest) -> Self {
+        self.chain = digest;
+        self
     }
 
     /// Runs `f` on a reader connection on the blocking pool. At most [`READERS`] reads run at

@@ -110,7 +110,7 @@ async fn a_consistently_rebuilt_chain_is_caught_by_a_peers_witness() {
         if e.seq == 2 {
             e.event.code = "PERMISSION_DENIED".into();
         }
-        let hash = link(e.seq, &prev, &e.event).to_vec();
+        let hash = link(e.digest, e.seq, &prev, &e.event);
         conn.execute(
             "UPDATE audit SET code = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
             rusqlite::params![e.event.code, prev, hash, e.seq as i64],

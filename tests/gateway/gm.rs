@@ -102,6 +102,31 @@ async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
     let (ok, out) = audit_cli("verify", &config, &["--with-witnesses"]);
     assert!(ok, "{out}");
     assert!(out.contains("anji"), "{out}");
+    // Every event of a gateway that always ran in the gm profile is linked with SM3.
+    assert!(out.contains("events verified (linked with SM3)"), "{out}");
+
+    // An export keeps each event's digest: it verifies on its own, and pruned the rest does.
+    let export = fed.root.path().join("changxing-audit.jsonl");
+    let (ok, out) = audit_cli(
+        "export",
+        &config,
+        &[
+            "--through",
+            "3",
+            "--out",
+            export.to_str().unwrap(),
+            "--prune",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["audit", "verify-export", export.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("export intact: 3 events of changxing (linked with SM3)"),
+        "{out}"
+    );
+    let (ok, out) = audit_cli("verify", &config, &[]);
+    assert!(ok && out.contains("(linked with SM3)"), "{out}");
 }
 
 #[tokio::test]

@@ -39,7 +39,7 @@ async fn chained_events(store: &dyn Store) -> usize {
         );
         assert_eq!(
             e.hash,
-            crate::store::link(e.seq, &prev, &e.event).to_vec(),
+            crate::store::link(e.digest, e.seq, &prev, &e.event),
             "event {}",
             e.seq
         );
@@ -178,4 +178,38 @@ async fn all_events(store: &dyn Store) -> Vec<AuditEvent> {
         })
         .await
         .unwrap()
+}
+
+/// Two handles on one store, the first linking by SHA-256 and the second by SM3 (a party
+/// that moved to the gm profile): events appended through either, and the event of a write,
+/// keep the digest they were linked with, and the whole chain verifies event by event.
+pub async fn a_chain_that_changed_digest_keeps_each_events(
+    before: Arc<dyn Store>,
+    after: Arc<dyn Store>,
+) {
+    use crate::crypto::Digest;
+    before
+        .append_audit(vec![audit_event(1), audit_event(2)])
+        .await
+        .unwrap();
+    after.append_audit(vec![audit_event(3)]).await.unwrap();
+    let mut w = write(record("zone", Uuid::now_v7(), 1, "v1"), None, "sm3");
+    let audit = WriteAudit::new(audit_event(4)).naming(vec!["parties/zone/projects/x".into()]);
+    w.audit = Some(audit.clone());
+    applied(after.write(w).await);
+    assert_eq!(audit.committed(), Some(4));
+    before.append_audit(vec![audit_event(5)]).await.unwrap();
+
+    let events = before
+        .audit_events(AuditQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let digests: Vec<Digest> = events.iter().map(|e| e.digest).collect();
+    use Digest::{Sha256, Sm3};
+    assert_eq!(digests, [Sha256, Sha256, Sm3, Sm3, Sha256]);
+    // Each event's hash is its link by its own digest, to its predecessor.
+    assert_eq!(chained_events(&*after).await, 5);
 }

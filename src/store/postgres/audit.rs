@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::*;
+use crate::crypto::Digest;
 use crate::store::*;
 
 pub(super) fn row_to_anchor(row: &Row) -> Result<AuditAnchor, StoreError> {
@@ -48,6 +49,7 @@ pub(super) struct AuditColumns {
     request_id: Vec<String>,
     prev_hash: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
+    digest: Vec<&'static str>,
 }
 
 /// Takes the audit lock for the rest of the caller's transaction, chains `events` onto the
@@ -56,13 +58,14 @@ pub(super) struct AuditColumns {
 pub(super) async fn insert_audit_events(
     tx: &impl GenericClient,
     events: Vec<NewAuditEvent>,
+    digest: Digest,
 ) -> Result<u64, StoreError> {
     lock(tx, AUDIT_LOCK).await?;
     let head = read_audit_head(tx).await?;
     let mut seq = head.as_ref().map_or(0, |h| h.seq);
     // One statement for the whole batch: columns as arrays, unnested into rows.
     let mut rows = AuditColumns::default();
-    for linked in chain(head, events) {
+    for linked in chain(head, events, digest) {
         let e = linked.event;
         rows.records.push(encode_audit_records(&e.records)?);
         seq = linked.seq;
@@ -74,12 +77,13 @@ pub(super) async fn insert_audit_events(
         rows.request_id.push(e.request_id);
         rows.prev_hash.push(linked.prev_hash);
         rows.hash.push(linked.hash);
+        rows.digest.push(digest.name());
     }
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
+            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash, digest) \
              SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-             $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[])",
+             $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[], $10::TEXT[])",
         )
         .await
         .map_err(db)?;
@@ -95,6 +99,7 @@ pub(super) async fn insert_audit_events(
             &rows.request_id,
             &rows.prev_hash,
             &rows.hash,
+            &rows.digest,
         ],
     )
     .await
@@ -106,10 +111,11 @@ pub(super) async fn insert_audit_events(
 impl AuditStore for PostgresStore {
     async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError> {
         let pool = self.pool.clone();
+        let digest = self.chain;
         tokio::spawn(async move {
             let mut conn = pool.get().await.map_err(pool_error)?;
             let tx = conn.transaction().await.map_err(db)?;
-            let seq = insert_audit_events(&tx, events).await?;
+            let seq = insert_audit_events(&tx, events, digest).await?;
             tx.commit().await.map_err(db)?;
             Ok(seq)
         })
@@ -119,7 +125,7 @@ impl AuditStore for PostgresStore {
 
     async fn audit_events(&self, q: AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let mut f = Filters::new(
-            "SELECT seq, time, caller, method, records, code, request_id, prev_hash, hash \
+            "SELECT seq, time, caller, method, records, code, request_id, prev_hash, hash, digest \
              FROM audit WHERE seq > $1"
                 .into(),
         );
@@ -140,8 +146,9 @@ impl AuditStore for PostgresStore {
             .map(|r| {
                 let records: String = r.try_get(4).map_err(db)?;
                 let records = decode_audit_records(records);
+                let seq = r.try_get::<_, i64>(0).map_err(db)? as u64;
                 Ok(AuditEvent {
-                    seq: r.try_get::<_, i64>(0).map_err(db)? as u64,
+                    seq,
                     event: NewAuditEvent {
                         time: r.try_get(1).map_err(db)?,
                         caller: r.try_get(2).map_err(db)?,
@@ -152,6 +159,7 @@ impl AuditStore for PostgresStore {
                     },
                     prev_hash: r.try_get(7).map_err(db)?,
                     hash: r.try_get(8).map_err(db)?,
+                    digest: decode_audit_digest(seq, r.try_get(9).map_err(db)?)?,
                 })
             })
             .collect()

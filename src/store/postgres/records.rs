@@ -356,7 +356,11 @@ async fn resend_versions(
 /// Applies queued writes in one transaction under the feed lock and answers each after the
 /// commit. A write that fails its checks changes nothing and gets its error; a database error
 /// or a failed commit fails all (nothing of the group is written).
-pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: Vec<QueuedWrite>) {
+pub(super) async fn apply_writes(
+    conn: &mut deadpool_postgres::Object,
+    queued: Vec<QueuedWrite>,
+    chain: crate::crypto::Digest,
+) {
     let tx = match conn.transaction().await {
         Ok(tx) => tx,
         Err(e) => return fail_all(queued, db(e)),
@@ -395,7 +399,7 @@ pub(super) async fn apply_writes(conn: &mut deadpool_postgres::Object, queued: V
         let mut last = 0;
         if !audited.is_empty() {
             let events = audited.iter().map(WriteAudit::event).collect();
-            last = super::audit::insert_audit_events(&tx, events).await?;
+            last = super::audit::insert_audit_events(&tx, events, chain).await?;
         }
         if tail.position > start {
             tx.execute("SELECT pg_notify($1, '')", &[&FEED_CHANNEL])
@@ -456,10 +460,11 @@ impl RecordStore for PostgresStore {
         let (answer, drain) = self.queued.push(write);
         if let Some(mut drain) = drain {
             let pool = self.pool.clone();
+            let chain = self.chain;
             tokio::spawn(async move {
                 while let Some(batch) = drain.next_batch() {
                     match pool.get().await {
-                        Ok(mut conn) => apply_writes(&mut conn, batch).await,
+                        Ok(mut conn) => apply_writes(&mut conn, batch, chain).await,
                         Err(e) => {
                             for (_, reply) in batch {
                                 let _ = reply.send(Err(unavailable(format!("postgres pool: {e}"))));

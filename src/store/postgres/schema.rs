@@ -176,4 +176,9 @@ UPDATE records r SET position = (SELECT MAX(l.position) FROM log l WHERE l.kind 
 ALTER TABLE records ALTER COLUMN position SET NOT NULL, DROP COLUMN revision, DROP COLUMN body;
 DROP INDEX log_by_version;
 "#,
+    r#"
+-- The hash each audit event was linked with: 'sha256' or 'sm3' (the gm crypto profile);
+-- NULL for events stored before, which are SHA-256.
+ALTER TABLE audit ADD COLUMN digest TEXT;
+"#,
 ];

@@ -33,6 +33,26 @@ async fn two_replicas() -> (Arc<PostgresStore>, Arc<PostgresStore>, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_that_changed_digest_keeps_each_events() {
+    let url = testing::scratch_database().await;
+    let open = |digest| {
+        let url = url.clone();
+        async move {
+            PostgresStore::connect(PostgresOptions::parse(&url, None, 8).unwrap())
+                .await
+                .unwrap()
+                .chained_by(digest)
+        }
+    };
+    use crate::crypto::Digest;
+    crate::store::conformance::a_chain_that_changed_digest_keeps_each_events(
+        Arc::new(open(Digest::Sha256).await),
+        Arc::new(open(Digest::Sm3).await),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_writing_at_once_keep_one_gapless_log() {
     let (a, b, _) = two_replicas().await;
     crate::store::conformance::concurrent_writes_through(vec![a, b]).await;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{SqliteStore, cached_row, limit, unavailable};
+use crate::crypto::Digest;
 use crate::store::*;
 
 pub(super) fn read_anchor(conn: &Connection) -> Result<Option<AuditAnchor>, StoreError> {
@@ -45,30 +46,32 @@ pub(super) fn read_audit_head(conn: &Connection) -> Result<Option<AuditAnchor>, 
 pub(super) fn append_audit_events(
     conn: &mut Connection,
     events: Vec<NewAuditEvent>,
+    digest: Digest,
 ) -> Result<u64, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(unavailable)?;
-    let last = insert_audit_events(&tx, events)?;
+    let last = insert_audit_events(&tx, events, digest)?;
     tx.commit().map_err(unavailable)?;
     Ok(last)
 }
 
-/// Chains `events` onto the trail inside the caller's transaction (on the writer connection,
-/// so the head read here is the current one) and returns the last sequence number.
+/// Chains `events` onto the trail by `digest` inside the caller's transaction (on the writer
+/// connection, so the head read here is the current one) and returns the last sequence number.
 pub(super) fn insert_audit_events(
     tx: &Connection,
     events: Vec<NewAuditEvent>,
+    digest: Digest,
 ) -> Result<u64, StoreError> {
     let head = read_audit_head(tx)?;
     let mut last = head.as_ref().map_or(0, |h| h.seq);
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash, digest) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(unavailable)?;
-    for linked in chain(head, events) {
+    for linked in chain(head, events, digest) {
         let e = &linked.event;
         stmt.execute(params![
             linked.seq as i64,
@@ -79,7 +82,8 @@ pub(super) fn insert_audit_events(
             e.code,
             e.request_id,
             linked.prev_hash,
-            linked.hash
+            linked.hash,
+            digest.name()
         ])
         .map_err(unavailable)?;
         last = linked.seq;
@@ -92,7 +96,8 @@ pub(super) fn query_audit(
     q: &AuditQuery,
 ) -> Result<Vec<AuditEvent>, StoreError> {
     let mut sql = String::from(
-        "SELECT seq, time, caller, method, records, code, request_id, prev_hash, hash FROM audit WHERE seq > ?",
+        "SELECT seq, time, caller, method, records, code, request_id, prev_hash, hash, digest \
+         FROM audit WHERE seq > ?",
     );
     let mut args: Vec<rusqlite::types::Value> = vec![(q.after_seq as i64).into()];
     if let Some(since) = q.since {
@@ -128,14 +133,16 @@ pub(super) fn query_audit(
                 r.get::<_, String>(6)?,
                 r.get::<_, Vec<u8>>(7)?,
                 r.get::<_, Vec<u8>>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })
         .map_err(unavailable)?;
     let mut out = Vec::new();
     for row in rows {
-        let (seq, time, caller, method, records, code, request_id, prev_hash, hash) =
+        let (seq, time, caller, method, records, code, request_id, prev_hash, hash, digest) =
             row.map_err(unavailable)?;
         let records = decode_audit_records(records);
+        let digest = decode_audit_digest(seq as u64, digest)?;
         out.push(AuditEvent {
             seq: seq as u64,
             event: NewAuditEvent {
@@ -148,6 +155,7 @@ pub(super) fn query_audit(
             },
             prev_hash,
             hash,
+            digest,
         });
     }
     Ok(out)
@@ -156,7 +164,8 @@ pub(super) fn query_audit(
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError> {
-        self.with_writer(move |c| append_audit_events(c, events))
+        let digest = self.chain;
+        self.with_writer(move |c| append_audit_events(c, events, digest))
             .await
     }
 

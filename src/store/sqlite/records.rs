@@ -111,7 +111,11 @@ pub(super) fn lookup_request(
 
 /// Applies queued writes in one transaction and answers each after the commit. A write that
 /// fails its checks rolls back to its savepoint and gets its error; a failed commit fails all.
-pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
+pub(super) fn apply_writes(
+    conn: &mut Connection,
+    queued: Vec<QueuedWrite>,
+    chain: crate::crypto::Digest,
+) {
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => return fail_all(queued, unavailable(&e)),
@@ -142,7 +146,7 @@ pub(super) fn apply_writes(conn: &mut Connection, queued: Vec<QueuedWrite>) {
     let events = audited.iter().map(WriteAudit::event).collect::<Vec<_>>();
     let chained = match events.is_empty() {
         true => Ok(0),
-        false => super::audit::insert_audit_events(&tx, events),
+        false => super::audit::insert_audit_events(&tx, events, chain),
     };
     let committed = chained.and_then(|last| tx.commit().map_err(unavailable).map(|()| last));
     answer_after_commit(answers, &audited, committed);
@@ -347,9 +351,10 @@ impl RecordStore for SqliteStore {
             // until the writes pause), and the write that started it waits for the drain:
             // measured, both keep replication lag's tail at half of what it is otherwise. The
             // blocking task runs to its end even if this caller goes away.
+            let chain = self.chain;
             self.with_writer(move |c| {
                 while let Some(batch) = drain.next_batch() {
-                    apply_writes(c, batch);
+                    apply_writes(c, batch, chain);
                 }
                 Ok(())
             })

@@ -212,4 +212,9 @@ CREATE INDEX records_by_owner ON records (kind, owner, id);
 CREATE INDEX records_by_parent ON records (kind, parent, id) WHERE parent IS NOT NULL;
 DROP INDEX log_by_version;
 "#,
+    r#"
+-- The hash each audit event was linked with: 'sha256' or 'sm3' (the gm crypto profile);
+-- NULL for events stored before, which are SHA-256.
+ALTER TABLE audit ADD COLUMN digest TEXT;
+"#,
 ];

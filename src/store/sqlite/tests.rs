@@ -6,6 +6,75 @@ use super::SqliteStore;
 
 crate::conformance_tests!(|dir| Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()));
 
+#[tokio::test]
+async fn a_chain_that_changed_digest_keeps_each_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let before = SqliteStore::open(&path).unwrap();
+    let after = SqliteStore::open(&path)
+        .unwrap()
+        .chained_by(crate::crypto::Digest::Sm3);
+    crate::store::conformance::a_chain_that_changed_digest_keeps_each_events(
+        Arc::new(before),
+        Arc::new(after),
+    )
+    .await;
+}
+
+/// Events stored before each kept its digest were linked with SHA-256 and read back as such.
+#[tokio::test]
+async fn audit_events_of_an_older_store_are_sha256() {
+    use crate::store::{AuditQuery, AuditStore, GENESIS, NewAuditEvent, link};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let event = NewAuditEvent {
+        time: 7,
+        caller: "spiffe://yrd-huzhou/party/zone/client/demo".into(),
+        method: "/yrd.exchange.v1.ProjectService/GetProject".into(),
+        records: vec![],
+        code: "OK".into(),
+        request_id: "r1".into(),
+    };
+    let hash = link(crate::crypto::Digest::Sha256, 1, &GENESIS, &event);
+    {
+        let conn = older_store(&path, super::schema::MIGRATIONS.len() - 1);
+        conn.execute(
+            "INSERT INTO audit (seq, time, caller, method, records, code, request_id, prev_hash, hash) \
+             VALUES (1, 7, ?1, ?2, '[]', 'OK', 'r1', ?3, ?4)",
+            rusqlite::params![event.caller, event.method, GENESIS.to_vec(), hash],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path)
+        .unwrap()
+        .chained_by(crate::crypto::Digest::Sm3);
+    let events = store
+        .audit_events(AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events[0].digest, crate::crypto::Digest::Sha256);
+    assert_eq!(events[0].hash, hash);
+    // The next event links to it by the store's digest.
+    store.append_audit(vec![event.clone()]).await.unwrap();
+    let next = store
+        .audit_events(AuditQuery {
+            after_seq: 1,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next[0].digest, crate::crypto::Digest::Sm3);
+    assert_eq!(next[0].prev_hash, hash);
+    assert_eq!(
+        next[0].hash,
+        link(crate::crypto::Digest::Sm3, 2, &hash, &event)
+    );
+}
+
 /// A store file that went away fails reads; no reader puts an empty database in its place
 /// (it did: the health check then found a file, and an empty store could have been served).
 #[tokio::test]
