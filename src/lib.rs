@@ -56,8 +56,9 @@
 //!   restore from an older backup (writes held until then). Uses [`domain`], [`crypto`],
 //!   [`store`], [`identity`], [`config`], [`membership`], [`records`], [`wire`], [`sharing`].
 //! - [`audit`]: the audit trail's single writer (concurrent events committed together, in one
-//!   order), chain verification and cross-party witnessing. Uses [`domain`], [`store`],
-//!   [`identity`], [`config`], [`membership`], [`wire`], [`exchange`].
+//!   order), chain verification (each event by its own digest) and cross-party witnessing.
+//!   Uses [`domain`], [`crypto`], [`store`], [`identity`], [`config`], [`membership`],
+//!   [`wire`], [`exchange`].
 //! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
 //!   and status page. Uses [`domain`], [`crypto`], [`store`], [`identity`], [`membership`],
 //!   [`records`], [`exchange`].
