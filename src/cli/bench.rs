@@ -65,6 +65,10 @@ pub enum BenchCommand {
         /// others (a second view; needs `taskset`, util-linux).
         #[arg(long)]
         pin: bool,
+        /// Crypto profile to measure, intl or gm; without it both, one after the other, and
+        /// side by side.
+        #[arg(long)]
+        profile: Option<crate::crypto::Profile>,
     },
     /// Replication lag at a fixed write rate, and catch-up speed after downtime (part of suite).
     Replication {
@@ -196,27 +200,45 @@ struct Setup {
     postgres_url: Option<String>,
     /// The `[[parties]]` every config lists: the shipped four unless set.
     federation: Federation,
+    /// The crypto profile of the certificates and configs.
+    profile: crate::crypto::Profile,
 }
 
 impl Setup {
     fn new(parties: &[&str]) -> anyhow::Result<Setup> {
-        let ids: Vec<String> = parties.iter().map(|p| p.to_string()).collect();
-        Self::with_federation(default_federation(), &ids)
+        Self::new_in(parties, crate::crypto::Profile::Intl)
     }
 
-    /// A folder for `federation`, with certificates for the members named in `ids`.
+    /// [`Setup::new`] in `profile` (SM2 certificates and RFC 8998 TLS in `gm`).
+    fn new_in(parties: &[&str], profile: crate::crypto::Profile) -> anyhow::Result<Setup> {
+        let ids: Vec<String> = parties.iter().map(|p| p.to_string()).collect();
+        let mut setup = Self::with_federation(default_federation(), &[])?;
+        crate::identity::pki::init_dev_pki(
+            &setup.root().join("certs"),
+            DEFAULT_TRUST_DOMAIN,
+            &ids,
+            profile,
+        )?;
+        setup.profile = profile;
+        Ok(setup)
+    }
+
+    /// A folder for `federation`, with intl certificates for the members named in `ids`.
     fn with_federation(federation: Federation, ids: &[String]) -> anyhow::Result<Setup> {
         let dir = tempfile_dir()?;
-        crate::identity::pki::init_dev_pki(
-            &dir.path().join("certs"),
-            DEFAULT_TRUST_DOMAIN,
-            ids,
-            crate::crypto::Profile::Intl,
-        )?;
+        if !ids.is_empty() {
+            crate::identity::pki::init_dev_pki(
+                &dir.path().join("certs"),
+                DEFAULT_TRUST_DOMAIN,
+                ids,
+                crate::crypto::Profile::Intl,
+            )?;
+        }
         Ok(Setup {
             dir,
             postgres_url: None,
             federation,
+            profile: crate::crypto::Profile::Intl,
         })
     }
 
@@ -261,7 +283,7 @@ impl Setup {
                 .map(|(p, a)| (p.to_string(), a.to_string()))
                 .collect(),
             default_catalog: true,
-            profile: crate::crypto::Profile::Intl,
+            profile: self.profile,
         }
         .render();
         let path = self.root().join(format!("{party}.toml"));
@@ -381,6 +403,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
             catch_up,
             out,
             pin,
+            profile,
         } => {
             let rpc = RpcOptions {
                 concurrency,
@@ -393,18 +416,25 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
                 seconds: lag_seconds,
                 catch_up,
             };
-            suite::suite(&rpc, &replication, &out).await
+            let profiles = match profile {
+                Some(one) => vec![one],
+                None => crate::crypto::Profile::ALL.to_vec(),
+            };
+            suite::suite(&rpc, &replication, &profiles, &out).await
         }
         BenchCommand::Replication {
             rate,
             seconds,
             catch_up,
         } => {
-            let figures = replication_run(&ReplicationOptions {
-                rate,
-                seconds,
-                catch_up,
-            })
+            let figures = replication_run(
+                &ReplicationOptions {
+                    rate,
+                    seconds,
+                    catch_up,
+                },
+                crate::crypto::Profile::Intl,
+            )
             .await?;
             say!("{}", serde_json::to_string_pretty(&figures)?);
             Ok(())
@@ -486,14 +516,20 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn rpc_run(options: &RpcOptions) -> anyhow::Result<RpcFigures> {
-    let setup = Setup::new(&["zone"])?;
+async fn rpc_run(
+    options: &RpcOptions,
+    profile: crate::crypto::Profile,
+) -> anyhow::Result<RpcFigures> {
+    let setup = Setup::new_in(&["zone"], profile)?;
     let config = setup.config("zone", "127.0.0.1:0", &[], "")?;
     rpc::run(setup.root(), &config, options).await
 }
 
-async fn replication_run(options: &ReplicationOptions) -> anyhow::Result<ReplicationFigures> {
-    let setup = Setup::new(&["zone", "guangde"])?;
+async fn replication_run(
+    options: &ReplicationOptions,
+    profile: crate::crypto::Profile,
+) -> anyhow::Result<ReplicationFigures> {
+    let setup = Setup::new_in(&["zone", "guangde"], profile)?;
     let zone = TcpListener::bind("127.0.0.1:0").await?;
     let guangde = TcpListener::bind("127.0.0.1:0").await?;
     let (zone_addr, guangde_addr) = (zone.local_addr()?, guangde.local_addr()?);

@@ -1,11 +1,15 @@
 //! `bench suite`: every phase in one run, and the results written as JSON and Markdown with
-//! the machine they were measured on and each call's ratio to the baseline.
+//! the machine they were measured on and each call's ratio to the baseline — for each crypto
+//! profile asked for, and side by side when both ran.
 
 use super::*;
+use crate::crypto::Profile;
 
-/// What `bench suite` writes to results.json.
+/// What `bench suite` writes to results.json for one profile.
 #[derive(Debug, Serialize)]
 struct Results {
+    /// The crypto profile of every server and link measured (the baseline's TLS too).
+    profile: &'static str,
     machine: Machine,
     rpc: RpcFigures,
     ratios_to_baseline: Ratios,
@@ -51,14 +55,68 @@ fn machine() -> Machine {
     }
 }
 
+/// Runs the suite in each of `profiles`, one after the other on the same machine, prints and
+/// writes each profile's results and, when both ran, the two side by side.
 pub(super) async fn suite(
     rpc: &RpcOptions,
     replication: &ReplicationOptions,
+    profiles: &[Profile],
     out: &Path,
 ) -> anyhow::Result<()> {
+    let mut runs = Vec::new();
+    let mut markdown = String::new();
+    for profile in profiles {
+        let results = run(rpc, replication, *profile).await?;
+        let md = self::markdown(&results);
+        say!(
+            "
+{md}"
+        );
+        markdown.push_str(&format!(
+            "### {} profile
+
+{md}
+",
+            profile
+        ));
+        runs.push(results);
+    }
+    let json = match runs.as_slice() {
+        [one] => serde_json::to_value(one)?,
+        [intl, gm] => {
+            let compared = side_by_side(intl, gm);
+            say!(
+                "
+{compared}"
+            );
+            markdown.push_str(&format!(
+                "### Side by side
+
+{compared}"
+            ));
+            serde_json::json!({ "intl": intl, "gm": gm })
+        }
+        _ => anyhow::bail!("one profile or both"),
+    };
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write(out.join("results.md"), &markdown)?;
+    say!("written: {0}/results.json, {0}/results.md", out.display());
+    Ok(())
+}
+
+/// Every phase in `profile`.
+async fn run(
+    rpc: &RpcOptions,
+    replication: &ReplicationOptions,
+    profile: Profile,
+) -> anyhow::Result<Results> {
     let machine = machine();
     say!(
-        "bench suite on {} CPUs ({}); {} calls in flight over {} connections, {} s per phase",
+        "bench suite, {profile} profile, on {} CPUs ({}); {} calls in flight over {} connections, {} s per phase",
         machine.cpus,
         machine.cpu_model,
         rpc.concurrency,
@@ -66,11 +124,12 @@ pub(super) async fn suite(
         rpc.seconds
     );
     say!("throughput and memory:");
-    let rpc = rpc_run(rpc).await?;
+    let rpc = rpc_run(rpc, profile).await?;
     say!("replication:");
-    let replication = replication_run(replication).await?;
+    let replication = replication_run(replication, profile).await?;
     let base = rpc.baseline_echo.requests_per_second;
-    let results = Results {
+    Ok(Results {
+        profile: profile.as_str(),
         machine,
         ratios_to_baseline: Ratios {
             create_project: rpc.create_project.requests_per_second / base,
@@ -80,17 +139,73 @@ pub(super) async fn suite(
         },
         rpc,
         replication,
+    })
+}
+
+/// The two profiles' figures in one table: what the gm profile costs against intl, measured in
+/// one run on one machine.
+fn side_by_side(intl: &Results, gm: &Results) -> String {
+    use std::fmt::Write as _;
+    let mut md = String::from("| figure | intl | gm | gm / intl |\n|---|---:|---:|---:|\n");
+    let mut row = |name: &str, a: f64, b: f64, unit: &str| {
+        let _ = writeln!(
+            md,
+            "| {name} | {a:.1}{unit} | {b:.1}{unit} | {:.0}% |",
+            if a > 0.0 { 100.0 * b / a } else { 0.0 }
+        );
     };
-    let markdown = markdown(&results);
-    say!("\n{markdown}");
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    std::fs::write(out.join("results.md"), &markdown)?;
-    say!("written: {0}/results.json, {0}/results.md", out.display());
-    Ok(())
+    let calls = |r: &Results| {
+        [
+            r.rpc.baseline_echo.requests_per_second,
+            r.rpc.create_project.requests_per_second,
+            r.rpc.get_project.requests_per_second,
+            r.rpc.list_projects_page_50.requests_per_second,
+        ]
+    };
+    let names = [
+        "baseline echo, requests/s",
+        "CreateProject, requests/s",
+        "GetProject, requests/s",
+        "ListProjects (50), requests/s",
+    ];
+    for (name, (a, b)) in names.iter().zip(calls(intl).into_iter().zip(calls(gm))) {
+        row(name, a, b, "");
+    }
+    let ratios = |r: &Results| {
+        [
+            r.ratios_to_baseline.create_project,
+            r.ratios_to_baseline.get_project,
+            r.ratios_to_baseline.list_projects_page_50,
+        ]
+    };
+    let names = [
+        "CreateProject vs its baseline",
+        "GetProject vs its baseline",
+        "ListProjects (50) vs its baseline",
+    ];
+    for (name, (a, b)) in names.iter().zip(ratios(intl).into_iter().zip(ratios(gm))) {
+        row(name, 100.0 * a, 100.0 * b, "%");
+    }
+    let (a, b) = (&intl.replication, &gm.replication);
+    row("replication lag p99, ms", a.lag.p99_ms, b.lag.p99_ms, "");
+    row(
+        "catch-up, records/s",
+        a.catch_up.records_per_second,
+        b.catch_up.records_per_second,
+        "",
+    );
+    let share = if a.catch_up.records_per_second > 0.0 {
+        b.catch_up.records_per_second / a.catch_up.records_per_second
+    } else {
+        0.0
+    };
+    let _ = writeln!(
+        md,
+        "\ngm catch-up is {:.0}% of intl's (target: at least 50%): {}.",
+        100.0 * share,
+        if share >= 0.5 { "met" } else { "NOT met" }
+    );
+    md
 }
 
 fn markdown(r: &Results) -> String {
