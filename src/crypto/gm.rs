@@ -11,7 +11,7 @@
 
 use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::U12;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInOut, KeyInit, Payload};
 use sm2::dsa::signature::{Signer, Verifier};
 use sm2::dsa::{Signature, SigningKey, VerifyingKey};
 use sm2::elliptic_curve::Generate;
@@ -104,6 +104,50 @@ pub fn sm4_gcm_open(
     cipher
         .decrypt(&nonce, payload)
         .map_err(|_| GmError::Sm4Open)
+}
+
+/// An SM4-GCM key whose key schedule is computed once, for sealing and opening many messages in
+/// place (the TLS record layer: one per direction of a connection).
+pub struct Sm4GcmKey(Sm4Gcm);
+
+impl Sm4GcmKey {
+    pub fn new(key: &[u8]) -> Result<Self, GmError> {
+        if key.len() != SM4_KEY_BYTES {
+            return Err(GmError::Sm4Length);
+        }
+        Sm4Gcm::new_from_slice(key)
+            .map(Sm4GcmKey)
+            .map_err(|_| GmError::Sm4Length)
+    }
+
+    /// Encrypts `buffer` in place under `nonce`, binding `aad`; returns the tag.
+    pub fn seal_in_place(
+        &self,
+        nonce: &[u8; SM4_GCM_NONCE_BYTES],
+        aad: &[u8],
+        buffer: &mut [u8],
+    ) -> Result<[u8; SM4_GCM_TAG_BYTES], GmError> {
+        let tag = self
+            .0
+            .encrypt_inout_detached(&(*nonce).into(), aad, buffer.into())
+            .map_err(|_| GmError::Sm4Length)?;
+        Ok(tag.into())
+    }
+
+    /// Decrypts `buffer` in place if `tag` proves it and `aad` unchanged; otherwise leaves it
+    /// unusable and refuses.
+    pub fn open_in_place(
+        &self,
+        nonce: &[u8; SM4_GCM_NONCE_BYTES],
+        aad: &[u8],
+        buffer: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), GmError> {
+        let tag = aes_gcm::Tag::try_from(tag).map_err(|_| GmError::Sm4Open)?;
+        self.0
+            .decrypt_inout_detached(&(*nonce).into(), aad, buffer.into(), &tag)
+            .map_err(|_| GmError::Sm4Open)
+    }
 }
 
 /// An SM2 private key.

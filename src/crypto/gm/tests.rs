@@ -72,6 +72,35 @@ fn sm4_gcm_gives_the_values_of_rfc_8998() {
 }
 
 #[test]
+fn a_key_kept_for_many_records_seals_and_opens_in_place_as_rfc_8998_says() {
+    let (key, nonce, aad, plaintext, sealed) = rfc8998_gcm();
+    let nonce: [u8; SM4_GCM_NONCE_BYTES] = nonce.try_into().unwrap();
+    let kept = Sm4GcmKey::new(&key).unwrap();
+    let mut buffer = plaintext.clone();
+    let tag = kept.seal_in_place(&nonce, &aad, &mut buffer).unwrap();
+    assert_eq!([buffer.as_slice(), &tag].concat(), sealed);
+    kept.open_in_place(&nonce, &aad, &mut buffer, &tag).unwrap();
+    assert_eq!(buffer, plaintext);
+    // The same key again (no new schedule), and a changed tag or aad is refused.
+    let tag = kept.seal_in_place(&nonce, &aad, &mut buffer).unwrap();
+    let mut bad = tag;
+    bad[0] ^= 1;
+    assert!(
+        kept.open_in_place(&nonce, &aad, &mut buffer.clone(), &bad)
+            .is_err()
+    );
+    assert!(
+        kept.open_in_place(&nonce, b"other", &mut buffer.clone(), &tag)
+            .is_err()
+    );
+    assert!(
+        kept.open_in_place(&nonce, &aad, &mut buffer, &tag[..8])
+            .is_err()
+    );
+    assert!(Sm4GcmKey::new(&key[..15]).is_err());
+}
+
+#[test]
 fn a_changed_ciphertext_tag_aad_or_key_is_refused() {
     let (key, nonce, aad, _, sealed) = rfc8998_gcm();
     let mut changed = sealed.clone();

@@ -30,7 +30,7 @@ use rustls::{
 };
 use sm3::Digest as _;
 
-use super::{SM2_SM3_CERT, SM2_SM3_TLS13, Sm2PrivateKey, TLS13_DIST_ID};
+use super::{SM2_SM3_CERT, SM2_SM3_TLS13, Sm2PrivateKey, Sm4GcmKey, TLS13_DIST_ID};
 
 /// TLS_SM4_GCM_SM3 (RFC 8998 §2).
 pub const TLS_SM4_GCM_SM3: CipherSuite = CipherSuite::Unknown(0x00c6);
@@ -154,17 +154,11 @@ struct Sm4Gcm;
 
 impl Tls13AeadAlgorithm for Sm4Gcm {
     fn encrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageEncrypter> {
-        Box::new(Sm4GcmRecords {
-            key: key.as_ref().to_vec(),
-            iv,
-        })
+        Box::new(Sm4GcmRecords::new(&key, iv))
     }
 
     fn decrypter(&self, key: AeadKey, iv: Iv) -> Box<dyn MessageDecrypter> {
-        Box::new(Sm4GcmRecords {
-            key: key.as_ref().to_vec(),
-            iv,
-        })
+        Box::new(Sm4GcmRecords::new(&key, iv))
     }
 
     fn key_len(&self) -> usize {
@@ -181,9 +175,20 @@ impl Tls13AeadAlgorithm for Sm4Gcm {
     }
 }
 
+/// One direction of a connection's records: its key (schedule computed once) and IV.
 struct Sm4GcmRecords {
-    key: Vec<u8>,
+    key: Sm4GcmKey,
     iv: Iv,
+}
+
+impl Sm4GcmRecords {
+    fn new(key: &AeadKey, iv: Iv) -> Self {
+        Sm4GcmRecords {
+            // The key schedule's only failure is a wrong length, which key_len() rules out.
+            key: Sm4GcmKey::new(key.as_ref()).expect("rustls derives key_len() bytes"),
+            iv,
+        }
+    }
 }
 
 impl MessageEncrypter for Sm4GcmRecords {
@@ -193,14 +198,15 @@ impl MessageEncrypter for Sm4GcmRecords {
         seq: u64,
     ) -> Result<OutboundOpaqueMessage, Error> {
         let total_len = self.encrypted_payload_len(msg.payload.len());
-        let mut plain = Vec::with_capacity(total_len);
-        plain.extend_from_slice(&msg.payload.to_vec());
-        plain.extend_from_slice(&msg.typ.to_array());
-        let nonce = Nonce::new(&self.iv, seq);
-        let sealed = super::sm4_gcm_seal(&self.key, &nonce.0, &make_tls13_aad(total_len), &plain)
-            .map_err(|_| Error::EncryptError)?;
         let mut payload = PrefixedPayload::with_capacity(total_len);
-        payload.extend_from_slice(&sealed);
+        payload.extend_from_chunks(&msg.payload);
+        payload.extend_from_slice(&msg.typ.to_array());
+        let nonce = Nonce::new(&self.iv, seq);
+        let tag = self
+            .key
+            .seal_in_place(&nonce.0, &make_tls13_aad(total_len), payload.as_mut())
+            .map_err(|_| Error::EncryptError)?;
+        payload.extend_from_slice(&tag);
         Ok(OutboundOpaqueMessage::new(
             ContentType::ApplicationData,
             ProtocolVersion::TLSv1_2,
@@ -220,15 +226,16 @@ impl MessageDecrypter for Sm4GcmRecords {
         seq: u64,
     ) -> Result<InboundPlainMessage<'a>, Error> {
         let payload = &mut msg.payload;
-        if payload.len() < super::SM4_GCM_TAG_BYTES {
+        let Some(plain_len) = payload.len().checked_sub(super::SM4_GCM_TAG_BYTES) else {
             return Err(Error::DecryptError);
-        }
+        };
         let nonce = Nonce::new(&self.iv, seq);
-        let plain =
-            super::sm4_gcm_open(&self.key, &nonce.0, &make_tls13_aad(payload.len()), payload)
-                .map_err(|_| Error::DecryptError)?;
-        payload.truncate(plain.len());
-        payload.copy_from_slice(&plain);
+        let aad = make_tls13_aad(payload.len());
+        let (plain, tag) = payload.split_at_mut(plain_len);
+        self.key
+            .open_in_place(&nonce.0, &aad, plain, tag)
+            .map_err(|_| Error::DecryptError)?;
+        payload.truncate(plain_len);
         msg.into_tls13_unpadded_message()
     }
 }

@@ -169,20 +169,34 @@ fn a_certificate_of_another_ca_is_refused_in_both_directions() {
 }
 
 #[test]
-fn sm4_gcm_records_refuse_a_changed_byte() {
+fn sm4_gcm_records_are_rfc_8446_records_and_refuse_a_changed_byte() {
     let iv = Iv::new([1u8; 12]);
     let mut records = Sm4GcmRecords {
-        key: vec![9u8; 16],
+        key: crate::crypto::gm::Sm4GcmKey::new(&[9u8; 16]).unwrap(),
         iv,
     };
-    let payload = rustls::crypto::cipher::OutboundChunks::Single(b"record");
-    let plain = OutboundPlainMessage {
+    let record = || OutboundPlainMessage {
         typ: ContentType::ApplicationData,
         version: ProtocolVersion::TLSv1_2,
-        payload,
+        payload: rustls::crypto::cipher::OutboundChunks::Single(b"record"),
     };
-    let sealed = records.encrypt(plain, 3).unwrap();
-    let mut bytes = sealed.encode();
+    // The record is SM4-GCM of the content and its type, the nonce the IV xor the sequence
+    // number, the header as associated data (RFC 8446 §5.2).
+    let sealed = records.encrypt(record(), 3).unwrap().encode();
+    let nonce = Nonce::new(&Iv::new([1u8; 12]), 3);
+    let expected =
+        crate::crypto::gm::sm4_gcm_seal(&[9u8; 16], &nonce.0, &sealed[..5], b"record\x17").unwrap();
+    assert_eq!(&sealed[5..], expected.as_slice());
+    let mut good = sealed.clone();
+    let opaque = InboundOpaqueMessage::new(
+        ContentType::ApplicationData,
+        ProtocolVersion::TLSv1_2,
+        &mut good[5..],
+    );
+    let opened = records.decrypt(opaque, 3).unwrap();
+    assert_eq!(opened.payload, b"record");
+
+    let mut bytes = sealed;
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let payload = &mut bytes[5..];
