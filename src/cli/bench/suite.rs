@@ -148,9 +148,11 @@ fn side_by_side(intl: &Results, gm: &Results) -> String {
     use std::fmt::Write as _;
     let mut md = String::from("| figure | intl | gm | gm / intl |\n|---|---:|---:|---:|\n");
     let mut row = |name: &str, a: f64, b: f64, unit: &str| {
+        // Rates as whole numbers; milliseconds and percentages with a decimal.
+        let places = if unit.is_empty() && a >= 1000.0 { 0 } else { 1 };
         let _ = writeln!(
             md,
-            "| {name} | {a:.1}{unit} | {b:.1}{unit} | {:.0}% |",
+            "| {name} | {a:.places$}{unit} | {b:.places$}{unit} | {:.0}% |",
             if a > 0.0 { 100.0 * b / a } else { 0.0 }
         );
     };
