@@ -52,8 +52,8 @@ mod raw;
 mod template;
 
 pub use raw::{
-    RawAccess, RawAdmin, RawAudit, RawConfig, RawCrypto, RawLimits, RawListen, RawLog, RawParty,
-    RawPeer, RawSharing, RawStore, RawTls,
+    RawAccess, RawAdmin, RawAudit, RawConfig, RawCrypto, RawIntlClients, RawLimits, RawListen,
+    RawLog, RawParty, RawPeer, RawSharing, RawStore, RawTls,
 };
 pub use template::{ConfigTemplate, party_table};
 

@@ -323,6 +323,7 @@ impl Gateway {
             trust_domain: self.config.trust_domain.clone(),
             members: self.records.members().clone(),
             read_only_systems: self.config.read_only_systems.clone(),
+            profile: self.config.tls.profile,
         })
     }
 

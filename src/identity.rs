@@ -211,6 +211,8 @@ pub struct AccessPolicy {
     pub trust_domain: String,
     pub members: Members,
     pub read_only_systems: BTreeSet<String>,
+    /// The federation's crypto profile: in gm a gateway identity is taken over RFC 8998 only.
+    pub profile: crate::crypto::Profile,
 }
 
 impl AccessPolicy {
@@ -246,6 +248,27 @@ impl AccessPolicy {
             id: id.clone(),
             read_only,
         })
+    }
+
+    /// Refuses a peer gateway's identity on a connection its federation's profile does not
+    /// allow it: in gm, one that negotiated international suites (the client port may offer
+    /// them to party systems, `[tls.intl_clients]`; links between gateways stay RFC 8998).
+    pub fn check_channel(
+        &self,
+        caller: &Caller,
+        path: &str,
+        negotiated: &tls::Negotiated,
+    ) -> Result<(), AuthzError> {
+        if caller.id.role == Role::Gateway
+            && !tls::intl_clients::is_federation_grade(self.profile, negotiated)
+        {
+            return Err(AuthzError::Denied {
+                caller: caller.id.to_string(),
+                method: path.to_string(),
+                reason: "a gateway of the gm profile must connect over RFC 8998 (TLS_SM4_GCM_SM3)",
+            });
+        }
+        Ok(())
     }
 
     /// Decides whether `caller` may call the gRPC method at `path`.

@@ -64,7 +64,15 @@ where
             Some(Ok(id)) => self
                 .policy
                 .caller(id)
-                .and_then(|caller| self.policy.authorize(&caller, &path).map(|_| caller)),
+                .and_then(|caller| self.policy.authorize(&caller, &path).map(|_| caller))
+                .and_then(|caller| {
+                    let negotiated = &peer.as_ref().map(|p| &p.negotiated);
+                    match negotiated {
+                        Some(n) => self.policy.check_channel(&caller, &path, n),
+                        None => Ok(()),
+                    }
+                    .map(|()| caller)
+                }),
             Some(Err(why)) => Err(AuthzError::NoIdentity(why.clone())),
             None => Err(AuthzError::NoIdentity(
                 "connection carries no TLS identity".into(),

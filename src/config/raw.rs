@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::*;
 use crate::domain::{Federation, PartyInfo, check_party_id};
-use crate::identity::tls::TlsPaths;
+use crate::identity::tls::{IntlClientPaths, TlsPaths};
 use crate::store::StoreConfig;
 use crate::workdays::{Deadlines, WorkCalendar};
 
@@ -89,6 +89,18 @@ pub struct RawTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Certificate revocation list (PEM), reloaded when it changes.
+    pub crl: Option<PathBuf>,
+    /// In the gm profile: party systems that cannot speak RFC 8998 may call with international
+    /// TLS 1.3, presenting certificates of this CA, and are served this certificate.
+    pub intl_clients: Option<RawIntlClients>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntlClients {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
     pub crl: Option<PathBuf>,
 }
 
@@ -307,6 +319,7 @@ impl RawConfig {
                 key: resolve(self.tls.key),
                 crl: self.tls.crl.map(resolve),
                 profile,
+                intl_clients: check_intl_clients(self.tls.intl_clients, profile, &resolve)?,
             },
             store,
             log,
@@ -322,6 +335,30 @@ impl RawConfig {
             source: None,
         })
     }
+}
+
+/// `[tls.intl_clients]`, which only a gateway of the gm profile takes (in intl every client
+/// speaks the international suites already).
+fn check_intl_clients(
+    raw: Option<RawIntlClients>,
+    profile: crate::crypto::Profile,
+    resolve: &impl Fn(PathBuf) -> PathBuf,
+) -> Result<Option<IntlClientPaths>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if profile != crate::crypto::Profile::Gm {
+        return Err(ConfigError::invalid(
+            "tls.intl_clients",
+            "only a gateway of the gm crypto profile takes it: in intl every client already speaks the international suites",
+        ));
+    }
+    Ok(Some(IntlClientPaths {
+        ca: resolve(raw.ca),
+        cert: resolve(raw.cert),
+        key: resolve(raw.key),
+        crl: raw.crl.map(resolve),
+    }))
 }
 
 /// The trust domain of every SPIFFE id (the default when the config names none).

@@ -274,3 +274,17 @@ fn the_crypto_profile_is_intl_unless_the_crypto_section_names_gm() {
     let overridden = Config::from_toml(GOOD, Path::new("/etc/yrd/gateway.toml"), &env).unwrap();
     assert_eq!(overridden.tls.profile, Profile::Gm);
 }
+
+#[test]
+fn international_clients_are_a_choice_of_the_gm_profile_only() {
+    let intl =
+        "[tls.intl_clients]\nca = \"intl/ca.crt\"\ncert = \"intl/gw.crt\"\nkey = \"intl/gw.key\"\n";
+    let err = load(&format!("{GOOD}{intl}")).unwrap_err();
+    assert_eq!(key_of(err), "tls.intl_clients");
+    let gm = GOOD.replace("[store]", "[crypto]\nprofile = \"gm\"\n[store]");
+    let config = load(&format!("{gm}{intl}")).unwrap();
+    let paths = config.tls.intl_clients.unwrap();
+    assert_eq!(paths.ca, Path::new("/etc/yrd/intl/ca.crt"));
+    assert_eq!(paths.crl, None);
+    assert!(load(&gm).unwrap().tls.intl_clients.is_none());
+}

@@ -20,6 +20,18 @@ pub struct TlsPaths {
     pub key: PathBuf,
     pub crl: Option<PathBuf>,
     pub profile: Profile,
+    /// In the gm profile: the international CA, certificate and key the client port also
+    /// serves party systems with (`[tls.intl_clients]`); `None`: RFC 8998 only.
+    pub intl_clients: Option<IntlClientPaths>,
+}
+
+/// The files of a gm gateway's international client port (`[tls.intl_clients]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IntlClientPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +95,24 @@ fn holds(kind: &'static str, profile: Profile) -> &'static str {
 
 /// Refuses material that does not fit `paths.profile`, naming the file: the CA bundle and the
 /// gateway certificate must carry the profile's keys, and the key file must load with the
-/// profile's provider.
+/// profile's provider; the files of `[tls.intl_clients]` must be international.
 pub fn check_profile(paths: &TlsPaths) -> Result<(), TlsError> {
-    let profile = paths.profile;
+    check_files([&paths.ca, &paths.cert], &paths.key, paths.profile)?;
+    if let Some(intl) = &paths.intl_clients {
+        check_files([&intl.ca, &intl.cert], &intl.key, Profile::Intl)?;
+    }
+    Ok(())
+}
+
+/// Refuses certificate files (`certs`) or a key file that do not fit `profile`.
+fn check_files(certs: [&PathBuf; 2], key: &Path, profile: Profile) -> Result<(), TlsError> {
     let wrong = |path: &Path, found: Profile, kind: &'static str| TlsError::Profile {
         path: path.to_owned(),
         found: holds(kind, found),
         profile,
         needs: holds(kind, profile),
     };
-    for path in [&paths.ca, &paths.cert] {
+    for path in certs {
         for cert in load_certs(path)? {
             let found = profile_of_certificate(&cert).map_err(|message| TlsError::Load {
                 what: "certificates",
@@ -104,7 +124,8 @@ pub fn check_profile(paths: &TlsPaths) -> Result<(), TlsError> {
             }
         }
     }
-    let key = load_key(&paths.key)?;
+    let key_path = key;
+    let key = load_key(key_path)?;
     if provider(profile)
         .key_provider
         .load_private_key(key.clone_key())
@@ -118,10 +139,10 @@ pub fn check_profile(paths: &TlsPaths) -> Result<(), TlsError> {
                     .is_ok()
         });
         return Err(match other {
-            Some(found) => wrong(&paths.key, found, "key"),
+            Some(found) => wrong(key_path, found, "key"),
             None => TlsError::Load {
                 what: "private key",
-                path: paths.key.clone(),
+                path: key_path.to_owned(),
                 message: format!("not {}", profile.key_kind()),
             },
         });

@@ -17,6 +17,7 @@ fn policy_over(members: Members) -> AccessPolicy {
         trust_domain: "yrd-huzhou".into(),
         members,
         read_only_systems: ["dashboard".to_string()].into(),
+        profile: crate::crypto::Profile::Intl,
     }
 }
 

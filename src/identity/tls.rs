@@ -30,127 +30,16 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::SpiffeId;
 pub use super::pem::{
-    TlsError, TlsPaths, check_profile, load_certs, load_key, profile_of_certificate, provider,
+    IntlClientPaths, TlsError, TlsPaths, check_profile, load_certs, load_key,
+    profile_of_certificate, provider,
 };
 use crate::crypto::Profile;
 
-/// What a connection that has not finished its TLS handshake — an unauthenticated client —
-/// may hold: time, and a place among the handshakes in progress, overall and from its address.
-/// A connection over a cap is closed at once, so idle TCP connections or stalled handshakes
-/// from one address cannot keep others from being served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandshakeLimits {
-    /// How long a client may take to finish the handshake before it is dropped.
-    pub timeout: Duration,
-    /// Handshakes in progress at once, from all addresses; a new one beyond it closes the oldest.
-    pub in_progress: usize,
-    /// Handshakes in progress at once from one IP address.
-    pub per_address: usize,
-}
+mod handshakes;
+pub mod intl_clients;
 
-impl Default for HandshakeLimits {
-    fn default() -> Self {
-        HandshakeLimits {
-            timeout: Duration::from_secs(10),
-            in_progress: 1024,
-            per_address: 64,
-        }
-    }
-}
-
-/// Called with the remote address and why, when a connection is closed before its handshake
-/// because a cap of [`HandshakeLimits`] was reached (counted, not audited: a flood must not
-/// write one audit event per connection).
-pub type ShedConnection = Arc<dyn Fn(SocketAddr, &'static str) + Send + Sync>;
-
-/// Handshakes in progress, overall and by address. Each holds a place under a number given
-/// in arrival order, so the oldest is known.
-#[derive(Default)]
-struct Pending {
-    next: u64,
-    places: std::collections::BTreeMap<u64, Held>,
-    by_address: std::collections::HashMap<std::net::IpAddr, usize>,
-}
-
-/// One handshake's place: its address, and how to close it from outside.
-struct Held {
-    remote: SocketAddr,
-    close: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Pending {
-    /// Gives up the place `id` (its handshake ended, or it was closed to make room); returns
-    /// it if it was still held.
-    fn release(&mut self, id: u64) -> Option<Held> {
-        let held = self.places.remove(&id)?;
-        let address = held.remote.ip();
-        if let Some(n) = self.by_address.get_mut(&address) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_address.remove(&address);
-            }
-        }
-        Some(held)
-    }
-}
-
-/// A place among the handshakes in progress, given back when dropped.
-struct PendingPlace {
-    pending: Arc<std::sync::Mutex<Pending>>,
-    id: u64,
-}
-
-/// What taking a place did besides: the connection closed to make room for it, if any.
-type Evicted = Option<SocketAddr>;
-
-impl PendingPlace {
-    /// A place for a handshake from `remote`, and the signal that closes it early. Over the
-    /// cap per address the newcomer is refused (its own address holds the places). At the
-    /// overall cap the **oldest** handshake in progress is closed to make room: an honest
-    /// handshake finishes in milliseconds, so the oldest ones are those that stall, and a
-    /// flood from many addresses cannot keep a new client out — to crowd out an honest
-    /// handshake, an attacker would have to open `in_progress` connections within the few
-    /// milliseconds it takes.
-    fn take(
-        pending: &Arc<std::sync::Mutex<Pending>>,
-        remote: SocketAddr,
-        limits: &HandshakeLimits,
-    ) -> Result<(PendingPlace, tokio::sync::oneshot::Receiver<()>, Evicted), &'static str> {
-        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-        if p.by_address.get(&remote.ip()).copied().unwrap_or(0) >= limits.per_address {
-            return Err("too many TLS handshakes in progress from this address");
-        }
-        let mut evicted = None;
-        if p.places.len() >= limits.in_progress.max(1) {
-            let oldest = p.places.keys().next().copied();
-            if let Some(held) = oldest.and_then(|id| p.release(id)) {
-                // The receiver may be gone already (the handshake just ended): nothing to do.
-                let _ = held.close.send(());
-                evicted = Some(held.remote);
-            }
-        }
-        let (close, closed) = tokio::sync::oneshot::channel();
-        let id = p.next;
-        p.next += 1;
-        p.places.insert(id, Held { remote, close });
-        *p.by_address.entry(remote.ip()).or_default() += 1;
-        Ok((
-            PendingPlace {
-                pending: pending.clone(),
-                id,
-            },
-            closed,
-            evicted,
-        ))
-    }
-}
-
-impl Drop for PendingPlace {
-    fn drop(&mut self) {
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.release(self.id);
-    }
-}
+pub use handshakes::{HandshakeLimits, ShedConnection};
+use handshakes::{Pending, PendingPlace};
 
 /// Reads a CA bundle into a root store.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
@@ -165,7 +54,9 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+pub(crate) fn load_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let err = |message: String| TlsError::Load {
         what: "certificate revocation list",
         path: path.to_owned(),
@@ -180,9 +71,19 @@ fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
 /// Verifies certificates presented by clients and peers: chain to the CA, validity, and
 /// revocation of the end entity when a CRL is configured.
 pub fn chain_verifier(paths: &TlsPaths) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let roots = Arc::new(load_roots(&paths.ca)?);
-    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider(paths.profile));
-    if let Some(crl) = &paths.crl {
+    verifier_of(&paths.ca, paths.crl.as_deref(), paths.profile)
+}
+
+/// Checks client certificates against the CA bundle `ca` and, if given, its revocation list
+/// `crl`, with `profile`'s algorithms.
+fn verifier_of(
+    ca: &Path,
+    crl: Option<&Path>,
+    profile: Profile,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = Arc::new(load_roots(ca)?);
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots, provider(profile));
+    if let Some(crl) = crl {
         builder = builder
             .with_crls(load_crls(crl)?)
             .only_check_end_entity_revocation()
@@ -368,7 +269,7 @@ impl StillTrusted {
             // Registers the waker for the change after this one.
             let _ = self.changed.as_mut().poll(cx);
             if let Some((leaf, intermediates)) = self.chain.split_first() {
-                let verifier = self.source.borrow().chain.clone();
+                let verifier = self.source.borrow().clients.clone();
                 let now = rustls::pki_types::UnixTime::now();
                 if let Err(e) = verifier.verify_client_cert(leaf, intermediates, now) {
                     tracing::warn!(
@@ -459,6 +360,9 @@ pub struct TlsMaterial {
     pub client: Arc<ClientConfig>,
     /// Checks certificates of clients, peers and change signers against CA and CRL.
     pub chain: Arc<dyn ClientCertVerifier>,
+    /// Checks the certificates connections were accepted with: [`Self::chain`], or with
+    /// `[tls.intl_clients]` either CA by the certificate's kind.
+    pub clients: Arc<dyn ClientCertVerifier>,
     /// Expiry of the gateway's own certificate (seconds since the epoch).
     pub cert_not_after: i64,
     /// Expiry of the first CA certificate (seconds since the epoch).
@@ -484,11 +388,17 @@ impl TlsMaterial {
         check_profile(paths)?;
         let own = load_certs(&paths.cert)?;
         let ca = load_certs(&paths.ca)?;
+        let chain = chain_verifier(paths)?;
+        let (server, clients) = match &paths.intl_clients {
+            Some(intl) => intl_clients::server_config(paths, intl)?,
+            None => (server_config(paths)?, chain.clone()),
+        };
         Ok(TlsMaterial {
             profile: paths.profile,
-            server: server_config(paths)?,
+            server,
+            clients,
             client: client_config(paths.profile, &paths.ca, &paths.cert, &paths.key)?,
-            chain: chain_verifier(paths)?,
+            chain,
             cert_not_after: not_after(&own[0]),
             ca_not_after: not_after(&ca[0]),
             signer: Arc::new(
@@ -506,11 +416,16 @@ impl TlsMaterial {
 
 /// Size and modification time of each file, to notice replacements.
 fn stamp(paths: &TlsPaths) -> Vec<Option<(u64, std::time::SystemTime)>> {
+    let intl = paths.intl_clients.as_ref();
     [
         Some(&paths.ca),
         Some(&paths.cert),
         Some(&paths.key),
         paths.crl.as_ref(),
+        intl.map(|i| &i.ca),
+        intl.map(|i| &i.cert),
+        intl.map(|i| &i.key),
+        intl.and_then(|i| i.crl.as_ref()),
     ]
     .into_iter()
     .flatten()

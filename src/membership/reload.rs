@@ -203,7 +203,8 @@ fn restart_needed(started: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&started.tls, &new.tls);
     differs(
         "tls",
-        (&a.ca, &a.cert, &a.key, &a.crl) != (&b.ca, &b.cert, &b.key, &b.crl),
+        (&a.ca, &a.cert, &a.key, &a.crl, &a.intl_clients)
+            != (&b.ca, &b.cert, &b.key, &b.crl, &b.intl_clients),
     );
     differs("crypto.profile", started.tls.profile != new.tls.profile);
     differs("store", started.store != new.store);

@@ -26,6 +26,7 @@ impl Pki {
             key: self.dir.join(party).join("gateway.key"),
             crl: None,
             profile: self.profile,
+            intl_clients: None,
         }
     }
 

@@ -32,6 +32,14 @@ async fn who_am_i(channel: tonic::transport::Channel) -> Result<pb::WhoAmIRespon
         .map(|r| r.into_inner())
 }
 
+/// A call whose connection's TLS handshake failed (tonic reports no gRPC status of its own).
+fn refused_in_the_handshake(err: &tonic::Status) {
+    assert!(
+        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
+        "{err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
     let mut fed = TestFederation::start_with(&["changxing", "anji", "guangde"], gm()).await;
@@ -139,10 +147,7 @@ async fn a_gm_gateway_refuses_other_suites_other_cas_and_intl_certificates() {
     let err = who_am_i(fed.channel_with("anji", intl.client_config("anji", "client")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
-        "{err:?}"
-    );
+    refused_in_the_handshake(&err);
 
     // An SM2 client certificate from another gm CA.
     let foreign = tempfile::tempdir().unwrap();
@@ -150,10 +155,7 @@ async fn a_gm_gateway_refuses_other_suites_other_cas_and_intl_certificates() {
     let err = who_am_i(fed.channel_with("anji", foreign.client_config("anji", "client")))
         .await
         .unwrap_err();
-    assert!(
-        matches!(err.code(), tonic::Code::Unavailable | tonic::Code::Unknown),
-        "{err:?}"
-    );
+    refused_in_the_handshake(&err);
 
     // A gm client of the federation's own CA gets in.
     assert!(who_am_i(fed.client("anji", "anji")).await.is_ok());
@@ -409,4 +411,70 @@ async fn evidence_of_erased_items_verifies_by_sm3_in_the_gm_profile() {
     drop(conn);
     let (ok, out) = audit_cli("verify-evidence", &config, &[]);
     assert!(!ok, "{out}");
+}
+
+/// `[tls.intl_clients]`: a gm gateway's port also serves party systems that speak only the
+/// international suites, with a P-256 certificate of a CA of their kind — while the links
+/// between gateways stay RFC 8998, and a gateway identity over international TLS is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gm_gateway_may_serve_intl_clients_but_links_stay_gm() {
+    let other = tempfile::tempdir().unwrap();
+    let intl = Pki::new(other.path());
+    let foreign_root = tempfile::tempdir().unwrap();
+    let foreign = Pki::new(foreign_root.path());
+    let at = |p: std::path::PathBuf| toml::Value::String(p.display().to_string()).to_string();
+    let mut options = gm();
+    options.extra_toml = format!(
+        "[tls.intl_clients]\nca = {}\ncert = {}\nkey = {}\n",
+        at(intl.ca_path()),
+        at(intl.dir.join("anji/gateway.crt")),
+        at(intl.dir.join("anji/gateway.key")),
+    );
+    let fed = TestFederation::start_with(&["anji", "zone"], options).await;
+
+    // A party system of either kind is served, each over its own suites.
+    let sm = who_am_i(fed.client("anji", "anji")).await.unwrap();
+    assert_eq!(sm.tls_cipher_suite, "TLS_SM4_GCM_SM3");
+    let international = intl.client_config("anji", "client");
+    let me = who_am_i(fed.channel_with("anji", international))
+        .await
+        .unwrap();
+    assert_eq!(me.spiffe_id, "spiffe://yrd-huzhou/party/anji/client/demo");
+    assert_eq!(me.crypto_profile, "gm");
+    assert!(me.tls_cipher_suite.starts_with("TLS13_"), "{me:?}");
+    assert_ne!(me.tls_group, "curveSM2");
+
+    // A gateway identity of the international CA: the handshake succeeds, the call does not.
+    let peer = pb::federation_service_client::FederationServiceClient::new(
+        fed.channel_with("anji", intl.client_config("zone", "gateway")),
+    );
+    let err = peer
+        .clone()
+        .list_witnessed_heads(pb::ListWitnessedHeadsRequest {
+            party: "anji".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("RFC 8998"), "{err:?}");
+
+    // A P-256 certificate of a CA that is not the configured one is refused.
+    let err = who_am_i(fed.channel_with("anji", foreign.client_config("anji", "client")))
+        .await
+        .unwrap_err();
+    refused_in_the_handshake(&err);
+
+    // The gateways' own links are RFC 8998 and carry records as before.
+    let created = create(&fed, "zone", "两种客户端").await;
+    eventually(WAIT, "the zone's project at anji", || {
+        try_get(&fed, "anji", &created.name)
+    })
+    .await;
+    let parties = fed
+        .directory("anji", "anji")
+        .list_parties(pb::ListPartiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(parties.peers.iter().all(|p| !p.differs), "{parties:?}");
 }

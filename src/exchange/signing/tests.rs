@@ -14,6 +14,7 @@ fn pki(dir: &std::path::Path, profile: Profile) -> TlsPaths {
         key: dir.join("zone/gateway.key"),
         crl: None,
         profile,
+        intl_clients: None,
     }
 }
 
