@@ -426,6 +426,18 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         "1 while the configuration file changes keys that take effect only at the next restart.",
         u8::from(!status.restart_needed.is_empty()),
     );
+    let name = "yrd_crypto_profile_info";
+    header(
+        out,
+        name,
+        "1, labelled with the crypto profile this gateway runs (intl, or gm: RFC 8998, SM2, SM3).",
+        "gauge",
+    );
+    let _ = writeln!(
+        out,
+        "{name}{{profile=\"{}\"}} 1",
+        state.membership.profile()
+    );
     let name = "yrd_membership_differs";
     header(
         out,

@@ -94,6 +94,11 @@ async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
     let (status, page) = http_get(fed.gateways["anji"].admin, "/").await;
     assert_eq!(status, 200);
     assert!(page.contains("Crypto profile: <b>gm</b>"), "{page}");
+    let (_, metrics) = http_get(fed.gateways["anji"].admin, "/metrics").await;
+    assert!(
+        metrics.contains("yrd_crypto_profile_info{profile=\"gm\"} 1"),
+        "{metrics}"
+    );
 
     // Audit chain heads are signed with SM2 and witnessed by the peers.
     let heads = witnessed_heads(&fed, "anji", "changxing").await;
