@@ -34,5 +34,5 @@ echo "-- python grpcio suite"
 cargo build --quiet --bin yrd-gateway
 YRD_GATEWAY_BIN=target/debug/yrd-gateway "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/interop
 
-echo "-- 国密 TLS against OpenSSL 4.0: the gm provider's client calls gm_peer.py"
+echo "-- 国密 TLS against OpenSSL 4.0 (gm_peer.py): its client calls a gm gateway, the gateway's client calls its server"
 YRD_GM_PYTHON="$venv/bin/python" cargo nextest run --run-ignored only python_openssl
