@@ -183,12 +183,7 @@ pub async fn check_health(config: &crate::config::Config, service: &str) -> anyh
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let client = tls::client_config(
-        config.tls.profile,
-        &config.tls.ca,
-        &config.tls.cert,
-        &config.tls.key,
-    )?;
+    let client = tls::gateway_client_config(&config.tls)?;
     let channel = tls::channel(&addr.to_string(), "localhost", client)?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest {

@@ -53,7 +53,7 @@ mod template;
 
 pub use raw::{
     RawAccess, RawAdmin, RawAudit, RawConfig, RawCrypto, RawIntlClients, RawLimits, RawListen,
-    RawLog, RawParty, RawPeer, RawSharing, RawStore, RawTls,
+    RawLog, RawParty, RawPeer, RawPkcs11, RawSharing, RawStore, RawTls,
 };
 pub use template::{ConfigTemplate, party_table};
 

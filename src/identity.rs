@@ -6,6 +6,7 @@
 //! `api::authz` applies the decision to every call, so handlers never repeat it.
 
 pub mod pem;
+pub mod pkcs11;
 pub mod pki;
 pub mod signer;
 pub mod tls;

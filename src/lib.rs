@@ -28,8 +28,10 @@
 //!   digest an erased envelope keeps).
 //! - [`identity`]: SPIFFE ids in certificates and the access rules of SPEC §2; key files
 //!   ([`identity::pem`]), TLS configs for both directions ([`identity::tls`]), the gateway's
-//!   signing key ([`identity::signer`]) and the development PKI ([`identity::pki`]), each in
-//!   the profile its files are of. Uses [`domain`], [`crypto`].
+//!   signing key ([`identity::signer`]) — from its file, or held by a PKCS#11 token
+//!   ([`identity::pkcs11`]) behind one seam ([`identity::pem::gateway_key`]) — and the
+//!   development PKI ([`identity::pki`]), each in the profile its files are of. Uses
+//!   [`domain`], [`crypto`].
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`] before anything
 //!   binds. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`identity`].
 //! - [`membership`]: the digest of the federation's party list each gateway shows its peers,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README. On a fresh machine with only a Rust toolchain and Debian's
 # packages it first installs what the tests need — the PostgreSQL server package (for the
-# PostgreSQL backend's tests), openssl (the 国密 tests compare with it) and cargo-nextest
-# (the test runner) — then runs the whole Rust
+# PostgreSQL backend's tests), openssl (the 国密 tests compare with it), softhsm2 (a PKCS#11
+# token for the key seam's test) and cargo-nextest (the test runner) — then runs the whole Rust
 # test suite with a throwaway PostgreSQL server on loopback (tests/with-postgres.sh).
 #
 #     bash tests/run.sh                  # arguments go to `cargo nextest run`
@@ -32,6 +32,12 @@ if ! command -v openssl >/dev/null; then
   echo "== installing openssl (apt-get install openssl)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then
+  # The key seam's test keeps a gateway key in a PKCS#11 token.
+  echo "== installing softhsm2 (apt-get install softhsm2)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "== installing cargo-nextest (cargo install --locked cargo-nextest)"

@@ -288,3 +288,24 @@ fn international_clients_are_a_choice_of_the_gm_profile_only() {
     assert_eq!(paths.crl, None);
     assert!(load(&gm).unwrap().tls.intl_clients.is_none());
 }
+
+#[test]
+fn the_key_is_a_file_or_in_a_token_never_both_nor_neither() {
+    let token = "[tls.pkcs11]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken = \"yrd-zone\"\nkey_label = \"gateway\"\npin_file = \"pin\"\n";
+    let without_key = GOOD.replace("key = \"/abs/gateway.key\"\n", "");
+    let config = load(&format!("{without_key}{token}")).unwrap();
+    let spec = config.tls.pkcs11.unwrap();
+    assert_eq!(spec.token, "yrd-zone");
+    assert_eq!(spec.label, "gateway");
+    assert_eq!(spec.pin_file, Path::new("/etc/yrd/pin"));
+    assert_eq!(
+        key_of(load(&format!("{GOOD}{token}")).unwrap_err()),
+        "tls.pkcs11"
+    );
+    assert_eq!(key_of(load(&without_key).unwrap_err()), "tls.key");
+    let gm = without_key.replace("[store]", "[crypto]\nprofile = \"gm\"\n[store]");
+    assert_eq!(
+        key_of(load(&format!("{gm}{token}")).unwrap_err()),
+        "tls.pkcs11"
+    );
+}

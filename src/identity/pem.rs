@@ -23,6 +23,34 @@ pub struct TlsPaths {
     /// In the gm profile: the international CA, certificate and key the client port also
     /// serves party systems with (`[tls.intl_clients]`); `None`: RFC 8998 only.
     pub intl_clients: Option<IntlClientPaths>,
+    /// The gateway's key in a PKCS#11 token (`[tls.pkcs11]`) instead of the file `key`.
+    pub pkcs11: Option<Pkcs11KeySpec>,
+}
+
+/// Where a gateway key held by a PKCS#11 token is: the module, the token's label, the key's
+/// label, and the file holding the user PIN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pkcs11KeySpec {
+    pub module: PathBuf,
+    pub token: String,
+    pub label: String,
+    pub pin_file: PathBuf,
+}
+
+/// The key seam: the gateway's signing key, from its file in the profile's format or from the
+/// PKCS#11 token `[tls.pkcs11]` names. TLS handshakes and the change signer both sign with it.
+pub fn gateway_key(paths: &TlsPaths) -> Result<Arc<dyn rustls::sign::SigningKey>, TlsError> {
+    match &paths.pkcs11 {
+        Some(spec) => super::pkcs11::load(spec),
+        None => provider(paths.profile)
+            .key_provider
+            .load_private_key(load_key(&paths.key)?)
+            .map_err(|e| TlsError::Load {
+                what: "private key",
+                path: paths.key.clone(),
+                message: e.to_string(),
+            }),
+    }
 }
 
 /// The files of a gm gateway's international client port (`[tls.intl_clients]`).
@@ -97,15 +125,20 @@ fn holds(kind: &'static str, profile: Profile) -> &'static str {
 /// gateway certificate must carry the profile's keys, and the key file must load with the
 /// profile's provider; the files of `[tls.intl_clients]` must be international.
 pub fn check_profile(paths: &TlsPaths) -> Result<(), TlsError> {
-    check_files([&paths.ca, &paths.cert], &paths.key, paths.profile)?;
+    check_files(
+        [&paths.ca, &paths.cert],
+        paths.pkcs11.is_none().then_some(paths.key.as_path()),
+        paths.profile,
+    )?;
     if let Some(intl) = &paths.intl_clients {
-        check_files([&intl.ca, &intl.cert], &intl.key, Profile::Intl)?;
+        check_files([&intl.ca, &intl.cert], Some(&intl.key), Profile::Intl)?;
     }
     Ok(())
 }
 
-/// Refuses certificate files (`certs`) or a key file that do not fit `profile`.
-fn check_files(certs: [&PathBuf; 2], key: &Path, profile: Profile) -> Result<(), TlsError> {
+/// Refuses certificate files (`certs`) or a key file that do not fit `profile` (a key in a
+/// token, `None`, is checked when it is loaded).
+fn check_files(certs: [&PathBuf; 2], key: Option<&Path>, profile: Profile) -> Result<(), TlsError> {
     let wrong = |path: &Path, found: Profile, kind: &'static str| TlsError::Profile {
         path: path.to_owned(),
         found: holds(kind, found),
@@ -124,7 +157,9 @@ fn check_files(certs: [&PathBuf; 2], key: &Path, profile: Profile) -> Result<(),
             }
         }
     }
-    let key_path = key;
+    let Some(key_path) = key else {
+        return Ok(());
+    };
     let key = load_key(key_path)?;
     if provider(profile)
         .key_provider

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustls::SignatureScheme;
 use rustls::sign::SigningKey;
 
-use super::pem::{TlsPaths, load_certs, load_key, provider};
+use super::pem::{TlsPaths, gateway_key, load_certs, load_key};
 use crate::crypto::gm::{CERT_DIST_ID, Sm2PrivateKey};
 use crate::crypto::{Digest, Profile, SM2_SM3_SIGNATURE};
 
@@ -47,13 +47,9 @@ impl ChangeSigner {
     /// Loads the gateway certificate and key named in `[tls]`, in their profile.
     pub fn from_files(paths: &TlsPaths) -> Result<Self, KeyError> {
         let certs = load_certs(&paths.cert).map_err(|e| KeyError(e.to_string()))?;
-        let der = load_key(&paths.key).map_err(|e| KeyError(e.to_string()))?;
         let key = match paths.profile {
             Profile::Intl => {
-                let key = provider(Profile::Intl)
-                    .key_provider
-                    .load_private_key(der)
-                    .map_err(|e| KeyError(e.to_string()))?;
+                let key = gateway_key(paths).map_err(|e| KeyError(e.to_string()))?;
                 let scheme = key
                     .choose_scheme(SIGNING_SCHEMES)
                     .map(|s| s.scheme())
@@ -65,10 +61,13 @@ impl ChangeSigner {
                     })?;
                 Key::Intl { key, scheme }
             }
-            Profile::Gm => Key::Gm(
-                Sm2PrivateKey::from_pkcs8_der(der.secret_der())
-                    .map_err(|e| KeyError(format!("{}: {e}", paths.key.display())))?,
-            ),
+            Profile::Gm => {
+                let der = load_key(&paths.key).map_err(|e| KeyError(e.to_string()))?;
+                Key::Gm(
+                    Sm2PrivateKey::from_pkcs8_der(der.secret_der())
+                        .map_err(|e| KeyError(format!("{}: {e}", paths.key.display())))?,
+                )
+            }
         };
         Ok(ChangeSigner {
             key,

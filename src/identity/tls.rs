@@ -19,6 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,8 +101,7 @@ pub fn server_config(paths: &TlsPaths) -> Result<Arc<ServerConfig>, TlsError> {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(&paths.cert)?, load_key(&paths.key)?)
-        .map_err(|e| TlsError::Setup(format!("certificate and key do not fit together: {e}")))?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key(paths)?)));
     // HTTP/1.1 for the HTTP/JSON surface's clients; gRPC clients choose h2.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -121,6 +121,35 @@ pub fn client_config(
         .with_root_certificates(load_roots(ca)?)
         .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
         .map_err(|e| TlsError::Setup(format!("certificate and key do not fit together: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The gateway's certificate and its key from the key seam ([`super::pem::gateway_key`]),
+/// refused when they do not belong together.
+fn certified_key(paths: &TlsPaths) -> Result<CertifiedKey, TlsError> {
+    let certified = CertifiedKey::new(load_certs(&paths.cert)?, super::pem::gateway_key(paths)?);
+    match certified.keys_match() {
+        // A key that cannot tell its public half (a token key) is checked by its first
+        // signature instead.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(e) => Err(TlsError::Setup(format!(
+            "{} and the gateway key do not fit together: {e}",
+            paths.cert.display()
+        ))),
+    }
+}
+
+/// The client side a gateway dials its peers with (and `health` calls it with): its own
+/// certificate and key from the key seam, in its profile.
+pub fn gateway_client_config(paths: &TlsPaths) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider(paths.profile))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Setup(e.to_string()))?
+        .with_root_certificates(load_roots(&paths.ca)?)
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified_key(paths)?)));
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
@@ -397,7 +426,7 @@ impl TlsMaterial {
             profile: paths.profile,
             server,
             clients,
-            client: client_config(paths.profile, &paths.ca, &paths.cert, &paths.key)?,
+            client: gateway_client_config(paths)?,
             chain,
             cert_not_after: not_after(&own[0]),
             ca_not_after: not_after(&ca[0]),

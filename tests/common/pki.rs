@@ -27,6 +27,7 @@ impl Pki {
             crl: None,
             profile: self.profile,
             intl_clients: None,
+            pkcs11: None,
         }
     }
 

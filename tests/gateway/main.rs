@@ -18,6 +18,7 @@ mod gm;
 mod grants;
 mod http_json;
 mod identity;
+mod keys;
 mod layout;
 mod malformed;
 mod membership;

@@ -15,6 +15,7 @@ fn pki(dir: &std::path::Path, profile: Profile) -> TlsPaths {
         crl: None,
         profile,
         intl_clients: None,
+        pkcs11: None,
     }
 }
 
