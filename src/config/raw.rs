@@ -97,6 +97,9 @@ pub struct RawTls {
     pub intl_clients: Option<RawIntlClients>,
     /// The gateway key in a PKCS#11 token instead of the file `key`.
     pub pkcs11: Option<RawPkcs11>,
+    /// CA bundles of earlier CAs or profiles, to check evidence kept from before a change.
+    #[serde(default)]
+    pub evidence_cas: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,6 +342,7 @@ impl RawConfig {
                 profile,
                 intl_clients: check_intl_clients(self.tls.intl_clients, profile, &resolve)?,
                 pkcs11: check_key_source(self.tls.pkcs11, key_given, profile, &resolve)?,
+                evidence_cas: self.tls.evidence_cas.into_iter().map(&resolve).collect(),
             },
             store,
             log,

@@ -56,22 +56,44 @@ impl SignatureVerifier {
     /// Accepts `der` as the signer of `owner`'s changes only if it chains to the CA, is valid
     /// now, and carries `owner`'s gateway SPIFFE id.
     pub fn check_signer(&self, der: &[u8], owner: &str) -> Result<VerifiedSigner, ExchangeError> {
-        self.check_signer_at(der, owner, UnixTime::now())
+        self.check(der, owner, UnixTime::now(), false)
     }
 
     /// As [`Self::check_signer`], with the certificate's validity checked at `at` (for
     /// evidence: when the change was received).
+    /// Kept evidence may also chain to a CA of `tls.evidence_cas` (one from before the
+    /// federation changed CA or profile).
     pub fn check_signer_at(
         &self,
         der: &[u8],
         owner: &str,
         at: UnixTime,
     ) -> Result<VerifiedSigner, ExchangeError> {
+        self.check(der, owner, at, true)
+    }
+
+    fn check(
+        &self,
+        der: &[u8],
+        owner: &str,
+        at: UnixTime,
+        kept: bool,
+    ) -> Result<VerifiedSigner, ExchangeError> {
         let cert = CertificateDer::from(der.to_vec());
-        let chain = self.tls.borrow().chain.clone();
-        chain
-            .verify_client_cert(&cert, &[], at)
-            .map_err(|e| ExchangeError::BadSigner(e.to_string()))?;
+        let (chain, earlier) = {
+            let material = self.tls.borrow();
+            (material.chain.clone(), material.evidence_cas.clone())
+        };
+        let mut checked = chain.verify_client_cert(&cert, &[], at).map(|_| ());
+        if checked.is_err() && kept {
+            let earlier_ok = earlier
+                .iter()
+                .any(|ca| ca.verify_client_cert(&cert, &[], at).is_ok());
+            if earlier_ok {
+                checked = Ok(());
+            }
+        }
+        checked.map_err(|e| ExchangeError::BadSigner(e.to_string()))?;
         let id = spiffe_id_of(&cert).map_err(ExchangeError::BadSigner)?;
         let expected = SpiffeId {
             trust_domain: self.trust_domain.clone(),

@@ -25,6 +25,9 @@ pub struct TlsPaths {
     pub intl_clients: Option<IntlClientPaths>,
     /// The gateway's key in a PKCS#11 token (`[tls.pkcs11]`) instead of the file `key`.
     pub pkcs11: Option<Pkcs11KeySpec>,
+    /// CA bundles of earlier CAs or profiles (`tls.evidence_cas`), trusted to check evidence
+    /// kept from before a change of CA or profile — never for connections.
+    pub evidence_cas: Vec<PathBuf>,
 }
 
 /// Where a gateway key held by a PKCS#11 token is: the module, the token's label, the key's

@@ -389,6 +389,9 @@ pub struct TlsMaterial {
     pub client: Arc<ClientConfig>,
     /// Checks certificates of clients, peers and change signers against CA and CRL.
     pub chain: Arc<dyn ClientCertVerifier>,
+    /// Checks signer certificates of kept evidence against the CAs of `tls.evidence_cas`,
+    /// each with its own profile's algorithms, when [`Self::chain`] does not take them.
+    pub evidence_cas: Vec<Arc<dyn ClientCertVerifier>>,
     /// Checks the certificates connections were accepted with: [`Self::chain`], or with
     /// `[tls.intl_clients]` either CA by the certificate's kind.
     pub clients: Arc<dyn ClientCertVerifier>,
@@ -422,8 +425,22 @@ impl TlsMaterial {
             Some(intl) => intl_clients::server_config(paths, intl)?,
             None => (server_config(paths)?, chain.clone()),
         };
+        let evidence_cas = paths
+            .evidence_cas
+            .iter()
+            .map(|ca| {
+                let first = &load_certs(ca)?[0];
+                let profile = profile_of_certificate(first).map_err(|message| TlsError::Load {
+                    what: "evidence CA",
+                    path: ca.clone(),
+                    message,
+                })?;
+                verifier_of(ca, None, profile)
+            })
+            .collect::<Result<Vec<_>, TlsError>>()?;
         Ok(TlsMaterial {
             profile: paths.profile,
+            evidence_cas,
             server,
             clients,
             client: gateway_client_config(paths)?,
@@ -458,6 +475,7 @@ fn stamp(paths: &TlsPaths) -> Vec<Option<(u64, std::time::SystemTime)>> {
     ]
     .into_iter()
     .flatten()
+    .chain(&paths.evidence_cas)
     .map(|p| {
         std::fs::metadata(p)
             .ok()

@@ -28,6 +28,7 @@ impl Pki {
             profile: self.profile,
             intl_clients: None,
             pkcs11: None,
+            evidence_cas: vec![],
         }
     }
 

@@ -483,3 +483,79 @@ async fn a_gm_gateway_may_serve_intl_clients_but_links_stay_gm() {
         .into_inner();
     assert!(parties.peers.iter().all(|p| !p.differs), "{parties:?}");
 }
+
+/// A federation that moves from intl to gm: its stores keep the evidence and audit events of
+/// before, which still verify — the chain event by event, the evidence against the earlier
+/// CA named in `tls.evidence_cas` (without it, the checker says which signer it cannot
+/// place) — and exchange goes on in gm over the same stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_federation_that_changed_profile_keeps_its_evidence_checkable() {
+    let mut fed = TestFederation::start_with(&["zone", "anji"], Options::default()).await;
+    let before = create(&fed, "zone", "before the change").await;
+    eventually(WAIT, "the intl project at anji", || {
+        try_get(&fed, "anji", &before.name)
+    })
+    .await;
+    fed.stop_all().await;
+
+    // New SM2 certificates; the international CA is kept aside for the evidence.
+    let root = fed.root.path().to_path_buf();
+    std::fs::rename(root.join("certs"), root.join("certs-intl")).unwrap();
+    fed.pki = Pki::new_in(&root, Profile::Gm);
+    let zone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let anji = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (z, a) = (zone.local_addr().unwrap(), anji.local_addr().unwrap());
+    let gm = Options {
+        profile: Profile::Gm,
+        ..Options::default()
+    };
+    let zone_config = write_config(
+        &root,
+        "zone",
+        &z.to_string(),
+        &[("anji".into(), a.to_string())],
+        &gm,
+    );
+    let anji_config = write_config(
+        &root,
+        "anji",
+        &a.to_string(),
+        &[("zone".into(), z.to_string())],
+        &gm,
+    );
+
+    // Without the earlier CA the kept intl evidence cannot be placed.
+    let (ok, out) = audit_cli("verify-evidence", &anji_config, &[]);
+    assert!(!ok, "{out}");
+    for config in [&zone_config, &anji_config] {
+        let text = std::fs::read_to_string(config).unwrap();
+        let with = text.replacen(
+            "[tls]\n",
+            "[tls]\nevidence_cas = [\"certs-intl/ca.crt\"]\n",
+            1,
+        );
+        std::fs::write(config, with).unwrap();
+    }
+    let (ok, out) = audit_cli("verify-evidence", &anji_config, &[]);
+    assert!(ok, "{out}");
+
+    // The same stores, now in gm: exchange goes on, and everything verifies.
+    fed.launch("zone", zone_config.clone(), zone).await;
+    fed.launch("anji", anji_config.clone(), anji).await;
+    let after = create(&fed, "zone", "after the change").await;
+    eventually(WAIT, "the gm project at anji", || {
+        try_get(&fed, "anji", &after.name)
+    })
+    .await;
+    let me = who_am_i(fed.client("anji", "anji")).await.unwrap();
+    assert_eq!(me.tls_cipher_suite, "TLS_SM4_GCM_SM3");
+    fed.stop_all().await;
+    let (ok, out) = audit_cli("verify-evidence", &anji_config, &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = audit_cli("verify", &zone_config, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("linked with SHA-256,") && out.contains("with SM3)"),
+        "{out}"
+    );
+}

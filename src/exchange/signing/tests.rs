@@ -16,6 +16,7 @@ fn pki(dir: &std::path::Path, profile: Profile) -> TlsPaths {
         profile,
         intl_clients: None,
         pkcs11: None,
+        evidence_cas: vec![],
     }
 }
 
