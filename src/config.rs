@@ -48,12 +48,14 @@ impl ConfigError {
     }
 }
 
+mod crypto;
 mod raw;
 mod template;
 
+pub use crypto::{RawCrypto, RawIntlClients, RawPkcs11, RawTls};
 pub use raw::{
-    RawAccess, RawAdmin, RawAudit, RawConfig, RawCrypto, RawIntlClients, RawLimits, RawListen,
-    RawLog, RawParty, RawPeer, RawPkcs11, RawSharing, RawStore, RawTls,
+    RawAccess, RawAdmin, RawAudit, RawConfig, RawLimits, RawListen, RawLog, RawParty, RawPeer,
+    RawSharing, RawStore,
 };
 pub use template::{ConfigTemplate, party_table};
 

@@ -9,8 +9,6 @@ use serde::Deserialize;
 
 use super::*;
 use crate::domain::{Federation, PartyInfo, check_party_id};
-use crate::identity::pem::Pkcs11KeySpec;
-use crate::identity::tls::{IntlClientPaths, TlsPaths};
 use crate::store::StoreConfig;
 use crate::workdays::{Deadlines, WorkCalendar};
 
@@ -83,74 +81,11 @@ pub struct RawListen {
     pub grpc: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawTls {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    /// The key file; absent when `[tls.pkcs11]` names a token that holds the key.
-    pub key: Option<PathBuf>,
-    /// Certificate revocation list (PEM), reloaded when it changes.
-    pub crl: Option<PathBuf>,
-    /// In the gm profile: party systems that cannot speak RFC 8998 may call with international
-    /// TLS 1.3, presenting certificates of this CA, and are served this certificate.
-    pub intl_clients: Option<RawIntlClients>,
-    /// The gateway key in a PKCS#11 token instead of the file `key`.
-    pub pkcs11: Option<RawPkcs11>,
-    /// CA bundles of earlier CAs or profiles, to check evidence kept from before a change.
-    #[serde(default)]
-    pub evidence_cas: Vec<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPkcs11 {
-    /// The PKCS#11 module (a shared library), e.g. `/usr/lib/softhsm/libsofthsm2.so`.
-    pub module: PathBuf,
-    /// The token's label.
-    pub token: String,
-    /// The private key's label (`CKA_LABEL`).
-    pub key_label: String,
-    /// File holding the user PIN (a trailing newline is ignored).
-    pub pin_file: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIntlClients {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub crl: Option<PathBuf>,
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// How often the signed audit chain head is sent to peers.
     pub witness_interval_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCrypto {
-    /// `intl` (the default) or `gm`; the same at every party of a federation.
-    pub profile: Option<String>,
-}
-
-impl RawCrypto {
-    /// The profile, `YRD_CRYPTO_PROFILE` overriding the file.
-    fn check(self, env: &HashMap<String, String>) -> Result<crate::crypto::Profile, ConfigError> {
-        match env.get("YRD_CRYPTO_PROFILE").cloned().or(self.profile) {
-            None => Ok(crate::crypto::Profile::default()),
-            Some(name) => crate::crypto::Profile::parse(&name).ok_or_else(|| {
-                ConfigError::invalid(
-                    "crypto.profile",
-                    format!("`{name}` is not a profile: use \"intl\" or \"gm\""),
-                )
-            }),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -311,7 +246,7 @@ impl RawConfig {
             "0.0.0.0:50051",
         )?;
         let profile = self.crypto.check(env)?;
-        let key_given = self.tls.key.is_some();
+        let tls = self.tls.check(profile, &resolve)?;
         let store = self.store.with_env(env).check(resolve)?;
         let log = self.log.check(env)?;
         let read_only_systems = self.access.check()?;
@@ -334,16 +269,7 @@ impl RawConfig {
             trust_domain,
             federation,
             listen_grpc,
-            tls: TlsPaths {
-                ca: resolve(self.tls.ca),
-                cert: resolve(self.tls.cert),
-                key: self.tls.key.map(&resolve).unwrap_or_default(),
-                crl: self.tls.crl.map(resolve),
-                profile,
-                intl_clients: check_intl_clients(self.tls.intl_clients, profile, &resolve)?,
-                pkcs11: check_key_source(self.tls.pkcs11, key_given, profile, &resolve)?,
-                evidence_cas: self.tls.evidence_cas.into_iter().map(&resolve).collect(),
-            },
+            tls,
             store,
             log,
             read_only_systems,
@@ -357,61 +283,6 @@ impl RawConfig {
             default_catalog,
             source: None,
         })
-    }
-}
-
-/// `[tls.intl_clients]`, which only a gateway of the gm profile takes (in intl every client
-/// speaks the international suites already).
-fn check_intl_clients(
-    raw: Option<RawIntlClients>,
-    profile: crate::crypto::Profile,
-    resolve: &impl Fn(PathBuf) -> PathBuf,
-) -> Result<Option<IntlClientPaths>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    if profile != crate::crypto::Profile::Gm {
-        return Err(ConfigError::invalid(
-            "tls.intl_clients",
-            "only a gateway of the gm crypto profile takes it: in intl every client already speaks the international suites",
-        ));
-    }
-    Ok(Some(IntlClientPaths {
-        ca: resolve(raw.ca),
-        cert: resolve(raw.cert),
-        key: resolve(raw.key),
-        crl: raw.crl.map(resolve),
-    }))
-}
-
-/// Where the gateway key is: the file `tls.key`, or the token `[tls.pkcs11]` names — exactly
-/// one of them; a token key only in the intl profile (ECDSA P-256).
-fn check_key_source(
-    raw: Option<RawPkcs11>,
-    key_given: bool,
-    profile: crate::crypto::Profile,
-    resolve: &impl Fn(PathBuf) -> PathBuf,
-) -> Result<Option<Pkcs11KeySpec>, ConfigError> {
-    match (raw, key_given) {
-        (None, true) => Ok(None),
-        (None, false) => Err(ConfigError::invalid(
-            "tls.key",
-            "missing: name the key file, or the token that holds the key in [tls.pkcs11]",
-        )),
-        (Some(_), true) => Err(ConfigError::invalid(
-            "tls.pkcs11",
-            "the key is either in a file (tls.key) or in a token, not both: remove one",
-        )),
-        (Some(_), false) if profile == crate::crypto::Profile::Gm => Err(ConfigError::invalid(
-            "tls.pkcs11",
-            "a token key is supported for ECDSA P-256 (the intl profile) only; an SM2 device needs a module with SM2 mechanisms",
-        )),
-        (Some(p), false) => Ok(Some(Pkcs11KeySpec {
-            module: resolve(p.module),
-            token: p.token,
-            label: p.key_label,
-            pin_file: resolve(p.pin_file),
-        })),
     }
 }
 

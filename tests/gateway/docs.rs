@@ -266,9 +266,10 @@ fn contract_methods() -> BTreeSet<String> {
 }
 
 /// Every configuration key as `section.key` (top-level keys bare), read from the raw config
-/// structs, which refuse unknown keys.
+/// structs, which refuse unknown keys (`[tls]` and `[crypto]` in `config/crypto.rs`).
 fn config_keys() -> BTreeSet<String> {
-    let text = read(&root().join("src/config/raw.rs"));
+    let text =
+        read(&root().join("src/config/raw.rs")) + &read(&root().join("src/config/crypto.rs"));
     let fields = |name: &str| -> Vec<(String, String)> {
         let start = text
             .find(&format!("pub struct {name} {{"))
