@@ -283,6 +283,15 @@ impl TestFederation {
         pb::watch_service_client::WatchServiceClient::new(self.client(gateway, party))
     }
 
+    /// A Watch from the beginning, opened by `party`'s demo client at its own gateway.
+    pub async fn watching(&self, party: &str) -> tonic::Streaming<pb::WatchResponse> {
+        self.watch(party, party)
+            .watch(pb::WatchRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Stops every gateway (their temp folder stays until the federation is dropped).
     pub async fn stop_all(&mut self) {
         for g in self.gateways.values_mut() {

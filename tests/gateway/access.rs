@@ -141,12 +141,7 @@ async fn a_request_reaches_the_provider_only_and_its_approval_comes_back() {
     );
 
     // Visible in Watch at the requester, and audited at both ends with the request's name.
-    let mut stream = fed
-        .watch("guangde", "guangde")
-        .watch(pb::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = fed.watching("guangde").await;
     let seen = tokio::time::timeout(WAIT, async {
         while let Some(event) = stream.message().await.unwrap() {
             if let Some(pb::watch_response::Record::AccessRequest(r)) = event.record {

@@ -54,12 +54,7 @@ async fn a_gm_federation_exchanges_over_rfc_8998_and_says_so() {
 
     // A record crosses gm links, signed with SM2, within the default catalog: the phone to
     // the Zhejiang neighbour only; a Watch at guangde sees it arrive.
-    let mut watch = fed
-        .watch("guangde", "guangde")
-        .watch(pb::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = fed.watching("guangde").await;
     let created = create(&fed, "changxing", "国密 project").await;
     let watched = next_project(&mut watch).await;
     assert_eq!(watched.name, created.name);

@@ -84,12 +84,7 @@ async fn an_approved_request_sends_the_conditional_phones_of_records_already_rep
     // Still withheld while the request waits.
     let waiting = try_get(&fed, "guangde", &before.name).await.unwrap();
     assert_eq!(phone_of(&waiting), "");
-    let mut watch = fed
-        .watch("guangde", "guangde")
-        .watch(pb::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = fed.watching("guangde").await;
     approve(&fed, &request).await;
     // Guangde's Watch shows the approval, then the project sent again with its phone.
     let (mut approved_seen, mut resent_seen) = (false, false);
@@ -269,12 +264,7 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         pb::AccessRequestState::Approved as i32
     );
 
-    let mut watch = fed
-        .watch("changxing", "changxing")
-        .watch(pb::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = fed.watching("changxing").await;
     let revoked = fed
         .access("changxing", "changxing")
         .revoke_access_grant(revoke(&request, "项目对接已结束"))

@@ -160,12 +160,7 @@ async fn a_fifth_party_joins_a_running_federation_and_no_gateway_restarts() {
     let earlier = create(&fed, "zone", "before lingang joined").await;
     // A Watch on the zone, opened now: it stays open through the change, so the zone's
     // gateway was never restarted (a restart ends every stream).
-    let mut zone_watch = fed
-        .watch("zone", "zone")
-        .watch(pb::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut zone_watch = fed.watching("zone").await;
 
     // lingang's operator: certificates from the federation CA, a config listing all five,
     // the gateway started with an empty store.

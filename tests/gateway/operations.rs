@@ -610,12 +610,7 @@ async fn a_replaced_certificate_is_used_by_the_next_handshake_and_a_revoked_clie
     assert_eq!(seen.lock().unwrap().last().unwrap(), &der_of(&original));
 
     // An established stream must survive the reload.
-    let mut stream = fed
-        .watch("zone", "zone")
-        .watch(pb::WatchRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = fed.watching("zone").await;
 
     // Replace the gateway's certificate and key on disk.
     let renewed = pki
