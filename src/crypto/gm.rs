@@ -210,11 +210,28 @@ impl Sm2PrivateKey {
             self.key.sign(message)
         } else {
             // Another id makes another Z: a signer of its own (the public key computed again).
-            let secret = sm2::SecretKey::from(self.key.as_nonzero_scalar());
-            let key = SigningKey::new(dist_id, &secret).map_err(|e| GmError::Key(e.to_string()))?;
-            key.sign(message)
+            return Ok(self.with_id(dist_id)?.sign(message));
         };
         Ok(signature.to_der().to_bytes().to_vec())
+    }
+
+    /// This key with the distinguishing id `dist_id`, its `Z` computed once, for signing many
+    /// messages under that id (a TLS key signs every handshake with the TLS 1.3 id).
+    pub fn with_id(&self, dist_id: &str) -> Result<Sm2IdKey, GmError> {
+        let secret = sm2::SecretKey::from(self.key.as_nonzero_scalar());
+        let key = SigningKey::new(dist_id, &secret).map_err(|e| GmError::Key(e.to_string()))?;
+        Ok(Sm2IdKey(key))
+    }
+}
+
+/// An SM2 private key bound to one distinguishing id ([`Sm2PrivateKey::with_id`]).
+pub struct Sm2IdKey(SigningKey);
+
+impl Sm2IdKey {
+    /// Signs `message` under the key's id, DER-encoded.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let signature: Signature = self.0.sign(message);
+        signature.to_der().to_bytes().to_vec()
     }
 }
 

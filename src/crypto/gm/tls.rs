@@ -30,7 +30,7 @@ use rustls::{
 };
 use sm3::Digest as _;
 
-use super::{SM2_SM3_CERT, SM2_SM3_TLS13, Sm2PrivateKey, Sm4GcmKey, TLS13_DIST_ID};
+use super::{SM2_SM3_CERT, SM2_SM3_TLS13, Sm2IdKey, Sm2PrivateKey, Sm4GcmKey, TLS13_DIST_ID};
 
 /// TLS_SM4_GCM_SM3 (RFC 8998 §2).
 pub const TLS_SM4_GCM_SM3: CipherSuite = CipherSuite::Unknown(0x00c6);
@@ -307,12 +307,16 @@ impl KeyProvider for Sm2KeyProvider {
         };
         let key = Sm2PrivateKey::from_pkcs8_der(pkcs8.secret_pkcs8_der())
             .map_err(|e| Error::General(e.to_string()))?;
+        // The TLS 1.3 id's Z is computed here once, not at every handshake.
+        let key = key
+            .with_id(TLS13_DIST_ID)
+            .map_err(|e| Error::General(e.to_string()))?;
         Ok(Arc::new(Sm2TlsKey(Arc::new(key))))
     }
 }
 
-/// The gateway's SM2 key as TLS uses it.
-struct Sm2TlsKey(Arc<Sm2PrivateKey>);
+/// The gateway's SM2 key as TLS uses it: bound to the CertificateVerify id.
+struct Sm2TlsKey(Arc<Sm2IdKey>);
 
 impl std::fmt::Debug for Sm2TlsKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -332,7 +336,7 @@ impl SigningKey for Sm2TlsKey {
     }
 }
 
-struct Sm2TlsSigner(Arc<Sm2PrivateKey>);
+struct Sm2TlsSigner(Arc<Sm2IdKey>);
 
 impl std::fmt::Debug for Sm2TlsSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -342,9 +346,7 @@ impl std::fmt::Debug for Sm2TlsSigner {
 
 impl Signer for Sm2TlsSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        self.0
-            .sign(TLS13_DIST_ID, message)
-            .map_err(|e| Error::General(e.to_string()))
+        Ok(self.0.sign(message))
     }
 
     fn scheme(&self) -> SignatureScheme {
