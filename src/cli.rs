@@ -14,6 +14,7 @@ pub mod audit;
 pub mod bench;
 mod client;
 mod dev;
+pub mod keys;
 pub mod store;
 
 use std::path::PathBuf;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Verify, export and prune the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Keys of data at rest: make a key-encryption key, show a key ring.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Back up a party's store while its gateway runs, and restore it on a new machine.
     #[command(subcommand)]
     Store(store::StoreCommand),

@@ -52,7 +52,7 @@ mod crypto;
 mod raw;
 mod template;
 
-pub use crypto::{RawCrypto, RawIntlClients, RawPkcs11, RawTls};
+pub use crypto::{RawCrypto, RawIntlClients, RawKeys, RawPkcs11, RawTls};
 pub use raw::{
     RawAccess, RawAdmin, RawAudit, RawConfig, RawLimits, RawListen, RawLog, RawParty, RawPeer,
     RawSharing, RawStore,
@@ -77,6 +77,8 @@ pub struct Config {
     pub listen_grpc: SocketAddr,
     pub tls: TlsPaths,
     pub store: StoreConfig,
+    /// Keys of data at rest (`[keys]`); `None`: records are stored in clear.
+    pub keys: Option<crate::vault::KeysConfig>,
     pub log: LogConfig,
     /// Client systems of this party limited to reads.
     pub read_only_systems: BTreeSet<String>,

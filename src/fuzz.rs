@@ -230,6 +230,7 @@ fn config_file() -> String {
         peers: vec![("anji".into(), "127.0.0.1:50053".into())],
         default_catalog: true,
         profile: crate::crypto::Profile::Gm,
+        keys: true,
     }
     .render()
 }

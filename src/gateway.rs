@@ -60,6 +60,8 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
+    #[error("keys of data at rest: {0}")]
+    Keys(#[from] crate::vault::VaultError),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("cannot build the reflection service: {0}")]
@@ -68,6 +70,33 @@ pub enum GatewayError {
     Catalog(String),
     #[error("cannot build the HTTP/JSON routes: {0}")]
     HttpJson(String),
+}
+
+/// Opens the store `config` names behind its seal ([`crate::vault`]): with `[keys]`, the key
+/// ring is opened (a wrong or missing key-encryption key stops the start) and, with
+/// `migrate`, whatever the store still holds in clear is sealed before anything is served.
+pub async fn open_sealed(config: &Config, migrate: bool) -> Result<Arc<dyn Store>, GatewayError> {
+    let vault = match &config.keys {
+        Some(keys) => Some(crate::vault::Vault::open(keys, config.tls.profile)?),
+        None => {
+            tracing::warn!(
+                "no [keys] in the config: records are stored in clear (see the operator guide, \"Data at rest\")"
+            );
+            None
+        }
+    };
+    let inner = crate::store::open(&config.store, config.tls.profile.digest()).await?;
+    let sealed = crate::vault::SealedStore::new(inner, vault);
+    let owners: Vec<String> = config
+        .federation
+        .parties()
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+    if migrate {
+        crate::vault::migrate(&sealed, &owners).await?;
+    }
+    Ok(Arc::new(sealed))
 }
 
 /// A gateway ready to serve: everything that can fail on bad files has been checked.
@@ -99,8 +128,7 @@ impl Gateway {
         let material = TlsMaterial::load(&config.tls)?;
         let (tls_tx, tls) = watch::channel(Arc::new(material));
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
-        let store: Arc<dyn Store> =
-            crate::store::open(&config.store, config.tls.profile.digest()).await?;
+        let store = open_sealed(&config, true).await?;
         let feed = Feed::new(store.clone());
         let (live, members, peers) = Live::new(&config);
         let records = Records::new(

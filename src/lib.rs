@@ -32,8 +32,13 @@
 //!   ([`identity::pkcs11`]) behind one seam ([`identity::pem::gateway_key`]) — and the
 //!   development PKI ([`identity::pki`]), each in the profile its files are of. Uses
 //!   [`domain`], [`crypto`].
+//! - [`vault`]: data at rest encrypted — the governed kinds' record bodies and the kept
+//!   envelopes sealed (SM4-GCM in `gm`, AES-256-GCM in `intl`) under data keys of a key ring
+//!   kept apart from the store, wrapped by a key-encryption key; [`vault::SealedStore`] in
+//!   front of either backend, and [`vault::migrate`], which seals what an older store holds in
+//!   clear. Uses [`domain`], [`crypto`], [`store`].
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`] before anything
-//!   binds. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`identity`].
+//!   binds. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`vault`], [`identity`].
 //! - [`membership`]: the digest of the federation's party list each gateway shows its peers,
 //!   which peers showed another, and ([`membership::reload`]) the party list and peers
 //!   changed while running by editing the config file. Uses [`domain`], [`crypto`],
@@ -73,12 +78,12 @@
 //!   [`api`] stack (limits, audit, authorization, validation), and the OpenAPI document.
 //!   Uses [`config`], [`records`], [`wire`], [`api`].
 //! - [`gateway`]: assembles one party's gateway from its config and serves it. Uses
-//!   [`domain`], [`store`], [`identity`], [`config`], [`membership`], [`records`], [`wire`],
-//!   [`sharing`], [`exchange`], [`audit`], [`ops`], [`api`], [`http_json`].
+//!   [`domain`], [`store`], [`vault`], [`identity`], [`config`], [`membership`], [`records`],
+//!   [`wire`], [`sharing`], [`exchange`], [`audit`], [`ops`], [`api`], [`http_json`].
 //! - [`cli`]: `serve`, `dev`, `certs init`, `audit`, `store backup`/`restore`, `bench` and the
-//!   demo `client` (one file per record family under `cli/client/`). Uses [`domain`],
-//!   [`crypto`], [`store`], [`identity`], [`config`], [`records`], [`wire`], [`exchange`],
-//!   [`audit`], [`gateway`].
+//!   demo `client` (one file per record family under `cli/client/`), `keys`. Uses
+//!   [`domain`], [`crypto`], [`store`], [`vault`], [`identity`], [`config`], [`records`],
+//!   [`wire`], [`exchange`], [`audit`], [`gateway`].
 //! - `fuzz` (in tests and with the `fuzzing` feature): every decoder and parser as a fuzz
 //!   target. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`identity`], [`config`],
 //!   [`records`], [`wire`], [`exchange`], [`api`], [`http_json`], [`cli`].
@@ -126,5 +131,6 @@ pub mod ops;
 pub mod records;
 pub mod sharing;
 pub mod store;
+pub mod vault;
 pub mod wire;
 pub mod workdays;

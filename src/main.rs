@@ -168,6 +168,10 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Keys(command) => {
+            init_logging(LogFormat::Text, "warn");
+            report(cli::keys::run(command, &env_overrides()))
+        }
         Command::Store(command) => {
             init_logging(LogFormat::Text, "warn");
             report(runtime.block_on(cli::store::run(command, &env_overrides())))

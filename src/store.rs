@@ -42,12 +42,12 @@ pub use records::{
     Change, FeedEntry, Idempotency, IndexFields, ListQuery, RecordStore, StoredRecord, Write,
     WriteAudit, WriteOutcome,
 };
+pub use replication::{
+    BodyRewrite, EnvelopeRewrite, Evidence, Redacted, Redaction, ReplicaBatch, ReplicaChange,
+    ReplicaStore, RewriteBody, RewriteEnvelope, SignedManifest, StoredEvidence, envelope_digest,
+};
 pub(crate) use replication::{
     EVIDENCE_QUERY, LoggedCopy, changes_to_apply, changes_to_take_back, redact_logged,
-};
-pub use replication::{
-    Evidence, Redacted, Redaction, ReplicaBatch, ReplicaChange, ReplicaStore, SignedManifest,
-    StoredEvidence, envelope_digest,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,10 @@ pub enum StoreError {
     /// Stored data could not be read back.
     #[error("store data corrupt: {0}")]
     Corrupt(String),
+    /// The data is sealed at rest and this gateway cannot open it: it has no key provider, or
+    /// the key that sealed it was destroyed (the data is erased).
+    #[error("sealed at rest: {0}")]
+    Sealed(String),
 }
 
 impl StoreError {

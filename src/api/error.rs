@@ -161,6 +161,15 @@ pub fn store_status(err: StoreError) -> Status {
                 &[],
             )
         }
+        StoreError::Sealed(ref cause) => {
+            tracing::error!(cause = %cause, "sealed data cannot be opened");
+            with_info(
+                Code::FailedPrecondition,
+                format!("{err}; the gateway's operator must restore its key provider"),
+                "SEALED_AT_REST",
+                &[],
+            )
+        }
         StoreError::Conflict { .. } => with_info(
             Code::Aborted,
             "the record changed concurrently; read it again and retry".into(),

@@ -64,7 +64,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         // Checking a chain must not create an empty store where the operator mistyped a path.
         anyhow::ensure!(path.exists(), "no store at {}", path.display());
     }
-    Ok(crate::store::open(&config.store, config.tls.profile.digest()).await?)
+    Ok(crate::gateway::open_sealed(config, false).await?)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -202,6 +202,8 @@ struct Setup {
     federation: Federation,
     /// The crypto profile of the certificates and configs.
     profile: crate::crypto::Profile,
+    /// Seal records at rest (`[keys]`).
+    keys: bool,
 }
 
 impl Setup {
@@ -239,6 +241,7 @@ impl Setup {
             postgres_url: None,
             federation,
             profile: crate::crypto::Profile::Intl,
+            keys: true,
         })
     }
 
@@ -284,8 +287,10 @@ impl Setup {
                 .collect(),
             default_catalog: true,
             profile: self.profile,
-        }
-        .render();
+            keys: self.keys,
+        };
+        text.make_keys(self.root())?;
+        let text = text.render();
         let path = self.root().join(format!("{party}.toml"));
         std::fs::write(
             &path,

@@ -90,7 +90,7 @@ fn dev_config(args: &DevArgs, federation: &Federation, party: &str) -> anyhow::R
             peers.push((peer.to_string(), port(args.grpc_port_base, j)?));
         }
     }
-    Ok(ConfigTemplate {
+    let template = ConfigTemplate {
         party: party.to_string(),
         trust_domain: DEFAULT_TRUST_DOMAIN.into(),
         listen_grpc: port(args.grpc_port_base, i)?,
@@ -104,8 +104,10 @@ fn dev_config(args: &DevArgs, federation: &Federation, party: &str) -> anyhow::R
         peers,
         default_catalog: true,
         profile: args.profile,
-    }
-    .render())
+        keys: true,
+    };
+    template.make_keys(&args.data_dir())?;
+    Ok(template.render())
 }
 
 /// The loopback address of port `base + i`.

@@ -52,6 +52,44 @@ pub struct RawIntlClients {
     pub crl: Option<PathBuf>,
 }
 
+/// Where the keys of data at rest are (see [`crate::vault`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeys {
+    /// The key-encryption key file (`yrd-gateway keys init` makes one; mode 600).
+    pub kek_file: PathBuf,
+    /// The key ring file (made at the first start), apart from the store.
+    pub ring: PathBuf,
+}
+
+impl RawKeys {
+    pub(super) fn check(
+        self,
+        resolve: impl Fn(PathBuf) -> PathBuf,
+        store: &crate::store::StoreConfig,
+    ) -> Result<crate::vault::KeysConfig, ConfigError> {
+        let keys = crate::vault::KeysConfig {
+            kek_file: resolve(self.kek_file),
+            ring: resolve(self.ring),
+        };
+        if keys.ring == keys.kek_file {
+            return Err(ConfigError::invalid(
+                "keys.ring",
+                "is the key-encryption key file: name a file of its own",
+            ));
+        }
+        if let crate::store::StoreConfig::Sqlite { path } = store
+            && *path == keys.ring
+        {
+            return Err(ConfigError::invalid(
+                "keys.ring",
+                "is the store file: the ring must live apart from the store (and its backups)",
+            ));
+        }
+        Ok(keys)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCrypto {

@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub crypto: RawCrypto,
     pub store: RawStore,
+    /// Keys of data at rest; without it records are stored in clear.
+    pub keys: Option<RawKeys>,
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
@@ -248,6 +250,7 @@ impl RawConfig {
         let profile = self.crypto.check(env)?;
         let tls = self.tls.check(profile, &resolve)?;
         let store = self.store.with_env(env).check(resolve)?;
+        let keys = self.keys.map(|k| k.check(resolve, &store)).transpose()?;
         let log = self.log.check(env)?;
         let read_only_systems = self.access.check()?;
         let (max_message_bytes, limits) = self.limits.check()?;
@@ -271,6 +274,7 @@ impl RawConfig {
             listen_grpc,
             tls,
             store,
+            keys,
             log,
             read_only_systems,
             max_message_bytes,

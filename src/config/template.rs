@@ -28,6 +28,9 @@ pub struct ConfigTemplate {
     pub default_catalog: bool,
     /// The federation's crypto profile (`[crypto] profile`, written when not the default).
     pub profile: crate::crypto::Profile,
+    /// Seal records at rest (`[keys]`, with the key-encryption key and the ring in `keys/`
+    /// beside the config; [`ConfigTemplate::make_keys`] writes the key file).
+    pub keys: bool,
 }
 
 fn toml_str(s: &str) -> String {
@@ -79,6 +82,18 @@ impl ConfigTemplate {
                 1,
             );
         }
+        if self.keys {
+            t = t.replacen(
+                "\n\n[log]",
+                &format!(
+                    "\n\n# Keys of data at rest, kept apart from the store and its backups.\n\
+                     [keys]\nkek_file = {}\nring = {}\n\n[log]",
+                    toml_str(&self.kek_file()),
+                    toml_str(&format!("keys/{party}.ring"))
+                ),
+                1,
+            );
+        }
         t.push_str(
             "\n# The federation, in party order: the same list at every party. A running gateway\n\
              # picks up changes to [[parties]] and [[peers]] within a second (a new party, one\n\
@@ -104,6 +119,31 @@ impl ConfigTemplate {
             self.default_catalog
         ));
         t
+    }
+}
+
+impl ConfigTemplate {
+    fn kek_file(&self) -> String {
+        format!("keys/{}.kek", self.party)
+    }
+
+    /// With `keys`, writes the key-encryption key file the config names, relative to `dir`
+    /// (the config file's folder), unless it exists.
+    pub fn make_keys(&self, dir: &std::path::Path) -> Result<(), crate::vault::VaultError> {
+        if !self.keys {
+            return Ok(());
+        }
+        let path = dir.join(self.kek_file());
+        if path.exists() {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                crate::vault::VaultError::Kek(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        crate::vault::kek::Kek::create(&path, crate::vault::cipher::Algorithm::of(self.profile))
+            .map(|_| ())
     }
 }
 

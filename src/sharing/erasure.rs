@@ -22,7 +22,7 @@ use crate::records::{
     AccessFilter, AccessState, AccessView, DeletionReceipt, Feed, RecordError, Records,
     ResourceName,
 };
-use crate::store::{Redaction, ReplicaChange, envelope_digest};
+use crate::store::{BodyRewrite, EnvelopeRewrite, Redaction, ReplicaChange, envelope_digest};
 use crate::wire::{kind_to_wire, pb};
 
 /// How often a pass runs when nothing is committed (the delay before an expiry is acted on).
@@ -191,19 +191,32 @@ fn redaction(owner: &str, kind: RecordKind, items: &[String], whole: bool) -> Re
     Redaction {
         owner: owner.to_string(),
         kind,
-        body: Arc::new(move |body| redact_body(body, &body_paths).map(|(new, _)| new)),
-        envelope: Arc::new(move |bytes| {
-            let mut envelope = pb::ChangeEnvelope::decode(bytes).ok()?;
+        body: Arc::new(move |record| {
+            Ok(redact_body(&record.body, &body_paths)
+                .map(|(body, _)| BodyRewrite { body, erases: true }))
+        }),
+        envelope: Arc::new(move |_seq, bytes, scheme| {
+            let erased = |envelope: pb::ChangeEnvelope| EnvelopeRewrite {
+                envelope: envelope.encode_to_vec(),
+                erased_from: Some(envelope_digest(scheme, bytes)),
+            };
+            let Ok(mut envelope) = pb::ChangeEnvelope::decode(bytes) else {
+                return Ok(None);
+            };
             if envelope.kind != wire_kind || envelope.record_json.is_empty() {
-                return None;
+                return Ok(None);
             }
             if whole {
                 envelope.record_json = Vec::new();
                 envelope.withheld_fields = vec![kind.as_str().to_string()];
-                return Some(envelope.encode_to_vec());
+                return Ok(Some(erased(envelope)));
             }
-            let body = std::str::from_utf8(&envelope.record_json).ok()?;
-            let (new, emptied) = redact_body(body, &paths)?;
+            let Some((new, emptied)) = std::str::from_utf8(&envelope.record_json)
+                .ok()
+                .and_then(|body| redact_body(body, &paths))
+            else {
+                return Ok(None);
+            };
             envelope.record_json = new.into_bytes();
             for path in emptied {
                 let named = format!("{prefix}{path}");
@@ -211,7 +224,7 @@ fn redaction(owner: &str, kind: RecordKind, items: &[String], whole: bool) -> Re
                     envelope.withheld_fields.push(named);
                 }
             }
-            Some(envelope.encode_to_vec())
+            Ok(Some(erased(envelope)))
         }),
         delete_records: whole,
     }

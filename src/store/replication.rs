@@ -72,10 +72,32 @@ pub struct StoredEvidence {
     pub erased_sha256: Option<Vec<u8>>,
 }
 
-/// The new form of a record body, or `None` when it does not change.
-pub type RewriteBody = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
-/// The new bytes of a kept envelope, or `None` when it does not change.
-pub type RewriteEnvelope = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+/// The new body of a stored record version, `None` when it does not change, or an error when
+/// the version cannot be read (the redaction then fails, and nothing of it is applied).
+pub type RewriteBody =
+    Arc<dyn Fn(&StoredRecord) -> Result<Option<BodyRewrite>, StoreError> + Send + Sync>;
+/// The new form of the envelope kept of the owner's change `seq` (signed with the TLS
+/// signature scheme of the third argument), as [`RewriteBody`].
+pub type RewriteEnvelope =
+    Arc<dyn Fn(u64, &[u8], u16) -> Result<Option<EnvelopeRewrite>, StoreError> + Send + Sync>;
+
+/// A stored record version's new body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyRewrite {
+    pub body: String,
+    /// Whether items were erased from it (what [`Redacted`] counts), not only sealed anew.
+    pub erases: bool,
+}
+
+/// A kept envelope's new bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeRewrite {
+    pub envelope: Vec<u8>,
+    /// When items were erased from it: the digest of the envelope before this rewrite
+    /// ([`envelope_digest`]), kept as its digest as received unless an earlier erasure kept
+    /// one already. `None` for a rewrite that erases nothing (sealing it at rest).
+    pub erased_from: Option<Vec<u8>>,
+}
 
 /// What a receiver rewrites of one owner's records of one kind when it must no longer hold
 /// some of their items: each function returns the new form, or `None` when nothing changes.
@@ -92,7 +114,7 @@ pub struct Redaction {
     pub delete_records: bool,
 }
 
-/// How many stored copies a redaction rewrote.
+/// How many stored copies a redaction erased items of (or deleted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Redacted {
     pub records: u64,
@@ -167,25 +189,29 @@ pub trait ReplicaStore: Send + Sync + 'static {
 /// What becomes of a change-log row under a redaction.
 pub(crate) enum LoggedCopy {
     Keep,
-    Rewrite(StoredRecord),
+    /// The version with its new body, and whether items were erased from it.
+    Rewrite(StoredRecord, bool),
     Delete,
 }
 
 /// What becomes of a change-log entry (the record version it holds) under `redaction`.
-pub(crate) fn redact_logged(redaction: &Redaction, mut record: StoredRecord) -> LoggedCopy {
+pub(crate) fn redact_logged(
+    redaction: &Redaction,
+    mut record: StoredRecord,
+) -> Result<LoggedCopy, StoreError> {
     if record.kind != redaction.kind {
-        return LoggedCopy::Keep;
+        return Ok(LoggedCopy::Keep);
     }
     if redaction.delete_records {
-        return LoggedCopy::Delete;
+        return Ok(LoggedCopy::Delete);
     }
-    match (redaction.body)(&record.body) {
-        Some(body) => {
-            record.body = body;
-            LoggedCopy::Rewrite(record)
+    Ok(match (redaction.body)(&record)? {
+        Some(new) => {
+            record.body = new.body;
+            LoggedCopy::Rewrite(record, new.erases)
         }
         None => LoggedCopy::Keep,
-    }
+    })
 }
 
 /// The digest a receiver keeps of an envelope as received when it erases items of it, by the

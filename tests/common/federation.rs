@@ -40,6 +40,8 @@ pub struct Options {
     pub listen_admin: Option<String>,
     /// The federation's crypto profile (its PKI and `[crypto] profile`).
     pub profile: yrd_gateway::crypto::Profile,
+    /// Store records in clear: no `[keys]` (by default every gateway seals at rest).
+    pub in_clear: bool,
 }
 
 /// Microseconds added to the clock of every in-process gateway of this test (each test runs in
@@ -97,8 +99,10 @@ pub fn write_config_of(
         federation: fed,
         peers: peers.to_vec(),
         profile: options.profile,
-    }
-    .render();
+        keys: !options.in_clear,
+    };
+    text.make_keys(root).unwrap();
+    let text = text.render();
     let path = root.join(format!("{party}.toml"));
     std::fs::write(&path, format!("{text}\n{}", options.extra_toml)).unwrap();
     path

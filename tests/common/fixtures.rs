@@ -67,3 +67,12 @@ pub fn data_item(field: &str, class: pb::SharingClass, legal_basis: &str) -> pb:
         open_to: Vec::new(),
     }
 }
+
+/// The contact phone of `project` (empty when withheld or absent).
+pub fn phone_of(project: &pb::Project) -> String {
+    project
+        .contact
+        .as_ref()
+        .map(|c| c.phone.clone())
+        .unwrap_or_default()
+}

@@ -284,6 +284,7 @@ fn config_keys() -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     for (field, ty) in fields("RawConfig") {
         let section = ty
+            .trim_start_matches("Option<")
             .trim_start_matches("Vec<")
             .trim_end_matches('>')
             .to_string();

@@ -8,18 +8,10 @@ use std::time::Duration;
 
 use yrd_gateway::wire::pb;
 
-use crate::common::{TestFederation, access_request, create, eventually, try_get};
+use crate::common::{TestFederation, access_request, create, eventually, phone_of, try_get};
 
 const WAIT: Duration = Duration::from_secs(15);
 const PHONE: &str = "+86 138-0000-0000";
-
-fn phone_of(project: &pb::Project) -> String {
-    project
-        .contact
-        .as_ref()
-        .map(|c| c.phone.clone())
-        .unwrap_or_default()
-}
 
 async fn default_entries(fed: &TestFederation, at: &str, provider: &str) -> Vec<pb::CatalogEntry> {
     fed.catalog(at, at)
@@ -231,7 +223,13 @@ fn in_store_files(fed: &TestFederation, party: &str, needle: &str) -> Vec<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_receipt() {
-    let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    // In clear, so the store files show the bytes before and after the erasure (sealed at rest,
+    // they never hold the phone: tests/gateway/at_rest.rs).
+    let options = crate::common::Options {
+        in_clear: true,
+        ..Default::default()
+    };
+    let mut fed = TestFederation::start_with(&["zone", "changxing", "guangde"], options).await;
     let project = create(&fed, "changxing", "长兴新能源电池项目").await;
     let request = granted_phones(&fed).await;
     eventually(WAIT, "the phone at guangde", || async {
@@ -446,6 +444,7 @@ async fn when_a_grant_of_a_conditional_entry_ends_the_records_themselves_are_del
     // Changxing shares its projects only under a grant: one CONDITIONAL entry, no default.
     let options = crate::common::Options {
         without_default_catalog: vec!["changxing".to_string()],
+        in_clear: true,
         ..Default::default()
     };
     let fed = TestFederation::start_with(&["zone", "changxing", "guangde"], options).await;

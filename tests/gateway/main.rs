@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod at_rest;
 mod audit;
 mod backup;
 mod bench;

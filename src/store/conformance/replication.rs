@@ -218,13 +218,23 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
             ))
             .await,
     );
-    let strip = |s: &str| s.contains("138").then(|| s.replace("138", ""));
+    let strip = |s: &str| {
+        s.contains("138").then(|| BodyRewrite {
+            body: s.replace("138", ""),
+            erases: true,
+        })
+    };
     let redaction = Redaction {
         owner: "guangde".into(),
         kind: RecordKind::Project,
-        body: Arc::new(move |b: &str| strip(b)),
-        envelope: Arc::new(|e: &[u8]| {
-            (e == b"envelope 1" || e == b"envelope 3").then(|| [e, b" erased"].concat())
+        body: Arc::new(move |r: &StoredRecord| Ok(strip(&r.body))),
+        envelope: Arc::new(|_seq, e: &[u8], scheme| {
+            Ok(
+                (e == b"envelope 1" || e == b"envelope 3").then(|| EnvelopeRewrite {
+                    envelope: [e, b" erased"].concat(),
+                    erased_from: Some(crate::store::envelope_digest(scheme, e)),
+                }),
+            )
         }),
         delete_records: false,
     };
@@ -270,8 +280,8 @@ pub async fn redaction_rewrites_every_copy_and_keeps_the_received_hash(store: Ar
     let delete = Redaction {
         owner: "guangde".into(),
         kind: RecordKind::Project,
-        body: Arc::new(|_: &str| None),
-        envelope: Arc::new(|_: &[u8]| None),
+        body: Arc::new(|_: &StoredRecord| Ok(None)),
+        envelope: Arc::new(|_, _: &[u8], _| Ok(None)),
         delete_records: true,
     };
     let done = store.redact(delete).await.unwrap();

@@ -290,23 +290,28 @@ async fn redact_log_and_records(
     let mut rewritten = std::collections::HashSet::new();
     for row in rows {
         let position: i64 = row.try_get(0).map_err(db)?;
-        match redact_logged(redaction, row_to_record(&row, 1)?) {
+        let erases = match redact_logged(redaction, row_to_record(&row, 1)?)? {
             LoggedCopy::Keep => continue,
-            LoggedCopy::Rewrite(new) => {
-                rewritten.insert(position);
+            LoggedCopy::Rewrite(new, erases) => {
+                if erases {
+                    rewritten.insert(position);
+                }
                 tx.execute(
                     "UPDATE log SET body = $1 WHERE position = $2",
                     &[&new.body, &position],
                 )
                 .await
+                .map(|_| erases)
             }
-            LoggedCopy::Delete => {
-                tx.execute("DELETE FROM log WHERE position = $1", &[&position])
-                    .await
-            }
+            LoggedCopy::Delete => tx
+                .execute("DELETE FROM log WHERE position = $1", &[&position])
+                .await
+                .map(|_| true),
         }
         .map_err(db)?;
-        done.log_entries += 1;
+        if erases {
+            done.log_entries += 1;
+        }
     }
     if redaction.delete_records {
         done.records = tx
@@ -351,16 +356,19 @@ async fn redact_evidence(
     for row in rows {
         let (seq, envelope, erased, scheme): (i64, Vec<u8>, Option<Vec<u8>>, i32) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
-        if let Some(new) = (redaction.envelope)(&envelope) {
-            let scheme = u16::try_from(scheme).unwrap_or_default();
-            let sha = erased.unwrap_or_else(|| envelope_digest(scheme, &envelope));
+        let scheme = u16::try_from(scheme).unwrap_or_default();
+        if let Some(new) = (redaction.envelope)(seq as u64, &envelope, scheme)? {
+            let counted = new.erased_from.is_some();
+            let kept = erased.or(new.erased_from);
             tx.execute(
                 "UPDATE evidence SET envelope = $1, erased_sha256 = $2 WHERE owner = $3 AND seq = $4",
-                &[&new, &sha, &owner, &seq],
+                &[&new.envelope, &kept, &owner, &seq],
             )
             .await
             .map_err(db)?;
-            done.evidence += 1;
+            if counted {
+                done.evidence += 1;
+            }
         }
     }
     Ok(())

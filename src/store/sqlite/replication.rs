@@ -249,21 +249,26 @@ fn redact_log_and_records(
     };
     let mut rewritten = std::collections::HashSet::new();
     for (position, version) in logged {
-        match redact_logged(redaction, version) {
+        let erases = match redact_logged(redaction, version)? {
             LoggedCopy::Keep => continue,
-            LoggedCopy::Rewrite(new) => {
-                rewritten.insert(position);
+            LoggedCopy::Rewrite(new, erases) => {
+                if erases {
+                    rewritten.insert(position);
+                }
                 tx.execute(
                     "UPDATE log SET body = ?1 WHERE position = ?2",
                     params![new.body, position],
                 )
+                .map(|_| erases)
             }
-            LoggedCopy::Delete => {
-                tx.execute("DELETE FROM log WHERE position = ?1", params![position])
-            }
+            LoggedCopy::Delete => tx
+                .execute("DELETE FROM log WHERE position = ?1", params![position])
+                .map(|_| true),
         }
         .map_err(unavailable)?;
-        done.log_entries += 1;
+        if erases {
+            done.log_entries += 1;
+        }
     }
     if redaction.delete_records {
         done.records = tx
@@ -310,14 +315,17 @@ fn redact_evidence(
         rows.collect::<Result<_, _>>().map_err(unavailable)?
     };
     for (seq, envelope, erased, scheme) in kept {
-        if let Some(new) = (redaction.envelope)(&envelope) {
-            let sha = erased.unwrap_or_else(|| envelope_digest(scheme, &envelope));
+        if let Some(new) = (redaction.envelope)(seq as u64, &envelope, scheme)? {
+            let counted = new.erased_from.is_some();
+            let kept = erased.or(new.erased_from);
             tx.execute(
                 "UPDATE evidence SET envelope = ?1, erased_sha256 = ?2 WHERE owner = ?3 AND seq = ?4",
-                params![new, sha, owner, seq],
+                params![new.envelope, kept, owner, seq],
             )
             .map_err(unavailable)?;
-            done.evidence += 1;
+            if counted {
+                done.evidence += 1;
+            }
         }
     }
     Ok(())

@@ -265,6 +265,8 @@ async fn tampering_is_refused(legacy: bool) {
     let options = Options {
         routes: HashMap::from([(("guangde".to_string(), "zone".to_string()), relay_addr)]),
         extra_toml: "[limits]\npeer_idle_timeout_ms = 1000\n".into(),
+        // The evidence is read straight from the store file, as a third party would.
+        in_clear: true,
         ..Options::default()
     };
     let fed = TestFederation::start_with(&["zone", "guangde"], options).await;

@@ -1,0 +1,245 @@
+//! Data at rest, encrypted: every version of a record that carries personal or sensitive
+//! items (the catalog-governed kinds: projects, allocations, decisions, referrals and their
+//! answers) and every envelope kept as evidence is sealed with an AEAD before it reaches the
+//! store — SM4-GCM in the `gm` profile, AES-256-GCM in `intl` — under a data key of the key
+//! ring ([`keyring::KeyRing`]), which lives apart from the store, wrapped by a key-encryption
+//! key ([`kek::Kek`]). The associated data binds each ciphertext to where it belongs: a
+//! body to its owner, record name and revision; an envelope to its owner and sequence
+//! number; both to the key that sealed it. A ciphertext moved anywhere else does not open.
+//!
+//! What stays in clear is what the store must query: kind, owner, id, revision, the list
+//! filters (stage, industry, factor kind, parent), sequence numbers, positions and times,
+//! the catalog entries and access requests (the gateway decides with them what it sends and
+//! erases, and they carry no item of the records they govern), the audit trail (calls and
+//! resource names), signatures, manifests (digests) and signer certificates.
+//!
+//! [`SealedStore`] puts this in front of either backend; [`migrate`] seals what an older
+//! store holds in clear. A gateway without `[keys]` writes in clear and answers a read of a
+//! sealed record with [`StoreError::Sealed`], never with ciphertext.
+
+pub mod cipher;
+pub mod kek;
+pub mod keyring;
+mod migrate;
+mod sealed;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+pub use migrate::{Migrated, migrate};
+pub use sealed::SealedStore;
+
+use crate::crypto::Profile;
+use crate::domain::RecordKind;
+use crate::store::{StoreError, StoredRecord};
+use cipher::Algorithm;
+use keyring::KeyRing;
+
+/// Where the keys are (`[keys]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysConfig {
+    /// The key-encryption key file.
+    pub kek_file: PathBuf,
+    /// The key ring file (wrapped data keys); never beside the store in its backups.
+    pub ring: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// The key-encryption key is missing, unreadable, too open, or not the ring's.
+    #[error("{0}")]
+    Kek(String),
+    /// The key ring file cannot be used.
+    #[error("key ring: {0}")]
+    Ring(String),
+    /// A key of the wrong length or algorithm.
+    #[error("{0}")]
+    Key(String),
+    #[error("data key {0} is not in the key ring (was the ring replaced by another one?)")]
+    UnknownKey(u64),
+    #[error("data key {id} was destroyed (at {time} µs since the epoch): what it sealed is erased")]
+    Destroyed { id: u64, time: i64 },
+    /// The ciphertext, its place or its key changed: it does not open.
+    #[error("the sealed data does not open: it was changed, or moved from another record or row")]
+    Tampered,
+    #[error("the sealed data is malformed: {0}")]
+    Malformed(String),
+}
+
+impl VaultError {
+    /// As a store error about `what` (e.g. "changxing/project/…, revision 2").
+    pub fn into_store(self, what: &str) -> StoreError {
+        match self {
+            VaultError::Tampered | VaultError::Malformed(_) => {
+                StoreError::Corrupt(format!("{what}: {self}"))
+            }
+            VaultError::Ring(_) => StoreError::Unavailable(format!("{what}: {self}")),
+            other => StoreError::Sealed(format!("{what}: {other}")),
+        }
+    }
+}
+
+/// The kinds whose bodies are sealed: those a catalog governs, where personal and sensitive
+/// items are.
+pub fn seals(kind: RecordKind) -> bool {
+    RecordKind::GOVERNED.contains(&kind)
+}
+
+/// How a sealed body starts (a body in clear is a JSON object and starts with `{`).
+const BODY_PREFIX: &str = "yrd-sealed:1:";
+/// How a sealed envelope starts: a zero byte never starts an encoded protobuf message.
+const ENVELOPE_MAGIC: [u8; 4] = [0, b'Y', b'S', 1];
+
+/// Whether `body` is sealed.
+pub fn is_sealed_body(body: &str) -> bool {
+    body.starts_with(BODY_PREFIX)
+}
+
+/// Whether `envelope` is sealed.
+pub fn is_sealed_envelope(envelope: &[u8]) -> bool {
+    envelope.starts_with(&ENVELOPE_MAGIC)
+}
+
+/// The key ring with the profile new keys are made for.
+pub struct Vault {
+    ring: KeyRing,
+    algorithm: Algorithm,
+}
+
+impl Vault {
+    /// Loads the key-encryption key and opens the ring `config` names.
+    pub fn open(config: &KeysConfig, profile: Profile) -> Result<Arc<Vault>, VaultError> {
+        let kek = kek::Kek::from_file(&config.kek_file)?;
+        let ring = KeyRing::open(&config.ring, kek)?;
+        Ok(Arc::new(Vault {
+            ring,
+            algorithm: Algorithm::of(profile),
+        }))
+    }
+
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
+    }
+
+    /// The algorithm new data keys get.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// `record`'s body sealed under the current key of its owner's kind.
+    pub fn seal_body(&self, record: &StoredRecord) -> Result<String, VaultError> {
+        let (id, key) = self.ring.current(&body_scope(record), self.algorithm)?;
+        let mut sealed = Vec::with_capacity(record.body.len() + 28);
+        key.seal_into(&body_aad(record, id), record.body.as_bytes(), &mut sealed)?;
+        let mut out = String::with_capacity(BODY_PREFIX.len() + 24 + sealed.len() * 4 / 3);
+        out.push_str(BODY_PREFIX);
+        out.push_str(&id.to_string());
+        out.push(':');
+        URL_SAFE_NO_PAD.encode_string(&sealed, &mut out);
+        Ok(out)
+    }
+
+    /// The body `record` holds sealed, in clear.
+    pub fn open_body(&self, record: &StoredRecord) -> Result<String, VaultError> {
+        let (id, sealed) = parse_body(&record.body)?;
+        let key = self.ring.key(id)?;
+        let clear = key.open(&body_aad(record, id), &sealed)?;
+        String::from_utf8(clear).map_err(|_| VaultError::Malformed("not UTF-8".into()))
+    }
+
+    /// `envelope` (kept as evidence of `owner`'s change `seq`) sealed.
+    pub fn seal_envelope(
+        &self,
+        owner: &str,
+        seq: u64,
+        envelope: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let (id, key) = self.ring.current(&envelope_scope(owner), self.algorithm)?;
+        let mut out = Vec::with_capacity(envelope.len() + 40);
+        out.extend_from_slice(&ENVELOPE_MAGIC);
+        out.extend_from_slice(&id.to_be_bytes());
+        key.seal_into(&envelope_aad(owner, seq, id), envelope, &mut out)?;
+        Ok(out)
+    }
+
+    /// The envelope `sealed` holds, in clear.
+    pub fn open_envelope(
+        &self,
+        owner: &str,
+        seq: u64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        let id = envelope_key(sealed)?;
+        let key = self.ring.key(id)?;
+        key.open(
+            &envelope_aad(owner, seq, id),
+            &sealed[ENVELOPE_MAGIC.len() + 8..],
+        )
+    }
+}
+
+/// The key a sealed body names, and its sealed bytes.
+fn parse_body(body: &str) -> Result<(u64, Vec<u8>), VaultError> {
+    let rest = body
+        .strip_prefix(BODY_PREFIX)
+        .ok_or_else(|| VaultError::Malformed("not a sealed body".into()))?;
+    let (id, data) = rest
+        .split_once(':')
+        .ok_or_else(|| VaultError::Malformed("no key id".into()))?;
+    let id = id
+        .parse()
+        .map_err(|_| VaultError::Malformed(format!("key id `{id}`")))?;
+    let sealed = URL_SAFE_NO_PAD
+        .decode(data)
+        .map_err(|e| VaultError::Malformed(e.to_string()))?;
+    Ok((id, sealed))
+}
+
+/// The key a sealed envelope names.
+fn envelope_key(sealed: &[u8]) -> Result<u64, VaultError> {
+    sealed
+        .get(ENVELOPE_MAGIC.len()..ENVELOPE_MAGIC.len() + 8)
+        .filter(|_| is_sealed_envelope(sealed))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| VaultError::Malformed("not a sealed envelope".into()))
+}
+
+/// The key that seals a sealed body or envelope (for the ring's accounting and tests).
+pub fn key_of_body(body: &str) -> Option<u64> {
+    parse_body(body).ok().map(|(id, _)| id)
+}
+
+/// As [`key_of_body`] for an envelope.
+pub fn key_of_envelope(envelope: &[u8]) -> Option<u64> {
+    envelope_key(envelope).ok()
+}
+
+fn body_scope(record: &StoredRecord) -> String {
+    format!("{}/{}", record.owner, record.kind.as_str())
+}
+
+fn envelope_scope(owner: &str) -> String {
+    format!("{owner}/evidence")
+}
+
+fn body_aad(record: &StoredRecord, key: u64) -> Vec<u8> {
+    format!(
+        "yrd-gateway sealed body\0{}\0{}\0{}\0{}\0{key}",
+        record.owner,
+        record.kind.as_str(),
+        record.id,
+        record.revision
+    )
+    .into_bytes()
+}
+
+fn envelope_aad(owner: &str, seq: u64, key: u64) -> Vec<u8> {
+    format!("yrd-gateway sealed envelope\0{owner}\0{seq}\0{key}").into_bytes()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! The key ring: the data keys, each wrapped by the key-encryption key, in an SQLite file of
+//! its own — never in the store, so no store backup, dump, standby or snapshot of the
+//! database holds a usable key. A data key serves one scope (an owner and what of it is
+//! sealed, e.g. `changxing/project`) and one generation of it; a ciphertext names its key by
+//! the key's id. Unwrapped keys are kept in memory once used.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::VaultError;
+use super::cipher::{Algorithm, Cipher, random};
+use super::kek::Kek;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS keys (
+    id         INTEGER PRIMARY KEY,
+    scope      TEXT    NOT NULL,
+    generation INTEGER NOT NULL,
+    algorithm  TEXT    NOT NULL,
+    -- The key-encryption key that wrapped it (its id), and the wrapped key; NULL once the
+    -- key was destroyed.
+    kek        TEXT    NOT NULL,
+    wrapped    BLOB,
+    created    INTEGER NOT NULL,
+    destroyed  INTEGER,
+    UNIQUE (scope, generation)
+);
+"#;
+
+/// A key's row: scope, generation, algorithm, wrapped key (none once destroyed), when it was
+/// destroyed.
+type KeyRow = (String, i64, String, Option<Vec<u8>>, Option<i64>);
+
+/// The data keys of one gateway.
+pub struct KeyRing {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    kek: Kek,
+    /// Keys unwrapped so far, by id.
+    keys: RwLock<HashMap<u64, Arc<Cipher>>>,
+    /// The id of each scope's current key.
+    current: RwLock<HashMap<String, u64>>,
+}
+
+/// How many keys a ring holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingCounts {
+    pub live: u64,
+    pub destroyed: u64,
+}
+
+impl KeyRing {
+    /// Opens (creating if needed, readable by its owner only) the ring at `path`, checking
+    /// that `kek` is the key its live keys were wrapped with.
+    pub fn open(path: &Path, kek: Kek) -> Result<KeyRing, VaultError> {
+        let shown = path.display().to_string();
+        let fresh = !path.exists();
+        let conn = Connection::open(path)
+            .map_err(|e| VaultError::Ring(format!("cannot open the key ring {shown}: {e}")))?;
+        if fresh {
+            restrict(path)?;
+        }
+        conn.pragma_update(None, "secure_delete", "ON")
+            .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(10)))
+            .and_then(|_| conn.execute_batch(SCHEMA))
+            .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
+        let others: Vec<String> = conn
+            .prepare("SELECT DISTINCT kek FROM keys WHERE wrapped IS NOT NULL AND kek <> ?1")
+            .and_then(|mut s| {
+                s.query_map(params![kek.id], |r| r.get(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
+        if !others.is_empty() {
+            return Err(VaultError::Kek(format!(
+                "the key ring {shown} holds data keys wrapped by the key-encryption key {}, but {} holds the key {}: configure the key file the ring was made with",
+                others.join(", "),
+                kek.source.display(),
+                kek.id
+            )));
+        }
+        Ok(KeyRing {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            kek,
+            keys: RwLock::new(HashMap::new()),
+            current: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The id of the key-encryption key.
+    pub fn kek_id(&self) -> &str {
+        &self.kek.id
+    }
+
+    /// The current key of `scope` (its id and cipher), made now — of `algorithm` — when the
+    /// scope has none.
+    pub fn current(
+        &self,
+        scope: &str,
+        algorithm: Algorithm,
+    ) -> Result<(u64, Arc<Cipher>), VaultError> {
+        let known = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            .copied();
+        if let Some(id) = known {
+            return Ok((id, self.key(id)?));
+        }
+        let id = match self.live_key_of(scope)? {
+            Some(id) => id,
+            None => self.make(scope, algorithm)?,
+        };
+        self.current
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(scope.to_string(), id);
+        Ok((id, self.key(id)?))
+    }
+
+    /// The key `id`, unwrapped.
+    pub fn key(&self, id: u64) -> Result<Arc<Cipher>, VaultError> {
+        if let Some(key) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            return Ok(key.clone());
+        }
+        let row: Option<KeyRow> = self
+            .lock()
+            .query_row(
+                "SELECT scope, generation, algorithm, wrapped, destroyed FROM keys WHERE id = ?1",
+                params![id as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .map_err(|e| self.failed(e))?;
+        let Some((scope, generation, algorithm, wrapped, destroyed)) = row else {
+            return Err(VaultError::UnknownKey(id));
+        };
+        let Some(wrapped) = wrapped else {
+            return Err(VaultError::Destroyed {
+                id,
+                time: destroyed.unwrap_or_default(),
+            });
+        };
+        let algorithm = Algorithm::parse(&algorithm).ok_or_else(|| {
+            VaultError::Ring(format!("key {id} names the algorithm `{algorithm}`"))
+        })?;
+        let dek = self
+            .kek
+            .unwrap(&wrap_aad(id, &scope, generation, algorithm), &wrapped)?;
+        let cipher = Arc::new(Cipher::new(algorithm, &dek)?);
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, cipher.clone());
+        Ok(cipher)
+    }
+
+    /// How many keys are live and destroyed.
+    pub fn counts(&self) -> Result<RingCounts, VaultError> {
+        self.lock()
+            .query_row(
+                "SELECT COUNT(*) FILTER (WHERE wrapped IS NOT NULL), \
+                        COUNT(*) FILTER (WHERE wrapped IS NULL) FROM keys",
+                [],
+                |r| {
+                    Ok(RingCounts {
+                        live: r.get::<_, i64>(0)? as u64,
+                        destroyed: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .map_err(|e| self.failed(e))
+    }
+
+    fn live_key_of(&self, scope: &str) -> Result<Option<u64>, VaultError> {
+        self.lock()
+            .query_row(
+                "SELECT id FROM keys WHERE scope = ?1 AND wrapped IS NOT NULL \
+                 ORDER BY generation DESC LIMIT 1",
+                params![scope],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|id| id.map(|id| id as u64))
+            .map_err(|e| self.failed(e))
+    }
+
+    /// Makes the next generation of `scope`'s key. Another process sharing the ring may make
+    /// it at the same time: the one that commits first wins and both use its key.
+    fn make(&self, scope: &str, algorithm: Algorithm) -> Result<u64, VaultError> {
+        let mut dek = vec![0u8; algorithm.key_bytes()];
+        random(&mut dek)?;
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.failed(e))?;
+        let (generation, id): (i64, i64) = tx
+            .query_row(
+                "SELECT COALESCE(MAX(generation), 0) + 1, COALESCE((SELECT MAX(id) FROM keys), 0) + 1 \
+                 FROM keys WHERE scope = ?1",
+                params![scope],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.failed(e))?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM keys WHERE scope = ?1 AND wrapped IS NOT NULL \
+                 ORDER BY generation DESC LIMIT 1",
+                params![scope],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.failed(e))?;
+        if let Some(id) = existing {
+            return Ok(id as u64);
+        }
+        let wrapped = self
+            .kek
+            .wrap(&wrap_aad(id as u64, scope, generation, algorithm), &dek)?;
+        tx.execute(
+            "INSERT INTO keys (id, scope, generation, algorithm, kek, wrapped, created) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                scope,
+                generation,
+                algorithm.as_str(),
+                self.kek.id,
+                wrapped,
+                crate::domain::now_micros()
+            ],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|e| self.failed(e))?;
+        tracing::info!(
+            scope,
+            generation,
+            key = id,
+            algorithm = algorithm.as_str(),
+            "data key made"
+        );
+        Ok(id as u64)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn failed(&self, e: rusqlite::Error) -> VaultError {
+        VaultError::Ring(format!("{}: {e}", self.path.display()))
+    }
+}
+
+/// What a wrapped data key is bound to: its id, scope, generation and algorithm.
+fn wrap_aad(id: u64, scope: &str, generation: i64, algorithm: Algorithm) -> Vec<u8> {
+    format!(
+        "yrd-gateway data key\0{id}\0{scope}\0{generation}\0{}",
+        algorithm.as_str()
+    )
+    .into_bytes()
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path) -> Result<(), VaultError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| VaultError::Ring(format!("cannot restrict {}: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn restrict(_: &Path) -> Result<(), VaultError> {
+    Ok(())
+}

@@ -1,0 +1,424 @@
+//! [`SealedStore`]: the store as the rest of the gateway sees it, in front of either backend.
+//! What goes in is sealed (record bodies of the governed kinds, kept envelopes); what comes
+//! out is opened. Redactions see and return bodies and envelopes in clear, and every copy a
+//! redaction passes over that is still in clear is sealed on the way (see [`super::migrate`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{Vault, is_sealed_body, is_sealed_envelope, seals};
+use crate::domain::RecordKind;
+use crate::store::*;
+
+/// A store whose governed record bodies and kept envelopes are sealed at rest. Without a
+/// vault it writes in clear and refuses, with [`StoreError::Sealed`], to read what is sealed.
+pub struct SealedStore {
+    inner: Arc<dyn Store>,
+    sealer: Sealer,
+}
+
+impl SealedStore {
+    pub fn wrap(inner: Arc<dyn Store>, vault: Option<Arc<Vault>>) -> Arc<dyn Store> {
+        Arc::new(SealedStore::new(inner, vault))
+    }
+
+    pub fn new(inner: Arc<dyn Store>, vault: Option<Arc<Vault>>) -> SealedStore {
+        SealedStore {
+            inner,
+            sealer: Sealer {
+                vault,
+                sealed_in_place: Arc::default(),
+            },
+        }
+    }
+
+    /// Whether it seals what it writes.
+    pub fn seals(&self) -> bool {
+        self.sealer.vault.is_some()
+    }
+
+    /// How many copies redactions found in clear and sealed, since this store was opened.
+    pub fn sealed_in_place(&self) -> u64 {
+        self.sealer.sealed_in_place.load(Ordering::Relaxed)
+    }
+
+    /// Seals, in one transaction, every copy of `owner`'s records of `kind` (and every
+    /// envelope kept of `owner`'s changes) still in clear; copies sealed already are only
+    /// looked at, never opened.
+    pub(super) async fn seal_in_place(
+        &self,
+        owner: &str,
+        kind: RecordKind,
+    ) -> Result<(), StoreError> {
+        let (bodies, envelopes) = (self.sealer.clone(), self.sealer.clone());
+        let owned = owner.to_string();
+        let redaction = Redaction {
+            owner: owner.to_string(),
+            kind,
+            body: Arc::new(move |stored: &StoredRecord| {
+                if is_sealed_body(&stored.body) || !seals(stored.kind) {
+                    return Ok(None);
+                }
+                bodies.sealed_in_place.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(BodyRewrite {
+                    body: bodies.seal(stored.clone())?.body,
+                    erases: false,
+                }))
+            }),
+            envelope: Arc::new(move |seq, stored: &[u8], _| {
+                if is_sealed_envelope(stored) {
+                    return Ok(None);
+                }
+                envelopes.sealed_in_place.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(EnvelopeRewrite {
+                    envelope: envelopes.seal_envelope(&owned, seq, stored.to_vec())?,
+                    erased_from: None,
+                }))
+            }),
+            delete_records: false,
+        };
+        self.inner.redact(redaction).await.map(|_| ())
+    }
+}
+
+/// Seals and opens; cloned into the functions of a redaction.
+#[derive(Clone)]
+struct Sealer {
+    vault: Option<Arc<Vault>>,
+    sealed_in_place: Arc<AtomicU64>,
+}
+
+/// How a record version is named in messages.
+fn named(record: &StoredRecord) -> String {
+    format!(
+        "{}/{}/{} revision {}",
+        record.owner,
+        record.kind.as_str(),
+        record.id,
+        record.revision
+    )
+}
+
+/// Without a key provider: what a read of sealed data answers.
+fn no_vault(what: &str) -> StoreError {
+    StoreError::Sealed(format!(
+        "{what} is encrypted at rest and this gateway has no key provider: set [keys] kek_file and ring in its config"
+    ))
+}
+
+impl Sealer {
+    /// `record` as stored: its body sealed when its kind is sealed and a vault is set.
+    fn seal(&self, mut record: StoredRecord) -> Result<StoredRecord, StoreError> {
+        if let Some(vault) = &self.vault
+            && seals(record.kind)
+            && !is_sealed_body(&record.body)
+        {
+            record.body = vault
+                .seal_body(&record)
+                .map_err(|e| e.into_store(&named(&record)))?;
+        }
+        Ok(record)
+    }
+
+    /// `record` as read: its body opened when sealed.
+    fn open(&self, mut record: StoredRecord) -> Result<StoredRecord, StoreError> {
+        if !is_sealed_body(&record.body) {
+            return Ok(record);
+        }
+        let Some(vault) = &self.vault else {
+            return Err(no_vault(&named(&record)));
+        };
+        record.body = vault
+            .open_body(&record)
+            .map_err(|e| e.into_store(&named(&record)))?;
+        Ok(record)
+    }
+
+    fn open_all(&self, records: Vec<StoredRecord>) -> Result<Vec<StoredRecord>, StoreError> {
+        records.into_iter().map(|r| self.open(r)).collect()
+    }
+
+    fn open_change(&self, mut change: Change) -> Result<Change, StoreError> {
+        change.record = self.open(change.record)?;
+        Ok(change)
+    }
+
+    fn seal_envelope(
+        &self,
+        owner: &str,
+        seq: u64,
+        envelope: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        match &self.vault {
+            Some(vault) if !is_sealed_envelope(&envelope) => vault
+                .seal_envelope(owner, seq, &envelope)
+                .map_err(|e| e.into_store(&format!("the evidence of {owner}'s change {seq}"))),
+            _ => Ok(envelope),
+        }
+    }
+
+    fn open_envelope(
+        &self,
+        owner: &str,
+        seq: u64,
+        envelope: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        if !is_sealed_envelope(&envelope) {
+            return Ok(envelope);
+        }
+        let what = format!("the evidence of {owner}'s change {seq}");
+        match &self.vault {
+            Some(vault) => vault
+                .open_envelope(owner, seq, &envelope)
+                .map_err(|e| e.into_store(&what)),
+            None => Err(no_vault(&what)),
+        }
+    }
+
+    /// `redaction` over sealed copies: its functions see them in clear, what they rewrite is
+    /// sealed again, and a copy they leave alone that is still in clear is sealed.
+    fn sealing(&self, redaction: Redaction) -> Redaction {
+        let (store, body) = (self.clone(), redaction.body.clone());
+        let sealed_body: RewriteBody = Arc::new(move |stored: &StoredRecord| {
+            let clear = store.open(stored.clone())?;
+            let rewrite = body(&clear)?;
+            let was_clear = !is_sealed_body(&stored.body);
+            let (new, erases) = match rewrite {
+                Some(r) => (
+                    StoredRecord {
+                        body: r.body,
+                        ..clear
+                    },
+                    r.erases,
+                ),
+                None if was_clear && store.vault.is_some() && seals(stored.kind) => {
+                    store.sealed_in_place.fetch_add(1, Ordering::Relaxed);
+                    (clear, false)
+                }
+                None => return Ok(None),
+            };
+            Ok(Some(BodyRewrite {
+                body: store.seal(new)?.body,
+                erases,
+            }))
+        });
+        let (store, envelope, owner) = (
+            self.clone(),
+            redaction.envelope.clone(),
+            redaction.owner.clone(),
+        );
+        let sealed_envelope: RewriteEnvelope = Arc::new(move |seq, stored: &[u8], scheme| {
+            let clear = store.open_envelope(&owner, seq, stored.to_vec())?;
+            let rewrite = match envelope(seq, &clear, scheme)? {
+                Some(r) => r,
+                None if !is_sealed_envelope(stored) && store.vault.is_some() => {
+                    store.sealed_in_place.fetch_add(1, Ordering::Relaxed);
+                    EnvelopeRewrite {
+                        envelope: clear,
+                        erased_from: None,
+                    }
+                }
+                None => return Ok(None),
+            };
+            Ok(Some(EnvelopeRewrite {
+                envelope: store.seal_envelope(&owner, seq, rewrite.envelope)?,
+                erased_from: rewrite.erased_from,
+            }))
+        });
+        Redaction {
+            body: sealed_body,
+            envelope: sealed_envelope,
+            ..redaction
+        }
+    }
+}
+
+#[async_trait]
+impl RecordStore for SealedStore {
+    async fn get(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        id: Uuid,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner
+            .get(kind, owner, id)
+            .await?
+            .map(|r| self.sealer.open(r))
+            .transpose()
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
+        self.sealer.open_all(self.inner.list(query).await?)
+    }
+
+    async fn replay(&self, key: &Idempotency) -> Result<Option<StoredRecord>, StoreError> {
+        self.inner
+            .replay(key)
+            .await?
+            .map(|r| self.sealer.open(r))
+            .transpose()
+    }
+
+    async fn write(&self, mut write: Write) -> Result<WriteOutcome, StoreError> {
+        write.record = self.sealer.seal(write.record)?;
+        write.also_create = write
+            .also_create
+            .into_iter()
+            .map(|r| self.sealer.seal(r))
+            .collect::<Result<_, _>>()?;
+        Ok(match self.inner.write(write).await? {
+            WriteOutcome::Applied(r) => WriteOutcome::Applied(self.sealer.open(r)?),
+            WriteOutcome::Replayed(r) => WriteOutcome::Replayed(self.sealer.open(r)?),
+        })
+    }
+
+    async fn changes(
+        &self,
+        owner: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        self.inner
+            .changes(owner, after, limit)
+            .await?
+            .into_iter()
+            .map(|c| self.sealer.open_change(c))
+            .collect()
+    }
+
+    async fn last_seq(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.last_seq(owner).await
+    }
+
+    async fn feed(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        self.inner
+            .feed(after, limit)
+            .await?
+            .into_iter()
+            .map(|e| {
+                Ok(FeedEntry {
+                    position: e.position,
+                    change: self.sealer.open_change(e.change)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_position(&self) -> Result<u64, StoreError> {
+        self.inner.feed_position().await
+    }
+
+    fn feed_signal(&self) -> Option<Arc<tokio::sync::watch::Sender<u64>>> {
+        self.inner.feed_signal()
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for SealedStore {
+    async fn cursor(&self, owner: &str) -> Result<u64, StoreError> {
+        self.inner.cursor(owner).await
+    }
+
+    async fn evidence(
+        &self,
+        owner: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvidence>, StoreError> {
+        self.inner
+            .evidence(owner, after_seq, limit)
+            .await?
+            .into_iter()
+            .map(|mut e| {
+                e.envelope = self.sealer.open_envelope(owner, e.seq, e.envelope)?;
+                Ok(e)
+            })
+            .collect()
+    }
+
+    async fn apply_replicas(&self, mut batch: ReplicaBatch) -> Result<u64, StoreError> {
+        for change in &mut batch.changes {
+            if let Some(record) = change.record.take() {
+                change.record = Some(self.sealer.seal(record)?);
+            }
+            let envelope = std::mem::take(&mut change.evidence.envelope);
+            change.evidence.envelope =
+                self.sealer
+                    .seal_envelope(&batch.owner, change.seq, envelope)?;
+        }
+        self.inner.apply_replicas(batch).await
+    }
+
+    async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError> {
+        self.inner.redact(self.sealer.sealing(redaction)).await
+    }
+
+    async fn take_back(&self, owner: &str, changes: Vec<Change>) -> Result<u64, StoreError> {
+        let sealed = changes
+            .into_iter()
+            .map(|mut c| {
+                c.record = self.sealer.seal(c.record)?;
+                Ok(c)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.inner.take_back(owner, sealed).await
+    }
+
+    async fn restored_mark(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.restored_mark().await
+    }
+
+    async fn set_restored_mark(&self, time: Option<i64>) -> Result<(), StoreError> {
+        self.inner.set_restored_mark(time).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for SealedStore {
+    async fn append_audit(&self, events: Vec<NewAuditEvent>) -> Result<u64, StoreError> {
+        self.inner.append_audit(events).await
+    }
+
+    async fn audit_events(&self, query: AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        self.inner.audit_events(query).await
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        self.inner.audit_anchor().await
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditAnchor>, StoreError> {
+        self.inner.audit_head().await
+    }
+
+    async fn prune_audit(&self, through: u64) -> Result<AuditAnchor, StoreError> {
+        self.inner.prune_audit(through).await
+    }
+
+    async fn put_witnessed_head(&self, head: WitnessedHead) -> Result<(), StoreError> {
+        self.inner.put_witnessed_head(head).await
+    }
+
+    async fn witnessed_heads(&self, party: &str) -> Result<Vec<WitnessedHead>, StoreError> {
+        self.inner.witnessed_heads(party).await
+    }
+}
+
+#[async_trait]
+impl LeaseStore for SealedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.inner.checkpoint().await
+    }
+
+    async fn pull_lease(&self, peer: &str) -> Result<Option<PullLease>, StoreError> {
+        self.inner.pull_lease(peer).await
+    }
+}

@@ -1,0 +1,365 @@
+//! Sealing at rest: the whole storage conformance suite through [`SealedStore`] over SQLite,
+//! what the files hold, what a ciphertext moved by hand gives, what a gateway without its keys
+//! answers, the key files refused, and the migration of a store written in clear.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::store::conformance::record;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Evidence, LeaseStore, RecordStore, ReplicaBatch, ReplicaChange, ReplicaStore};
+
+const PHONE: &str = "13912345678";
+
+fn keys_in(dir: &Path, profile: Profile) -> KeysConfig {
+    let keys = KeysConfig {
+        kek_file: dir.join("kek"),
+        ring: dir.join("ring.db"),
+    };
+    if !keys.kek_file.exists() {
+        kek::Kek::create(&keys.kek_file, Algorithm::of(profile)).unwrap();
+    }
+    keys
+}
+
+fn sealed_sqlite(dir: &Path, profile: Profile) -> SealedStore {
+    let vault = Vault::open(&keys_in(dir, profile), profile).unwrap();
+    let inner = Arc::new(SqliteStore::open(&dir.join("store.db")).unwrap());
+    SealedStore::new(inner, Some(vault))
+}
+
+fn clear_sqlite(dir: &Path) -> SealedStore {
+    SealedStore::new(
+        Arc::new(SqliteStore::open(&dir.join("store.db")).unwrap()),
+        None,
+    )
+}
+
+crate::conformance_tests!(|dir| Arc::new(sealed_sqlite(dir.path(), Profile::Gm)));
+
+/// Every byte of the store's files (the database and its WAL).
+fn store_bytes(dir: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["store.db", "store.db-wal"] {
+        if let Ok(bytes) = std::fs::read(dir.join(name)) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// The conformance suite's write, with a request fingerprint that is not the body (a gateway's
+/// is a digest of the request).
+fn write(record: StoredRecord, expected: Option<i64>, request_id: &str) -> crate::store::Write {
+    let mut write = crate::store::conformance::write(record, expected, request_id);
+    write.key.fingerprint = request_id.as_bytes().to_vec();
+    write
+}
+
+fn project(owner: &str, id: Uuid, revision: i64) -> StoredRecord {
+    record(
+        owner,
+        id,
+        revision,
+        &format!(r#"{{"contact":{{"phone":"{PHONE}"}}}}"#),
+    )
+}
+
+fn replica(seq: u64, record: StoredRecord) -> ReplicaChange {
+    ReplicaChange {
+        seq,
+        time: 1,
+        evidence: Evidence {
+            envelope: format!("envelope with {}", record.body).into_bytes(),
+            scheme: 0x0708,
+            signature: b"signature".to_vec(),
+            signer: "fingerprint".into(),
+            erased_sha256: None,
+        },
+        record: Some(record),
+    }
+}
+
+fn batch(owner: &str, changes: Vec<ReplicaChange>) -> ReplicaBatch {
+    ReplicaBatch {
+        owner: owner.into(),
+        signer: ("fingerprint".into(), b"certificate".to_vec()),
+        changes,
+        manifest: None,
+        received: 1,
+    }
+}
+
+#[tokio::test]
+async fn the_files_hold_no_sealed_item_in_clear_in_either_profile() {
+    for profile in [Profile::Intl, Profile::Gm] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = sealed_sqlite(dir.path(), profile);
+        let (own, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+        store
+            .write(write(project("zone", own, 1), None, "r1"))
+            .await
+            .unwrap();
+        store
+            .apply_replicas(batch(
+                "guangde",
+                vec![replica(1, project("guangde", theirs, 1))],
+            ))
+            .await
+            .unwrap();
+        store.checkpoint().await.unwrap();
+        let files = store_bytes(dir.path());
+        assert!(
+            !holds(&files, PHONE),
+            "{profile:?}: a phone in clear in the store files"
+        );
+        assert!(
+            holds(&files, "yrd-sealed:1:"),
+            "{profile:?}: the bodies are sealed"
+        );
+        let read = store
+            .get(RecordKind::Project, "zone", own)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read.body.contains(PHONE));
+        let kept = store.evidence("guangde", 0, 10).await.unwrap();
+        assert_eq!(
+            kept[0].envelope,
+            format!("envelope with {}", project("guangde", theirs, 1).body).into_bytes()
+        );
+        let changes = store.changes("zone", 0, 10).await.unwrap();
+        assert!(changes[0].record.body.contains(PHONE));
+    }
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_record_or_revision_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealed_sqlite(dir.path(), Profile::Gm);
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    store
+        .write(write(project("zone", a, 1), None, "a"))
+        .await
+        .unwrap();
+    store
+        .write(write(record("zone", b, 1, "{}"), None, "b"))
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+        let a_body: String = conn
+            .query_row("SELECT body FROM log WHERE id = ?1", [a.to_string()], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        conn.execute(
+            "UPDATE log SET body = ?1 WHERE id = ?2",
+            [a_body, b.to_string()],
+        )
+        .unwrap();
+    }
+    let err = store.get(RecordKind::Project, "zone", b).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("does not open") && m.contains(&b.to_string())),
+        "{err}"
+    );
+    // The record it was taken from still opens.
+    assert!(
+        store
+            .get(RecordKind::Project, "zone", a)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let vault = Vault::open(&keys_in(dir.path(), Profile::Gm), Profile::Gm).unwrap();
+    let sealed = vault.seal_body(&project("zone", a, 1)).unwrap();
+    for moved in [
+        StoredRecord {
+            revision: 2,
+            ..project("zone", a, 1)
+        },
+        project("anji", a, 1),
+        StoredRecord {
+            kind: RecordKind::Allocation,
+            ..project("zone", a, 1)
+        },
+    ] {
+        let moved = StoredRecord {
+            body: sealed.clone(),
+            ..moved
+        };
+        assert!(matches!(vault.open_body(&moved), Err(VaultError::Tampered)));
+    }
+    let envelope = vault.seal_envelope("zone", 3, b"envelope").unwrap();
+    assert_eq!(
+        vault.open_envelope("zone", 3, &envelope).unwrap(),
+        b"envelope"
+    );
+    assert!(matches!(
+        vault.open_envelope("zone", 4, &envelope),
+        Err(VaultError::Tampered)
+    ));
+    assert!(matches!(
+        vault.open_envelope("anji", 3, &envelope),
+        Err(VaultError::Tampered)
+    ));
+}
+
+#[tokio::test]
+async fn without_its_keys_a_store_serves_what_is_clear_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sealed, catalog) = (Uuid::now_v7(), Uuid::now_v7());
+    {
+        let store = sealed_sqlite(dir.path(), Profile::Intl);
+        store
+            .write(write(project("zone", sealed, 1), None, "p"))
+            .await
+            .unwrap();
+        let entry = StoredRecord {
+            kind: RecordKind::CatalogEntry,
+            ..record("zone", catalog, 1, "{}")
+        };
+        store.write(write(entry, None, "c")).await.unwrap();
+        store
+            .apply_replicas(batch(
+                "guangde",
+                vec![replica(1, project("guangde", Uuid::now_v7(), 1))],
+            ))
+            .await
+            .unwrap();
+    }
+    let store = clear_sqlite(dir.path());
+    let entry = store
+        .get(RecordKind::CatalogEntry, "zone", catalog)
+        .await
+        .unwrap();
+    assert_eq!(entry.unwrap().body, "{}", "catalog entries are not sealed");
+    let err = store
+        .get(RecordKind::Project, "zone", sealed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Sealed(m) if m.contains("no key provider") && m.contains("[keys]")),
+        "{err}"
+    );
+    let err = store.evidence("guangde", 0, 10).await.unwrap_err();
+    assert!(matches!(err, StoreError::Sealed(_)), "{err}");
+}
+
+#[tokio::test]
+async fn key_files_anyone_may_read_or_of_another_ring_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_in(dir.path(), Profile::Intl);
+    {
+        let vault = Vault::open(&keys, Profile::Intl).unwrap();
+        vault
+            .seal_body(&project("zone", Uuid::now_v7(), 1))
+            .unwrap();
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&keys.kek_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Vault::open(&keys, Profile::Intl).err().unwrap().to_string();
+        assert!(
+            err.contains("may be read by others") && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&keys.kek_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let other = KeysConfig {
+        kek_file: dir.path().join("other.kek"),
+        ..keys.clone()
+    };
+    kek::Kek::create(&other.kek_file, Algorithm::Aes256Gcm).unwrap();
+    let err = Vault::open(&other, Profile::Intl)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("wrapped by the key-encryption key"), "{err}");
+    let missing = KeysConfig {
+        kek_file: dir.path().join("absent.kek"),
+        ..keys.clone()
+    };
+    let err = Vault::open(&missing, Profile::Intl)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("keys init"), "{err}");
+    std::fs::write(dir.path().join("bad.kek"), "aes-256-gcm:00ff\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("bad.kek"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let short = KeysConfig {
+        kek_file: dir.path().join("bad.kek"),
+        ..keys
+    };
+    let err = Vault::open(&short, Profile::Intl)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("32 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_written_in_clear_is_sealed_in_place_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = [Uuid::now_v7(), Uuid::now_v7()];
+    {
+        let store = clear_sqlite(dir.path());
+        store
+            .write(write(project("zone", ids[0], 1), None, "a"))
+            .await
+            .unwrap();
+        store
+            .write(write(project("zone", ids[0], 2), Some(1), "b"))
+            .await
+            .unwrap();
+        store
+            .apply_replicas(batch(
+                "guangde",
+                vec![replica(1, project("guangde", ids[1], 1))],
+            ))
+            .await
+            .unwrap();
+        store.checkpoint().await.unwrap();
+        assert!(holds(&store_bytes(dir.path()), PHONE));
+    }
+    let store = sealed_sqlite(dir.path(), Profile::Gm);
+    let owners = ["zone".to_string(), "guangde".to_string()];
+    let done = migrate(&store, &owners).await.unwrap();
+    // Two versions of zone's project, guangde's project and the envelope kept of it.
+    assert_eq!(done.sealed, 4);
+    assert!(!holds(&store_bytes(dir.path()), PHONE));
+    let read = store
+        .get(RecordKind::Project, "zone", ids[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.revision, 2);
+    assert!(read.body.contains(PHONE));
+    assert!(
+        store.evidence("guangde", 0, 1).await.unwrap()[0]
+            .envelope
+            .ends_with(b"}")
+    );
+    assert_eq!(migrate(&store, &owners).await.unwrap().sealed, 0);
+}

@@ -1,0 +1,97 @@
+//! Records sealed at rest in a running federation (every test gateway has `[keys]` unless its
+//! options say `in_clear`): after a project with a contact phone reached the parties that may
+//! hold it, no store file of any party — database or WAL — holds the phone, the contact name or
+//! the investor in clear, while every authorized read returns them; `keys init` and
+//! `keys status` do what the operator guide says.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const PHONE: &str = "138-0000-0000";
+
+/// Every byte of `party`'s SQLite store files.
+fn store_files(root: &Path, party: &str) -> Vec<u8> {
+    let mut all = Vec::new();
+    for name in ["store.db", "store.db-wal"] {
+        if let Ok(bytes) = std::fs::read(root.join(party).join(name)) {
+            all.extend(bytes);
+        }
+    }
+    assert!(!all.is_empty(), "no store files of {party}");
+    all
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_file_holds_a_phone_and_every_authorized_read_returns_it() {
+    let fed = TestFederation::start(&["changxing", "anji", "guangde"]).await;
+    let project = create(&fed, "changxing", "sealed at rest").await;
+    assert!(phone_of(&project).contains(PHONE));
+    // Anji (same province: the default catalog opens the phone to it) holds it; guangde holds
+    // the project without it.
+    let at_anji = eventually(WAIT, "the project with its phone at anji", || async {
+        try_get(&fed, "anji", &project.name)
+            .await
+            .filter(|p| phone_of(p).contains(PHONE))
+    })
+    .await;
+    assert_eq!(at_anji.display_name, "sealed at rest");
+    let at_guangde = eventually(WAIT, "the project at guangde", || {
+        try_get(&fed, "guangde", &project.name)
+    })
+    .await;
+    assert_eq!(phone_of(&at_guangde), "");
+    let own = try_get(&fed, "changxing", &project.name).await.unwrap();
+    assert!(phone_of(&own).contains(PHONE));
+
+    let root = fed.root.path();
+    for party in ["changxing", "anji", "guangde"] {
+        let files = store_files(root, party);
+        for clear in [PHONE, "张三", "浙江某某新能源汽车零部件有限公司"] {
+            assert!(
+                !holds(&files, clear),
+                "{party}'s store files hold `{clear}` in clear"
+            );
+        }
+        assert!(holds(&files, "yrd-sealed:1:"), "{party} seals its records");
+    }
+
+    let config = root.join("changxing.toml");
+    let (ok, out) = cli(&["keys", "status", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("live data keys") && out.contains("new keys aes-256-gcm"),
+        "{out}"
+    );
+}
+
+#[test]
+fn keys_init_writes_a_private_key_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("zone.kek");
+    let kek = kek.to_str().unwrap();
+    let (ok, out) = cli(&["keys", "init", "--kek", kek, "--profile", "gm"]);
+    assert!(ok && out.contains("sm4-gcm"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(kek).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let first = std::fs::read(kek).unwrap();
+    let (ok, out) = cli(&["keys", "init", "--kek", kek]);
+    assert!(!ok && out.contains("cannot create"), "{out}");
+    assert_eq!(
+        std::fs::read(kek).unwrap(),
+        first,
+        "an existing key is never replaced"
+    );
+}
