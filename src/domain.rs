@@ -238,3 +238,24 @@ pub fn now_micros() -> i64 {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
+
+/// Fields the gateway can empty before a record leaves, by record kind: the only fields an
+/// item may make CONDITIONAL or NOT_SHARED apart from its entry. Identity fields (name,
+/// owner, id) and what a negotiation or referral needs go with the record or not at all
+/// (the entry's own class decides).
+pub const RESTRICTABLE_FIELDS: &[(RecordKind, &str)] = &[
+    (RecordKind::Project, "contact"),
+    (RecordKind::Project, "contact.name"),
+    (RecordKind::Project, "contact.phone"),
+    (RecordKind::Project, "service_officer"),
+    (RecordKind::Project, "investor.credit_code"),
+    (RecordKind::Project, "total_investment_yuan"),
+    (RecordKind::Project, "land_area_mu"),
+    (RecordKind::Project, "platform"),
+    (RecordKind::Project, "checklist"),
+    (RecordKind::Project, "labels"),
+    (RecordKind::Allocation, "description"),
+    (RecordKind::Decision, "comment"),
+    (RecordKind::Referral, "reason"),
+    (RecordKind::ReferralResponse, "comment"),
+];

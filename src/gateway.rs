@@ -86,7 +86,7 @@ pub async fn open_sealed(config: &Config, migrate: bool) -> Result<Arc<dyn Store
         }
     };
     let inner = crate::store::open(&config.store, config.tls.profile.digest()).await?;
-    let sealed = crate::vault::SealedStore::new(inner, vault);
+    let sealed = crate::vault::SealedStore::new(inner, vault, &config.party);
     let owners: Vec<String> = config
         .federation
         .parties()

@@ -56,7 +56,8 @@
 //! - [`sharing`]: what an owner sends each peer, decided by its catalog entries and the
 //!   grants it gave (approved access requests, neither revoked nor expired), the default
 //!   catalog, and ([`sharing::erasure`]) the receiver's erasure of what a grant that ended
-//!   covered, with its deletion receipt. Uses [`domain`], [`store`], [`records`], [`wire`].
+//!   covered, with its deletion receipt. Uses [`domain`], [`store`], [`vault`], [`records`],
+//!   [`wire`].
 //! - [`exchange`]: replication between gateways — sharing policy, signature verification, the
 //!   owner's outbound stream and the receiver's inbound pullers, evidence checks, and
 //!   ([`exchange::recovery`]) taking this party's own changes back from its peers after a

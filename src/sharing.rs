@@ -130,6 +130,22 @@ impl SharingView {
     }
 }
 
+impl SharingView {
+    /// The fields of `kind` an item of the provider's entries makes CONDITIONAL: a receiver
+    /// holds them only while a grant or the item's `open_to` admits it.
+    pub fn conditional_items(&self, kind: RecordKind) -> Vec<String> {
+        let mut items = BTreeSet::new();
+        for entry in self.entries.iter().filter(|e| e.record_kind == Some(kind)) {
+            for item in entry.items.iter().filter(|i| restrictable(kind, &i.field)) {
+                if entry.class_of(item) == SharingClass::Conditional {
+                    items.insert(item.field.clone());
+                }
+            }
+        }
+        items.into_iter().collect()
+    }
+}
+
 /// Replaces the value at a dotted path by the empty value of its type. Returns false when the
 /// path does not exist (nothing to withhold).
 pub(crate) fn empty_path(value: &mut Value, path: &str) -> bool {
@@ -140,21 +156,8 @@ pub(crate) fn empty_path(value: &mut Value, path: &str) -> bool {
             None => return false,
         }
     }
-    *target = emptied(target);
+    *target = crate::vault::emptied(target);
     true
-}
-
-fn emptied(v: &Value) -> Value {
-    match v {
-        Value::String(_) => Value::String(String::new()),
-        Value::Number(_) => Value::from(0),
-        Value::Bool(_) => Value::Bool(false),
-        Value::Array(_) => Value::Array(Vec::new()),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, v)| (k.clone(), emptied(v))).collect())
-        }
-        Value::Null => Value::Null,
-    }
 }
 
 /// `body` (a record's JSON) with the values at `paths` emptied, and the paths whose value

@@ -22,6 +22,7 @@ pub mod kek;
 pub mod keyring;
 mod migrate;
 mod sealed;
+mod split;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 pub use migrate::{Migrated, migrate};
 pub use sealed::SealedStore;
+pub use split::{emptied, restrictable_leaves};
 
 use crate::crypto::Profile;
 use crate::domain::RecordKind;
@@ -89,7 +91,7 @@ pub fn seals(kind: RecordKind) -> bool {
 }
 
 /// How a sealed body starts (a body in clear is a JSON object and starts with `{`).
-const BODY_PREFIX: &str = "yrd-sealed:1:";
+const BODY_PREFIX: &str = "yrd-sealed:";
 /// How a sealed envelope starts: a zero byte never starts an encoded protobuf message.
 const ENVELOPE_MAGIC: [u8; 4] = [0, b'Y', b'S', 1];
 
@@ -129,25 +131,136 @@ impl Vault {
         self.algorithm
     }
 
-    /// `record`'s body sealed under the current key of its owner's kind.
-    pub fn seal_body(&self, record: &StoredRecord) -> Result<String, VaultError> {
-        let (id, key) = self.ring.current(&body_scope(record), self.algorithm)?;
-        let mut sealed = Vec::with_capacity(record.body.len() + 28);
-        key.seal_into(&body_aad(record, id), record.body.as_bytes(), &mut sealed)?;
-        let mut out = String::with_capacity(BODY_PREFIX.len() + 24 + sealed.len() * 4 / 3);
+    /// `record`'s body sealed under the current key of its owner's kind, the items at
+    /// `apart` (those a grant or `open_to` admits, of a replica) apart, under the current key
+    /// of the kind's items ([`split`]).
+    pub fn seal_body(&self, record: &StoredRecord, apart: &[String]) -> Result<String, VaultError> {
+        let parts = split::split(&record.body, apart);
+        let lasting = parts.as_ref().map_or(record.body.as_str(), |(l, _)| l);
+        let mut out = String::with_capacity(BODY_PREFIX.len() + 48 + record.body.len() * 3 / 2);
         out.push_str(BODY_PREFIX);
-        out.push_str(&id.to_string());
-        out.push(':');
-        URL_SAFE_NO_PAD.encode_string(&sealed, &mut out);
+        out.push_str(if parts.is_some() { "2:" } else { "1:" });
+        self.seal_part(
+            record,
+            &lasting_scope(record),
+            Part::Body,
+            lasting,
+            &mut out,
+        )?;
+        if let Some((_, items)) = &parts {
+            out.push(':');
+            self.seal_part(record, &items_scope(record), Part::Items, items, &mut out)?;
+        }
         Ok(out)
     }
 
-    /// The body `record` holds sealed, in clear.
+    fn seal_part(
+        &self,
+        record: &StoredRecord,
+        scope: &str,
+        part: Part,
+        text: &str,
+        out: &mut String,
+    ) -> Result<(), VaultError> {
+        let (id, key) = self.ring.current(scope, self.algorithm)?;
+        let mut sealed = Vec::with_capacity(text.len() + 28);
+        key.seal_into(&body_aad(record, id, part), text.as_bytes(), &mut sealed)?;
+        out.push_str(&id.to_string());
+        out.push(':');
+        URL_SAFE_NO_PAD.encode_string(&sealed, out);
+        Ok(())
+    }
+
+    /// The body `record` holds sealed, in clear. Items whose key was destroyed are left
+    /// empty: they were erased.
     pub fn open_body(&self, record: &StoredRecord) -> Result<String, VaultError> {
-        let (id, sealed) = parse_body(&record.body)?;
-        let key = self.ring.key(id)?;
-        let clear = key.open(&body_aad(record, id), &sealed)?;
+        self.open_body_apart(record).map(|(body, _)| body)
+    }
+
+    /// As [`Vault::open_body`], with the paths of the items that were sealed apart.
+    pub fn open_body_apart(
+        &self,
+        record: &StoredRecord,
+    ) -> Result<(String, Vec<String>), VaultError> {
+        let parts = parse_body(&record.body)?;
+        let lasting = self.open_part(record, &parts[0], Part::Body)?;
+        let Some(items) = parts.get(1) else {
+            return Ok((lasting, Vec::new()));
+        };
+        match self.open_part(record, items, Part::Items) {
+            Ok(items) => Ok((
+                split::merge(&lasting, &items).map_err(VaultError::Malformed)?,
+                split::paths_of(&items),
+            )),
+            Err(VaultError::Destroyed { .. }) => Ok((lasting, Vec::new())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_part(
+        &self,
+        record: &StoredRecord,
+        (id, sealed): &(u64, Vec<u8>),
+        part: Part,
+    ) -> Result<String, VaultError> {
+        let key = self.ring.key(*id)?;
+        let clear = key.open(&body_aad(record, *id, part), sealed)?;
         String::from_utf8(clear).map_err(|_| VaultError::Malformed("not UTF-8".into()))
+    }
+
+    /// Whether a sealed body is not under the current keys of its scopes (it must be sealed
+    /// anew before the earlier keys are destroyed).
+    pub fn stale_body(&self, record: &StoredRecord) -> Result<bool, VaultError> {
+        let parts = parse_body(&record.body)?;
+        let scopes = [lasting_scope(record), items_scope(record)];
+        for ((id, _), scope) in parts.iter().zip(scopes.iter()) {
+            if self.ring.current_id(scope)? != Some(*id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a sealed envelope is not under the current key of its owner's evidence.
+    pub fn stale_envelope(&self, owner: &str, sealed: &[u8]) -> Result<bool, VaultError> {
+        Ok(self.ring.current_id(&envelope_scope(owner))? != Some(envelope_key(sealed)?))
+    }
+
+    /// Before an erasure of `owner`'s items of `kind` (with `whole`, of its records of that
+    /// kind): new current keys for the items, the evidence and (with `whole`) the bodies.
+    /// Returns the scopes rotated, whose earlier keys [`Vault::destroy_retired`] destroys once
+    /// every copy was sealed anew.
+    pub fn rotate_for_erasure(
+        &self,
+        owner: &str,
+        kind: RecordKind,
+        whole: bool,
+    ) -> Result<Vec<String>, VaultError> {
+        let probe = StoredRecord {
+            kind,
+            owner: owner.to_string(),
+            id: uuid::Uuid::nil(),
+            revision: 0,
+            index: Default::default(),
+            body: String::new(),
+        };
+        let mut scopes = vec![items_scope(&probe), envelope_scope(owner)];
+        if whole {
+            scopes.push(lasting_scope(&probe));
+        }
+        for scope in &scopes {
+            self.ring.rotate(scope, self.algorithm)?;
+        }
+        Ok(scopes)
+    }
+
+    /// Destroys every key of `scopes` but the current ones; returns how many.
+    pub fn destroy_retired(&self, scopes: &[String]) -> Result<u64, VaultError> {
+        let mut destroyed = 0;
+        for scope in scopes {
+            destroyed += self.ring.destroy_retired(scope)?.len() as u64;
+        }
+        Ok(destroyed)
     }
 
     /// `envelope` (kept as evidence of `owner`'s change `seq`) sealed.
@@ -181,21 +294,42 @@ impl Vault {
     }
 }
 
-/// The key a sealed body names, and its sealed bytes.
-fn parse_body(body: &str) -> Result<(u64, Vec<u8>), VaultError> {
+/// Which part of a body a ciphertext holds.
+#[derive(Clone, Copy)]
+enum Part {
+    Body,
+    Items,
+}
+
+/// The parts of a sealed body: (key id, sealed bytes) of what lasts, then of the items.
+fn parse_body(body: &str) -> Result<Vec<(u64, Vec<u8>)>, VaultError> {
     let rest = body
         .strip_prefix(BODY_PREFIX)
         .ok_or_else(|| VaultError::Malformed("not a sealed body".into()))?;
-    let (id, data) = rest
+    let (version, rest) = rest
         .split_once(':')
-        .ok_or_else(|| VaultError::Malformed("no key id".into()))?;
-    let id = id
-        .parse()
-        .map_err(|_| VaultError::Malformed(format!("key id `{id}`")))?;
-    let sealed = URL_SAFE_NO_PAD
-        .decode(data)
-        .map_err(|e| VaultError::Malformed(e.to_string()))?;
-    Ok((id, sealed))
+        .ok_or_else(|| VaultError::Malformed("no format".into()))?;
+    let fields: Vec<&str> = rest.split(':').collect();
+    let parts = match version {
+        "1" => 1,
+        "2" => 2,
+        other => return Err(VaultError::Malformed(format!("format `{other}`"))),
+    };
+    if fields.len() != parts * 2 {
+        return Err(VaultError::Malformed(format!("{} fields", fields.len())));
+    }
+    fields
+        .chunks(2)
+        .map(|pair| {
+            let id = pair[0]
+                .parse()
+                .map_err(|_| VaultError::Malformed(format!("key id `{}`", pair[0])))?;
+            let sealed = URL_SAFE_NO_PAD
+                .decode(pair[1])
+                .map_err(|e| VaultError::Malformed(e.to_string()))?;
+            Ok((id, sealed))
+        })
+        .collect()
 }
 
 /// The key a sealed envelope names.
@@ -208,27 +342,37 @@ fn envelope_key(sealed: &[u8]) -> Result<u64, VaultError> {
         .ok_or_else(|| VaultError::Malformed("not a sealed envelope".into()))
 }
 
-/// The key that seals a sealed body or envelope (for the ring's accounting and tests).
-pub fn key_of_body(body: &str) -> Option<u64> {
-    parse_body(body).ok().map(|(id, _)| id)
+/// The keys that seal a sealed body (what lasts, then the items if apart).
+pub fn keys_of_body(body: &str) -> Vec<u64> {
+    parse_body(body)
+        .map(|parts| parts.into_iter().map(|(id, _)| id).collect())
+        .unwrap_or_default()
 }
 
-/// As [`key_of_body`] for an envelope.
+/// The key that seals a sealed envelope.
 pub fn key_of_envelope(envelope: &[u8]) -> Option<u64> {
     envelope_key(envelope).ok()
 }
 
-fn body_scope(record: &StoredRecord) -> String {
+fn lasting_scope(record: &StoredRecord) -> String {
     format!("{}/{}", record.owner, record.kind.as_str())
+}
+
+fn items_scope(record: &StoredRecord) -> String {
+    format!("{}/{}/items", record.owner, record.kind.as_str())
 }
 
 fn envelope_scope(owner: &str) -> String {
     format!("{owner}/evidence")
 }
 
-fn body_aad(record: &StoredRecord, key: u64) -> Vec<u8> {
+fn body_aad(record: &StoredRecord, key: u64, part: Part) -> Vec<u8> {
     format!(
-        "yrd-gateway sealed body\0{}\0{}\0{}\0{}\0{key}",
+        "yrd-gateway sealed {}\0{}\0{}\0{}\0{}\0{key}",
+        match part {
+            Part::Body => "body",
+            Part::Items => "items",
+        },
         record.owner,
         record.kind.as_str(),
         record.id,

@@ -492,6 +492,11 @@ impl Inbound {
         };
         let now = self.records.now();
         let touched = keep_only_granted(current, self.records.party(), now, &mut changes);
+        for change in &mut changes {
+            if let Some(record) = &change.record {
+                change.apart = current.conditional_items(record.kind);
+            }
+        }
         if !touched.is_empty() {
             self.update(owner, |s| s.emptied_late += touched.len() as u64);
         }

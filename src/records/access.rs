@@ -88,6 +88,10 @@ pub struct DeletionReceipt {
     /// entry), not just some of their items.
     #[serde(default)]
     pub records_deleted: bool,
+    /// Data keys destroyed with the erasure (a gateway that seals at rest): every copy they
+    /// sealed — in backups, database leftovers, snapshots — is unreadable.
+    #[serde(default)]
+    pub keys_destroyed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,26 +86,7 @@ pub const MAX_ITEMS: usize = 100;
 /// Parties one item may be open to at most.
 pub const MAX_OPEN_TO: usize = 100;
 
-/// Fields the gateway can empty before a record leaves, by record kind: the only fields an
-/// item may make CONDITIONAL or NOT_SHARED apart from its entry. Identity fields (name,
-/// owner, id) and what a negotiation or referral needs go with the record or not at all
-/// (the entry's own class decides).
-pub const RESTRICTABLE_FIELDS: &[(RecordKind, &str)] = &[
-    (RecordKind::Project, "contact"),
-    (RecordKind::Project, "contact.name"),
-    (RecordKind::Project, "contact.phone"),
-    (RecordKind::Project, "service_officer"),
-    (RecordKind::Project, "investor.credit_code"),
-    (RecordKind::Project, "total_investment_yuan"),
-    (RecordKind::Project, "land_area_mu"),
-    (RecordKind::Project, "platform"),
-    (RecordKind::Project, "checklist"),
-    (RecordKind::Project, "labels"),
-    (RecordKind::Allocation, "description"),
-    (RecordKind::Decision, "comment"),
-    (RecordKind::Referral, "reason"),
-    (RecordKind::ReferralResponse, "comment"),
-];
+pub use crate::domain::RESTRICTABLE_FIELDS;
 
 /// Whether `field` of `kind` can be emptied before a record leaves.
 pub fn restrictable(kind: RecordKind, field: &str) -> bool {

@@ -53,6 +53,7 @@ pub async fn run(
                         records = r.records,
                         log_entries = r.log_entries,
                         evidence = r.evidence,
+                        keys_destroyed = r.keys_destroyed,
                         "grant ended: held data erased, deletion receipt written"
                     );
                     on_erased(Ok((&name, &r)));
@@ -178,6 +179,7 @@ fn receipt(
         log_entries: done.log_entries,
         evidence: done.evidence,
         records_deleted: false,
+        keys_destroyed: done.keys_destroyed,
     }
 }
 

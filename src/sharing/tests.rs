@@ -215,6 +215,7 @@ fn a_change_arriving_after_its_grant_ended_is_kept_without_the_item() {
         }
         .encode_to_vec();
         ReplicaChange {
+            apart: Vec::new(),
             seq: 7,
             time: 0,
             record: Some(StoredRecord {

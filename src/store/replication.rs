@@ -33,6 +33,10 @@ pub struct ReplicaChange {
     /// `None` when the owner does not share this change's kind with us: only the cursor moves.
     pub record: Option<StoredRecord>,
     pub evidence: Evidence,
+    /// Field paths of the record held only while a grant or an item's `open_to` admits them
+    /// (the owner's CONDITIONAL items): a store that seals at rest seals them apart, under a
+    /// key an erasure of them destroys. Empty: nothing apart.
+    pub apart: Vec<String>,
 }
 
 /// Consecutive verified changes of one owner, applied in one transaction.
@@ -120,6 +124,9 @@ pub struct Redacted {
     pub records: u64,
     pub log_entries: u64,
     pub evidence: u64,
+    /// Data keys destroyed with it (a store that seals at rest: every copy they sealed,
+    /// wherever it is kept, is unreadable).
+    pub keys_destroyed: u64,
 }
 
 /// The evidence of an owner's changes after a sequence number, with its signer certificate and

@@ -43,7 +43,16 @@ pub struct KeyRing {
     keys: RwLock<HashMap<u64, Arc<Cipher>>>,
     /// The id of each scope's current key.
     current: RwLock<HashMap<String, u64>>,
+    /// The ring's `data_version` when last looked at.
+    seen: std::sync::atomic::AtomicI64,
+    /// When it was opened, and when reads last looked at `data_version` (ms after it).
+    opened: std::time::Instant,
+    looked: std::sync::atomic::AtomicI64,
 }
+
+/// How often reads look whether another process changed the ring (a key destroyed by another
+/// replica is given up by this one at most this long after).
+pub const REREAD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How many keys a ring holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,12 +91,18 @@ impl KeyRing {
                 kek.id
             )));
         }
+        let version: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
         Ok(KeyRing {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             kek,
             keys: RwLock::new(HashMap::new()),
             current: RwLock::new(HashMap::new()),
+            seen: std::sync::atomic::AtomicI64::new(version),
+            opened: std::time::Instant::now(),
+            looked: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -107,6 +122,7 @@ impl KeyRing {
         scope: &str,
         algorithm: Algorithm,
     ) -> Result<(u64, Arc<Cipher>), VaultError> {
+        self.refresh()?;
         let known = self
             .current
             .read()
@@ -118,17 +134,105 @@ impl KeyRing {
         }
         let id = match self.live_key_of(scope)? {
             Some(id) => id,
-            None => self.make(scope, algorithm)?,
+            None => self.make(scope, algorithm, false)?,
         };
+        self.set_current(scope, id);
+        Ok((id, self.key(id)?))
+    }
+
+    /// The id of `scope`'s current key, if it has one (never makes one).
+    pub fn current_id(&self, scope: &str) -> Result<Option<u64>, VaultError> {
+        self.refresh()?;
+        let known = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            .copied();
+        match known {
+            Some(id) => Ok(Some(id)),
+            None => self.live_key_of(scope),
+        }
+    }
+
+    /// Makes the next generation of `scope`'s key its current one; the earlier ones stay
+    /// until [`KeyRing::destroy_retired`]. Returns the new key's id.
+    pub fn rotate(&self, scope: &str, algorithm: Algorithm) -> Result<u64, VaultError> {
+        let id = self.make(scope, algorithm, true)?;
+        self.set_current(scope, id);
+        Ok(id)
+    }
+
+    /// Destroys every key of `scope` but its current one: the wrapped key is overwritten in
+    /// the ring (SQLite's `secure_delete` zeroes the old bytes) and dropped from memory.
+    /// Returns the ids destroyed.
+    pub fn destroy_retired(&self, scope: &str) -> Result<Vec<u64>, VaultError> {
+        let current = self.current_id(scope)?;
+        let conn = self.lock();
+        let ids: Vec<i64> = conn
+            .prepare(
+                "UPDATE keys SET wrapped = NULL, destroyed = ?1 \
+                 WHERE scope = ?2 AND wrapped IS NOT NULL AND id <> ?3 RETURNING id",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        crate::domain::now_micros(),
+                        scope,
+                        current.map(|c| c as i64).unwrap_or(-1)
+                    ],
+                    |r| r.get(0),
+                )?
+                .collect::<Result<_, _>>()
+            })
+            .map_err(|e| self.failed(e))?;
+        drop(conn);
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            keys.remove(&(*id as u64));
+        }
+        if !ids.is_empty() {
+            tracing::warn!(scope, keys = ?ids, "data keys destroyed: what they sealed is erased wherever it is kept");
+        }
+        Ok(ids.into_iter().map(|id| id as u64).collect())
+    }
+
+    fn set_current(&self, scope: &str, id: u64) {
         self.current
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(scope.to_string(), id);
-        Ok((id, self.key(id)?))
+    }
+
+    /// Forgets what it knows of the ring when another process changed it (another replica
+    /// rotated or destroyed a key), so a write never seals under a key destroyed elsewhere.
+    fn refresh(&self) -> Result<(), VaultError> {
+        let version: i64 = self
+            .lock()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.failed(e))?;
+        let seen = self
+            .seen
+            .swap(version, std::sync::atomic::Ordering::Relaxed);
+        if seen != version {
+            self.current
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            self.keys.write().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        Ok(())
     }
 
     /// The key `id`, unwrapped.
     pub fn key(&self, id: u64) -> Result<Arc<Cipher>, VaultError> {
+        // Reads look for keys destroyed by another process at most every REREAD.
+        let now = self.opened.elapsed().as_millis() as i64;
+        let last = self.looked.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= REREAD.as_millis() as i64 {
+            self.looked.store(now, std::sync::atomic::Ordering::Relaxed);
+            self.refresh()?;
+        }
         if let Some(key) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
             return Ok(key.clone());
         }
@@ -194,9 +298,9 @@ impl KeyRing {
             .map_err(|e| self.failed(e))
     }
 
-    /// Makes the next generation of `scope`'s key. Another process sharing the ring may make
-    /// it at the same time: the one that commits first wins and both use its key.
-    fn make(&self, scope: &str, algorithm: Algorithm) -> Result<u64, VaultError> {
+    /// Makes the next generation of `scope`'s key (unless, without `force`, the scope has a
+    /// live key: another process sharing the ring made it meanwhile, and that one is used).
+    fn make(&self, scope: &str, algorithm: Algorithm, force: bool) -> Result<u64, VaultError> {
         let mut dek = vec![0u8; algorithm.key_bytes()];
         random(&mut dek)?;
         let mut conn = self.lock();
@@ -220,7 +324,7 @@ impl KeyRing {
             )
             .optional()
             .map_err(|e| self.failed(e))?;
-        if let Some(id) = existing {
+        if let Some(id) = existing.filter(|_| !force) {
             return Ok(id as u64);
         }
         let wrapped = self

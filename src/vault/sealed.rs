@@ -1,7 +1,15 @@
 //! [`SealedStore`]: the store as the rest of the gateway sees it, in front of either backend.
 //! What goes in is sealed (record bodies of the governed kinds, kept envelopes); what comes
-//! out is opened. Redactions see and return bodies and envelopes in clear, and every copy a
-//! redaction passes over that is still in clear is sealed on the way (see [`super::migrate`]).
+//! out is opened. A replica of another party's record is sealed in two parts, its erasable
+//! items apart ([`super::split`]).
+//!
+//! A redaction — the erasure of what a grant that ended covered — is where keys are destroyed:
+//! the keys of the owner's items of that kind and of its kept envelopes (with the records
+//! themselves, of its bodies too) are rotated first; the redaction's functions see every copy
+//! in clear, and every copy it passes over is sealed under the current keys; a second pass
+//! seals anything another process wrote meanwhile; then the earlier keys are destroyed, so
+//! every copy sealed under them — in backups, PostgreSQL's dead row versions, its standbys and
+//! WAL, disk snapshots — is unreadable for good. Writes in this process wait while that runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,20 +26,23 @@ use crate::store::*;
 pub struct SealedStore {
     inner: Arc<dyn Store>,
     sealer: Sealer,
+    /// Held shared by every write from its sealing to its commit, and alone by an erasure
+    /// from its key rotation to the destruction of the earlier keys: no write of this process
+    /// seals under a key about to be destroyed.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl SealedStore {
-    pub fn wrap(inner: Arc<dyn Store>, vault: Option<Arc<Vault>>) -> Arc<dyn Store> {
-        Arc::new(SealedStore::new(inner, vault))
-    }
-
-    pub fn new(inner: Arc<dyn Store>, vault: Option<Arc<Vault>>) -> SealedStore {
+    /// The store of `party` (whose own records are sealed whole; other parties' in two parts).
+    pub fn new(inner: Arc<dyn Store>, vault: Option<Arc<Vault>>, party: &str) -> SealedStore {
         SealedStore {
             inner,
             sealer: Sealer {
                 vault,
+                party: party.to_string(),
                 sealed_in_place: Arc::default(),
             },
+            gate: tokio::sync::RwLock::new(()),
         }
     }
 
@@ -64,7 +75,9 @@ impl SealedStore {
                 }
                 bodies.sealed_in_place.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(BodyRewrite {
-                    body: bodies.seal(stored.clone())?.body,
+                    body: bodies
+                        .seal(stored.clone(), &super::restrictable_leaves(stored.kind))?
+                        .body,
                     erases: false,
                 }))
             }),
@@ -88,6 +101,7 @@ impl SealedStore {
 #[derive(Clone)]
 struct Sealer {
     vault: Option<Arc<Vault>>,
+    party: String,
     sealed_in_place: Arc<AtomicU64>,
 }
 
@@ -111,34 +125,100 @@ fn no_vault(what: &str) -> StoreError {
 
 impl Sealer {
     /// `record` as stored: its body sealed when its kind is sealed and a vault is set.
-    fn seal(&self, mut record: StoredRecord) -> Result<StoredRecord, StoreError> {
+    /// Another party's items at `apart` are sealed apart (see [`Vault::seal_body`]).
+    fn seal(&self, mut record: StoredRecord, apart: &[String]) -> Result<StoredRecord, StoreError> {
         if let Some(vault) = &self.vault
             && seals(record.kind)
             && !is_sealed_body(&record.body)
         {
+            let apart = if record.owner == self.party {
+                &[]
+            } else {
+                apart
+            };
             record.body = vault
-                .seal_body(&record)
+                .seal_body(&record, apart)
                 .map_err(|e| e.into_store(&named(&record)))?;
         }
         Ok(record)
     }
 
     /// `record` as read: its body opened when sealed.
-    fn open(&self, mut record: StoredRecord) -> Result<StoredRecord, StoreError> {
+    fn open(&self, record: StoredRecord) -> Result<StoredRecord, StoreError> {
+        self.open_held(record)?.ok_or_else(|| {
+            StoreError::Sealed("a record version whose key was destroyed (erased)".into())
+        })
+    }
+
+    /// As [`Sealer::open`], `None` for a version whose key was destroyed: an erasure deleted
+    /// the records of its kind (the copy comes from a store restored from an older backup).
+    fn open_held(&self, mut record: StoredRecord) -> Result<Option<StoredRecord>, StoreError> {
         if !is_sealed_body(&record.body) {
-            return Ok(record);
+            return Ok(Some(record));
         }
         let Some(vault) = &self.vault else {
             return Err(no_vault(&named(&record)));
         };
-        record.body = vault
-            .open_body(&record)
-            .map_err(|e| e.into_store(&named(&record)))?;
-        Ok(record)
+        match vault.open_body(&record) {
+            Ok(body) => {
+                record.body = body;
+                Ok(Some(record))
+            }
+            Err(super::VaultError::Destroyed { .. }) => Ok(None),
+            Err(e) => Err(e.into_store(&named(&record))),
+        }
     }
 
+    /// A stored copy in clear, with the paths of the items it held sealed apart.
+    fn open_apart(&self, record: StoredRecord) -> Result<(StoredRecord, Vec<String>), StoreError> {
+        if !is_sealed_body(&record.body) {
+            return Ok((record, Vec::new()));
+        }
+        let Some(vault) = &self.vault else {
+            return Err(no_vault(&named(&record)));
+        };
+        let (body, apart) = vault
+            .open_body_apart(&record)
+            .map_err(|e| e.into_store(&named(&record)))?;
+        Ok((StoredRecord { body, ..record }, apart))
+    }
+
+    /// Whether a stored copy must be sealed (anew): it is in clear, or sealed under keys that
+    /// are no longer current.
+    fn body_to_seal(&self, stored: &StoredRecord) -> Result<bool, StoreError> {
+        let Some(vault) = &self.vault else {
+            return Ok(false);
+        };
+        if !seals(stored.kind) {
+            return Ok(false);
+        }
+        if !is_sealed_body(&stored.body) {
+            return Ok(true);
+        }
+        vault
+            .stale_body(stored)
+            .map_err(|e| e.into_store(&named(stored)))
+    }
+
+    fn envelope_to_seal(&self, owner: &str, stored: &[u8]) -> Result<bool, StoreError> {
+        let Some(vault) = &self.vault else {
+            return Ok(false);
+        };
+        if !is_sealed_envelope(stored) {
+            return Ok(true);
+        }
+        vault
+            .stale_envelope(owner, stored)
+            .map_err(|e| e.into_store(&format!("the evidence of {owner}")))
+    }
+
+    /// The records that are still held, opened.
     fn open_all(&self, records: Vec<StoredRecord>) -> Result<Vec<StoredRecord>, StoreError> {
-        records.into_iter().map(|r| self.open(r)).collect()
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            out.extend(self.open_held(record)?);
+        }
+        Ok(out)
     }
 
     fn open_change(&self, mut change: Change) -> Result<Change, StoreError> {
@@ -178,15 +258,15 @@ impl Sealer {
         }
     }
 
-    /// `redaction` over sealed copies: its functions see them in clear, what they rewrite is
-    /// sealed again, and a copy they leave alone that is still in clear is sealed.
+    /// `redaction` over sealed copies: its functions see them in clear; what they rewrite,
+    /// and every copy they leave alone that is in clear or under a key no longer current, is
+    /// sealed under the current keys.
     fn sealing(&self, redaction: Redaction) -> Redaction {
-        let (store, body) = (self.clone(), redaction.body.clone());
+        let (sealer, body) = (self.clone(), redaction.body.clone());
         let sealed_body: RewriteBody = Arc::new(move |stored: &StoredRecord| {
-            let clear = store.open(stored.clone())?;
-            let rewrite = body(&clear)?;
-            let was_clear = !is_sealed_body(&stored.body);
-            let (new, erases) = match rewrite {
+            let to_seal = sealer.body_to_seal(stored)?;
+            let (clear, apart) = sealer.open_apart(stored.clone())?;
+            let (new, erases) = match body(&clear)? {
                 Some(r) => (
                     StoredRecord {
                         body: r.body,
@@ -194,28 +274,29 @@ impl Sealer {
                     },
                     r.erases,
                 ),
-                None if was_clear && store.vault.is_some() && seals(stored.kind) => {
-                    store.sealed_in_place.fetch_add(1, Ordering::Relaxed);
-                    (clear, false)
-                }
+                None if to_seal => (clear, false),
                 None => return Ok(None),
             };
+            if !erases {
+                sealer.sealed_in_place.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(Some(BodyRewrite {
-                body: store.seal(new)?.body,
+                body: sealer.seal(new, &apart)?.body,
                 erases,
             }))
         });
-        let (store, envelope, owner) = (
+        let (sealer, envelope, owner) = (
             self.clone(),
             redaction.envelope.clone(),
             redaction.owner.clone(),
         );
         let sealed_envelope: RewriteEnvelope = Arc::new(move |seq, stored: &[u8], scheme| {
-            let clear = store.open_envelope(&owner, seq, stored.to_vec())?;
+            let to_seal = sealer.envelope_to_seal(&owner, stored)?;
+            let clear = sealer.open_envelope(&owner, seq, stored.to_vec())?;
             let rewrite = match envelope(seq, &clear, scheme)? {
                 Some(r) => r,
-                None if !is_sealed_envelope(stored) && store.vault.is_some() => {
-                    store.sealed_in_place.fetch_add(1, Ordering::Relaxed);
+                None if to_seal => {
+                    sealer.sealed_in_place.fetch_add(1, Ordering::Relaxed);
                     EnvelopeRewrite {
                         envelope: clear,
                         erased_from: None,
@@ -224,7 +305,7 @@ impl Sealer {
                 None => return Ok(None),
             };
             Ok(Some(EnvelopeRewrite {
-                envelope: store.seal_envelope(&owner, seq, rewrite.envelope)?,
+                envelope: sealer.seal_envelope(&owner, seq, rewrite.envelope)?,
                 erased_from: rewrite.erased_from,
             }))
         });
@@ -236,6 +317,18 @@ impl Sealer {
     }
 }
 
+/// A redaction that changes nothing itself: passed through [`Sealer::sealing`], it seals
+/// anew what is not under the current keys.
+fn reseal(owner: &str, kind: RecordKind) -> Redaction {
+    Redaction {
+        owner: owner.to_string(),
+        kind,
+        body: Arc::new(|_: &StoredRecord| Ok(None)),
+        envelope: Arc::new(|_, _: &[u8], _| Ok(None)),
+        delete_records: false,
+    }
+}
+
 #[async_trait]
 impl RecordStore for SealedStore {
     async fn get(
@@ -244,11 +337,10 @@ impl RecordStore for SealedStore {
         owner: &str,
         id: Uuid,
     ) -> Result<Option<StoredRecord>, StoreError> {
-        self.inner
-            .get(kind, owner, id)
-            .await?
-            .map(|r| self.sealer.open(r))
-            .transpose()
+        match self.inner.get(kind, owner, id).await? {
+            Some(r) => self.sealer.open_held(r),
+            None => Ok(None),
+        }
     }
 
     async fn list(&self, query: ListQuery) -> Result<Vec<StoredRecord>, StoreError> {
@@ -264,11 +356,12 @@ impl RecordStore for SealedStore {
     }
 
     async fn write(&self, mut write: Write) -> Result<WriteOutcome, StoreError> {
-        write.record = self.sealer.seal(write.record)?;
+        let _gate = self.gate.read().await;
+        write.record = self.sealer.seal(write.record, &[])?;
         write.also_create = write
             .also_create
             .into_iter()
-            .map(|r| self.sealer.seal(r))
+            .map(|r| self.sealer.seal(r, &[]))
             .collect::<Result<_, _>>()?;
         Ok(match self.inner.write(write).await? {
             WriteOutcome::Applied(r) => WriteOutcome::Applied(self.sealer.open(r)?),
@@ -299,11 +392,28 @@ impl RecordStore for SealedStore {
             .feed(after, limit)
             .await?
             .into_iter()
-            .map(|e| {
-                Ok(FeedEntry {
-                    position: e.position,
-                    change: self.sealer.open_change(e.change)?,
-                })
+            .filter_map(|e| {
+                let position = e.position;
+                let Change {
+                    owner,
+                    seq,
+                    time,
+                    record,
+                } = e.change;
+                match self.sealer.open_held(record) {
+                    Ok(Some(record)) => Some(Ok(FeedEntry {
+                        position,
+                        change: Change {
+                            owner,
+                            seq,
+                            time,
+                            record,
+                        },
+                    })),
+                    // Erased: the feed goes on without it.
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                }
             })
             .collect()
     }
@@ -341,9 +451,10 @@ impl ReplicaStore for SealedStore {
     }
 
     async fn apply_replicas(&self, mut batch: ReplicaBatch) -> Result<u64, StoreError> {
+        let _gate = self.gate.read().await;
         for change in &mut batch.changes {
             if let Some(record) = change.record.take() {
-                change.record = Some(self.sealer.seal(record)?);
+                change.record = Some(self.sealer.seal(record, &change.apart)?);
             }
             let envelope = std::mem::take(&mut change.evidence.envelope);
             change.evidence.envelope =
@@ -354,14 +465,38 @@ impl ReplicaStore for SealedStore {
     }
 
     async fn redact(&self, redaction: Redaction) -> Result<Redacted, StoreError> {
-        self.inner.redact(self.sealer.sealing(redaction)).await
+        let (owner, kind) = (redaction.owner.clone(), redaction.kind);
+        let Some(vault) = self
+            .sealer
+            .vault
+            .clone()
+            .filter(|_| owner != self.sealer.party)
+        else {
+            return self.inner.redact(self.sealer.sealing(redaction)).await;
+        };
+        let _gate = self.gate.write().await;
+        let what = format!("the keys of {owner}'s {}", kind.as_str());
+        let scopes = vault
+            .rotate_for_erasure(&owner, kind, redaction.delete_records)
+            .map_err(|e| e.into_store(&what))?;
+        let mut done = self.inner.redact(self.sealer.sealing(redaction)).await?;
+        // Copies another process (a replica sharing this store) sealed under the earlier keys
+        // before it saw the new ones.
+        self.inner
+            .redact(self.sealer.sealing(reseal(&owner, kind)))
+            .await?;
+        done.keys_destroyed = vault
+            .destroy_retired(&scopes)
+            .map_err(|e| e.into_store(&what))?;
+        Ok(done)
     }
 
     async fn take_back(&self, owner: &str, changes: Vec<Change>) -> Result<u64, StoreError> {
+        let _gate = self.gate.read().await;
         let sealed = changes
             .into_iter()
             .map(|mut c| {
-                c.record = self.sealer.seal(c.record)?;
+                c.record = self.sealer.seal(c.record, &[])?;
                 Ok(c)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

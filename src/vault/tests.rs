@@ -25,16 +25,23 @@ fn keys_in(dir: &Path, profile: Profile) -> KeysConfig {
     keys
 }
 
+/// The store of `zone` in `dir`, sealed.
 fn sealed_sqlite(dir: &Path, profile: Profile) -> SealedStore {
+    sealed_file(dir, &dir.join("store.db"), profile)
+}
+
+/// The store file `store` of `zone`, sealed with the keys in `dir`.
+fn sealed_file(dir: &Path, store: &Path, profile: Profile) -> SealedStore {
     let vault = Vault::open(&keys_in(dir, profile), profile).unwrap();
-    let inner = Arc::new(SqliteStore::open(&dir.join("store.db")).unwrap());
-    SealedStore::new(inner, Some(vault))
+    let inner = Arc::new(SqliteStore::open(store).unwrap());
+    SealedStore::new(inner, Some(vault), "zone")
 }
 
 fn clear_sqlite(dir: &Path) -> SealedStore {
     SealedStore::new(
         Arc::new(SqliteStore::open(&dir.join("store.db")).unwrap()),
         None,
+        "zone",
     )
 }
 
@@ -70,12 +77,20 @@ fn project(owner: &str, id: Uuid, revision: i64) -> StoredRecord {
         owner,
         id,
         revision,
-        &format!(r#"{{"contact":{{"phone":"{PHONE}"}}}}"#),
+        &format!(r#"{{"contact":{{"name":"张三","phone":"{PHONE}"}},"stage":"lead"}}"#),
     )
+}
+
+/// The phone in a project body (empty when erased).
+fn phone(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    value["contact"]["phone"].as_str().unwrap().to_string()
 }
 
 fn replica(seq: u64, record: StoredRecord) -> ReplicaChange {
     ReplicaChange {
+        // As the inbound path says of the default catalog: the phone is CONDITIONAL.
+        apart: vec!["contact.phone".to_string()],
         seq,
         time: 1,
         evidence: Evidence {
@@ -184,7 +199,7 @@ async fn a_ciphertext_moved_to_another_record_or_revision_does_not_open() {
     );
 
     let vault = Vault::open(&keys_in(dir.path(), Profile::Gm), Profile::Gm).unwrap();
-    let sealed = vault.seal_body(&project("zone", a, 1)).unwrap();
+    let sealed = vault.seal_body(&project("zone", a, 1), &[]).unwrap();
     for moved in [
         StoredRecord {
             revision: 2,
@@ -265,7 +280,7 @@ async fn key_files_anyone_may_read_or_of_another_ring_are_refused() {
     {
         let vault = Vault::open(&keys, Profile::Intl).unwrap();
         vault
-            .seal_body(&project("zone", Uuid::now_v7(), 1))
+            .seal_body(&project("zone", Uuid::now_v7(), 1), &[])
             .unwrap();
     }
     #[cfg(unix)]
@@ -362,4 +377,134 @@ async fn a_store_written_in_clear_is_sealed_in_place_once() {
             .ends_with(b"}")
     );
     assert_eq!(migrate(&store, &owners).await.unwrap().sealed, 0);
+}
+
+/// An erasure at a receiver destroys the keys of what it erased: the live copies hold the rest
+/// under new keys, and a copy of the store taken before (a backup) still reads — without the
+/// erased items; erasing the records themselves leaves a backup's copies unreadable, so they
+/// read as absent.
+#[tokio::test]
+async fn erasure_destroys_keys_so_a_backup_from_before_has_no_phone() {
+    use crate::store::{BodyRewrite, Redaction};
+    let dir = tempfile::tempdir().unwrap();
+    let store = sealed_sqlite(dir.path(), Profile::Gm);
+    let ids = [Uuid::now_v7(), Uuid::now_v7()];
+    let replicas = vec![
+        replica(1, project("guangde", ids[0], 1)),
+        replica(2, project("guangde", ids[1], 1)),
+    ];
+    store
+        .apply_replicas(batch("guangde", replicas))
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(dir.path().join("store.db"), &backup).unwrap();
+    let before = store.evidence("guangde", 0, 10).await.unwrap();
+
+    // The phone of the first project erased (a grant ended); the other keeps it in its body
+    // only because this erasure function leaves it (a real one empties the item everywhere).
+    let target = ids[0];
+    let done = store
+        .redact(Redaction {
+            owner: "guangde".into(),
+            kind: RecordKind::Project,
+            body: Arc::new(move |r: &StoredRecord| {
+                Ok((r.id == target).then(|| BodyRewrite {
+                    body: r.body.replace(PHONE, ""),
+                    erases: true,
+                }))
+            }),
+            envelope: Arc::new(|_, _: &[u8], _| Ok(None)),
+            delete_records: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!((done.records, done.log_entries), (1, 1));
+    // The items key and the evidence key of guangde, generation 1 of each.
+    assert_eq!(done.keys_destroyed, 2);
+    let live = store
+        .get(RecordKind::Project, "guangde", target)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(phone(&live.body), "");
+    let other = store
+        .get(RecordKind::Project, "guangde", ids[1])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        phone(&other.body),
+        PHONE,
+        "sealed anew under the new key, still readable"
+    );
+    assert_eq!(store.evidence("guangde", 0, 10).await.unwrap(), before);
+
+    // The backup: every record still reads, the erasable items of both are gone for good.
+    let restored = sealed_file(dir.path(), &backup, Profile::Gm);
+    for id in ids {
+        let old = restored
+            .get(RecordKind::Project, "guangde", id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(phone(&old.body), "", "the backup gives no phone back");
+        assert!(
+            old.body.contains("张三") && old.body.contains("lead"),
+            "{}",
+            old.body
+        );
+    }
+    let err = restored.evidence("guangde", 0, 10).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Sealed(m) if m.contains("destroyed")),
+        "{err}"
+    );
+
+    // The records themselves erased: the backup's copies read as absent.
+    let done = store
+        .redact(Redaction {
+            owner: "guangde".into(),
+            kind: RecordKind::Project,
+            body: Arc::new(|_: &StoredRecord| Ok(None)),
+            envelope: Arc::new(|_, _: &[u8], _| Ok(None)),
+            delete_records: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.records, 2);
+    assert!(done.keys_destroyed >= 3, "{done:?}");
+    // Another process (the restored copy here) gives up a destroyed key it holds in memory
+    // the next time it looks at the ring.
+    tokio::time::sleep(keyring::REREAD * 2).await;
+    assert!(
+        restored
+            .get(RecordKind::Project, "guangde", ids[0])
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed = restored
+        .list(crate::store::ListQuery::of(RecordKind::Project, 10))
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+    // Own records are sealed whole and never touched by an erasure.
+    let own = Uuid::now_v7();
+    store
+        .write(write(project("zone", own, 1), None, "own"))
+        .await
+        .unwrap();
+    assert_eq!(
+        phone(
+            &store
+                .get(RecordKind::Project, "zone", own)
+                .await
+                .unwrap()
+                .unwrap()
+                .body
+        ),
+        PHONE
+    );
 }

@@ -101,6 +101,7 @@ pub fn access_request_to(view: AccessView) -> pb::AccessRequest {
             log_entries: d.log_entries as i64,
             evidence: d.evidence as i64,
             records_deleted: d.records_deleted,
+            keys_destroyed: d.keys_destroyed as i64,
         }),
     }
 }

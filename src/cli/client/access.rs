@@ -129,6 +129,12 @@ fn print_request(r: &pb::AccessRequest) {
             d.log_entries,
             d.evidence
         );
+        if d.keys_destroyed > 0 {
+            say!(
+                "  {} data keys destroyed: every other copy (backups, database leftovers) is unreadable",
+                d.keys_destroyed
+            );
+        }
     }
 }
 

@@ -165,6 +165,7 @@ impl Inbound {
                 signer: signer.fingerprint.clone(),
                 erased_sha256: None,
             },
+            apart: Vec::new(),
         })
     }
 }
