@@ -34,9 +34,10 @@
 //!   [`domain`], [`crypto`].
 //! - [`vault`]: data at rest encrypted — the governed kinds' record bodies and the kept
 //!   envelopes sealed (SM4-GCM in `gm`, AES-256-GCM in `intl`) under data keys of a key ring
-//!   kept apart from the store, wrapped by a key-encryption key; [`vault::SealedStore`] in
-//!   front of either backend, and [`vault::migrate`], which seals what an older store holds in
-//!   clear. Uses [`domain`], [`crypto`], [`store`].
+//!   kept apart from the store, wrapped by a key-encryption key (a file, or an AES key in a
+//!   PKCS#11 token); [`vault::SealedStore`] in front of either backend, where an erasure
+//!   destroys the keys of what it erased, and [`vault::migrate`], which seals what an older
+//!   store holds in clear. Uses [`domain`], [`crypto`], [`store`], [`identity`].
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`] before anything
 //!   binds. Uses [`domain`], [`crypto`], [`workdays`], [`store`], [`vault`], [`identity`].
 //! - [`membership`]: the digest of the federation's party list each gateway shows its peers,

@@ -56,10 +56,13 @@ pub struct RawIntlClients {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKeys {
-    /// The key-encryption key file (`yrd-gateway keys init` makes one; mode 600).
-    pub kek_file: PathBuf,
+    /// The key-encryption key file (`yrd-gateway keys init` makes one; mode 600); or
+    /// `[keys.pkcs11]`.
+    pub kek_file: Option<PathBuf>,
     /// The key ring file (made at the first start), apart from the store.
     pub ring: PathBuf,
+    /// The key-encryption key is an AES key in this PKCS#11 token instead of a file.
+    pub pkcs11: Option<RawPkcs11>,
 }
 
 impl RawKeys {
@@ -68,11 +71,26 @@ impl RawKeys {
         resolve: impl Fn(PathBuf) -> PathBuf,
         store: &crate::store::StoreConfig,
     ) -> Result<crate::vault::KeysConfig, ConfigError> {
+        let kek = match (self.kek_file, self.pkcs11) {
+            (Some(file), None) => crate::vault::KekSource::File(resolve(file)),
+            (None, Some(p)) => crate::vault::KekSource::Token(Pkcs11KeySpec {
+                module: resolve(p.module),
+                token: p.token,
+                label: p.key_label,
+                pin_file: resolve(p.pin_file),
+            }),
+            _ => {
+                return Err(ConfigError::invalid(
+                    "keys.kek_file",
+                    "name the key-encryption key once: a file (kek_file) or a PKCS#11 token ([keys.pkcs11]), not both",
+                ));
+            }
+        };
         let keys = crate::vault::KeysConfig {
-            kek_file: resolve(self.kek_file),
+            kek,
             ring: resolve(self.ring),
         };
-        if keys.ring == keys.kek_file {
+        if keys.kek == crate::vault::KekSource::File(keys.ring.clone()) {
             return Err(ConfigError::invalid(
                 "keys.ring",
                 "is the key-encryption key file: name a file of its own",

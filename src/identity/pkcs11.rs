@@ -19,28 +19,17 @@ use super::pem::{Pkcs11KeySpec, TlsError};
 /// The DER of the named curve P-256 (prime256v1), as a token's `CKA_EC_PARAMS` holds it.
 const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
-/// Opens the token `spec` names, logs in with its PIN and finds its private key.
-pub fn load(spec: &Pkcs11KeySpec) -> Result<Arc<dyn SigningKey>, TlsError> {
-    let fail = |message: String| TlsError::Load {
-        what: "PKCS#11 key",
-        path: spec.module.clone(),
-        message,
-    };
-    let pin = std::fs::read_to_string(&spec.pin_file).map_err(|e| {
-        fail(format!(
-            "cannot read the PIN file {}: {e}",
-            spec.pin_file.display()
-        ))
-    })?;
+/// Opens the token `spec` names (read-write with `write`) and logs in with its PIN.
+pub fn open_session(spec: &Pkcs11KeySpec, write: bool) -> Result<Session, String> {
+    let pin = std::fs::read_to_string(&spec.pin_file)
+        .map_err(|e| format!("cannot read the PIN file {}: {e}", spec.pin_file.display()))?;
     let pin = pin.trim_end_matches(['\n', '\r']).to_string();
-    let module = Pkcs11::new(&spec.module).map_err(|e| fail(format!("cannot load: {e}")))?;
+    let module = Pkcs11::new(&spec.module).map_err(|e| format!("cannot load: {e}"))?;
     match module.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(TokenError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(fail(format!("C_Initialize: {e}"))),
+        Err(e) => return Err(format!("C_Initialize: {e}")),
     }
-    let slots = module
-        .get_slots_with_token()
-        .map_err(|e| fail(e.to_string()))?;
+    let slots = module.get_slots_with_token().map_err(|e| e.to_string())?;
     let slot = slots
         .into_iter()
         .find(|s| {
@@ -48,14 +37,28 @@ pub fn load(spec: &Pkcs11KeySpec) -> Result<Arc<dyn SigningKey>, TlsError> {
                 .get_token_info(*s)
                 .is_ok_and(|t| t.label().trim_end() == spec.token)
         })
-        .ok_or_else(|| fail(format!("no token labelled `{}`", spec.token)))?;
-    let session = module
-        .open_ro_session(slot)
-        .map_err(|e| fail(e.to_string()))?;
+        .ok_or_else(|| format!("no token labelled `{}`", spec.token))?;
+    let session = if write {
+        module.open_rw_session(slot)
+    } else {
+        module.open_ro_session(slot)
+    }
+    .map_err(|e| e.to_string())?;
     match session.login(UserType::User, Some(&pin.into())) {
         Ok(()) | Err(TokenError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(fail(format!("login to token `{}`: {e}", spec.token))),
+        Err(e) => return Err(format!("login to token `{}`: {e}", spec.token)),
     }
+    Ok(session)
+}
+
+/// Opens the token `spec` names, logs in with its PIN and finds its private key.
+pub fn load(spec: &Pkcs11KeySpec) -> Result<Arc<dyn SigningKey>, TlsError> {
+    let fail = |message: String| TlsError::Load {
+        what: "PKCS#11 key",
+        path: spec.module.clone(),
+        message,
+    };
+    let session = open_session(spec, false).map_err(fail)?;
     let found = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -167,6 +170,8 @@ pub(crate) fn ecdsa_der(raw: &[u8]) -> Result<Vec<u8>, rustls::Error> {
     der.extend(s);
     Ok(der)
 }
+
+pub mod wrapping;
 
 #[cfg(test)]
 mod tests;

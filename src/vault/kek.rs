@@ -1,22 +1,33 @@
-//! Key-encryption keys: the key that wraps every data key of the key ring. One provider for
-//! now, a key file: one line `<algorithm>:<key in hex>`, refused when anyone but its owner may
-//! read it. The key never leaves this module: the ring hands it data keys to wrap and unwrap.
+//! Key-encryption keys: the key that wraps every data key of the key ring, from one of two
+//! providers: a key file (one line `<algorithm>:<key in hex>`, refused when anyone but its
+//! owner may read it), or an AES-256 key inside a PKCS#11 token that wraps and unwraps in the
+//! token ([`crate::identity::pkcs11::wrapping`]). The ring hands it data keys to wrap and
+//! unwrap; a file key never leaves this module, a token key never leaves the token.
 
 use std::path::{Path, PathBuf};
 
 use super::VaultError;
 use super::cipher::{Algorithm, Cipher, random};
 use crate::crypto::Digest;
+use crate::identity::pem::Pkcs11KeySpec;
+use crate::identity::pkcs11::wrapping::TokenAes;
 
 /// A key-encryption key, loaded.
 #[derive(Debug)]
 pub struct Kek {
-    /// Names the key in the ring (not secret): the first 8 bytes, in hex, of a digest of it.
+    /// Names the key in the ring (not secret): for a file, the first 8 bytes, in hex, of a
+    /// digest of it; for a token key, `pkcs11:<token>/<label>`.
     pub id: String,
     pub algorithm: Algorithm,
-    cipher: Cipher,
-    /// Where it came from, for messages.
+    wrapper: Wrapper,
+    /// Where it came from: the key file, or the token's module.
     pub source: PathBuf,
+}
+
+#[derive(Debug)]
+enum Wrapper {
+    File(Cipher),
+    Token(TokenAes),
 }
 
 impl Kek {
@@ -59,9 +70,31 @@ impl Kek {
         Ok(Kek {
             id,
             algorithm,
-            cipher,
+            wrapper: Wrapper::File(cipher),
             source: source.to_path_buf(),
         })
+    }
+
+    /// The AES key of the token `spec` names.
+    pub fn from_token(spec: &Pkcs11KeySpec) -> Result<Kek, VaultError> {
+        let token = TokenAes::load(spec).map_err(|e| {
+            VaultError::Kek(format!(
+                "the key-encryption key in PKCS#11 token `{}` ({}): {e}",
+                spec.token,
+                spec.module.display()
+            ))
+        })?;
+        Ok(Kek {
+            id: token.name.clone(),
+            algorithm: Algorithm::Aes256Gcm,
+            wrapper: Wrapper::Token(token),
+            source: spec.module.clone(),
+        })
+    }
+
+    /// Whether it is a key file (which `keys rotate` can replace).
+    pub fn is_file(&self) -> bool {
+        matches!(self.wrapper, Wrapper::File(_))
     }
 
     /// Writes a new random key of `algorithm` to `path` (which must not exist), readable by
@@ -74,16 +107,33 @@ impl Kek {
         Ok(Kek::new(algorithm, &key, path)?.id)
     }
 
+    /// The same key, named as read from `path` (a staged key once moved over the key file).
+    pub fn from(self, path: &Path) -> Kek {
+        Kek {
+            source: path.to_path_buf(),
+            ..self
+        }
+    }
+
     /// `dek` wrapped, bound to `aad`.
     pub fn wrap(&self, aad: &[u8], dek: &[u8]) -> Result<Vec<u8>, VaultError> {
-        let mut out = Vec::with_capacity(dek.len() + 28);
-        self.cipher.seal_into(aad, dek, &mut out)?;
-        Ok(out)
+        match &self.wrapper {
+            Wrapper::File(cipher) => {
+                let mut out = Vec::with_capacity(dek.len() + 28);
+                cipher.seal_into(aad, dek, &mut out)?;
+                Ok(out)
+            }
+            Wrapper::Token(token) => token.seal(aad, dek).map_err(VaultError::Kek),
+        }
     }
 
     /// The data key `wrapped` holds, if this key wrapped it with `aad`.
     pub fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, VaultError> {
-        self.cipher.open(aad, wrapped).map_err(|_| {
+        let opened = match &self.wrapper {
+            Wrapper::File(cipher) => cipher.open(aad, wrapped).map_err(|_| String::new()),
+            Wrapper::Token(token) => token.open(aad, wrapped),
+        };
+        opened.map_err(|_| {
             VaultError::Kek(format!(
                 "a data key does not unwrap with the key-encryption key {} ({}): the key ring or the key file was changed",
                 self.id,
@@ -112,19 +162,30 @@ fn check_private(_: &Path, _: &std::fs::Metadata) -> Result<(), VaultError> {
     Ok(())
 }
 
-/// Creates `path` (refusing to replace a file) with `bytes`, readable by its owner only.
+/// Creates `path` (refusing to replace a file) with `bytes`, readable by its owner only. The
+/// file appears whole or not at all (written aside, then linked in place), so two processes
+/// making it at once — replicas starting together — never read half a key.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     use std::io::Write;
+    let failed =
+        |e: std::io::Error| VaultError::Kek(format!("cannot create {}: {e}", path.display()));
+    if path.exists() {
+        return Err(failed(std::io::ErrorKind::AlreadyExists.into()));
+    }
+    let mut aside = path.as_os_str().to_os_string();
+    aside.push(format!(".{}.tmp", std::process::id()));
+    let aside = PathBuf::from(aside);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| VaultError::Kek(format!("cannot create {}: {e}", path.display())))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| VaultError::Kek(format!("cannot write {}: {e}", path.display())))
+    let written = options.open(&aside).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|_| std::fs::hard_link(&aside, path));
+    let _ = std::fs::remove_file(&aside);
+    linked.map_err(failed)
 }
 
 pub(super) fn encode_hex(bytes: &[u8]) -> String {

@@ -28,17 +28,25 @@ CREATE TABLE IF NOT EXISTS keys (
     destroyed  INTEGER,
     UNIQUE (scope, generation)
 );
+-- The key-encryption key the ring's keys are wrapped with, changed with them by a rotation
+-- (so a process that makes a key while another rotates wraps it with the new one).
+CREATE TABLE IF NOT EXISTS wrapping (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    kek TEXT    NOT NULL
+);
 "#;
 
 /// A key's row: scope, generation, algorithm, wrapped key (none once destroyed), when it was
-/// destroyed.
-type KeyRow = (String, i64, String, Option<Vec<u8>>, Option<i64>);
+/// destroyed, and the key-encryption key that wrapped it.
+type KeyRow = (String, i64, String, Option<Vec<u8>>, Option<i64>, String);
 
 /// The data keys of one gateway.
 pub struct KeyRing {
     path: PathBuf,
     conn: Mutex<Connection>,
-    kek: Kek,
+    /// The key-encryption key; replaced when a rotation (`keys rotate`, maybe by another
+    /// process) rewrapped the ring.
+    kek: RwLock<Arc<Kek>>,
     /// Keys unwrapped so far, by id.
     keys: RwLock<HashMap<u64, Arc<Cipher>>>,
     /// The id of each scope's current key.
@@ -76,28 +84,31 @@ impl KeyRing {
             .and_then(|_| conn.busy_timeout(std::time::Duration::from_secs(10)))
             .and_then(|_| conn.execute_batch(SCHEMA))
             .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
-        let others: Vec<String> = conn
-            .prepare("SELECT DISTINCT kek FROM keys WHERE wrapped IS NOT NULL AND kek <> ?1")
-            .and_then(|mut s| {
-                s.query_map(params![kek.id], |r| r.get(0))?
-                    .collect::<Result<_, _>>()
-            })
+        let live: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM keys WHERE wrapped IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
-        if !others.is_empty() {
-            return Err(VaultError::Kek(format!(
-                "the key ring {shown} holds data keys wrapped by the key-encryption key {}, but {} holds the key {}: configure the key file the ring was made with",
-                others.join(", "),
-                kek.source.display(),
-                kek.id
-            )));
-        }
+        let kek = match ring_kek(&conn).map_err(|e| VaultError::Ring(format!("{shown}: {e}")))? {
+            Some(id) if id != kek.id && live > 0 => finish_rotation(&shown, kek, &id)?,
+            _ => kek,
+        };
+        // A ring with no live key yet takes the key it is opened with.
+        conn.execute(
+            "INSERT INTO wrapping (one, kek) VALUES (1, ?1) \
+             ON CONFLICT (one) DO UPDATE SET kek = ?1 WHERE ?2 = 0",
+            params![kek.id, live],
+        )
+        .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
         let version: i64 = conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(|e| VaultError::Ring(format!("{shown}: {e}")))?;
         Ok(KeyRing {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
-            kek,
+            kek: RwLock::new(Arc::new(kek)),
             keys: RwLock::new(HashMap::new()),
             current: RwLock::new(HashMap::new()),
             seen: std::sync::atomic::AtomicI64::new(version),
@@ -110,9 +121,107 @@ impl KeyRing {
         &self.path
     }
 
+    /// The key-encryption key.
+    pub fn kek(&self) -> Arc<Kek> {
+        self.kek.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The id of the key-encryption key.
-    pub fn kek_id(&self) -> &str {
-        &self.kek.id
+    pub fn kek_id(&self) -> String {
+        self.kek().id.clone()
+    }
+
+    /// The key-encryption key the ring's keys are wrapped with now (`ring`, its id): the one
+    /// held, or — after another process rotated it — the one its file (or the file staged
+    /// beside it) holds now.
+    fn kek_for(&self, ring: &str) -> Result<Arc<Kek>, VaultError> {
+        let held = self.kek();
+        if held.id == ring {
+            return Ok(held);
+        }
+        let files = if held.is_file() {
+            vec![held.source.clone(), staged(&held.source)]
+        } else {
+            Vec::new()
+        };
+        for path in files {
+            if let Ok(kek) = Kek::from_file(&path)
+                && kek.id == ring
+            {
+                let kek = Arc::new(kek.from(&held.source));
+                *self.kek.write().unwrap_or_else(|e| e.into_inner()) = kek.clone();
+                tracing::warn!(
+                    kek = ring,
+                    "the key ring was rewrapped by another process; following its new key-encryption key"
+                );
+                return Ok(kek);
+            }
+        }
+        Err(VaultError::Kek(format!(
+            "the key ring {} is wrapped by the key-encryption key {ring}, which {} does not hold (it holds {})",
+            self.path.display(),
+            held.source.display(),
+            held.id
+        )))
+    }
+
+    /// The key the key file holds now (a rotation may have replaced it while the ring held no
+    /// key to show it), held from then on; a token's key as held.
+    fn kek_in_file(&self) -> Result<Arc<Kek>, VaultError> {
+        let held = self.kek();
+        if !held.is_file() {
+            return Ok(held);
+        }
+        let now = Kek::from_file(&held.source)?;
+        if now.id == held.id {
+            return Ok(held);
+        }
+        let now = Arc::new(now);
+        *self.kek.write().unwrap_or_else(|e| e.into_inner()) = now.clone();
+        Ok(now)
+    }
+
+    /// Wraps every live data key anew with `new`, in one transaction (the old wrapped bytes
+    /// are overwritten: `secure_delete`), and holds `new` from then on. Returns how many keys.
+    pub fn rewrap(&self, new: Kek) -> Result<u64, VaultError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.failed(e))?;
+        let old = match ring_kek(&tx).map_err(|e| self.failed(e))? {
+            Some(id) => self.kek_for(&id)?,
+            None => self.kek(),
+        };
+        let rows: Vec<(i64, String, i64, String, Vec<u8>)> = tx
+            .prepare(
+                "SELECT id, scope, generation, algorithm, wrapped FROM keys WHERE wrapped IS NOT NULL",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(|e| self.failed(e))?;
+        for (id, scope, generation, algorithm, wrapped) in &rows {
+            let algorithm = Algorithm::parse(algorithm).ok_or_else(|| {
+                VaultError::Ring(format!("key {id} names the algorithm `{algorithm}`"))
+            })?;
+            let aad = wrap_aad(*id as u64, scope, *generation, algorithm);
+            let dek = old.unwrap(&aad, wrapped)?;
+            tx.execute(
+                "UPDATE keys SET wrapped = ?1, kek = ?2 WHERE id = ?3",
+                params![new.wrap(&aad, &dek)?, new.id, id],
+            )
+            .map_err(|e| self.failed(e))?;
+        }
+        tx.execute(
+            "INSERT INTO wrapping (one, kek) VALUES (1, ?1) ON CONFLICT (one) DO UPDATE SET kek = ?1",
+            params![new.id],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|e| self.failed(e))?;
+        drop(conn);
+        *self.kek.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        Ok(rows.len() as u64)
     }
 
     /// The current key of `scope` (its id and cipher), made now — of `algorithm` — when the
@@ -239,13 +348,13 @@ impl KeyRing {
         let row: Option<KeyRow> = self
             .lock()
             .query_row(
-                "SELECT scope, generation, algorithm, wrapped, destroyed FROM keys WHERE id = ?1",
+                "SELECT scope, generation, algorithm, wrapped, destroyed, kek FROM keys WHERE id = ?1",
                 params![id as i64],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()
             .map_err(|e| self.failed(e))?;
-        let Some((scope, generation, algorithm, wrapped, destroyed)) = row else {
+        let Some((scope, generation, algorithm, wrapped, destroyed, kek)) = row else {
             return Err(VaultError::UnknownKey(id));
         };
         let Some(wrapped) = wrapped else {
@@ -258,7 +367,7 @@ impl KeyRing {
             VaultError::Ring(format!("key {id} names the algorithm `{algorithm}`"))
         })?;
         let dek = self
-            .kek
+            .kek_for(&kek)?
             .unwrap(&wrap_aad(id, &scope, generation, algorithm), &wrapped)?;
         let cipher = Arc::new(Cipher::new(algorithm, &dek)?);
         self.keys
@@ -327,9 +436,11 @@ impl KeyRing {
         if let Some(id) = existing.filter(|_| !force) {
             return Ok(id as u64);
         }
-        let wrapped = self
-            .kek
-            .wrap(&wrap_aad(id as u64, scope, generation, algorithm), &dek)?;
+        let kek = match ring_kek(&tx).map_err(|e| self.failed(e))? {
+            Some(ring) => self.kek_for(&ring)?,
+            None => self.kek_in_file()?,
+        };
+        let wrapped = kek.wrap(&wrap_aad(id as u64, scope, generation, algorithm), &dek)?;
         tx.execute(
             "INSERT INTO keys (id, scope, generation, algorithm, kek, wrapped, created) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -338,7 +449,7 @@ impl KeyRing {
                 scope,
                 generation,
                 algorithm.as_str(),
-                self.kek.id,
+                kek.id,
                 wrapped,
                 crate::domain::now_micros()
             ],
@@ -361,6 +472,59 @@ impl KeyRing {
 
     fn failed(&self, e: rusqlite::Error) -> VaultError {
         VaultError::Ring(format!("{}: {e}", self.path.display()))
+    }
+}
+
+/// The key-encryption key the ring's keys are wrapped with: as the ring records it, or (a
+/// ring made before it did) as its live keys say.
+fn ring_kek(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let recorded = conn
+        .query_row("SELECT kek FROM wrapping WHERE one = 1", [], |r| r.get(0))
+        .optional()?;
+    if recorded.is_some() {
+        return Ok(recorded);
+    }
+    conn.query_row(
+        "SELECT kek FROM keys WHERE wrapped IS NOT NULL LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Where `keys rotate` writes the new key-encryption key before it rewraps the ring, and from
+/// where it then moves it over the key file.
+pub fn staged(kek_file: &Path) -> PathBuf {
+    let mut name = kek_file.as_os_str().to_os_string();
+    name.push(".new");
+    PathBuf::from(name)
+}
+
+/// At open, a ring wrapped by `ring` while the key file holds `kek`: a rotation that
+/// rewrapped the ring but stopped before moving the new key over the file. Finishes it when
+/// the staged file holds the ring's key; otherwise refuses.
+fn finish_rotation(shown: &str, kek: Kek, ring: &str) -> Result<Kek, VaultError> {
+    let next = staged(&kek.source);
+    match Kek::from_file(&next) {
+        Ok(new) if new.id == ring => {
+            std::fs::rename(&next, &kek.source).map_err(|e| {
+                VaultError::Kek(format!(
+                    "cannot move {} over {}: {e}",
+                    next.display(),
+                    kek.source.display()
+                ))
+            })?;
+            tracing::warn!(
+                kek = ring,
+                "an interrupted key rotation was finished: the new key-encryption key moved over the key file"
+            );
+            Ok(new.from(&kek.source))
+        }
+        _ => Err(VaultError::Kek(format!(
+            "the key ring {shown} holds data keys wrapped by the key-encryption key {ring}, but {} holds the key {}: configure the key file the ring was made with",
+            kek.source.display(),
+            kek.id
+        ))),
     }
 }
 

@@ -16,11 +16,12 @@ const PHONE: &str = "13912345678";
 
 fn keys_in(dir: &Path, profile: Profile) -> KeysConfig {
     let keys = KeysConfig {
-        kek_file: dir.join("kek"),
+        kek: KekSource::File(dir.join("kek")),
         ring: dir.join("ring.db"),
     };
-    if !keys.kek_file.exists() {
-        kek::Kek::create(&keys.kek_file, Algorithm::of(profile)).unwrap();
+    let file = dir.join("kek");
+    if !file.exists() {
+        kek::Kek::create(&file, Algorithm::of(profile)).unwrap();
     }
     keys
 }
@@ -286,26 +287,34 @@ async fn key_files_anyone_may_read_or_of_another_ring_are_refused() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&keys.kek_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("kek"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
         let err = Vault::open(&keys, Profile::Intl).err().unwrap().to_string();
         assert!(
             err.contains("may be read by others") && err.contains("chmod 600"),
             "{err}"
         );
-        std::fs::set_permissions(&keys.kek_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("kek"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
     }
     let other = KeysConfig {
-        kek_file: dir.path().join("other.kek"),
+        kek: KekSource::File(dir.path().join("other.kek")),
         ..keys.clone()
     };
-    kek::Kek::create(&other.kek_file, Algorithm::Aes256Gcm).unwrap();
+    kek::Kek::create(&dir.path().join("other.kek"), Algorithm::Aes256Gcm).unwrap();
     let err = Vault::open(&other, Profile::Intl)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("wrapped by the key-encryption key"), "{err}");
     let missing = KeysConfig {
-        kek_file: dir.path().join("absent.kek"),
+        kek: KekSource::File(dir.path().join("absent.kek")),
         ..keys.clone()
     };
     let err = Vault::open(&missing, Profile::Intl)
@@ -324,7 +333,7 @@ async fn key_files_anyone_may_read_or_of_another_ring_are_refused() {
         .unwrap();
     }
     let short = KeysConfig {
-        kek_file: dir.path().join("bad.kek"),
+        kek: KekSource::File(dir.path().join("bad.kek")),
         ..keys
     };
     let err = Vault::open(&short, Profile::Intl)

@@ -159,3 +159,81 @@ async fn a_backup_made_while_a_grant_held_gives_no_phone_back_after_the_revocati
     assert_eq!(restored.contact.unwrap().name, "张三", "the rest is kept");
     assert_eq!(restored.display_name, "长兴新能源电池项目");
 }
+
+/// `keys rotate` while writes go on: every write acknowledged reads back (at the writer and at
+/// a peer), the ring holds only keys wrapped by the new key-encryption key, the old key file no
+/// longer opens it, and the gateway starts again on the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_encryption_key_rotates_while_writes_go_on() {
+    let mut fed = TestFederation::start(&["changxing", "anji"]).await;
+    let root = fed.root.path().to_path_buf();
+    let config = root.join("changxing.toml");
+    let kek_file = root.join("keys/changxing.kek");
+    let old_key = std::fs::read(&kek_file).unwrap();
+
+    let writes = {
+        let mut client = fed.projects("changxing", "changxing");
+        tokio::spawn(async move {
+            let mut names = Vec::new();
+            for i in 0..60 {
+                let p = create_with(&mut client, &format!("rotation {i}")).await;
+                names.push(p.name);
+            }
+            names
+        })
+    };
+    for _ in 0..2 {
+        let config = config.clone();
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            cli(&["keys", "rotate", "--config", config.to_str().unwrap()])
+        })
+        .await
+        .unwrap();
+        assert!(
+            ok && out.contains("data keys wrapped by the new key-encryption key"),
+            "{out}"
+        );
+    }
+    let names = writes.await.unwrap();
+    assert_eq!(names.len(), 60);
+    assert_ne!(std::fs::read(&kek_file).unwrap(), old_key);
+
+    // One key-encryption key wraps the ring: the one the key file holds now.
+    let (ok, status) = cli(&["keys", "status", "--config", config.to_str().unwrap()]);
+    assert!(ok, "{status}");
+    let ring = rusqlite::Connection::open(root.join("keys/changxing.ring")).unwrap();
+    let wrapping: Vec<String> = ring
+        .prepare("SELECT DISTINCT kek FROM keys WHERE wrapped IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(wrapping.len(), 1);
+    assert!(
+        status.contains(&format!("key-encryption key {}", wrapping[0])),
+        "{status}"
+    );
+    drop(ring);
+
+    fed.gateway("changxing").restart().await;
+    for name in &names {
+        let own = try_get(&fed, "changxing", name)
+            .await
+            .expect("read at changxing");
+        assert!(phone_of(&own).contains(PHONE));
+    }
+    let last = names.last().unwrap().clone();
+    eventually(WAIT, "the last write at anji", || async {
+        try_get(&fed, "anji", &last).await
+    })
+    .await;
+
+    // The old key file no longer opens the ring.
+    std::fs::write(&kek_file, &old_key).unwrap();
+    let (ok, out) = cli(&["keys", "status", "--config", config.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("wrapped by the key-encryption key"),
+        "{out}"
+    );
+}

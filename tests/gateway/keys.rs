@@ -148,3 +148,73 @@ async fn a_gateway_key_in_a_pkcs11_token_serves_dials_and_signs() {
     assert!(ok, "{out}");
     assert!(out.contains("zone: evidence of"), "{out}");
 }
+
+/// The key-encryption key of data at rest can be an AES-256 key inside a PKCS#11 token
+/// (`keys init --pkcs11-module …` makes it there, sensitive and not extractable): every data
+/// key of the ring is wrapped and unwrapped by the token, records read back after a restart,
+/// and a wrong PIN stops with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_encryption_key_of_data_at_rest_can_stay_in_a_pkcs11_token() {
+    let dir = tempfile::tempdir().unwrap();
+    token(dir.path(), "yrd-keys");
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "1234\n").unwrap();
+    let pin = pin_file.to_str().unwrap();
+    let init = [
+        "keys",
+        "init",
+        "--pkcs11-module",
+        MODULE,
+        "--token",
+        "yrd-keys",
+        "--key-label",
+        "kek",
+        "--pin-file",
+        pin,
+    ];
+    let (ok, out) = cli(&init);
+    assert!(ok && out.contains("pkcs11:yrd-keys/kek"), "{out}");
+    let (ok, out) = cli(&init);
+    assert!(!ok && out.contains("already holds"), "{out}");
+
+    let mut fed = TestFederation::start(&["changxing"]).await;
+    fed.gateway("changxing").stop().await;
+    let root = fed.root.path().to_path_buf();
+    for path in [
+        "keys/changxing.ring",
+        "changxing/store.db",
+        "changxing/store.db-wal",
+    ] {
+        let _ = std::fs::remove_file(root.join(path));
+    }
+    let config = root.join("changxing.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("kek_file = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}\n[keys.pkcs11]\nmodule = {MODULE:?}\ntoken = \"yrd-keys\"\nkey_label = \"kek\"\npin_file = {pin:?}\n"
+        ),
+    )
+    .unwrap();
+    fed.gateway("changxing").restart().await;
+    let project = create(&fed, "changxing", "sealed by a token").await;
+    fed.gateway("changxing").restart().await;
+    let again = try_get(&fed, "changxing", &project.name).await.unwrap();
+    assert_eq!(phone_of(&again), phone_of(&project));
+    let store = std::fs::read(root.join("changxing/store.db")).unwrap();
+    let phone = phone_of(&project);
+    assert!(!store.windows(phone.len()).any(|w| w == phone.as_bytes()));
+    let (ok, status) = cli(&["keys", "status", "--config", config.to_str().unwrap()]);
+    assert!(ok && status.contains("pkcs11:yrd-keys/kek"), "{status}");
+    let (ok, out) = cli(&["keys", "rotate", "--config", config.to_str().unwrap()]);
+    assert!(!ok && out.contains("PKCS#11 token"), "{out}");
+
+    std::fs::write(&pin_file, "0000\n").unwrap();
+    let (ok, out) = cli(&["keys", "status", "--config", config.to_str().unwrap()]);
+    assert!(!ok && out.contains("login"), "{out}");
+}
