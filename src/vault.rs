@@ -43,10 +43,17 @@ use keyring::KeyRing;
 /// Where the keys are (`[keys]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeysConfig {
-    /// The key-encryption key file.
-    pub kek_file: PathBuf,
+    /// The key-encryption key: a file, or an AES key in a PKCS#11 token.
+    pub kek: KekSource,
     /// The key ring file (wrapped data keys); never beside the store in its backups.
     pub ring: PathBuf,
+}
+
+/// Where the key-encryption key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KekSource {
+    File(PathBuf),
+    Token(crate::identity::pem::Pkcs11KeySpec),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +121,10 @@ pub struct Vault {
 impl Vault {
     /// Loads the key-encryption key and opens the ring `config` names.
     pub fn open(config: &KeysConfig, profile: Profile) -> Result<Arc<Vault>, VaultError> {
-        let kek = kek::Kek::from_file(&config.kek_file)?;
+        let kek = match &config.kek {
+            KekSource::File(path) => kek::Kek::from_file(path)?,
+            KekSource::Token(spec) => kek::Kek::from_token(spec)?,
+        };
         let ring = KeyRing::open(&config.ring, kek)?;
         Ok(Arc::new(Vault {
             ring,

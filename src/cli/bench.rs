@@ -521,11 +521,15 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The throughput phases at one gateway of `profile`, its records sealed at rest (`keys`) or
+/// in clear.
 async fn rpc_run(
     options: &RpcOptions,
     profile: crate::crypto::Profile,
+    keys: bool,
 ) -> anyhow::Result<RpcFigures> {
-    let setup = Setup::new_in(&["zone"], profile)?;
+    let mut setup = Setup::new_in(&["zone"], profile)?;
+    setup.keys = keys;
     let config = setup.config("zone", "127.0.0.1:0", &[], "")?;
     rpc::run(setup.root(), &config, options).await
 }

@@ -76,5 +76,16 @@ holder_admin=$YRD_ZONE_ADMIN_PORT
 eventually 30 stands_by "$holder_admin" || fail "the restarted $holder does not stand by"
 echo "$C2 applied through the survivor; the restarted $holder stands by"
 
+step "at rest: the phone in neither PostgreSQL's data directory nor a pg_dump"
+pg="$(container postgres)"
+dump_hits=$(docker exec "$pg" sh -c "pg_dump -U yrd yrd_zone | grep -a -c -- 8613800000000 || true")
+[ "$dump_hits" = 0 ] || fail "pg_dump holds the phone in clear ($dump_hits lines)"
+sealed=$(docker exec "$pg" sh -c "pg_dump -U yrd yrd_zone | grep -a -c -- yrd-sealed: || true")
+[ "$sealed" -gt 0 ] || fail "pg_dump shows no sealed bodies"
+docker exec "$pg" psql -U yrd -d yrd_zone -qc CHECKPOINT >/dev/null
+files=$(docker exec "$pg" sh -c "grep -r -a -l -- 8613800000000 /var/lib/postgresql/data || true")
+[ -z "$files" ] || fail "PGDATA files hold the phone in clear: $files"
+echo "pg_dump: $sealed lines with sealed bodies, none with the phone; PGDATA: no file with it"
+
 step "compose postgres scenario passed"
 echo "1 passed, 0 failed"

@@ -44,6 +44,14 @@ copy=$(client anji "$YRD_ANJI_PORT" project get "$N")
 grep -q '+8613800000000' <<<"$copy" || fail "anji (same province) lacks the phone: $copy"
 echo "$N at guangde without phone, at anji with it"
 
+step "at rest: no store file holds the phone in clear, at the owner or where it is held"
+for party in changxing anji guangde; do
+  n=$(in_store_files "$party" 8613800000000)
+  [ "$n" = 0 ] || fail "$party's store files hold the phone in clear ($n lines)"
+done
+docker exec "$(container changxing)" yrd-gateway keys status --config /etc/yrd/gateway.toml ||
+  fail "keys status at changxing"
+
 step "HTTP/JSON: guangde's system reads $N with curl through the published port"
 json=$(curl -sS --fail-with-body --resolve "guangde:$YRD_GUANGDE_PORT:127.0.0.1" --cacert "$work/certs/ca.crt" \
   --cert "$work/certs/guangde/client.crt" --key "$work/certs/guangde/client.key" \

@@ -52,6 +52,11 @@ inside() {
     --cert "/certs/$service/client.crt" --key "/certs/$service/client.key" "$@"
 }
 create_args() { echo "project create --display-name $1 --investor-name Investor --credit-code 91330522MA2B3C4D57 --industry other --contact-name Zhang --contact-phone +8613800000000"; }
+# in_store_files PARTY TEXT: how many lines of PARTY's SQLite store files (database, WAL)
+# hold TEXT, read inside its container.
+in_store_files() {
+  docker exec "$(container "$1")" sh -c "cat /var/lib/yrd/store.db* | grep -a -c -- '$2' || true"
+}
 # eventually SECONDS COMMAND...: retries COMMAND until it succeeds.
 eventually() {
   local limit=$1

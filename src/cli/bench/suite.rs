@@ -11,9 +11,26 @@ struct Results {
     /// The crypto profile of every server and link measured (the baseline's TLS too).
     profile: &'static str,
     machine: Machine,
+    /// Records sealed at rest (`[keys]`, the product's default).
     rpc: RpcFigures,
     ratios_to_baseline: Ratios,
     replication: ReplicationFigures,
+    /// The same phases with the records in clear, measured just before: what sealing costs.
+    at_rest: AtRest,
+}
+
+#[derive(Debug, Serialize)]
+struct AtRest {
+    in_clear: RpcFigures,
+    /// Requests per second sealed over in clear.
+    sealed_over_clear: CallRatios,
+}
+
+#[derive(Debug, Serialize)]
+struct CallRatios {
+    create_project: f64,
+    get_project: f64,
+    list_projects_page_50: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,8 +140,28 @@ async fn run(
         rpc.connections,
         rpc.seconds
     );
-    say!("throughput and memory:");
-    let rpc = rpc_run(rpc, profile).await?;
+    say!("throughput with records in clear (no [keys]):");
+    let in_clear = rpc_run(rpc, profile, false).await?;
+    say!("throughput and memory, records sealed at rest:");
+    let rpc = rpc_run(rpc, profile, true).await?;
+    let over = |sealed: &Throughput, clear: &Throughput| {
+        if clear.requests_per_second > 0.0 {
+            sealed.requests_per_second / clear.requests_per_second
+        } else {
+            0.0
+        }
+    };
+    let at_rest = AtRest {
+        sealed_over_clear: CallRatios {
+            create_project: over(&rpc.create_project, &in_clear.create_project),
+            get_project: over(&rpc.get_project, &in_clear.get_project),
+            list_projects_page_50: over(
+                &rpc.list_projects_page_50,
+                &in_clear.list_projects_page_50,
+            ),
+        },
+        in_clear,
+    };
     say!("replication:");
     let replication = replication_run(replication, profile).await?;
     let base = rpc.baseline_echo.requests_per_second;
@@ -139,6 +176,7 @@ async fn run(
         },
         rpc,
         replication,
+        at_rest,
     })
 }
 
@@ -269,6 +307,20 @@ fn markdown(r: &Results) -> String {
             let _ = writeln!(md, "\nfirst failure: {e}");
         }
     }
+    let sealed = &r.at_rest.sealed_over_clear;
+    let clear = &r.at_rest.in_clear;
+    let _ = writeln!(
+        md,
+        "\nData at rest: sealed / in clear (the same phases with no `[keys]`, just before): \
+         CreateProject {:.0}% ({:.0}/s in clear), GetProject {:.0}% ({:.0}/s), \
+         ListProjects (50) {:.0}% ({:.0}/s).",
+        100.0 * sealed.create_project,
+        clear.create_project.requests_per_second,
+        100.0 * sealed.get_project,
+        clear.get_project.requests_per_second,
+        100.0 * sealed.list_projects_page_50,
+        clear.list_projects_page_50.requests_per_second
+    );
     let lag = &r.replication.lag;
     let catch = &r.replication.catch_up;
     let mem = &r.rpc.memory;
