@@ -76,6 +76,14 @@ pub enum GatewayError {
 /// ring is opened (a wrong or missing key-encryption key stops the start) and, with
 /// `migrate`, whatever the store still holds in clear is sealed before anything is served.
 pub async fn open_sealed(config: &Config, migrate: bool) -> Result<Arc<dyn Store>, GatewayError> {
+    Ok(open_vault_and_store(config, migrate).await?.0)
+}
+
+/// [`open_sealed`], with the vault (`None` without `[keys]`).
+async fn open_vault_and_store(
+    config: &Config,
+    migrate: bool,
+) -> Result<(Arc<dyn Store>, Option<Arc<crate::vault::Vault>>), GatewayError> {
     let vault = match &config.keys {
         Some(keys) => Some(crate::vault::Vault::open(keys, config.tls.profile)?),
         None => {
@@ -86,7 +94,7 @@ pub async fn open_sealed(config: &Config, migrate: bool) -> Result<Arc<dyn Store
         }
     };
     let inner = crate::store::open(&config.store, config.tls.profile.digest()).await?;
-    let sealed = crate::vault::SealedStore::new(inner, vault, &config.party);
+    let sealed = crate::vault::SealedStore::new(inner, vault.clone(), &config.party);
     let owners: Vec<String> = config
         .federation
         .parties()
@@ -96,7 +104,7 @@ pub async fn open_sealed(config: &Config, migrate: bool) -> Result<Arc<dyn Store
     if migrate {
         crate::vault::migrate(&sealed, &owners).await?;
     }
-    Ok(Arc::new(sealed))
+    Ok((Arc::new(sealed), vault))
 }
 
 /// A gateway ready to serve: everything that can fail on bad files has been checked.
@@ -128,7 +136,7 @@ impl Gateway {
         let material = TlsMaterial::load(&config.tls)?;
         let (tls_tx, tls) = watch::channel(Arc::new(material));
         let verifier = Arc::new(SignatureVerifier::new(tls.clone(), &config.trust_domain));
-        let store = open_sealed(&config, true).await?;
+        let (store, vault) = open_vault_and_store(&config, true).await?;
         let feed = Feed::new(store.clone());
         let (live, members, peers) = Live::new(&config);
         let records = Records::new(
@@ -162,6 +170,7 @@ impl Gateway {
             take_back_failed: AtomicU64::new(0),
             take_back_problem: std::sync::Mutex::default(),
             membership: membership.clone(),
+            vault,
         });
         Ok(Gateway {
             config,

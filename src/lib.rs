@@ -69,8 +69,8 @@
 //!   Uses [`domain`], [`crypto`], [`store`], [`identity`], [`config`], [`membership`],
 //!   [`wire`], [`exchange`].
 //! - [`ops`]: metrics, health that follows the store and certificate, the admin HTTP server
-//!   and status page. Uses [`domain`], [`crypto`], [`store`], [`identity`], [`membership`],
-//!   [`records`], [`exchange`].
+//!   and status page. Uses [`domain`], [`crypto`], [`store`], [`identity`], [`vault`],
+//!   [`membership`], [`records`], [`exchange`].
 //! - [`api`]: the gRPC surface — the handlers, one file per record family, the authorization
 //!   and call layers, the single error-to-status mapping. Uses [`domain`], [`store`],
 //!   [`identity`], [`config`], [`membership`], [`records`], [`wire`], [`exchange`],

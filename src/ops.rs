@@ -50,6 +50,18 @@ pub struct OpsState {
     pub take_back_problem: std::sync::Mutex<Option<String>>,
     /// This gateway's party list digest and the ones its peers showed.
     pub membership: Arc<crate::membership::Membership>,
+    /// The keys of data at rest (`None`: records stored in clear).
+    pub vault: Option<Arc<crate::vault::Vault>>,
+}
+
+impl OpsState {
+    /// Data at rest as the status page and metrics show it: the algorithm of new keys, the
+    /// key-encryption key's id and the ring's live and destroyed keys; `None` in clear.
+    pub fn at_rest(&self) -> Option<(&'static str, String, crate::vault::keyring::RingCounts)> {
+        let vault = self.vault.as_ref()?;
+        let counts = vault.ring().counts().unwrap_or_default();
+        Some((vault.algorithm().as_str(), vault.ring().kek_id(), counts))
+    }
 }
 
 /// How many days before expiry a certificate is warned about.

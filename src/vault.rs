@@ -116,6 +116,46 @@ pub fn is_sealed_envelope(envelope: &[u8]) -> bool {
 pub struct Vault {
     ring: KeyRing,
     algorithm: Algorithm,
+    /// Bodies opened lately, by what they were opened as: a read of a record that was read
+    /// lately costs no AEAD. Emptied when keys are destroyed.
+    opened: std::sync::RwLock<std::collections::HashMap<Opened, Arc<str>>>,
+    /// The ring's version the opened bodies were opened under: another process's erasure
+    /// empties them too.
+    opened_under: std::sync::atomic::AtomicI64,
+}
+
+/// Bodies kept opened at most (about 0.6 KB each).
+const OPENED_CAPACITY: usize = 4096;
+
+/// What a body was opened as: the start of its ciphertext (the key and the random nonce, so
+/// no two seals share it) and the record version it belongs to (a ciphertext moved to another
+/// record is never answered from here: it must open there; a record's kind and id name it in
+/// the store whatever its owner).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Opened {
+    sealed: [u8; OPENED_PREFIX],
+    kind: RecordKind,
+    id: uuid::Uuid,
+    revision: i64,
+}
+
+/// Bytes of a sealed body that name it: prefix, format, key id, and more than the 16 base64
+/// characters of the nonce.
+const OPENED_PREFIX: usize = 64;
+
+impl Opened {
+    fn of(record: &StoredRecord) -> Opened {
+        let mut sealed = [0u8; OPENED_PREFIX];
+        let start = record.body.as_bytes();
+        let n = start.len().min(OPENED_PREFIX);
+        sealed[..n].copy_from_slice(&start[..n]);
+        Opened {
+            sealed,
+            kind: record.kind,
+            id: record.id,
+            revision: record.revision,
+        }
+    }
 }
 
 impl Vault {
@@ -129,6 +169,8 @@ impl Vault {
         Ok(Arc::new(Vault {
             ring,
             algorithm: Algorithm::of(profile),
+            opened: Default::default(),
+            opened_under: Default::default(),
         }))
     }
 
@@ -184,7 +226,33 @@ impl Vault {
     /// The body `record` holds sealed, in clear. Items whose key was destroyed are left
     /// empty: they were erased.
     pub fn open_body(&self, record: &StoredRecord) -> Result<String, VaultError> {
-        self.open_body_apart(record).map(|(body, _)| body)
+        let key = Opened::of(record);
+        let version = self.ring.version()?;
+        if self
+            .opened_under
+            .swap(version, std::sync::atomic::Ordering::Relaxed)
+            != version
+        {
+            self.opened
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+        }
+        if let Some(body) = self
+            .opened
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(body.to_string());
+        }
+        let (body, _) = self.open_body_apart(record)?;
+        let mut opened = self.opened.write().unwrap_or_else(|e| e.into_inner());
+        if opened.len() >= OPENED_CAPACITY {
+            opened.clear();
+        }
+        opened.insert(key, Arc::from(body.as_str()));
+        Ok(body)
     }
 
     /// As [`Vault::open_body`], with the paths of the items that were sealed apart.
@@ -266,6 +334,10 @@ impl Vault {
 
     /// Destroys every key of `scopes` but the current ones; returns how many.
     pub fn destroy_retired(&self, scopes: &[String]) -> Result<u64, VaultError> {
+        self.opened
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut destroyed = 0;
         for scope in scopes {
             destroyed += self.ring.destroy_retired(scope)?.len() as u64;

@@ -77,6 +77,8 @@ if [ -z "$started" ]; then
   exit 1
 fi
 echo "with-postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
+# The data directory, for the test that looks at what the server's files hold.
+export YRD_TEST_PGDATA="$data/db"
 
 export YRD_TEST_POSTGRES_URL="host=127.0.0.1 port=$port user=postgres dbname=postgres"
 export YRD_TEST_POSTGRES_CA="$tls/ca.crt"

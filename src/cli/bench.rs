@@ -6,6 +6,7 @@
 //! CreateProject, GetProject and ListProjects under one load generator ([`rpc`]); replication
 //! lag and catch-up between two gateways ([`replication`]); resident memory and store size.
 
+mod at_rest;
 mod baseline;
 mod child;
 mod codec;
@@ -532,6 +533,24 @@ async fn rpc_run(
     setup.keys = keys;
     let config = setup.config("zone", "127.0.0.1:0", &[], "")?;
     rpc::run(setup.root(), &config, options).await
+}
+
+/// A gateway of `profile` in clear and one sealed at rest, measured in turns.
+async fn at_rest_run(
+    options: &RpcOptions,
+    profile: crate::crypto::Profile,
+) -> anyhow::Result<at_rest::AtRestFigures> {
+    let mut clear = Setup::new_in(&["zone"], profile)?;
+    clear.keys = false;
+    let sealed = Setup::new_in(&["zone"], profile)?;
+    let clear_config = clear.config("zone", "127.0.0.1:0", &[], "")?;
+    let sealed_config = sealed.config("zone", "127.0.0.1:0", &[], "")?;
+    at_rest::run(
+        (clear.root(), &clear_config),
+        (sealed.root(), &sealed_config),
+        options,
+    )
+    .await
 }
 
 async fn replication_run(

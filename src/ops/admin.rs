@@ -183,9 +183,19 @@ fn federation(h: &mut String, state: &OpsState) {
         crate::crypto::Profile::Intl => "TLS 1.3 with international suites, P-256, SHA-256",
         crate::crypto::Profile::Gm => "RFC 8998 TLS_SM4_GCM_SM3 with curveSM2, SM2, SM3",
     };
+    let at_rest = match state.at_rest() {
+        Some((algorithm, kek, counts)) => format!(
+            "sealed with {algorithm} (key-encryption key {}; {} live data keys, {} destroyed by erasures)",
+            esc(&kek),
+            counts.live,
+            counts.destroyed
+        ),
+        None => "<b class=bad>in clear</b>: no [keys] in the config".to_string(),
+    };
+    let _ = write!(h, "</table><p>Data at rest: {at_rest}.</p>");
     let _ = write!(
         h,
-        "</table><p>Crypto profile: <b>{profile}</b> ({what}). Party list digest (SHA-256 over the list and the profile, the same at every gateway): <code>{own}</code></p><table><tr><th>peer</th><th>its party list</th><th>shown</th></tr>"
+        "<p>Crypto profile: <b>{profile}</b> ({what}). Party list digest (SHA-256 over the list and the profile, the same at every gateway): <code>{own}</code></p><table><tr><th>peer</th><th>its party list</th><th>shown</th></tr>"
     );
     let views = state.membership.views();
     if views.is_empty() {

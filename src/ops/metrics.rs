@@ -438,6 +438,24 @@ fn render_gateway(out: &mut String, state: &OpsState) {
         "{name}{{profile=\"{}\"}} 1",
         state.membership.profile()
     );
+    let at_rest = state.at_rest();
+    single(
+        out,
+        "yrd_sealed_at_rest",
+        "1 when records are sealed at rest ([keys]); 0 when they are stored in clear.",
+        u8::from(at_rest.is_some()),
+    );
+    if let Some((_, _, counts)) = at_rest {
+        let name = "yrd_data_keys";
+        header(
+            out,
+            name,
+            "Data keys of the key ring: live, and destroyed by erasures (what they sealed is unreadable everywhere).",
+            "gauge",
+        );
+        let _ = writeln!(out, "{name}{{state=\"live\"}} {}", counts.live);
+        let _ = writeln!(out, "{name}{{state=\"destroyed\"}} {}", counts.destroyed);
+    }
     let name = "yrd_membership_differs";
     header(
         out,

@@ -58,8 +58,9 @@ pub struct KeyRing {
     looked: std::sync::atomic::AtomicI64,
 }
 
-/// How often reads look whether another process changed the ring (a key destroyed by another
-/// replica is given up by this one at most this long after).
+/// How often a process looks whether another changed the ring: a key another replica rotated
+/// or destroyed is given up by this one at most this long after (an erasure waits for it
+/// before its last pass).
 pub const REREAD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How many keys a ring holds.
@@ -231,7 +232,7 @@ impl KeyRing {
         scope: &str,
         algorithm: Algorithm,
     ) -> Result<(u64, Arc<Cipher>), VaultError> {
-        self.refresh()?;
+        self.version()?;
         let known = self
             .current
             .read()
@@ -251,7 +252,7 @@ impl KeyRing {
 
     /// The id of `scope`'s current key, if it has one (never makes one).
     pub fn current_id(&self, scope: &str) -> Result<Option<u64>, VaultError> {
-        self.refresh()?;
+        self.version()?;
         let known = self
             .current
             .read()
@@ -313,12 +314,25 @@ impl KeyRing {
             .insert(scope.to_string(), id);
     }
 
+    /// The ring's version as last seen: it changes when another process changed the ring (a
+    /// rotation, an erasure). Reads look for such changes at most every [`REREAD`].
+    pub fn version(&self) -> Result<i64, VaultError> {
+        let now = self.opened.elapsed().as_millis() as i64;
+        let last = self.looked.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last >= REREAD.as_millis() as i64 {
+            self.looked.store(now, std::sync::atomic::Ordering::Relaxed);
+            self.refresh()?;
+        }
+        Ok(self.seen.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Forgets what it knows of the ring when another process changed it (another replica
     /// rotated or destroyed a key), so a write never seals under a key destroyed elsewhere.
     fn refresh(&self) -> Result<(), VaultError> {
         let version: i64 = self
             .lock()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
             .map_err(|e| self.failed(e))?;
         let seen = self
             .seen
@@ -335,13 +349,7 @@ impl KeyRing {
 
     /// The key `id`, unwrapped.
     pub fn key(&self, id: u64) -> Result<Arc<Cipher>, VaultError> {
-        // Reads look for keys destroyed by another process at most every REREAD.
-        let now = self.opened.elapsed().as_millis() as i64;
-        let last = self.looked.load(std::sync::atomic::Ordering::Relaxed);
-        if now - last >= REREAD.as_millis() as i64 {
-            self.looked.store(now, std::sync::atomic::Ordering::Relaxed);
-            self.refresh()?;
-        }
+        self.version()?;
         if let Some(key) = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
             return Ok(key.clone());
         }

@@ -6,10 +6,11 @@
 //! A redaction — the erasure of what a grant that ended covered — is where keys are destroyed:
 //! the keys of the owner's items of that kind and of its kept envelopes (with the records
 //! themselves, of its bodies too) are rotated first; the redaction's functions see every copy
-//! in clear, and every copy it passes over is sealed under the current keys; a second pass
-//! seals anything another process wrote meanwhile; then the earlier keys are destroyed, so
-//! every copy sealed under them — in backups, PostgreSQL's dead row versions, its standbys and
-//! WAL, disk snapshots — is unreadable for good. Writes in this process wait while that runs.
+//! in clear, and every copy it passes over is sealed under the current keys; a second pass,
+//! once other processes sharing the ring must have seen the new keys, seals what they wrote
+//! meanwhile; then the earlier keys are destroyed, so every copy sealed under them — in
+//! backups, PostgreSQL's dead row versions, its standbys and WAL, disk snapshots — is
+//! unreadable for good. Writes of this process in flight when the keys turn finish first.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -357,13 +358,20 @@ impl RecordStore for SealedStore {
 
     async fn write(&self, mut write: Write) -> Result<WriteOutcome, StoreError> {
         let _gate = self.gate.read().await;
+        let clear = write.record.clone();
         write.record = self.sealer.seal(write.record, &[])?;
+        let sealed = write.record.body.clone();
         write.also_create = write
             .also_create
             .into_iter()
             .map(|r| self.sealer.seal(r, &[]))
             .collect::<Result<_, _>>()?;
         Ok(match self.inner.write(write).await? {
+            // The version just written: its body in clear is the one sealed here.
+            WriteOutcome::Applied(r) if r.body == sealed => WriteOutcome::Applied(StoredRecord {
+                body: clear.body,
+                ..r
+            }),
             WriteOutcome::Applied(r) => WriteOutcome::Applied(self.sealer.open(r)?),
             WriteOutcome::Replayed(r) => WriteOutcome::Replayed(self.sealer.open(r)?),
         })
@@ -474,14 +482,19 @@ impl ReplicaStore for SealedStore {
         else {
             return self.inner.redact(self.sealer.sealing(redaction)).await;
         };
-        let _gate = self.gate.write().await;
         let what = format!("the keys of {owner}'s {}", kind.as_str());
-        let scopes = vault
-            .rotate_for_erasure(&owner, kind, redaction.delete_records)
-            .map_err(|e| e.into_store(&what))?;
+        let scopes = {
+            // Writes of this process that sealed under the earlier keys commit first; the
+            // ones after seal under the new keys.
+            let _gate = self.gate.write().await;
+            vault
+                .rotate_for_erasure(&owner, kind, redaction.delete_records)
+                .map_err(|e| e.into_store(&what))?
+        };
         let mut done = self.inner.redact(self.sealer.sealing(redaction)).await?;
-        // Copies another process (a replica sharing this store) sealed under the earlier keys
-        // before it saw the new ones.
+        // Another process sharing the ring and the store (a replica) sees the new keys within
+        // REREAD; what it sealed under the earlier ones until then is sealed anew.
+        tokio::time::sleep(super::keyring::REREAD * 3).await;
         self.inner
             .redact(self.sealer.sealing(reseal(&owner, kind)))
             .await?;

@@ -517,3 +517,158 @@ async fn erasure_destroys_keys_so_a_backup_from_before_has_no_phone() {
         PHONE
     );
 }
+
+/// The same on PostgreSQL (the server `tests/with-postgres.sh` starts): the conformance suite
+/// through the seal, an older store sealed in place, and no phone in the server's files —
+/// data directory and WAL — after writes, replicas and an erasure.
+mod on_postgres {
+    use super::*;
+    use crate::store::postgres::{PostgresOptions, PostgresStore, testing};
+
+    async fn postgres() -> Arc<dyn crate::store::Store> {
+        let url = testing::scratch_database().await;
+        Arc::new(
+            PostgresStore::connect(PostgresOptions::parse(&url, None, 8).unwrap())
+                .await
+                .unwrap(),
+        )
+    }
+
+    async fn sealed_postgres(dir: &Path) -> SealedStore {
+        let vault = Vault::open(&keys_in(dir, Profile::Gm), Profile::Gm).unwrap();
+        SealedStore::new(postgres().await, Some(vault), "zone")
+    }
+
+    crate::conformance_tests!(|dir| Arc::new(sealed_postgres(dir.path()).await));
+
+    fn project_with(owner: &str, id: Uuid, phone: &str) -> StoredRecord {
+        record(
+            owner,
+            id,
+            1,
+            &format!(r#"{{"contact":{{"name":"张三","phone":"{phone}"}}}}"#),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_in_clear_is_sealed_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = postgres().await;
+        let id = Uuid::now_v7();
+        let clear = SealedStore::new(inner.clone(), None, "zone");
+        clear
+            .write(write(project("zone", Uuid::now_v7(), 1), None, "a"))
+            .await
+            .unwrap();
+        clear
+            .apply_replicas(batch(
+                "guangde",
+                vec![replica(1, project("guangde", id, 1))],
+            ))
+            .await
+            .unwrap();
+        let vault = Vault::open(&keys_in(dir.path(), Profile::Gm), Profile::Gm).unwrap();
+        let sealed = SealedStore::new(inner.clone(), Some(vault), "zone");
+        let owners = ["zone".to_string(), "guangde".to_string()];
+        assert_eq!(migrate(&sealed, &owners).await.unwrap().sealed, 3);
+        assert_eq!(migrate(&sealed, &owners).await.unwrap().sealed, 0);
+        let raw = inner
+            .get(RecordKind::Project, "guangde", id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(is_sealed_body(&raw.body) && !raw.body.contains(PHONE));
+        let read = sealed
+            .get(RecordKind::Project, "guangde", id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(phone(&read.body), PHONE);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_phone_reaches_the_server_files_and_an_erasure_destroys_its_keys() {
+        // Written nowhere else in clear: whatever the server's files hold of it came from here.
+        const SECRET: &str = "13700000001";
+        let dir = tempfile::tempdir().unwrap();
+        let store = sealed_postgres(dir.path()).await;
+        let (own, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+        store
+            .write(write(project_with("zone", own, SECRET), None, "own"))
+            .await
+            .unwrap();
+        store
+            .apply_replicas(batch(
+                "guangde",
+                vec![replica(1, project_with("guangde", theirs, SECRET))],
+            ))
+            .await
+            .unwrap();
+        let done = store
+            .redact(crate::store::Redaction {
+                owner: "guangde".into(),
+                kind: RecordKind::Project,
+                body: Arc::new(|r: &StoredRecord| {
+                    Ok(Some(crate::store::BodyRewrite {
+                        body: r.body.replace(SECRET, ""),
+                        erases: true,
+                    }))
+                }),
+                envelope: Arc::new(|_, _: &[u8], _| Ok(None)),
+                delete_records: false,
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.keys_destroyed, 2, "{done:?}");
+        let erased = store
+            .get(RecordKind::Project, "guangde", theirs)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(phone(&erased.body), "");
+        let own = store
+            .get(RecordKind::Project, "zone", own)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(phone(&own.body), SECRET);
+        store.checkpoint().await.unwrap();
+        match std::env::var("YRD_TEST_PGDATA") {
+            Ok(pgdata) => {
+                let held = files_holding(Path::new(&pgdata), SECRET.as_bytes());
+                assert!(
+                    held.is_empty(),
+                    "the server's files hold the phone: {held:?}"
+                );
+                // The scan reads where the rows are: their sealed form is found.
+                let sealed = files_holding(Path::new(&pgdata), b"yrd-sealed:");
+                assert!(
+                    !sealed.is_empty(),
+                    "no sealed body in {pgdata}: is it the server's?"
+                );
+            }
+            Err(_) => eprintln!(
+                "YRD_TEST_PGDATA is not set (a server not started by tests/with-postgres.sh): its files are not looked at"
+            ),
+        }
+    }
+
+    /// The files under `dir` (recursively) that hold `needle`.
+    fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+        let mut found = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return found;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(files_holding(&path, needle));
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(path);
+            }
+        }
+        found
+    }
+}

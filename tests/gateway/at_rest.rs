@@ -123,6 +123,12 @@ async fn a_backup_made_while_a_grant_held_gives_no_phone_back_after_the_revocati
         backup.to_str().unwrap(),
     ]);
     assert!(ok, "{out}");
+    let copy = std::fs::read(&backup).unwrap();
+    assert!(
+        !holds(&copy, PHONE),
+        "the backup file holds the phone in clear"
+    );
+    assert!(holds(&copy, "yrd-sealed:"));
 
     fed.access("changxing", "changxing")
         .revoke_access_grant(revoke(&request, "项目对接已结束"))
@@ -136,6 +142,22 @@ async fn a_backup_made_while_a_grant_held_gives_no_phone_back_after_the_revocati
     .await;
     assert_eq!(receipt.items, vec!["contact.phone".to_string()]);
     assert!(receipt.keys_destroyed >= 1, "{receipt:?}");
+    // The operator sees it: the ring's destroyed keys on the metrics and the status page.
+    let admin = fed.gateway("guangde").admin;
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    assert!(metrics.contains("yrd_sealed_at_rest 1"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "yrd_data_keys{{state=\"destroyed\"}} {}",
+            receipt.keys_destroyed
+        )),
+        "{metrics}"
+    );
+    let (_, page) = http_get(admin, "/").await;
+    assert!(
+        page.contains("Data at rest: sealed with aes-256-gcm"),
+        "{page}"
+    );
 
     // Guangde's store replaced by the backup of before the revocation.
     fed.gateway("guangde").stop().await;

@@ -227,24 +227,7 @@ async fn measure(
     say!("  ListProjects (page of 50)");
     let c = clients.clone();
     let list_projects_page_50 = phase(options, &gateway, move |w, _| {
-        let mut client = c[w % c.len()].clone();
-        async move {
-            let page = client
-                .list_projects(pb::ListProjectsRequest {
-                    page_size: 50,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            if page.projects.len() == 50 {
-                Ok(())
-            } else {
-                Err(tonic::Status::internal(format!(
-                    "page of {}",
-                    page.projects.len()
-                )))
-            }
-        }
+        list_page_of_50(c[w % c.len()].clone())
     })
     .await?;
     let (gateway_loaded, gateway_peak) = gateway.memory_kib()?;
@@ -341,4 +324,25 @@ fn store_size(path: &Path) -> anyhow::Result<StoreSize> {
         json_bytes_per_project: json / projects.max(1.0),
         bytes_per_audit_event: audit_bytes / audit_events.max(1.0),
     })
+}
+
+/// One ListProjects call for the first page of 50; a shorter page is a failure.
+pub(super) async fn list_page_of_50(
+    mut client: pb::project_service_client::ProjectServiceClient<tonic::transport::Channel>,
+) -> Result<(), tonic::Status> {
+    let page = client
+        .list_projects(pb::ListProjectsRequest {
+            page_size: 50,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    if page.projects.len() == 50 {
+        Ok(())
+    } else {
+        Err(tonic::Status::internal(format!(
+            "page of {}",
+            page.projects.len()
+        )))
+    }
 }

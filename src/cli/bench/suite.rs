@@ -15,22 +15,8 @@ struct Results {
     rpc: RpcFigures,
     ratios_to_baseline: Ratios,
     replication: ReplicationFigures,
-    /// The same phases with the records in clear, measured just before: what sealing costs.
-    at_rest: AtRest,
-}
-
-#[derive(Debug, Serialize)]
-struct AtRest {
-    in_clear: RpcFigures,
-    /// Requests per second sealed over in clear.
-    sealed_over_clear: CallRatios,
-}
-
-#[derive(Debug, Serialize)]
-struct CallRatios {
-    create_project: f64,
-    get_project: f64,
-    list_projects_page_50: f64,
+    /// What sealing at rest costs: a gateway with `[keys]` and one without, in turns.
+    at_rest: at_rest::AtRestFigures,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,28 +126,11 @@ async fn run(
         rpc.connections,
         rpc.seconds
     );
-    say!("throughput with records in clear (no [keys]):");
-    let in_clear = rpc_run(rpc, profile, false).await?;
-    say!("throughput and memory, records sealed at rest:");
-    let rpc = rpc_run(rpc, profile, true).await?;
-    let over = |sealed: &Throughput, clear: &Throughput| {
-        if clear.requests_per_second > 0.0 {
-            sealed.requests_per_second / clear.requests_per_second
-        } else {
-            0.0
-        }
-    };
-    let at_rest = AtRest {
-        sealed_over_clear: CallRatios {
-            create_project: over(&rpc.create_project, &in_clear.create_project),
-            get_project: over(&rpc.get_project, &in_clear.get_project),
-            list_projects_page_50: over(
-                &rpc.list_projects_page_50,
-                &in_clear.list_projects_page_50,
-            ),
-        },
-        in_clear,
-    };
+    let options = rpc;
+    say!("throughput and memory:");
+    let rpc = rpc_run(options, profile, true).await?;
+    say!("data at rest: a gateway in clear and one sealed, in turns:");
+    let at_rest = at_rest_run(options, profile).await?;
     say!("replication:");
     let replication = replication_run(replication, profile).await?;
     let base = rpc.baseline_echo.requests_per_second;
@@ -307,19 +276,23 @@ fn markdown(r: &Results) -> String {
             let _ = writeln!(md, "\nfirst failure: {e}");
         }
     }
-    let sealed = &r.at_rest.sealed_over_clear;
-    let clear = &r.at_rest.in_clear;
+    let a = &r.at_rest;
     let _ = writeln!(
         md,
-        "\nData at rest: sealed / in clear (the same phases with no `[keys]`, just before): \
-         CreateProject {:.0}% ({:.0}/s in clear), GetProject {:.0}% ({:.0}/s), \
-         ListProjects (50) {:.0}% ({:.0}/s).",
-        100.0 * sealed.create_project,
-        clear.create_project.requests_per_second,
-        100.0 * sealed.get_project,
-        clear.get_project.requests_per_second,
-        100.0 * sealed.list_projects_page_50,
-        clear.list_projects_page_50.requests_per_second
+        "\nData at rest: a gateway with `[keys]` against one without, {} turns of {} s each, \
+         alternating (medians): CreateProject {:.0}% ({:.0}/s sealed, {:.0}/s in clear), \
+         GetProject {:.0}% ({:.0}/s, {:.0}/s), ListProjects (50) {:.0}% ({:.0}/s, {:.0}/s).",
+        a.rounds,
+        a.seconds_per_turn,
+        100.0 * a.sealed_over_clear.create_project,
+        a.sealed.create_project,
+        a.in_clear.create_project,
+        100.0 * a.sealed_over_clear.get_project,
+        a.sealed.get_project,
+        a.in_clear.get_project,
+        100.0 * a.sealed_over_clear.list_projects_page_50,
+        a.sealed.list_projects_page_50,
+        a.in_clear.list_projects_page_50
     );
     let lag = &r.replication.lag;
     let catch = &r.replication.catch_up;
