@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+use yrd_gateway::wire::pb;
+
 use crate::common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -258,4 +260,50 @@ async fn the_key_encryption_key_rotates_while_writes_go_on() {
         !ok && out.contains("wrapped by the key-encryption key"),
         "{out}"
     );
+}
+
+/// A gateway started without its `[keys]` on a store it sealed before starts, serves what is
+/// in clear (its catalog), and answers a read of a sealed record FAILED_PRECONDITION
+/// `SEALED_AT_REST`, never with ciphertext; with its keys back it reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_keys_a_gateway_serves_what_is_clear_and_refuses_sealed_reads() {
+    let mut fed = TestFederation::start(&["changxing"]).await;
+    let project = create(&fed, "changxing", "sealed before").await;
+    fed.gateway("changxing").stop().await;
+    let config = fed.root.path().join("changxing.toml");
+    let with_keys = std::fs::read_to_string(&config).unwrap();
+    let without: String = with_keys
+        .lines()
+        .filter(|l| {
+            !(l.starts_with("[keys]") || l.starts_with("kek_file") || l.starts_with("ring"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&config, without).unwrap();
+    fed.gateway("changxing").restart().await;
+
+    let err = fed
+        .projects("changxing", "changxing")
+        .get_project(pb::GetProjectRequest {
+            name: project.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(error_reason(&err), "SEALED_AT_REST");
+    assert!(err.message().contains("[keys]"), "{}", err.message());
+    let entries = fed
+        .catalog("changxing", "changxing")
+        .list_catalog_entries(pb::ListCatalogEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(!entries.is_empty(), "the catalog, in clear, is served");
+
+    fed.gateway("changxing").stop().await;
+    std::fs::write(&config, with_keys).unwrap();
+    fed.gateway("changxing").restart().await;
+    let again = try_get(&fed, "changxing", &project.name).await.unwrap();
+    assert_eq!(phone_of(&again), phone_of(&project));
 }
