@@ -232,21 +232,14 @@ impl KeyRing {
         scope: &str,
         algorithm: Algorithm,
     ) -> Result<(u64, Arc<Cipher>), VaultError> {
-        self.version()?;
-        let known = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(scope)
-            .copied();
-        if let Some(id) = known {
-            return Ok((id, self.key(id)?));
-        }
-        let id = match self.live_key_of(scope)? {
+        let id = match self.current_id(scope)? {
             Some(id) => id,
-            None => self.make(scope, algorithm, false)?,
+            None => {
+                let id = self.make(scope, algorithm, false)?;
+                self.set_current(scope, id);
+                id
+            }
         };
-        self.set_current(scope, id);
         Ok((id, self.key(id)?))
     }
 
@@ -259,10 +252,14 @@ impl KeyRing {
             .unwrap_or_else(|e| e.into_inner())
             .get(scope)
             .copied();
-        match known {
-            Some(id) => Ok(Some(id)),
-            None => self.live_key_of(scope),
+        if known.is_some() {
+            return Ok(known);
         }
+        let live = self.live_key_of(scope)?;
+        if let Some(id) = live {
+            self.set_current(scope, id);
+        }
+        Ok(live)
     }
 
     /// Makes the next generation of `scope`'s key its current one; the earlier ones stay

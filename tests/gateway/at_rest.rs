@@ -103,16 +103,9 @@ fn keys_init_writes_a_private_key_file_once() {
 /// gives every record back but not one phone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_made_while_a_grant_held_gives_no_phone_back_after_the_revocation() {
-    use crate::grants::{granted_phones, request_at, revoke};
+    use crate::grants::{phone_granted_to_guangde, request_at, revoke};
     let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
-    let project = create(&fed, "changxing", "长兴新能源电池项目").await;
-    let request = granted_phones(&fed).await;
-    eventually(WAIT, "the phone at guangde", || async {
-        try_get(&fed, "guangde", &project.name)
-            .await
-            .filter(|p| phone_of(p).contains(PHONE))
-    })
-    .await;
+    let (project, request) = phone_granted_to_guangde(&fed).await;
     let root = fed.root.path().to_path_buf();
     let config = root.join("guangde.toml");
     let backup = root.join("guangde-backup.db");

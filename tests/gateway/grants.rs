@@ -230,14 +230,7 @@ async fn a_revoked_grant_is_erased_at_the_receiver_which_answers_with_a_signed_r
         ..Default::default()
     };
     let mut fed = TestFederation::start_with(&["zone", "changxing", "guangde"], options).await;
-    let project = create(&fed, "changxing", "长兴新能源电池项目").await;
-    let request = granted_phones(&fed).await;
-    eventually(WAIT, "the phone at guangde", || async {
-        try_get(&fed, "guangde", &project.name)
-            .await
-            .filter(|p| phone_of(p) == PHONE)
-    })
-    .await;
+    let (project, request) = phone_granted_to_guangde(&fed).await;
     assert!(
         !in_store_files(&fed, "guangde", PHONE).is_empty(),
         "the phone is held"
@@ -399,17 +392,24 @@ async fn never_sent_again(fed: &mut TestFederation, earlier: &str) {
     assert_eq!(in_store_files(fed, "guangde", PHONE), Vec::<String>::new());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_grant_is_erased_without_a_message_and_never_sent_again_after_restarts() {
-    let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
-    let project = create(&fed, "changxing", "长兴新能源电池项目").await;
-    let request = granted_phones(&fed).await;
+/// A changxing project whose phone guangde holds under an approved request: the project and
+/// the request's name.
+pub(crate) async fn phone_granted_to_guangde(fed: &TestFederation) -> (pb::Project, String) {
+    let project = create(fed, "changxing", "长兴新能源电池项目").await;
+    let request = granted_phones(fed).await;
     eventually(WAIT, "the phone at guangde", || async {
-        try_get(&fed, "guangde", &project.name)
+        try_get(fed, "guangde", &project.name)
             .await
             .filter(|p| phone_of(p) == PHONE)
     })
     .await;
+    (project, request)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_is_erased_without_a_message_and_never_sent_again_after_restarts() {
+    let mut fed = TestFederation::start(&["zone", "changxing", "guangde"]).await;
+    let (project, request) = phone_granted_to_guangde(&fed).await;
 
     // Thirty-one days later (at both gateways), the thirty-day grant has ended by itself.
     crate::common::advance_clock(Duration::from_secs(31 * 86_400));
